@@ -1,0 +1,3 @@
+"""dpbench: a benchmarking harness for differentially private SGD mechanisms."""
+
+__version__ = "0.1.0"

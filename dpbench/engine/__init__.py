@@ -1,0 +1,8 @@
+"""Per-sample gradient engines: how the per-example gradients (or just their norms and weighted sums)
+of a physical batch are computed. Engines are untrusted for privacy: the kernel bounds whatever they
+return by clipping against the norms it is given."""
+
+from dpbench.engine.functorch_engine import FunctorchEngine
+from dpbench.engine.per_sample import GradientEngine, MaterializedGradients, PerSampleGradients
+
+__all__ = ["GradientEngine", "MaterializedGradients", "PerSampleGradients", "FunctorchEngine"]

@@ -1,0 +1,35 @@
+"""The end-to-end tanh CNN of Tramèr & Boneh (2021) for MNIST and Fashion-MNIST."""
+
+from torch import Tensor, nn
+
+from dpbench.models.registry import register_model
+
+
+@register_model("mnist_cnn")
+class MnistTanhCNN(nn.Module):
+    """Two strided tanh convolutions and two linear layers; 26,010 parameters for 10 classes.
+
+    Tramèr & Boneh, "Differentially Private Learning Needs Better Features (or Much
+    More Data)", ICLR 2021. Input ``[N, 1, 28, 28]``, output logits ``[N, num_classes]``.
+    """
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, kernel_size=8, stride=2, padding=2),
+            nn.Tanh(),
+            nn.MaxPool2d(kernel_size=2, stride=1),
+            nn.Conv2d(16, 32, kernel_size=4, stride=2),
+            nn.Tanh(),
+            nn.MaxPool2d(kernel_size=2, stride=1),
+            nn.Flatten(),
+        )
+        self.classifier = nn.Sequential(
+            nn.Linear(32 * 4 * 4, 32),
+            nn.Tanh(),
+            nn.Linear(32, num_classes),
+        )
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Logits for a batch of images."""
+        return self.classifier(self.features(images))

@@ -1,0 +1,78 @@
+"""Clipping: per-example contributions bounded group by group, and the sensitivity that follows.
+
+Parameter tensors are partitioned into groups g with thresholds C_g. Each example's contribution to
+group g is its gradient there times a factor f, and the kernel enforces ``f * ||grad_g|| <= C_g``
+whatever the mechanism proposed. Under add/remove-one adjacency the summed release then moves by a
+vector whose group norms are at most C_g, so its L2 sensitivity is ``sqrt(sum_g C_g^2)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from dpbench.engine.per_sample import PerSampleGradients
+from dpbench.privacy.mechanism import Mechanism, MechanismContractError
+
+
+@dataclass(frozen=True)
+class ClippingPlan:
+    """Groups of parameter-tensor indices and the threshold of each, fixed for one step."""
+
+    groups: tuple[tuple[int, ...], ...]
+    thresholds: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.groups) != len(self.thresholds):
+            raise MechanismContractError(f"{len(self.groups)} clipping groups but {len(self.thresholds)} thresholds")
+        for c in self.thresholds:
+            if not (math.isfinite(c) and c > 0):
+                raise MechanismContractError(f"clipping threshold {c} must be finite and > 0")
+
+    @property
+    def sensitivity(self) -> float:
+        return math.sqrt(sum(c * c for c in self.thresholds))
+
+
+def check_groups(groups: Sequence[Sequence[int]], n_tensors: int) -> tuple[tuple[int, ...], ...]:
+    """Groups must partition the parameter tensors: every tensor in exactly one group."""
+    flat = sorted(i for group in groups for i in group)
+    if flat != list(range(n_tensors)):
+        raise MechanismContractError(
+            f"parameter groups {list(map(list, groups))} must partition the {n_tensors} parameter tensors"
+        )
+    return tuple(tuple(group) for group in groups)
+
+
+def clipping_plan(mechanism: Mechanism, groups: tuple[tuple[int, ...], ...], step: int, epoch: int) -> ClippingPlan:
+    return ClippingPlan(groups, tuple(float(c) for c in mechanism.thresholds(step, epoch)))
+
+
+def clipped_sum(
+    per_sample: PerSampleGradients, mechanism: Mechanism, plan: ClippingPlan, step: int, epoch: int
+) -> list[torch.Tensor]:
+    """Sum over the batch of the clipped per-example gradients, with the bound enforced."""
+    squared = per_sample.squared_norms()
+    if not torch.isfinite(squared).all():
+        bad = (~torch.isfinite(squared).all(dim=1)).nonzero().flatten().tolist()
+        raise FloatingPointError(
+            f"step {step}: non-finite per-sample gradient for {len(bad)} example(s) of the batch; the loss "
+            "has diverged: lower train.lr or check the inputs"
+        )
+    membership = torch.zeros(squared.shape[1], len(plan.groups), dtype=squared.dtype, device=squared.device)
+    for g, group in enumerate(plan.groups):
+        membership[list(group), g] = 1.0
+    group_norms = (squared @ membership).sqrt()
+    thresholds = torch.tensor(plan.thresholds, dtype=squared.dtype, device=squared.device)
+    proposed = mechanism.clip_factors(group_norms, thresholds, step, epoch)
+    if proposed.shape != group_norms.shape or not torch.isfinite(proposed).all() or (proposed < 0).any():
+        raise MechanismContractError(
+            f"mechanism '{mechanism.name}' step {step}: clip_factors must return finite factors >= 0 of shape "
+            f"{tuple(group_norms.shape)}, got shape {tuple(proposed.shape)}"
+        )
+    bound = thresholds / group_norms.clamp_min(1e-30)
+    factors = torch.minimum(proposed, bound)
+    return per_sample.weighted_sum(factors @ membership.T)

@@ -1,0 +1,106 @@
+"""One private step: per-sample gradients in, a released (noised, averaged) gradient and its ledger
+record out. This is where the two mechanism contracts meet the kernel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+
+from dpbench.engine.per_sample import PerSampleGradients
+from dpbench.privacy.clipping import check_groups, clipped_sum, clipping_plan
+from dpbench.privacy.ledger import StepRecord
+from dpbench.privacy.mechanism import Mechanism, ResearcherMechanism, check_plugin_output, claimed_sigma
+from dpbench.privacy.noise import add_gaussian_noise
+
+
+@dataclass
+class Release:
+    """A private gradient, the record of how it was privatised, and (non-private) loss diagnostics."""
+
+    gradient: list[torch.Tensor]
+    record: StepRecord
+    loss_sum: float
+    batch_size: int
+
+
+class StructuredPrivatizer:
+    """Runs a structured :class:`Mechanism`: the kernel clips (enforcing the bound), sums, adds
+    N(0, (z_t * S)^2) with S the clipping plan's sensitivity, divides by the *expected* batch size
+    and only then hands the gradient to the mechanism's post-processing."""
+
+    def __init__(
+        self,
+        mechanism: Mechanism,
+        parameter_shapes: Sequence[torch.Size],
+        noise_multiplier: float,
+        expected_batch_size: float,
+        sampling_rate: float,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.mechanism = mechanism
+        self.parameter_shapes = [torch.Size(s) for s in parameter_shapes]
+        self.groups = check_groups(mechanism.parameter_groups(self.parameter_shapes), len(self.parameter_shapes))
+        self.noise_multiplier = noise_multiplier
+        self.expected_batch_size = expected_batch_size
+        self.sampling_rate = sampling_rate
+        self.generator = generator
+        self.device = torch.device(device)
+
+    def noise_multiplier_at(self, step: int, epoch: int) -> float:
+        return self.noise_multiplier * float(self.mechanism.noise_shape(step, epoch))
+
+    def release(self, chunks: Iterable[PerSampleGradients], step: int, epoch: int) -> Release:
+        plan = clipping_plan(self.mechanism, self.groups, step, epoch)
+        total = [torch.zeros(s, device=self.device) for s in self.parameter_shapes]
+        loss_sum, batch_size = 0.0, 0
+        for chunk in chunks:
+            total = [t + c.to(t.dtype) for t, c in zip(total, clipped_sum(chunk, self.mechanism, plan, step, epoch))]
+            loss_sum += float(chunk.losses.sum())
+            batch_size += chunk.batch_size
+        z = self.noise_multiplier_at(step, epoch)
+        noised = add_gaussian_noise(total, z * plan.sensitivity, self.generator)
+        average = [t / self.expected_batch_size for t in noised]
+        gradient = check_plugin_output(
+            self.mechanism.postprocess(average, step, epoch), self.parameter_shapes, self.mechanism.name, step
+        )
+        record = StepRecord(step, epoch, self.sampling_rate, z, plan.sensitivity, self.mechanism.name, "harness")
+        return Release(gradient, record, loss_sum, batch_size)
+
+
+class PluginPrivatizer:
+    """Runs a researcher-form plugin: it gets the whole logical batch's per-sample gradients
+    (materialised by contract), its output is validated, and its *claimed* multiplier is recorded."""
+
+    def __init__(
+        self,
+        plugin: ResearcherMechanism,
+        name: str,
+        parameter_shapes: Sequence[torch.Size],
+        max_grad_norm: float,
+        sampling_rate: float,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.plugin = plugin
+        self.name = name
+        self.parameter_shapes = [torch.Size(s) for s in parameter_shapes]
+        self.max_grad_norm = max_grad_norm
+        self.sampling_rate = sampling_rate
+        self.device = torch.device(device)
+
+    def release(self, chunks: Iterable[PerSampleGradients], step: int, epoch: int) -> Release:
+        parts = [chunk for chunk in chunks]
+        per_sample = [
+            torch.cat([chunk.materialize()[p] for chunk in parts])
+            if parts
+            else torch.zeros((0, *shape), device=self.device)
+            for p, shape in enumerate(self.parameter_shapes)
+        ]
+        output = self.plugin.clip_and_noise(per_sample, step, epoch)
+        gradient = check_plugin_output(output, self.parameter_shapes, self.name, step)
+        sigma = claimed_sigma(self.plugin, self.name, step, epoch)
+        record = StepRecord(step, epoch, self.sampling_rate, sigma, self.max_grad_norm, self.name, "claimed")
+        loss_sum = sum(float(chunk.losses.sum()) for chunk in parts)
+        return Release(gradient, record, loss_sum, sum(chunk.batch_size for chunk in parts))

@@ -1,0 +1,206 @@
+"""One run from a resolved config: build everything, calibrate, train (or resume), write the results.
+
+This is orchestration only: it wires the data, model, mechanism, kernel and loop together and keeps
+the run directory's promises (nothing already computed is lost, a finished run is never redone by
+accident, a resumed run continues exactly).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import dpbench
+from dpbench.engine.functorch_engine import FunctorchEngine
+from dpbench.privacy.accountant import epsilon, epsilon_independent
+from dpbench.privacy.calibration import TrainingPlan, validate_privacy_target
+from dpbench.privacy.sampler import PoissonSampler
+from dpbench.reporting.run_files import RunFiles, append_result_row
+from dpbench.runtime import pick_device
+from dpbench.training.checkpoint import load_checkpoint, save_checkpoint
+from dpbench.training.loop import TrainingState, train
+from dpbench.training.plugin_loader import prepare_mechanism
+
+log = logging.getLogger("dpbench")
+
+# Keys that change how a run is executed but not what it computes.
+EXECUTION_KEYS = ("resume", "overwrite", "progress", "device")
+# Relative disagreement tolerated between the primary and the independent RDP accountant.
+ACCOUNTANT_TOLERANCE = 0.01
+
+
+class RunDirectoryError(RuntimeError):
+    """The run directory holds work that this invocation would otherwise destroy."""
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
+    files = RunFiles(run_dir)
+    if files.summary.exists() and not cfg.overwrite:
+        log.info("run already finished: %s (overwrite=true to run it again)", files.summary)
+        return files.read_summary()
+    resume = _check_run_directory(cfg, files)
+    files.dir.mkdir(parents=True, exist_ok=True)
+    files.config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    _seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    data = instantiate(cfg.dataset)
+    model = instantiate(cfg.model).to(device)
+    plan = TrainingPlan(data.train_size, float(cfg.train.batch_size), int(cfg.train.epochs))
+    validate_privacy_target(cfg.privacy.target_epsilon, cfg.privacy.target_delta, plan)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    noise_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    prepared = prepare_mechanism(
+        OmegaConf.to_container(cfg.mechanism, resolve=True),
+        plan,
+        cfg.privacy.target_epsilon,
+        cfg.privacy.target_delta,
+        [p.shape for p in parameters],
+        noise_generator,
+        device,
+        cfg.privacy.accountant,
+    )
+    optimizer = _optimizer(cfg.train, parameters)
+    sampler = PoissonSampler(plan.dataset_size, plan.sampling_rate, seed=cfg.seed + 2)
+    engine = FunctorchEngine(model, getattr(model, "loss", F.cross_entropy))
+    state = TrainingState()
+    if resume:
+        state = load_checkpoint(files.checkpoint, model, optimizer, prepared.mechanism, sampler, noise_generator)
+        log.info("resumed %s after epoch %d (step %d)", run_dir, state.epoch, state.step)
+    log.info(
+        "%s on %s (%s): N=%d, q=%.5f, %d steps/epoch x %d epochs, calibrated noise multiplier z=%.4f for "
+        "epsilon=%g, delta=%g; device %s",
+        prepared.name, data.name, prepared.contract, plan.dataset_size, plan.sampling_rate, plan.steps_per_epoch,
+        plan.epochs, prepared.noise_multiplier, cfg.privacy.target_epsilon, cfg.privacy.target_delta, device,
+    )
+
+    def on_epoch_end(state: TrainingState) -> None:
+        save_checkpoint(files.checkpoint, model, optimizer, prepared.mechanism, sampler, noise_generator, state)
+        files.write_metrics(state.epochs)
+        row = state.epochs[-1]
+        remaining = (plan.epochs - state.epoch) * state.seconds / max(len(state.epochs), 1)
+        log.info(
+            "epoch %d/%d | test acc %.2f%% | eps %.3f | z %.3f | %.1f s (%.0f samples/s) | ETA %s",
+            row["epoch"], plan.epochs, 100 * row["test_accuracy"], row["epsilon"], row["noise_multiplier"],
+            row["seconds"], row["samples_per_second"], _duration(remaining),
+        )
+
+    state = train(
+        model, data, engine, prepared.privatizer, optimizer, sampler, plan, cfg.privacy.target_delta,
+        int(cfg.train.physical_batch_size), device, state, on_epoch_end, progress=bool(cfg.progress),
+    )
+    summary = _summary(cfg, run_dir, data.name, plan, prepared, state)
+    files.write_summary(summary)
+    append_result_row(Path(cfg.paths.results) / "results.jsonl", _result_row(summary))
+    log.info(
+        "done: test acc %.2f%% | epsilon %.4f (target %g, delta %g; %s) | %s",
+        100 * summary["final_accuracy"], summary["epsilon"], summary["target_epsilon"], summary["delta"],
+        summary["epsilon_basis"], _duration(summary["wall_seconds"]),
+    )
+    return summary
+
+
+def _check_run_directory(cfg: DictConfig, files: RunFiles) -> bool:
+    """True if the run should resume from its checkpoint."""
+    if not files.checkpoint.exists() or cfg.overwrite:
+        if cfg.resume:
+            log.info("resume=true but %s holds no checkpoint: starting from scratch", files.dir)
+        return False
+    if not cfg.resume:
+        raise RunDirectoryError(
+            f"{files.dir} holds an unfinished run (checkpoint.pt); pass resume=true to continue it "
+            "or overwrite=true to start it again"
+        )
+    stored = OmegaConf.load(files.config)
+    current = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    for key in EXECUTION_KEYS:
+        stored.pop(key, None)
+        current.pop(key, None)
+    if stored != current:
+        raise RunDirectoryError(
+            f"resume=true, but the config differs from the one the run in {files.dir} started with "
+            f"({files.config}); resume with the same settings, or pass overwrite=true"
+        )
+    return True
+
+
+def _optimizer(train_cfg: DictConfig, parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    if train_cfg.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=train_cfg.lr, momentum=train_cfg.momentum)
+    if train_cfg.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=train_cfg.lr)
+    raise ValueError(f"unknown optimizer '{train_cfg.optimizer}'; use train.optimizer=sgd or adam")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _summary(cfg: DictConfig, run_dir: Path, dataset: str, plan: TrainingPlan, prepared, state: TrainingState) -> dict:
+    delta = cfg.privacy.target_delta
+    spent = epsilon(state.ledger, delta, cfg.privacy.accountant)
+    independent = epsilon_independent(state.ledger, delta, "rdp")
+    if abs(spent - independent) > ACCOUNTANT_TOLERANCE * independent:
+        raise ArithmeticError(
+            f"accountants disagree: primary RDP epsilon {spent:.6f} vs dp_accounting RDP {independent:.6f}"
+        )
+    accuracies = [row["test_accuracy"] for row in state.epochs]
+    return {
+        "dataset": dataset,
+        "model": cfg.model._target_.rsplit(".", 1)[-1],
+        "mechanism": prepared.name,
+        "contract": prepared.contract,
+        "seed": cfg.seed,
+        "final_accuracy": accuracies[-1],
+        "best_accuracy": max(accuracies),
+        "target_epsilon": cfg.privacy.target_epsilon,
+        "epsilon": spent,
+        "epsilon_dp_accounting_rdp": independent,
+        "epsilon_dp_accounting_pld": epsilon_independent(state.ledger, delta, "pld"),
+        "epsilon_basis": "harness noise" if prepared.contract == "structured" else "claimed by plugin (unverified)",
+        "delta": delta,
+        "noise_multiplier": prepared.noise_multiplier,
+        "sampling_rate": plan.sampling_rate,
+        "expected_batch_size": plan.expected_batch_size,
+        "epochs": plan.epochs,
+        "steps": state.step,
+        "wall_seconds": state.seconds,
+        "run_dir": str(run_dir),
+        "dpbench_version": dpbench.__version__,
+        "git_commit": _git_commit(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+def _result_row(summary: dict) -> dict:
+    return {key: value for key, value in summary.items() if key != "config"} | {
+        "lr": summary["config"]["train"]["lr"],
+        "max_grad_norm": summary["config"]["mechanism"].get("max_grad_norm"),
+    }
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

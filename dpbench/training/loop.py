@@ -1,0 +1,106 @@
+"""The fixed DP-SGD training loop. Short enough to audit in one sitting.
+
+Per step: draw a Poisson sample, compute per-sample gradients in physical chunks, let the
+privatizer (the kernel, running the mechanism) release one private gradient, record the release in
+the ledger, take an optimizer step. Per epoch: evaluate, compute epsilon from the whole ledger,
+hand the state to ``on_epoch_end`` (metrics, checkpoint, ETA).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from dpbench.data import DatasetSplits
+from dpbench.engine.per_sample import GradientEngine
+from dpbench.privacy.accountant import epsilon
+from dpbench.privacy.calibration import TrainingPlan
+from dpbench.privacy.ledger import PrivacyLedger
+from dpbench.privacy.privatizer import Release
+from dpbench.privacy.sampler import PoissonSampler
+
+
+class Privatizer(Protocol):
+    def release(self, chunks, step: int, epoch: int) -> Release: ...
+
+
+@dataclass
+class TrainingState:
+    """Everything the loop advances; checkpointed after every epoch."""
+
+    epoch: int = 0
+    step: int = 0
+    ledger: PrivacyLedger = field(default_factory=PrivacyLedger)
+    epochs: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def train(
+    model: nn.Module,
+    data: DatasetSplits,
+    engine: GradientEngine,
+    privatizer: Privatizer,
+    optimizer: torch.optim.Optimizer,
+    sampler: PoissonSampler,
+    plan: TrainingPlan,
+    delta: float,
+    physical_batch_size: int,
+    device: torch.device,
+    state: TrainingState,
+    on_epoch_end: Callable[[TrainingState], None],
+    progress: bool = True,
+) -> TrainingState:
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    features, labels = data.train_features.to(device), data.train_labels.to(device)
+    for epoch in range(state.epoch, plan.epochs):
+        started = time.perf_counter()
+        loss_sum, examples = 0.0, 0
+        model.train()
+        for _ in tqdm(range(plan.steps_per_epoch), desc=f"epoch {epoch + 1}/{plan.epochs}", leave=False, disable=not progress):
+            indices = sampler.sample().to(device)
+            x, y = features[indices], labels[indices]
+            chunks = (
+                engine.per_sample_gradients(x[i : i + physical_batch_size], y[i : i + physical_batch_size])
+                for i in range(0, len(indices), physical_batch_size)
+            )
+            release = privatizer.release(chunks, state.step, epoch)
+            state.ledger.append(release.record)
+            for parameter, gradient in zip(parameters, release.gradient):
+                parameter.grad = gradient.to(parameter.dtype)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum += release.loss_sum
+            examples += release.batch_size
+            state.step += 1
+        seconds = time.perf_counter() - started
+        state.seconds += seconds
+        state.epochs.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / max(examples, 1),
+                "test_accuracy": accuracy(model, data.test_features, data.test_labels, device),
+                "epsilon": epsilon(state.ledger, delta),
+                "noise_multiplier": release.record.noise_multiplier,
+                "seconds": seconds,
+                "samples_per_second": examples / seconds,
+            }
+        )
+        state.epoch = epoch + 1
+        on_epoch_end(state)
+    return state
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, device: torch.device, batch_size: int = 2048) -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, len(labels), batch_size):
+        logits = model(features[i : i + batch_size].to(device))
+        correct += int((logits.argmax(dim=1) == labels[i : i + batch_size].to(device)).sum())
+    model.train()
+    return correct / len(labels)

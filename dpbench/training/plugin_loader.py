@@ -1,0 +1,96 @@
+"""From a ``mechanism`` config to a calibrated privatizer, for either mechanism contract.
+
+A config names a class with ``_target_`` (``conf/mechanism/NAME.yaml`` for built-ins, or
+``mechanism._target_=my_module.MyMechanism`` for anything importable); its other keys are the
+class's hyper-parameters. A :class:`~dpbench.privacy.mechanism.Mechanism` subclass is run by the
+kernel; a class with ``clip_and_noise`` and ``get_effective_sigma`` is a researcher-form plugin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from hydra.utils import get_class
+
+from dpbench.privacy.calibration import TrainingPlan, calibrate_noise_multiplier
+from dpbench.privacy.mechanism import Mechanism, MechanismContractError, claimed_sigma
+from dpbench.privacy.privatizer import PluginPrivatizer, StructuredPrivatizer
+
+
+class MechanismNotFoundError(ImportError):
+    """The configured mechanism class cannot be imported."""
+
+
+@dataclass
+class PreparedMechanism:
+    name: str
+    contract: str  # "structured" or "researcher"
+    noise_multiplier: float
+    mechanism: object
+    privatizer: StructuredPrivatizer | PluginPrivatizer
+
+
+def prepare_mechanism(
+    config: Mapping[str, Any],
+    plan: TrainingPlan,
+    target_epsilon: float,
+    delta: float,
+    parameter_shapes: Sequence[torch.Size],
+    noise_generator: torch.Generator,
+    device: torch.device,
+    accountant: str = "rdp",
+) -> PreparedMechanism:
+    """Import, construct and calibrate the configured mechanism."""
+    options = dict(config)
+    target = options.pop("_target_", None)
+    if not target:
+        raise MechanismNotFoundError("mechanism config has no _target_; pick one with mechanism=NAME")
+    try:
+        cls = get_class(target)
+    except Exception as error:
+        raise MechanismNotFoundError(
+            f"cannot import mechanism class '{target}' ({error}); use mechanism=NAME for a built-in "
+            "(conf/mechanism/NAME.yaml) or mechanism._target_=module.Class for a class on PYTHONPATH"
+        ) from error
+    name = str(options.pop("name", cls.__name__))
+    if isinstance(cls, type) and issubclass(cls, Mechanism):
+        mechanism = cls(**options)
+        noise_multiplier = calibrate_noise_multiplier(target_epsilon, delta, plan, mechanism.noise_shape, accountant=accountant)
+        privatizer = StructuredPrivatizer(
+            mechanism, parameter_shapes, noise_multiplier, plan.expected_batch_size, plan.sampling_rate, noise_generator, device
+        )
+        return PreparedMechanism(name, "structured", noise_multiplier, mechanism, privatizer)
+    if callable(getattr(cls, "clip_and_noise", None)) and callable(getattr(cls, "get_effective_sigma", None)):
+        max_grad_norm = float(options.pop("max_grad_norm"))
+        n_params = sum(int(torch.Size(s).numel()) for s in parameter_shapes)
+
+        def build(noise_multiplier: float) -> object:
+            return cls(
+                max_grad_norm=max_grad_norm,
+                noise_multiplier=noise_multiplier,
+                n_params=n_params,
+                dataset_size=plan.dataset_size,
+                batch_size=plan.expected_batch_size,
+                epochs=plan.epochs,
+                target_epsilon=target_epsilon,
+                target_delta=delta,
+                **options,
+            )
+
+        noise_multiplier = calibrate_noise_multiplier(
+            target_epsilon, delta, plan, _reported_shape(build(1.0), name), accountant=accountant
+        )
+        plugin = build(noise_multiplier)
+        privatizer = PluginPrivatizer(plugin, name, parameter_shapes, max_grad_norm, plan.sampling_rate, device)
+        return PreparedMechanism(name, "researcher", noise_multiplier, plugin, privatizer)
+    raise MechanismContractError(
+        f"'{target}' is neither a dpbench.privacy.mechanism.Mechanism subclass nor a researcher-form plugin "
+        "(a class with clip_and_noise(per_sample_grads, step, epoch) and get_effective_sigma(step, epoch))"
+    )
+
+
+def _reported_shape(probe: object, name: str) -> Callable[[int, int], float]:
+    """The noise schedule's shape as a plugin built with noise_multiplier=1 reports it."""
+    return lambda step, epoch: claimed_sigma(probe, name, step, epoch)

@@ -1,0 +1,1 @@
+"""Built-in DP mechanisms (plugins). One file per mechanism, one YAML per mechanism in conf/mechanism/."""

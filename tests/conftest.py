@@ -1,0 +1,26 @@
+"""Shared pytest fixtures."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def vision_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A torchvision data root with MNIST, Fashion-MNIST and the CIFAR-10 stand-in, built once per session.
+
+    Built by ``prepare.sh`` from the shared data folder: ``$DPBENCH_SHARED/data`` if that
+    variable is set, else ``../shared/data`` beside the repository.
+    """
+    shared = Path(os.environ.get("DPBENCH_SHARED", REPO_ROOT.parent / "shared"))
+    prepare = shared / "data" / "prepare.sh"
+    if not prepare.is_file():
+        pytest.fail(f"{prepare} not found: put the shared folder beside the repository or set DPBENCH_SHARED")
+    root = tmp_path_factory.mktemp("data_root")
+    subprocess.run(["bash", str(prepare), str(root), sys.executable], check=True, capture_output=True)
+    return root

@@ -1,0 +1,139 @@
+"""End-to-end runs on the embedded digits dataset: outputs, calibration, determinism, bad input."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from dpbench.privacy.calibration import PrivacyConfigError
+from dpbench.privacy.mechanism import MechanismContractError
+from dpbench.training.experiment import RunDirectoryError, run_experiment
+from dpbench.training.plugin_loader import MechanismNotFoundError
+from mechanisms.examples.flat_clip_plugin import FlatClipPlugin
+
+
+def test_run_writes_metrics_summary_and_results_row(make_config, tmp_path):
+    cfg = make_config("train.epochs=3")
+    summary = run_experiment(cfg, tmp_path / "run")
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    assert {"train_loss", "test_accuracy", "epsilon", "noise_multiplier", "seconds", "samples_per_second"} <= set(metrics[0])
+    assert metrics[0]["epsilon"] < metrics[1]["epsilon"] < metrics[2]["epsilon"]
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert on_disk["epsilon"] == summary["epsilon"] == metrics[-1]["epsilon"]
+    # Calibration: exactly the target is spent (within 1% below), as the independent accountant confirms.
+    assert 0.99 * 3.0 <= summary["epsilon"] <= 3.0
+    assert summary["epsilon_dp_accounting_rdp"] == pytest.approx(summary["epsilon"], rel=0.01)
+    assert summary["steps"] == 3 * round(1437 / 128)
+    assert summary["contract"] == "structured" and summary["epsilon_basis"] == "harness noise"
+    table = pd.read_json(tmp_path / "results" / "results.jsonl", lines=True)
+    assert len(table) == 1 and table.loc[0, "mechanism"] == "fixed"
+    assert table.loc[0, "final_accuracy"] == summary["final_accuracy"]
+
+
+def test_same_seed_same_run_other_seed_other_run(make_config, tmp_path):
+    first = run_experiment(make_config("seed=5"), tmp_path / "a")
+    again = run_experiment(make_config("seed=5"), tmp_path / "b")
+    run_experiment(make_config("seed=6"), tmp_path / "c")
+    weights = lambda d: torch.load(tmp_path / d / "checkpoint.pt", weights_only=False)["model"]  # noqa: E731
+    assert all(torch.equal(weights("a")[k], weights("b")[k]) for k in weights("a"))
+    assert first["final_accuracy"] == again["final_accuracy"]
+    assert not all(torch.equal(weights("a")[k], weights("c")[k]) for k in weights("a"))
+
+
+def test_kill_and_resume_reproduces_the_uninterrupted_run(make_config, tmp_path, monkeypatch):
+    straight = run_experiment(make_config("train.epochs=3"), tmp_path / "straight")
+
+    import dpbench.training.experiment as experiment
+
+    real_save = experiment.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt("killed after the first checkpoint")
+
+    monkeypatch.setattr(experiment, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(make_config("train.epochs=3"), tmp_path / "killed")
+    monkeypatch.setattr(experiment, "save_checkpoint", real_save)
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    with pytest.raises(RunDirectoryError, match="resume=true"):
+        run_experiment(make_config("train.epochs=3"), tmp_path / "killed")
+    resumed = run_experiment(make_config("train.epochs=3", "resume=true"), tmp_path / "killed")
+
+    load = lambda d: torch.load(tmp_path / d / "checkpoint.pt", weights_only=False)  # noqa: E731
+    assert load("killed")["state"]["ledger"] == load("straight")["state"]["ledger"]
+    assert resumed["epsilon"] == straight["epsilon"]
+    assert resumed["final_accuracy"] == straight["final_accuracy"]
+    assert all(torch.equal(load("killed")["model"][k], load("straight")["model"][k]) for k in load("straight")["model"])
+
+
+def test_resume_with_a_different_config_is_refused(make_config, tmp_path, monkeypatch):
+    import dpbench.training.experiment as experiment
+
+    real_save = experiment.save_checkpoint
+    monkeypatch.setattr(experiment, "save_checkpoint", lambda *a, **k: (real_save(*a, **k), exit(1)))
+    with pytest.raises(SystemExit):
+        run_experiment(make_config(), tmp_path / "run")
+    monkeypatch.setattr(experiment, "save_checkpoint", real_save)
+    with pytest.raises(RunDirectoryError, match="config differs"):
+        run_experiment(make_config("resume=true", "train.lr=0.1"), tmp_path / "run")
+
+
+def test_finished_run_is_not_redone(make_config, tmp_path):
+    first = run_experiment(make_config(), tmp_path / "run")
+    (tmp_path / "run" / "checkpoint.pt").unlink()  # a rerun would need it; a skipped one does not
+    assert run_experiment(make_config(), tmp_path / "run") == first
+
+
+def test_researcher_form_example_plugin_runs_and_is_labelled_claimed(make_config, tmp_path):
+    summary = run_experiment(make_config("mechanism=example_plugin"), tmp_path / "run")
+    assert summary["contract"] == "researcher"
+    assert summary["epsilon_basis"].startswith("claimed")
+    assert 0.99 * 3.0 <= summary["epsilon"] <= 3.0
+
+
+class WrongShapePlugin(FlatClipPlugin):
+    def clip_and_noise(self, per_sample_grads, step, epoch):
+        return [g.sum(dim=0).flatten() for g in per_sample_grads]
+
+
+class NaNPlugin(FlatClipPlugin):
+    def clip_and_noise(self, per_sample_grads, step, epoch):
+        return [torch.full(g.shape[1:], math.nan) for g in per_sample_grads]
+
+
+class NoSigmaPlugin(FlatClipPlugin):
+    def get_effective_sigma(self, step, epoch):
+        return None
+
+
+def target_of(cls: type) -> str:
+    return f"mechanism._target_={cls.__module__}.{cls.__qualname__}"
+
+
+@pytest.mark.parametrize(
+    "overrides, error, message",
+    [
+        (["privacy.target_epsilon=0"], PrivacyConfigError, "target epsilon must be"),
+        (["privacy.target_epsilon=-2"], PrivacyConfigError, "target epsilon must be"),
+        (["privacy.target_delta=0.001"], PrivacyConfigError, "1/N"),
+        (["train.batch_size=5000"], PrivacyConfigError, "q must be in"),
+        (["mechanism._target_=no_such_module.Mechanism"], MechanismNotFoundError, "cannot import mechanism class"),
+        ([target_of(WrongShapePlugin)], MechanismContractError, "shape"),
+        ([target_of(NaNPlugin)], MechanismContractError, "NaN"),
+        ([target_of(NoSigmaPlugin)], MechanismContractError, "get_effective_sigma"),
+        (["mechanism._target_=torch.nn.Linear"], MechanismContractError, "neither"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(make_config, tmp_path, overrides, error, message):
+    with pytest.raises(error, match=message):
+        run_experiment(make_config(*overrides), tmp_path / "run")
+
+
+def test_missing_dataset_names_the_root_and_the_fix(make_config, tmp_path):
+    with pytest.raises(Exception, match="prepare.sh") as caught:
+        run_experiment(make_config("dataset=mnist", f"dataset.root={tmp_path / 'empty'}"), tmp_path / "run")
+    assert str(tmp_path / "empty") in str(caught.value)
