@@ -1,0 +1,14 @@
+"""The telemetry workload: a calibrated simulator of the DCA reporting tables and the
+analysts' benchmark queries, run by DuckDB and scored against the published answers.
+
+    python -m dpbench.telemetry simulate --devices 1000000 --out sim/
+    python -m dpbench.telemetry query --tables sim/ --out answers/
+    python -m dpbench.telemetry score --results answers/          # or --tables sim/
+    python -m dpbench.telemetry baselines [--tables sim/]
+
+Modules: ``schema`` (the 13 tables), ``corpus`` (reading and validating a
+directory of parquet tables), ``calibration`` (every calibrated number),
+``population``/``coverage``/``reporting_days`` and one module per table family
+(the simulator's parts), ``simulator``, ``workload`` and ``queries/`` (the 11
+queries), ``query_runner``, ``scoring``, ``baselines``, ``truth``.
+"""

@@ -1,0 +1,100 @@
+"""Command line: simulate tables, run the benchmark queries, score answers, report baselines."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dpbench.telemetry.baselines import halves_noise_floor, trivial_baseline_scores
+from dpbench.telemetry.query_runner import read_results, run_queries, write_results
+from dpbench.telemetry.schema import SchemaError
+from dpbench.telemetry.scoring import QueryScore, format_scores, score_answers, summary_table
+from dpbench.telemetry.simulator import simulate
+from dpbench.telemetry.truth import locate_truth_dir
+from dpbench.telemetry.workload import QUERIES, select_queries
+
+
+def _print_scores(title: str, scores: list[QueryScore], out: Path | None = None) -> None:
+    print(format_scores(title, scores))
+    if out is not None:
+        summary_table(scores).to_csv(out, index=False)
+
+
+def _simulate(args: argparse.Namespace) -> None:
+    report = simulate(args.devices, args.out, args.seed)
+    for table, rows in report.rows.items():
+        print(f"{table:36s} {report.devices[table]:>9,d} devices {rows:>12,d} rows")
+    print(f"simulated {args.devices:,d} devices (seed {args.seed}) in {report.seconds:.1f} s -> {args.out}")
+
+
+def _query(args: argparse.Namespace) -> None:
+    results = run_queries(args.tables, select_queries(args.queries))
+    for path in write_results(results, args.out):
+        print(path)
+
+
+def _score(args: argparse.Namespace) -> None:
+    queries = select_queries(args.queries)
+    truth = read_results(locate_truth_dir(args.truth), queries)
+    answers = read_results(args.results, queries) if args.results else run_queries(args.tables, queries)
+    _print_scores(f"{args.results or args.tables} against {locate_truth_dir(args.truth)}",
+                  score_answers(truth, answers, queries), args.out)
+
+
+def _baselines(args: argparse.Namespace) -> None:
+    queries = select_queries(args.queries)
+    _print_scores("trivial baselines against the published answers",
+                  trivial_baseline_scores(read_results(locate_truth_dir(args.truth), queries), queries))
+    if args.tables:
+        _print_scores(f"halves noise floor of {args.tables} (one half of the devices against the other)",
+                      halves_noise_floor(args.tables, queries))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dpbench.telemetry", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    query_names = dict(nargs="*", choices=list(QUERIES), metavar="QUERY",
+                       help=f"queries to run (default all): {', '.join(QUERIES)}")
+    truth = dict(type=Path, default=None, help="ground-truth directory (default: $DPBENCH_TELEMETRY_TRUTH or "
+                                               "../shared/telemetry/ground_truth beside the repository)")
+
+    p = sub.add_parser("simulate", help="write the 13 reporting tables as parquet")
+    p.add_argument("--devices", type=int, default=1_000_000)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_simulate)
+
+    p = sub.add_parser("query", help="run the benchmark queries over a directory of tables, write CSVs")
+    p.add_argument("--tables", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--queries", **query_names)
+    p.set_defaults(run=_query)
+
+    p = sub.add_parser("score", help="score tables (queries are run) or saved answers against the ground truth")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--tables", type=Path, help="directory of parquet tables")
+    source.add_argument("--results", type=Path, help="directory of answer CSVs written by 'query'")
+    p.add_argument("--truth", **truth)
+    p.add_argument("--out", type=Path, default=None, help="also write the score table as CSV")
+    p.add_argument("--queries", **query_names)
+    p.set_defaults(run=_score)
+
+    p = sub.add_parser("baselines", help="trivial baselines, and the halves noise floor of --tables")
+    p.add_argument("--truth", **truth)
+    p.add_argument("--tables", type=Path, default=None, help="tables whose halves noise floor to report")
+    p.add_argument("--queries", **query_names)
+    p.set_defaults(run=_baselines)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (SchemaError, FileNotFoundError) as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Run the benchmark queries with DuckDB over a directory of parquet tables.
+
+Each reporting table becomes a view of the same name over its parquet file(s),
+so the SQL in ``queries/`` runs unchanged on simulated, synthetic or real tables.
+A ``half`` restricts every view to one of two fixed random halves of the devices
+(by the md5 of the guid), which the real-vs-real noise floor uses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from dpbench.telemetry.corpus import open_table
+from dpbench.telemetry.workload import WORKLOAD, QuerySpec
+
+HALVES = (0, 1)
+
+
+def connect(tables_dir: Path | str, queries: tuple[QuerySpec, ...] = WORKLOAD,
+            half: int | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with a validated view per table the queries need."""
+    if half is not None and half not in HALVES:
+        raise ValueError(f"half must be 0 or 1, got {half}")
+    needed = dict.fromkeys(t for q in queries for t in q.tables)
+    sources = {name: open_table(tables_dir, name) for name in needed}
+    con = duckdb.connect()
+    for name, source in sources.items():
+        glob = source.parquet_glob.replace("'", "''")
+        where = f" WHERE ascii(right(md5(guid), 1)) % 2 = {half}" if half is not None else ""
+        con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet(\'{glob}\'){where}')
+    return con
+
+
+def run_queries(tables_dir: Path | str, queries: tuple[QuerySpec, ...] = WORKLOAD,
+                half: int | None = None) -> dict[str, pd.DataFrame]:
+    """Results of the queries, keyed by query name."""
+    con = connect(tables_dir, queries, half)
+    try:
+        return {q.name: con.execute(q.sql).df() for q in queries}
+    finally:
+        con.close()
+
+
+def write_results(results: dict[str, pd.DataFrame], out_dir: Path | str) -> list[Path]:
+    """Write each result as ``out_dir/<result_name>.csv`` (the published answer's file name)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_name = {q.name: q for q in WORKLOAD}
+    paths = []
+    for name, frame in results.items():
+        path = out_dir / f"{by_name[name].result_name}.csv"
+        frame.to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
+def read_results(results_dir: Path | str, queries: tuple[QuerySpec, ...] = WORKLOAD) -> dict[str, pd.DataFrame | None]:
+    """Saved results (or published answers) keyed by query name; None where a file is absent."""
+    results_dir = Path(results_dir)
+    out: dict[str, pd.DataFrame | None] = {}
+    for q in queries:
+        path = results_dir / f"{q.result_name}.csv"
+        out[q.name] = pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.exists() else None
+    return out
