@@ -4,6 +4,10 @@ Parameter tensors are partitioned into groups g with thresholds C_g. Each exampl
 group g is its gradient there times a factor f, and the kernel enforces ``f * ||grad_g|| <= C_g``
 whatever the mechanism proposed. Under add/remove-one adjacency the summed release then moves by a
 vector whose group norms are at most C_g, so its L2 sensitivity is ``sqrt(sum_g C_g^2)``.
+
+A mechanism may also ask for one private statistic of the clipping (e.g. the fraction of examples
+under the threshold, for adaptive clipping): each example's value is clamped to
+``[-STATISTIC_BOUND, STATISTIC_BOUND]``, so the summed statistic has sensitivity ``STATISTIC_BOUND``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,17 @@ import torch
 
 from dpbench.engine.per_sample import PerSampleGradients
 from dpbench.privacy.mechanism import Mechanism, MechanismContractError
+
+
+STATISTIC_BOUND = 0.5
+
+
+@dataclass(frozen=True)
+class ClippedChunk:
+    """A physical batch's contribution: clipped gradient sum and (if asked for) statistic sum."""
+
+    gradient_sum: list[torch.Tensor]
+    statistic_sum: float
 
 
 @dataclass(frozen=True)
@@ -51,10 +66,11 @@ def clipping_plan(mechanism: Mechanism, groups: tuple[tuple[int, ...], ...], ste
     return ClippingPlan(groups, tuple(float(c) for c in mechanism.thresholds(step, epoch)))
 
 
-def clipped_sum(
+def clip_chunk(
     per_sample: PerSampleGradients, mechanism: Mechanism, plan: ClippingPlan, step: int, epoch: int
-) -> list[torch.Tensor]:
-    """Sum over the batch of the clipped per-example gradients, with the bound enforced."""
+) -> ClippedChunk:
+    """Sum over the batch of the clipped per-example gradients, with the bound enforced, and the sum
+    of the mechanism's clamped per-example statistic (0 if it asks for none)."""
     squared = per_sample.squared_norms()
     if not torch.isfinite(squared).all():
         bad = (~torch.isfinite(squared).all(dim=1)).nonzero().flatten().tolist()
@@ -75,4 +91,12 @@ def clipped_sum(
         )
     bound = thresholds / group_norms.clamp_min(1e-30)
     factors = torch.minimum(proposed, bound)
-    return per_sample.weighted_sum(factors @ membership.T)
+    statistic = 0.0
+    if mechanism.statistic_noise is not None:
+        values = mechanism.clip_statistic(group_norms, thresholds, step, epoch)
+        if values.shape != group_norms.shape[:1] or not torch.isfinite(values).all():
+            raise MechanismContractError(
+                f"mechanism '{mechanism.name}' step {step}: clip_statistic must return {group_norms.shape[0]} finite values"
+            )
+        statistic = float(values.clamp(-STATISTIC_BOUND, STATISTIC_BOUND).sum())
+    return ClippedChunk(per_sample.weighted_sum(factors @ membership.T), statistic)

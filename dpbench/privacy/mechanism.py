@@ -33,6 +33,8 @@ class Mechanism:
     before training starts)."""
 
     name = "structured"
+    # Standard deviation of the Gaussian noise on the summed private statistic; None: no statistic.
+    statistic_noise: float | None = None
 
     def __init__(self, max_grad_norm: float) -> None:
         if not max_grad_norm > 0:
@@ -50,6 +52,15 @@ class Mechanism:
     def clip_factors(self, group_norms: torch.Tensor, thresholds: torch.Tensor, step: int, epoch: int) -> torch.Tensor:
         """Factor ``[B, G]`` that scales each example's group gradient; default min(1, C / norm)."""
         return torch.clamp(thresholds / group_norms.clamp_min(1e-12), max=1.0)
+
+    def clip_statistic(self, group_norms: torch.Tensor, thresholds: torch.Tensor, step: int, epoch: int) -> torch.Tensor:
+        """Per-example statistic ``[B]`` of the clipping (the kernel clamps it to [-1/2, 1/2], sums it,
+        adds N(0, statistic_noise^2) and accounts it); only called if ``statistic_noise`` is set."""
+        raise MechanismContractError(f"{type(self).__name__} sets statistic_noise but defines no clip_statistic")
+
+    def observe_statistic(self, noised_mean: float, step: int, epoch: int) -> None:
+        """Receives the private statistic: (clamped sum + noise) / expected batch size. The only data
+        a mechanism may use to change its state."""
 
     def noise_shape(self, step: int, epoch: int) -> float:
         """Data-independent factor of the noise multiplier at this step (1.0: constant noise)."""

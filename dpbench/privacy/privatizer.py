@@ -9,10 +9,10 @@ from typing import Iterable, Sequence
 import torch
 
 from dpbench.engine.per_sample import PerSampleGradients
-from dpbench.privacy.clipping import check_groups, clipped_sum, clipping_plan
+from dpbench.privacy.clipping import STATISTIC_BOUND, check_groups, clip_chunk, clipping_plan
 from dpbench.privacy.ledger import StepRecord
 from dpbench.privacy.mechanism import Mechanism, ResearcherMechanism, check_plugin_output, claimed_sigma
-from dpbench.privacy.noise import add_gaussian_noise
+from dpbench.privacy.noise import add_gaussian_noise, combined_noise_multiplier, gradient_noise_multiplier
 
 
 @dataclass
@@ -27,8 +27,12 @@ class Release:
 
 class StructuredPrivatizer:
     """Runs a structured :class:`Mechanism`: the kernel clips (enforcing the bound), sums, adds
-    N(0, (z_t * S)^2) with S the clipping plan's sensitivity, divides by the *expected* batch size
-    and only then hands the gradient to the mechanism's post-processing."""
+    N(0, (z_g * S)^2) with S the clipping plan's sensitivity, divides by the *expected* batch size
+    and only then hands the gradient to the mechanism's post-processing.
+
+    Without a private statistic z_g is the step's multiplier z_t. With one, the statistic's sum gets
+    N(0, statistic_noise^2) and z_g is raised so that gradient and statistic together are worth z_t
+    (see :mod:`dpbench.privacy.noise`); the ledger records the joint multiplier."""
 
     def __init__(
         self,
@@ -48,6 +52,14 @@ class StructuredPrivatizer:
         self.sampling_rate = sampling_rate
         self.generator = generator
         self.device = torch.device(device)
+        self._split(self.noise_multiplier_at(0, 0))  # refuse an impossible split before training starts
+
+    def _split(self, total: float) -> tuple[float, float | None]:
+        """(gradient multiplier, statistic multiplier or None) for a step worth ``total``."""
+        if self.mechanism.statistic_noise is None:
+            return total, None
+        statistic_multiplier = self.mechanism.statistic_noise / STATISTIC_BOUND
+        return gradient_noise_multiplier(total, statistic_multiplier), statistic_multiplier
 
     def noise_multiplier_at(self, step: int, epoch: int) -> float:
         return self.noise_multiplier * float(self.mechanism.noise_shape(step, epoch))
@@ -55,14 +67,23 @@ class StructuredPrivatizer:
     def release(self, chunks: Iterable[PerSampleGradients], step: int, epoch: int) -> Release:
         plan = clipping_plan(self.mechanism, self.groups, step, epoch)
         total = [torch.zeros(s, device=self.device) for s in self.parameter_shapes]
-        loss_sum, batch_size = 0.0, 0
+        statistic, loss_sum, batch_size = 0.0, 0.0, 0
         for chunk in chunks:
-            total = [t + c.to(t.dtype) for t, c in zip(total, clipped_sum(chunk, self.mechanism, plan, step, epoch))]
+            clipped = clip_chunk(chunk, self.mechanism, plan, step, epoch)
+            total = [t + c.to(t.dtype) for t, c in zip(total, clipped.gradient_sum)]
+            statistic += clipped.statistic_sum
             loss_sum += float(chunk.losses.sum())
             batch_size += chunk.batch_size
-        z = self.noise_multiplier_at(step, epoch)
-        noised = add_gaussian_noise(total, z * plan.sensitivity, self.generator)
+        z_gradient, z_statistic = self._split(self.noise_multiplier_at(step, epoch))
+        noised = add_gaussian_noise(total, z_gradient * plan.sensitivity, self.generator)
         average = [t / self.expected_batch_size for t in noised]
+        z = z_gradient
+        if z_statistic is not None:
+            noised_statistic = add_gaussian_noise(
+                [torch.tensor(statistic, device=self.device)], self.mechanism.statistic_noise, self.generator
+            )[0]
+            self.mechanism.observe_statistic(float(noised_statistic) / self.expected_batch_size, step, epoch)
+            z = combined_noise_multiplier(z_gradient, z_statistic)
         gradient = check_plugin_output(
             self.mechanism.postprocess(average, step, epoch), self.parameter_shapes, self.mechanism.name, step
         )

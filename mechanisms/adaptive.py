@@ -1,0 +1,52 @@
+"""Adaptive quantile clipping (Andrew et al. 2021, "Differentially private learning with adaptive clipping")."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from dpbench.privacy.mechanism import Mechanism
+
+
+class AdaptiveClipping(Mechanism):
+    """Flat clipping whose threshold C_t tracks the ``target_quantile`` of per-example gradient norms.
+
+    Privacy argument: each step clips every example to C_t (kernel-enforced) and releases two sums
+    of the same Poisson sample: the clipped gradients (sensitivity C_t) and the count of examples
+    under the threshold, centred as b_i - 1/2 (sensitivity 1/2), with N(0, ``count_noise``^2) on the
+    count. The kernel raises the gradient noise to z_g = (z^-2 - (2 sigma_b)^-2)^-1/2 so that the
+    pair is one Gaussian mechanism with the calibrated multiplier z, and the ledger records z. C_t
+    is updated only from the *noised* count (geometric update C <- C exp(-eta (b - gamma))), so the
+    threshold is post-processing of private releases and never leaks raw norms."""
+
+    name = "adaptive"
+
+    def __init__(
+        self,
+        max_grad_norm: float,
+        target_quantile: float = 0.5,
+        learning_rate: float = 0.2,
+        count_noise: float = 10.0,
+    ) -> None:
+        super().__init__(max_grad_norm)
+        if not 0.0 < target_quantile < 1.0:
+            raise ValueError(f"target_quantile must be in (0, 1), got {target_quantile}")
+        if not learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        if not count_noise > 0:
+            raise ValueError(f"count_noise (sigma_b, the std of the noise on the clipped count) must be > 0, got {count_noise}")
+        self.target_quantile = target_quantile
+        self.learning_rate = learning_rate
+        self.statistic_noise = float(count_noise)
+        self.clip_norm = float(max_grad_norm)
+
+    def thresholds(self, step: int, epoch: int) -> list[float]:
+        return [self.clip_norm]
+
+    def clip_statistic(self, group_norms: torch.Tensor, thresholds: torch.Tensor, step: int, epoch: int) -> torch.Tensor:
+        return (group_norms[:, 0] <= thresholds[0]).to(group_norms.dtype) - 0.5
+
+    def observe_statistic(self, noised_mean: float, step: int, epoch: int) -> None:
+        unclipped_fraction = noised_mean + 0.5
+        self.clip_norm *= math.exp(-self.learning_rate * (unclipped_fraction - self.target_quantile))

@@ -1,0 +1,88 @@
+"""Adaptive clipping: the count and gradient noise follow Andrew et al.'s split, the ledger records the
+joint multiplier, the threshold moves only with the noised count, and impossible splits are refused."""
+
+import math
+
+import pytest
+import torch
+
+from dpbench.engine.per_sample import MaterializedGradients
+from dpbench.privacy.accountant import epsilon
+from dpbench.privacy.ledger import PrivacyLedger, StepRecord
+from dpbench.privacy.mechanism import MechanismContractError
+from dpbench.privacy.privatizer import StructuredPrivatizer
+from mechanisms.adaptive import AdaptiveClipping
+
+SHAPES = [torch.Size([6, 4]), torch.Size([4])]
+EXPECTED_BATCH = 10.0
+
+
+def grads(norm_scale: float, size: int = 10, seed: int = 0) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [norm_scale * torch.randn((size, *s), generator=generator) for s in SHAPES]
+
+
+def privatizer(mechanism, z: float, seed: int) -> StructuredPrivatizer:
+    return StructuredPrivatizer(mechanism, SHAPES, z, EXPECTED_BATCH, 0.01, torch.Generator().manual_seed(seed))
+
+
+def andrew_gradient_multiplier(z: float, sigma_b: float) -> float:
+    """Andrew et al. 2021, Theorem 1: sigma_delta = (z^-2 - (2 sigma_b)^-2)^(-1/2)."""
+    return 1.0 / math.sqrt(1.0 / z**2 - 1.0 / (2.0 * sigma_b) ** 2)
+
+
+def test_gradient_noise_is_raised_by_andrews_formula_and_ledger_records_z():
+    z, sigma_b, clip = 1.2, 1.5, 0.7
+    outputs, records = [], []
+    for seed in range(400):
+        mechanism = AdaptiveClipping(clip, count_noise=sigma_b)
+        release = privatizer(mechanism, z, seed).release([MaterializedGradients(grads(0.0))], 0, 0)
+        outputs.append(torch.cat([g.flatten() for g in release.gradient]))
+        records.append(release.record)
+    measured_std = float(torch.stack(outputs).std(dim=0).mean())
+    assert measured_std == pytest.approx(andrew_gradient_multiplier(z, sigma_b) * clip / EXPECTED_BATCH, rel=0.04)
+    assert all(r.noise_multiplier == pytest.approx(z, rel=1e-9) and r.sensitivity == clip for r in records)
+
+
+def test_threshold_moves_only_through_the_noised_count():
+    z, sigma_b = 1.0, 2.0
+    updates = []
+    for seed in range(300):
+        mechanism = AdaptiveClipping(1.0, target_quantile=0.5, learning_rate=1.0, count_noise=sigma_b)
+        privatizer(mechanism, z, seed).release([MaterializedGradients(grads(100.0))], 0, 0)  # all clipped: b_i = 0
+        updates.append(math.log(mechanism.clip_norm))
+    updates = torch.tensor(updates)
+    # log C' = -eta (b - gamma) with b = (sum(b_i - 1/2) + N(0, sigma_b^2)) / B + 1/2 = noise / B
+    assert float(updates.mean()) == pytest.approx(0.5, abs=4 * sigma_b / EXPECTED_BATCH / math.sqrt(300))
+    assert float(updates.std()) == pytest.approx(sigma_b / EXPECTED_BATCH, rel=0.12)
+
+
+def test_threshold_tracks_the_quantile_on_average():
+    mechanism = AdaptiveClipping(1e-3, target_quantile=0.5, learning_rate=0.2, count_noise=5.0)
+    kernel = StructuredPrivatizer(mechanism, SHAPES, 1.0, 200.0, 0.2, torch.Generator().manual_seed(0))
+    for step in range(300):
+        kernel.release([MaterializedGradients(grads(1.0, size=200, seed=step))], step, 0)
+    norms = torch.cat([g.flatten(1) for g in grads(1.0, size=2000, seed=999)], dim=1).norm(dim=1)
+    assert mechanism.clip_norm == pytest.approx(float(norms.median()), rel=0.2)
+
+
+def test_ledger_epsilon_equals_a_gaussian_with_the_joint_multiplier():
+    z, sigma_b = 1.1, 3.0
+    mechanism = AdaptiveClipping(1.0, count_noise=sigma_b)
+    kernel = privatizer(mechanism, z, 0)
+    ledger = PrivacyLedger(kernel.release([MaterializedGradients(grads(1.0, seed=t))], t, 0).record for t in range(50))
+    z_g = andrew_gradient_multiplier(z, sigma_b)
+    joint = 1.0 / math.sqrt(z_g**-2 + (2 * sigma_b) ** -2)
+    reference = PrivacyLedger(StepRecord(t, 0, 0.01, joint, 1.0, "ref", "harness") for t in range(50))
+    assert epsilon(ledger, 1e-5) == pytest.approx(epsilon(reference, 1e-5), rel=1e-6)
+
+
+def test_count_noise_too_small_for_the_budget_is_refused():
+    with pytest.raises(MechanismContractError, match="must exceed the total noise multiplier"):
+        privatizer(AdaptiveClipping(1.0, count_noise=0.5), z=1.2, seed=0)
+
+
+@pytest.mark.parametrize("kwargs", [{"target_quantile": 1.5}, {"learning_rate": 0.0}, {"count_noise": -1.0}])
+def test_invalid_hyper_parameters_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        AdaptiveClipping(1.0, **kwargs)
