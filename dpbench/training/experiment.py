@@ -157,6 +157,7 @@ def _summary(cfg: DictConfig, run_dir: Path, dataset: str, plan: TrainingPlan, p
         )
     accuracies = [row["test_accuracy"] for row in state.epochs]
     return {
+        "status": "finished",
         "dataset": dataset,
         "model": cfg.model._target_.rsplit(".", 1)[-1],
         "mechanism": prepared.name,

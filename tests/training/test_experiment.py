@@ -26,7 +26,7 @@ def test_run_writes_metrics_summary_and_results_row(make_config, tmp_path):
     # Calibration: exactly the target is spent (within 1% below), as the independent accountant confirms.
     assert 0.99 * 3.0 <= summary["epsilon"] <= 3.0
     assert summary["epsilon_dp_accounting_rdp"] == pytest.approx(summary["epsilon"], rel=0.01)
-    assert summary["steps"] == 3 * round(1437 / 128)
+    assert summary["steps"] == 3 * round(1437 / 256)
     assert summary["contract"] == "structured" and summary["epsilon_basis"] == "harness noise"
     table = pd.read_json(tmp_path / "results" / "results.jsonl", lines=True)
     assert len(table) == 1 and table.loc[0, "mechanism"] == "fixed"

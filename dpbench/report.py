@@ -1,0 +1,53 @@
+"""``python -m dpbench.report [RESULTS] [--out DIR] [--baseline fixed]``: leaderboards and plots.
+
+Reads ``RESULTS/results.jsonl`` (default ``results/``) and each run's ``metrics.jsonl``; writes
+``leaderboard.md``, ``leaderboard.csv``, ``comparisons.csv`` and PNG plots into ``--out``
+(default ``RESULTS/report``) and prints the markdown leaderboard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from dpbench.reporting.leaderboard import compare_to_baseline, leaderboard, to_markdown
+from dpbench.reporting.plots import plot_accuracy_vs_epsilon, plot_per_epoch
+from dpbench.reporting.results_table import load_epoch_metrics, load_results
+
+
+def write_report(results_dir: Path, out: Path, baseline: str = "fixed") -> dict[str, Path]:
+    results = load_results(results_dir)
+    epochs = load_epoch_metrics(results)
+    out.mkdir(parents=True, exist_ok=True)
+    board, comparisons = leaderboard(results), compare_to_baseline(results, baseline)
+    files = {
+        "leaderboard_md": out / "leaderboard.md",
+        "leaderboard_csv": out / "leaderboard.csv",
+        "comparisons_csv": out / "comparisons.csv",
+    }
+    files["leaderboard_md"].write_text(to_markdown(board, comparisons))
+    board.to_csv(files["leaderboard_csv"], index=False)
+    comparisons.to_csv(files["comparisons_csv"], index=False)
+    if not epochs.empty:
+        files["accuracy_png"] = plot_per_epoch(epochs, "test_accuracy", "test accuracy", out / "accuracy_per_epoch.png")
+        files["epsilon_png"] = plot_per_epoch(epochs, "epsilon", "ε spent", out / "epsilon_per_epoch.png")
+    tradeoff = plot_accuracy_vs_epsilon(results, out / "accuracy_vs_epsilon.png")
+    if tradeoff is not None:
+        files["tradeoff_png"] = tradeoff
+    return files
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m dpbench.report", description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="?", default=os.environ.get("DPBENCH_RESULTS", "results"), type=Path)
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default RESULTS/report)")
+    parser.add_argument("--baseline", default="fixed", help="mechanism every other one is tested against")
+    args = parser.parse_args(argv)
+    files = write_report(args.results, args.out or args.results / "report", args.baseline)
+    print(files["leaderboard_md"].read_text())
+    print("wrote " + ", ".join(str(p) for p in files.values()))
+
+
+if __name__ == "__main__":
+    main()
