@@ -6,6 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import dpbench.cli  # noqa: F401  (registers the config resolvers)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,3 +28,20 @@ def vision_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data_root")
     subprocess.run(["bash", str(prepare), str(root), sys.executable], check=True, capture_output=True)
     return root
+
+
+CONFIG_DIR = str(REPO_ROOT / "conf")
+
+
+@pytest.fixture
+def make_config(tmp_path: Path):
+    """``make_config(*overrides)``: the composed config of a short digits run writing under tmp_path."""
+
+    def compose_config(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return compose(
+                "config",
+                overrides=["train.epochs=2", "progress=false", f"paths.results={tmp_path / 'results'}", *overrides],
+            )
+
+    return compose_config

@@ -8,6 +8,7 @@ accountants are Google's dp_accounting RDP and PLD implementations, fed the same
 
 from __future__ import annotations
 
+import logging
 import math
 
 import dp_accounting
@@ -17,40 +18,65 @@ from dpbench.privacy.ledger import PrivacyLedger
 
 # Opacus's default orders, extended to large orders for small-epsilon regimes.
 RDP_ORDERS: tuple[float, ...] = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [80, 128, 256, 512])
+# Integer orders have closed forms in both libraries (fractional ones are series that dp_accounting
+# sometimes drops for large q); the consistency check between the two accountants uses these.
+INTEGER_ORDERS: tuple[float, ...] = tuple(range(2, 64)) + (80, 128, 256, 512)
 ACCOUNTANTS = ("rdp",)
 
 
-def epsilon(ledger: PrivacyLedger, delta: float, accountant: str = "rdp") -> float:
+def epsilon(ledger: PrivacyLedger, delta: float, accountant: str = "rdp", orders: tuple[float, ...] = RDP_ORDERS) -> float:
     """(epsilon, delta)-DP guarantee of the whole ledger under the primary accountant."""
     if accountant not in ACCOUNTANTS:
         raise ValueError(f"unknown accountant '{accountant}'; choose one of {ACCOUNTANTS}")
     _check_delta(delta)
     if len(ledger) == 0:
         return 0.0
-    rdp = [0.0] * len(RDP_ORDERS)
+    rdp = [0.0] * len(orders)
     for q, z, count in ledger.composition():
-        step_rdp = opacus_rdp.compute_rdp(q=q, noise_multiplier=z, steps=count, orders=list(RDP_ORDERS))
+        step_rdp = opacus_rdp.compute_rdp(q=q, noise_multiplier=z, steps=count, orders=list(orders))
         rdp = [a + b for a, b in zip(rdp, step_rdp)]
-    eps, _ = opacus_rdp.get_privacy_spent(orders=list(RDP_ORDERS), rdp=rdp, delta=delta)
+    eps, _ = opacus_rdp.get_privacy_spent(orders=list(orders), rdp=rdp, delta=delta)
     return float(eps)
 
 
-def epsilon_independent(ledger: PrivacyLedger, delta: float, method: str = "rdp") -> float:
+def epsilon_independent(
+    ledger: PrivacyLedger, delta: float, method: str = "rdp", orders: tuple[float, ...] = RDP_ORDERS
+) -> float:
     """Epsilon of the same ledger computed by dp_accounting ("rdp" or "pld"), an implementation
     independent of the primary accountant."""
     _check_delta(delta)
     if len(ledger) == 0:
         return 0.0
     if method == "rdp":
-        acc = dp_accounting.rdp.RdpAccountant(list(RDP_ORDERS))
+        acc = dp_accounting.rdp.RdpAccountant(list(orders))
     elif method == "pld":
         acc = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-3)
     else:
         raise ValueError(f"unknown independent accountant '{method}'; choose 'rdp' or 'pld'")
-    acc.compose(ledger.to_dp_event())
-    return float(acc.get_epsilon(delta))
+    # dp_accounting drops fractional orders whose series does not converge (large q), warning each
+    # time; dropping an order can only raise epsilon, so the result stays conservative: keep logs quiet.
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        acc.compose(ledger.to_dp_event())
+        return float(acc.get_epsilon(delta))
+    finally:
+        absl_logger.setLevel(level)
 
 
 def _check_delta(delta: float) -> None:
     if not (0.0 < delta < 1.0) or math.isnan(delta):
         raise ValueError(f"delta must be in (0, 1), got {delta}")
+
+
+def check_accountants_agree(ledger: PrivacyLedger, delta: float, tolerance: float = 0.01) -> None:
+    """The primary and dp_accounting's RDP accountants must agree on the ledger (compared on the
+    integer orders, where both are exact); a disagreement means one of them is fed or used wrongly."""
+    primary = epsilon(ledger, delta, orders=INTEGER_ORDERS)
+    independent = epsilon_independent(ledger, delta, "rdp", orders=INTEGER_ORDERS)
+    if abs(primary - independent) > tolerance * max(independent, 1e-12):
+        raise ArithmeticError(
+            f"accountants disagree on the same ledger: Opacus RDP epsilon {primary:.6f} vs dp_accounting RDP "
+            f"{independent:.6f} (integer orders); the reported epsilon cannot be trusted"
+        )

@@ -21,7 +21,6 @@ import torch
 from dpbench.engine.per_sample import PerSampleGradients
 from dpbench.privacy.mechanism import Mechanism, MechanismContractError
 
-
 STATISTIC_BOUND = 0.5
 
 

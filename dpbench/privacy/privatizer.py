@@ -54,6 +54,11 @@ class StructuredPrivatizer:
         self.device = torch.device(device)
         self._split(self.noise_multiplier_at(0, 0))  # refuse an impossible split before training starts
 
+    def check_schedule(self, steps: Iterable[tuple[int, int]]) -> None:
+        """Refuse, before training, a noise schedule whose split is impossible at any planned step."""
+        for step, epoch in steps:
+            self._split(self.noise_multiplier_at(step, epoch))
+
     def _split(self, total: float) -> tuple[float, float | None]:
         """(gradient multiplier, statistic multiplier or None) for a step worth ``total``."""
         if self.mechanism.statistic_noise is None:

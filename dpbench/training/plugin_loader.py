@@ -2,8 +2,9 @@
 
 A config names a class with ``_target_`` (``conf/mechanism/NAME.yaml`` for built-ins, or
 ``mechanism._target_=my_module.MyMechanism`` for anything importable); its other keys are the
-class's hyper-parameters. A :class:`~dpbench.privacy.mechanism.Mechanism` subclass is run by the
-kernel; a class with ``clip_and_noise`` and ``get_effective_sigma`` is a researcher-form plugin.
+class's hyper-parameters. A :class:`~dpbench.privacy.mechanism.Mechanism` subclass is built with
+``hydra.utils.instantiate`` (so nested ``_target_`` components are built too) and run by the kernel;
+a class with ``clip_and_noise`` and ``get_effective_sigma`` is a researcher-form plugin.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
-from hydra.utils import get_class
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
 
 from dpbench.privacy.calibration import TrainingPlan, calibrate_noise_multiplier
 from dpbench.privacy.mechanism import Mechanism, MechanismContractError, claimed_sigma
@@ -56,11 +58,12 @@ def prepare_mechanism(
         ) from error
     name = str(options.pop("name", cls.__name__))
     if isinstance(cls, type) and issubclass(cls, Mechanism):
-        mechanism = cls(**options)
+        mechanism = _instantiate(target, options)
         noise_multiplier = calibrate_noise_multiplier(target_epsilon, delta, plan, mechanism.noise_shape, accountant=accountant)
         privatizer = StructuredPrivatizer(
             mechanism, parameter_shapes, noise_multiplier, plan.expected_batch_size, plan.sampling_rate, noise_generator, device
         )
+        privatizer.check_schedule((t, plan.epoch_of(t)) for t in range(plan.total_steps))
         return PreparedMechanism(name, "structured", noise_multiplier, mechanism, privatizer)
     if callable(getattr(cls, "clip_and_noise", None)) and callable(getattr(cls, "get_effective_sigma", None)):
         max_grad_norm = float(options.pop("max_grad_norm"))
@@ -89,6 +92,17 @@ def prepare_mechanism(
         f"'{target}' is neither a dpbench.privacy.mechanism.Mechanism subclass nor a researcher-form plugin "
         "(a class with clip_and_noise(per_sample_grads, step, epoch) and get_effective_sigma(step, epoch))"
     )
+
+
+def _instantiate(target: str, options: Mapping[str, Any]) -> Mechanism:
+    """Build a structured mechanism with Hydra, so that components given as nested ``_target_`` configs
+    are built too (see ``mechanisms/composed.py``); a constructor's own error is raised as it is."""
+    try:
+        return instantiate({"_target_": target, **options}, _convert_="all")
+    except InstantiationException as error:
+        if isinstance(error.__cause__, Exception):
+            raise error.__cause__ from None
+        raise
 
 
 def _reported_shape(probe: object, name: str) -> Callable[[int, int], float]:

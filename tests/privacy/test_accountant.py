@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from dpbench.privacy.accountant import epsilon, epsilon_independent
+from dpbench.privacy.accountant import INTEGER_ORDERS, check_accountants_agree, epsilon, epsilon_independent
 from dpbench.privacy.ledger import PrivacyLedger, StepRecord
 
 
@@ -61,3 +61,18 @@ def test_records_refuse_impossible_values():
         StepRecord(0, 0, 0.1, 0.0, 1.0, "m", "harness")
     with pytest.raises(ValueError, match="sampling rate"):
         StepRecord(0, 0, 1.5, 1.0, 1.0, "m", "harness")
+
+
+def test_accountants_agree_on_integer_orders_even_for_large_sampling_rates():
+    ledger = ledger_of(256 / 1437, [1.25] * 180)
+    check_accountants_agree(ledger, 1e-5, tolerance=1e-3)
+    assert epsilon(ledger, 1e-5) <= epsilon(ledger, 1e-5, orders=INTEGER_ORDERS)
+
+
+def test_disagreeing_accountants_are_an_error(monkeypatch):
+    import dpbench.privacy.accountant as accountant
+
+    real = accountant.epsilon_independent
+    monkeypatch.setattr(accountant, "epsilon_independent", lambda *a, **k: 1.05 * real(*a, **k))
+    with pytest.raises(ArithmeticError, match="accountants disagree"):
+        check_accountants_agree(ledger_of(0.01, [1.0] * 100), 1e-5)

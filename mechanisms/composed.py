@@ -1,0 +1,95 @@
+"""Composition by configuration: clipping from one mechanism, noise schedule and post-processing from others."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from dpbench.privacy.mechanism import Mechanism
+
+# The hooks Composed takes from its noise and post-processing components. Every other public member
+# of the Mechanism contract goes to the clipping component: today parameter_groups, thresholds,
+# clip_factors, and the private-statistics channel (statistic_noise, clip_statistic,
+# observe_statistic); members the kernel adds later follow automatically (see CLIPPING_HOOKS).
+ROLE_HOOKS = {"noise_shape": "noise", "postprocess": "postprocessing"}
+
+Component = Callable[..., Mechanism]
+
+
+class Composed(Mechanism):
+    """A structured mechanism assembled from components: ``clipping`` decides the groups, thresholds
+    and clipping factors, ``noise`` (optional) the noise schedule's shape, ``postprocessing``
+    (optional) the transformation of the released gradient.
+
+    Privacy argument: the kernel enforces the clipping component's bounds, so the sensitivity is
+    sqrt(sum_g C_g^2) of the clipping component's thresholds; the noise is z * s(t) times that
+    sensitivity with s the noise component's data-independent shape (constant without one), z
+    calibrated over the whole planned ledger and every step recorded at its own multiplier; the
+    post-processing component sees only released gradients. Each part is the privacy argument of its
+    own mechanism, and none of them can change another's: the kernel checks them all as it would one.
+
+    Components are factories called with ``max_grad_norm`` (a class, or a Hydra config with
+    ``_partial_: true``), so one ``max_grad_norm`` serves the whole composition. The ledger names the
+    mechanism after its components (e.g. ``perlayer+noise_decay``)."""
+
+    name = "composed"
+
+    def __init__(
+        self,
+        max_grad_norm: float,
+        clipping: Component,
+        noise: Component | None = None,
+        postprocessing: Component | None = None,
+    ) -> None:
+        super().__init__(max_grad_norm)
+        self.clipping = build_component(clipping, "clipping", max_grad_norm)
+        self.noise = None if noise is None else build_component(noise, "noise", max_grad_norm)
+        self.postprocessing = (
+            None if postprocessing is None else build_component(postprocessing, "postprocessing", max_grad_norm)
+        )
+        parts = [self.clipping, self.noise, self.postprocessing]
+        self.name = "+".join(dict.fromkeys(part.name for part in parts if part is not None))
+
+    def noise_shape(self, step: int, epoch: int) -> float:
+        return 1.0 if self.noise is None else self.noise.noise_shape(step, epoch)
+
+    def postprocess(self, gradient: list[torch.Tensor], step: int, epoch: int) -> list[torch.Tensor]:
+        return gradient if self.postprocessing is None else self.postprocessing.postprocess(gradient, step, epoch)
+
+
+def build_component(factory: Component | Mechanism, role: str, max_grad_norm: float) -> Mechanism:
+    if isinstance(factory, Mechanism):
+        raise TypeError(
+            f"Composed {role} component is an already-built {type(factory).__name__}; pass a factory instead "
+            "(the class, or in YAML add `_partial_: true` to the component) so that it gets the composition's "
+            "max_grad_norm"
+        )
+    component = factory(max_grad_norm=max_grad_norm)
+    if not isinstance(component, Mechanism):
+        raise TypeError(
+            f"Composed {role} component built a {type(component).__name__}; it must be a "
+            "dpbench.privacy.mechanism.Mechanism (structured form)"
+        )
+    return component
+
+
+def _delegate_to_clipping(member: str, value: object) -> object:
+    """A method (for a hook) or a read-only property (for an attribute such as ``statistic_noise``)
+    that forwards to the clipping component."""
+    if not callable(value):
+        return property(lambda self: getattr(self.clipping, member), doc=f"The clipping component's ``{member}``.")
+
+    def delegated(self: Composed, *args: object, **kwargs: object) -> object:
+        return getattr(self.clipping, member)(*args, **kwargs)
+
+    delegated.__name__ = delegated.__qualname__ = member
+    delegated.__doc__ = f"The clipping component's ``{member}``."
+    return delegated
+
+
+CLIPPING_HOOKS = tuple(
+    member for member in vars(Mechanism) if not member.startswith("_") and member not in ("name", *ROLE_HOOKS)
+)
+for _member in CLIPPING_HOOKS:
+    setattr(Composed, _member, _delegate_to_clipping(_member, vars(Mechanism)[_member]))
