@@ -70,13 +70,17 @@ def _check_delta(delta: float) -> None:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
 
 
+class AccountantDisagreementError(ArithmeticError):
+    """The primary and the independent RDP accountant disagree on the same ledger."""
+
+
 def check_accountants_agree(ledger: PrivacyLedger, delta: float, tolerance: float = 0.01) -> None:
     """The primary and dp_accounting's RDP accountants must agree on the ledger (compared on the
     integer orders, where both are exact); a disagreement means one of them is fed or used wrongly."""
     primary = epsilon(ledger, delta, orders=INTEGER_ORDERS)
     independent = epsilon_independent(ledger, delta, "rdp", orders=INTEGER_ORDERS)
     if abs(primary - independent) > tolerance * max(independent, 1e-12):
-        raise ArithmeticError(
+        raise AccountantDisagreementError(
             f"accountants disagree on the same ledger: Opacus RDP epsilon {primary:.6f} vs dp_accounting RDP "
             f"{independent:.6f} (integer orders); the reported epsilon cannot be trusted"
         )

@@ -4,7 +4,7 @@ record out. This is where the two mechanism contracts meet the kernel."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Protocol, Sequence
 
 import torch
 
@@ -96,9 +96,16 @@ class StructuredPrivatizer:
         return Release(gradient, record, loss_sum, batch_size)
 
 
+class PluginProbe(Protocol):
+    """What the kernel needs of a verifier: a look at the plugin and the batch before each real call."""
+
+    def observe(self, plugin: ResearcherMechanism, per_sample_grads: list[torch.Tensor], step: int, epoch: int) -> object: ...
+
+
 class PluginPrivatizer:
     """Runs a researcher-form plugin: it gets the whole logical batch's per-sample gradients
-    (materialised by contract), its output is validated, and its *claimed* multiplier is recorded."""
+    (materialised by contract), its output is validated, and its *claimed* multiplier is recorded.
+    A verifier, if given, probes copies of the plugin on the same batch before each real call."""
 
     def __init__(
         self,
@@ -108,8 +115,10 @@ class PluginPrivatizer:
         max_grad_norm: float,
         sampling_rate: float,
         device: torch.device | str = "cpu",
+        verifier: PluginProbe | None = None,
     ) -> None:
         self.plugin = plugin
+        self.verifier = verifier
         self.name = name
         self.parameter_shapes = [torch.Size(s) for s in parameter_shapes]
         self.max_grad_norm = max_grad_norm
@@ -124,6 +133,8 @@ class PluginPrivatizer:
             else torch.zeros((0, *shape), device=self.device)
             for p, shape in enumerate(self.parameter_shapes)
         ]
+        if self.verifier is not None:
+            self.verifier.observe(self.plugin, per_sample, step, epoch)
         output = self.plugin.clip_and_noise(per_sample, step, epoch)
         gradient = check_plugin_output(output, self.parameter_shapes, self.name, step)
         sigma = claimed_sigma(self.plugin, self.name, step, epoch)

@@ -13,7 +13,7 @@ GROUP = ["dataset", "target_epsilon", "mechanism"]
 
 def leaderboard(results: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, target ε, mechanism): accuracy mean and std, seeds, ε spent, verdicts, wall time."""
-    results = results.assign(verdict=results.get("verdict", pd.Series("UNVERIFIED", index=results.index)).fillna("UNVERIFIED"))
+    results = results.assign(verdict=results["verdict"].fillna("UNVERIFIED"))
     board = (
         results.groupby(GROUP)
         .agg(

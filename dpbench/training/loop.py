@@ -3,7 +3,8 @@
 Per step: draw a Poisson sample, compute per-sample gradients in physical chunks, let the
 privatizer (the kernel, running the mechanism) release one private gradient, record the release in
 the ledger, take an optimizer step. Per epoch: evaluate, compute epsilon from the whole ledger,
-hand the state to ``on_epoch_end`` (metrics, checkpoint, ETA).
+hand the state to ``on_epoch_end`` (metrics, checkpoint, ETA). The epsilon printed is
+``spent_epsilon`` of the whole ledger: the kernel's, or for a plugin the verified one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from tqdm import tqdm
 
 from dpbench.data import DatasetSplits
 from dpbench.engine.per_sample import GradientEngine
-from dpbench.privacy.accountant import epsilon
 from dpbench.privacy.calibration import TrainingPlan
 from dpbench.privacy.ledger import PrivacyLedger
 from dpbench.privacy.privatizer import Release
@@ -48,7 +48,7 @@ def train(
     optimizer: torch.optim.Optimizer,
     sampler: PoissonSampler,
     plan: TrainingPlan,
-    delta: float,
+    spent_epsilon: Callable[[PrivacyLedger], float],
     physical_batch_size: int,
     device: torch.device,
     state: TrainingState,
@@ -84,7 +84,7 @@ def train(
                 "epoch": epoch + 1,
                 "train_loss": loss_sum / max(examples, 1),
                 "test_accuracy": accuracy(model, data.test_features, data.test_labels, device),
-                "epsilon": epsilon(state.ledger, delta),
+                "epsilon": spent_epsilon(state.ledger),
                 "noise_multiplier": release.record.noise_multiplier,
                 "seconds": seconds,
                 "samples_per_second": examples / seconds,

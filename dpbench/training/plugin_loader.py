@@ -16,9 +16,12 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 
+from dpbench.privacy.accountant import epsilon
 from dpbench.privacy.calibration import TrainingPlan, calibrate_noise_multiplier
+from dpbench.privacy.ledger import PrivacyLedger
 from dpbench.privacy.mechanism import Mechanism, MechanismContractError, claimed_sigma
 from dpbench.privacy.privatizer import PluginPrivatizer, StructuredPrivatizer
+from dpbench.verification import UNVERIFIED, VERIFIED, PluginVerifier, UnverifiableLedgerError
 
 
 class MechanismNotFoundError(ImportError):
@@ -32,6 +35,25 @@ class PreparedMechanism:
     noise_multiplier: float
     mechanism: object
     privatizer: StructuredPrivatizer | PluginPrivatizer
+    verifier: PluginVerifier | None = None
+
+    def verdict(self) -> str:
+        """VERIFIED for the kernel (it added the noise itself); the verifier's verdict for a plugin."""
+        if self.contract == "structured":
+            return VERIFIED
+        return self.verifier.report().verdict if self.verifier is not None else UNVERIFIED
+
+    def accountable_ledger(self, ledger: PrivacyLedger) -> PrivacyLedger:
+        """The ledger an epsilon may be printed from: the kernel's as recorded; a plugin's with each
+        claimed multiplier replaced by the verified one (raises UnverifiableLedgerError on a leak)."""
+        return self.verifier.verified_ledger(ledger) if self.verifier is not None else ledger
+
+    def spent_epsilon(self, ledger: PrivacyLedger, delta: float) -> float:
+        """Epsilon spent so far on the accountable ledger; infinite if nothing finite can be verified."""
+        try:
+            return epsilon(self.accountable_ledger(ledger), delta)
+        except UnverifiableLedgerError:
+            return float("inf")
 
 
 def prepare_mechanism(
@@ -43,8 +65,11 @@ def prepare_mechanism(
     noise_generator: torch.Generator,
     device: torch.device,
     accountant: str = "rdp",
+    verification: Mapping[str, Any] | None = None,
+    seed: int = 0,
 ) -> PreparedMechanism:
-    """Import, construct and calibrate the configured mechanism."""
+    """Import, construct and calibrate the configured mechanism; a researcher-form plugin is wrapped
+    with a :class:`PluginVerifier` configured by ``verification`` (keys of ``conf/config.yaml:verify``)."""
     options = dict(config)
     target = options.pop("_target_", None)
     if not target:
@@ -86,8 +111,24 @@ def prepare_mechanism(
             target_epsilon, delta, plan, _reported_shape(build(1.0), name), accountant=accountant
         )
         plugin = build(noise_multiplier)
-        privatizer = PluginPrivatizer(plugin, name, parameter_shapes, max_grad_norm, plan.sampling_rate, device)
-        return PreparedMechanism(name, "researcher", noise_multiplier, plugin, privatizer)
+        settings = dict(verification or {})
+        verifier = PluginVerifier(
+            parameter_shapes,
+            max_grad_norm,
+            plan.expected_batch_size,
+            probe_rate=float(settings.get("probe_rate", 0.01)),
+            seed=seed,
+            steps_per_epoch=plan.steps_per_epoch,
+            strict=bool(settings.get("strict", False)),
+            draws=int(settings.get("draws", 8)),
+            plugin_factory=lambda: build(noise_multiplier),
+            mechanism=name,
+            max_overhead=settings.get("max_overhead", 0.1),
+        )
+        privatizer = PluginPrivatizer(
+            plugin, name, parameter_shapes, max_grad_norm, plan.sampling_rate, device, verifier=verifier
+        )
+        return PreparedMechanism(name, "researcher", noise_multiplier, plugin, privatizer, verifier)
     raise MechanismContractError(
         f"'{target}' is neither a dpbench.privacy.mechanism.Mechanism subclass nor a researcher-form plugin "
         "(a class with clip_and_noise(per_sample_grads, step, epoch) and get_effective_sigma(step, epoch))"

@@ -27,7 +27,8 @@ def test_run_writes_metrics_summary_and_results_row(make_config, tmp_path):
     assert 0.99 * 3.0 <= summary["epsilon"] <= 3.0
     assert summary["epsilon_dp_accounting_rdp"] == pytest.approx(summary["epsilon"], rel=0.01)
     assert summary["steps"] == 3 * round(1437 / 256)
-    assert summary["contract"] == "structured" and summary["epsilon_basis"] == "harness noise"
+    assert summary["contract"] == "structured" and summary["verdict"] == "VERIFIED"
+    assert summary["epsilon_basis"].startswith("kernel")
     table = pd.read_json(tmp_path / "results" / "results.jsonl", lines=True)
     assert len(table) == 1 and table.loc[0, "mechanism"] == "fixed"
     assert table.loc[0, "final_accuracy"] == pytest.approx(summary["final_accuracy"], rel=1e-12)
@@ -88,11 +89,40 @@ def test_finished_run_is_not_redone(make_config, tmp_path):
     assert run_experiment(make_config(), tmp_path / "run") == first
 
 
-def test_researcher_form_example_plugin_runs_and_is_labelled_claimed(make_config, tmp_path):
-    summary = run_experiment(make_config("mechanism=example_plugin"), tmp_path / "run")
+def test_researcher_form_example_plugin_is_probed_and_verified(make_config, tmp_path):
+    summary = run_experiment(make_config("mechanism=example_plugin", "verify.max_overhead=null"), tmp_path / "run")
     assert summary["contract"] == "researcher"
-    assert summary["epsilon_basis"].startswith("claimed")
+    assert summary["verdict"] == "VERIFIED"
+    assert summary["verification"]["steps_probed"] >= 2  # the first step of each of the 2 epochs at least
+    assert summary["epsilon"] == summary["epsilon_claimed"]
     assert 0.99 * 3.0 <= summary["epsilon"] <= 3.0
+
+
+def test_researcher_form_run_without_probing_is_unverified(make_config, tmp_path):
+    summary = run_experiment(make_config("mechanism=example_plugin", "verify.probe_rate=0"), tmp_path / "run")
+    assert summary["verdict"] == "UNVERIFIED"
+
+
+class HalfNoisePlugin(FlatClipPlugin):
+    """Adds half the noise it reports: the verifier must catch it and account the measured sigma."""
+
+    def clip_and_noise(self, per_sample_grads, step, epoch):
+        batch = per_sample_grads[0].shape[0]
+        norms = torch.sqrt(sum(g.reshape(batch, -1).pow(2).sum(dim=1) for g in per_sample_grads))
+        scale = torch.clamp(self.max_grad_norm / (norms + 1e-12), max=1.0)
+        std = 0.5 * self.noise_multiplier * self.max_grad_norm
+        return [
+            (torch.einsum("b,b...->...", scale, g) + std * torch.randn(g.shape[1:])) / self.expected_batch_size
+            for g in per_sample_grads
+        ]
+
+
+def test_a_plugin_adding_less_noise_than_it_claims_is_a_violation_with_a_higher_epsilon(make_config, tmp_path):
+    summary = run_experiment(make_config(target_of(HalfNoisePlugin), "verify.max_overhead=null"), tmp_path / "run")
+    assert summary["verdict"] == "VIOLATION"
+    assert summary["epsilon_claimed"] <= 3.0 < summary["epsilon"]
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["epsilon"] == pytest.approx(summary["epsilon"], rel=1e-9)
 
 
 class WrongShapePlugin(FlatClipPlugin):

@@ -1,0 +1,324 @@
+"""The plugin verifier: measures, during a run, the privacy a researcher-form plugin actually gives.
+
+On sampled steps (the first step of every epoch, and each other step with probability
+``probe_rate``, decided by a hash of (seed, step) so a resumed run probes the same steps; a scheduled
+probe is skipped, and counted, while probing has cost more than ``max_overhead`` x the training
+time measured between calls, so on tiny models the first step of an epoch may go unprobed) it probes
+deep copies of the plugin in its current state, before the real call, inside a saved-and-restored
+random state, so the real run's randomness and the plugin's own state are untouched:
+
+1. ``draws`` calls on the real batch under different random streams: the noise scale per tensor;
+2. one call per probe example (see :mod:`dpbench.verification.neighbours`) on the batch plus that
+   example, under the first draw's stream: the exact shift, hence the effective multiplier
+   (:mod:`dpbench.verification.measurement`); the minimum over examples is the gradient's;
+3. the copies' state after each call: leaks and separate noised channels
+   (:mod:`dpbench.verification.plugin_state`), the latter composed with the gradient's multiplier;
+4. once, if a ``plugin_factory`` is given: two fresh instances under different streams; identical
+   outputs mean the plugin's noise is fixed by its code (a constant-seeded generator), multiplier 0.
+
+A probe passes when the upper confidence bound of the measured multiplier is at least ``threshold``
+x the claim and no state leaks. Verified accounting (:meth:`verified_ledger`) uses, at every step,
+the claim if the latest probe at or before that step passed, else min(claim, that probe's measured
+multiplier), carried forward until the next probe.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from dpbench.privacy.ledger import PrivacyLedger, StepRecord
+from dpbench.privacy.mechanism import check_plugin_output, claimed_sigma
+from dpbench.verification.measurement import combined_multiplier, flatten, measure_direction, noise_scale
+from dpbench.verification.neighbours import probe_examples, with_example
+from dpbench.verification.plugin_state import changed_leaves, deterministic, separate_channel, snapshot
+from dpbench.verification.randomness import (
+    call_under_seed,
+    copy_with_streams,
+    derive_seed,
+    fresh_instances_agree,
+    isolated_randomness,
+)
+from dpbench.verification.report import (
+    LEAK,
+    Finding,
+    PrivacyLeakError,
+    PrivacyViolationError,
+    ProbeRecord,
+    VerificationReport,
+    verdict_of,
+)
+
+# x_b, the matched example of the state-channel test, sits this fraction inside x_a's clipped contribution.
+MATCHED_MARGIN = 1e-3
+FRESH_INSTANCE = "fresh-instance"
+
+
+def _round_down(sigma: float) -> float:
+    if not (math.isfinite(sigma) and sigma > 0):
+        return 0.0 if sigma <= 0 else sigma
+    unit = 10.0 ** (math.floor(math.log10(sigma)) - 1)
+    return math.floor(sigma / unit + 1e-9) * unit
+
+
+class UnverifiableLedgerError(ValueError):
+    """No finite epsilon can be verified (a leak, or a step measured without noise)."""
+
+
+class PluginVerifier:
+    """Probe a researcher-form plugin during training; see the module docstring for the method."""
+
+    def __init__(
+        self,
+        parameter_shapes: Sequence[torch.Size],
+        max_grad_norm: float,
+        expected_batch_size: float,
+        probe_rate: float,
+        seed: int,
+        steps_per_epoch: int,
+        strict: bool = False,
+        draws: int = 8,
+        alpha: float = 1e-5,
+        threshold: float = 0.9,
+        plugin_factory: Callable[[], Any] | None = None,
+        mechanism: str = "plugin",
+        max_overhead: float | None = 0.10,
+    ) -> None:
+        if not 0.0 <= probe_rate <= 1.0:
+            raise ValueError(f"probe_rate must be in [0, 1] (0 turns probing off), got {probe_rate}")
+        if draws < 3:
+            raise ValueError(f"draws must be >= 3 to estimate a noise scale, got {draws}")
+        if not 0.0 < threshold <= 1.0 or not 0.0 < alpha < 0.5:
+            raise ValueError(f"need 0 < threshold <= 1 and 0 < alpha < 0.5, got {threshold}, {alpha}")
+        if steps_per_epoch < 1 or not max_grad_norm > 0 or not expected_batch_size > 0:
+            raise ValueError("steps_per_epoch, max_grad_norm and expected_batch_size must be positive")
+        self.parameter_shapes = [torch.Size(s) for s in parameter_shapes]
+        self.max_grad_norm = float(max_grad_norm)
+        self.expected_batch_size = float(expected_batch_size)
+        self.probe_rate = float(probe_rate)
+        self.seed = int(seed)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.strict = strict
+        self.draws = int(draws)
+        self.alpha = float(alpha)
+        self.threshold = float(threshold)
+        self.plugin_factory = plugin_factory
+        self.mechanism = mechanism
+        self.max_overhead = max_overhead
+        self._training_seconds = 0.0
+        self._skipped_for_budget = 0
+        self._returned_at: float | None = None
+        self._probes: list[ProbeRecord] = []
+        self._findings: list[Finding] = []
+        self._steps_observed = 0
+        self._probe_seconds = 0.0
+        self._fixed_noise: bool | None = None  # fresh-instance result, once known
+        self._restore = False  # a plugin modified the probe's input tensors in place
+
+    # ----------------------------------------------------------------------------------------- schedule
+    def should_probe(self, step: int, epoch: int) -> bool:
+        if self.probe_rate == 0.0:
+            return False
+        if step % self.steps_per_epoch == 0:
+            return True
+        return random.Random(derive_seed(self.seed, step, 0x5EED)).random() < self.probe_rate
+
+    # ----------------------------------------------------------------------------------------- probing
+    def observe(self, plugin: Any, per_sample_grads: list[torch.Tensor], step: int, epoch: int) -> ProbeRecord | None:
+        """Call before the real ``plugin.clip_and_noise(per_sample_grads, step, epoch)``; probes copies
+        of ``plugin`` if this step is scheduled. Raises a :class:`VerificationError` at a finding in
+        strict mode."""
+        started = time.perf_counter()
+        if self._returned_at is not None:
+            self._training_seconds += started - self._returned_at
+        self._steps_observed += 1
+        try:
+            if not self.should_probe(step, epoch) or per_sample_grads[0].shape[0] == 0:
+                return None
+            if self._over_budget():
+                self._skipped_for_budget += 1
+                return None
+            with isolated_randomness(), torch.no_grad():
+                record, findings = self._probe(plugin, [g.detach() for g in per_sample_grads], step, epoch)
+        finally:
+            self._returned_at = time.perf_counter()
+        self._probe_seconds += self._returned_at - started
+        self._probes.append(record)
+        known_leaks = {f.probe for f in self._findings if f.kind == "leak"}
+        for finding in findings:
+            if finding.kind == "leak" and finding.probe in known_leaks:
+                continue
+            self._findings.append(finding)
+            if self.strict:
+                raise (PrivacyLeakError if finding.kind == "leak" else PrivacyViolationError)(finding)
+        return record
+
+    def _over_budget(self) -> bool:
+        """Probing has already cost more than ``max_overhead`` x the training time between calls (the
+        first probe is always run)."""
+        return self.max_overhead is not None and bool(self._probes) and self._probe_seconds > self.max_overhead * self._training_seconds
+
+    def _call(self, plugin: Any, inputs: list[torch.Tensor], step: int, epoch: int, seed: int) -> tuple[Any, list[torch.Tensor]]:
+        """A fresh copy of ``plugin`` called on ``inputs`` (the probe's own tensors, never the real batch)
+        under ``seed``. Inputs a plugin modified in place are restored from the real batch."""
+        versions = [t._version for t in inputs]
+        copy = copy_with_streams(plugin, seed)
+        output = call_under_seed(copy, inputs, step, epoch, seed)
+        check_plugin_output(output, self.parameter_shapes, self.mechanism, step)
+        if [t._version for t in inputs] != versions:
+            self._restore = True
+        return copy, output
+
+    def _probe(self, plugin: Any, grads: list[torch.Tensor], step: int, epoch: int) -> tuple[ProbeRecord, list[Finding]]:
+        seeds = [derive_seed(self.seed, step, k) for k in range(self.draws)]
+        draws, states = [], []
+        inputs = [g.clone() for g in grads]
+        for seed in seeds:
+            if self._restore:
+                inputs, self._restore = [g.clone() for g in grads], False
+            copy, output = self._call(plugin, inputs, step, epoch, seed)
+            draws.append(output)
+            states.append(snapshot(copy))
+            if len(draws) == 1:
+                claim = claimed_sigma(copy, self.mechanism, step, epoch)
+        scale, residuals = noise_scale(draws)
+
+        examples = probe_examples(grads, scale.upper(self.alpha), self.max_grad_norm, torch.Generator().manual_seed(derive_seed(self.seed, step, -1)))
+        directions, moved, outputs, shifted_states = [], {}, {}, {}
+        for name, example in examples.items():
+            copy, outputs[name] = self._call(plugin, with_example(grads, example), step, epoch, seeds[0])
+            shifted_states[name] = snapshot(copy)
+            shift = [o - b for o, b in zip(outputs[name], draws[0])]
+            directions.append(measure_direction(name, shift, scale, residuals, self.alpha))
+            for path in changed_leaves(states[0], shifted_states[name]):
+                moved.setdefault(path, name)
+
+        leaks = sorted(p for p in moved if deterministic(p, states))
+        candidates = sorted(p for p in moved if p not in leaks)
+        channels, post_processing = [], []
+        if candidates:
+            channels, post_processing = self._channels(
+                plugin, grads, step, epoch, seeds[0], candidates, states, draws[0], outputs["spread"], shifted_states["spread"]
+            )
+
+        worst = min(directions, key=lambda d: d.sigma)
+        parts = [(worst.sigma, worst.upper, worst.probe)] + [(c.multiplier, c.upper, f"state:{c.path}") for c in channels]
+        if self.plugin_factory is not None and self._fixed_noise is None:
+            self._fixed_noise = fresh_instances_agree(
+                self.plugin_factory, grads, step, epoch, (derive_seed(self.seed, step, 1 << 20), derive_seed(self.seed, step, 1 << 21))
+            )
+        if self._fixed_noise:
+            parts.append((0.0, 0.0, FRESH_INSTANCE))
+        measured = combined_multiplier([p[0] for p in parts])
+        upper = combined_multiplier([p[1] for p in parts])
+        label = " + ".join(p[2] for p in parts)
+        passed = upper >= self.threshold * claim and not leaks
+        record = ProbeRecord(
+            step, epoch, claim, measured, upper, passed, label,
+            tuple(d.to_dict() for d in directions), tuple(c.to_dict() for c in channels),
+            tuple(post_processing), tuple(leaks), grads[0].shape[0],
+        )
+        findings = [
+            Finding(
+                "leak", step, epoch, f"state:{path}", claim, None, None,
+                f"identical under {self.draws} random streams but changed by one added example ('{moved[path]}'): "
+                "a deterministic function of raw data kept in the plugin's state",
+            )
+            for path in leaks
+        ]
+        if upper < self.threshold * claim:
+            findings.append(Finding("violation", step, epoch, label, claim, measured, upper, self._explain(label, parts)))
+        return record, findings
+
+    def _channels(self, plugin, grads, step, epoch, seed, candidates, states, base_output, output_a, with_a):
+        """Sort random, data-dependent state leaves into separate channels and post-processing, with x_a
+        the 'spread' example and x_b its clipped contribution (the release shift times the expected
+        batch size), just inside the threshold."""
+        shift_a = [a - b for a, b in zip(output_a, base_output)]
+        matched = [(d * self.expected_batch_size * (1 - MATCHED_MARGIN)).unsqueeze(0) for d in shift_a]
+        copy_b, output_b = self._call(plugin, with_example(grads, matched), step, epoch, seed)
+        with_b = snapshot(copy_b)
+        release_shift = float(flatten(shift_a).norm())
+        release_difference = float((flatten(output_a) - flatten(output_b)).norm())
+        channels, post_processing = [], []
+        for path in candidates:
+            channel = separate_channel(path, states, states[0], with_a, with_b, release_shift, release_difference, self.alpha)
+            (channels.append(channel) if channel is not None else post_processing.append(path))
+        return channels, post_processing
+
+    def _explain(self, label: str, parts: list[tuple[float, float, str]]) -> str:
+        if FRESH_INSTANCE in label:
+            return ("two freshly built instances released identical outputs under different random streams: the "
+                    "plugin's noise comes from a generator seeded from a constant, so it is no noise at all")
+        first = parts[0]
+        text = (f"noise std along the shift caused by one added '{first[2]}' example is {first[0]:.4g} x the shift "
+                "(whitened by the measured per-tensor noise scales)")
+        for sigma, _, name in parts[1:]:
+            text += f"; composed with the separate noised channel {name} (multiplier {sigma:.4g})"
+        return text
+
+    # ----------------------------------------------------------------------------------------- results
+    def report(self) -> VerificationReport:
+        return VerificationReport(
+            verdict_of(self._findings, self._probes),
+            list(self._findings),
+            list(self._probes),
+            self._steps_observed,
+            self._probe_seconds,
+            {
+                "probe_rate": self.probe_rate, "draws": self.draws, "alpha": self.alpha, "threshold": self.threshold,
+                "probes_per_step": 4, "seed": self.seed, "fresh_instance_check": self.plugin_factory is not None,
+                "max_overhead": self.max_overhead, "skipped_for_budget": self._skipped_for_budget,
+                "training_seconds": self._training_seconds,
+            },
+        )
+
+    def verified_sigma(self, step: int, claimed: float) -> float:
+        """The multiplier verified for ``step``: the claim if the latest probe at or before it passed,
+        else min(claim, that probe's measured multiplier rounded down to two significant digits, which
+        keeps the number of distinct multipliers, and so the accounting time, small)."""
+        latest = None
+        for probe in self._probes:
+            if probe.step <= step and (latest is None or probe.step >= latest.step):
+                latest = probe
+        if latest is None or latest.passed:
+            return claimed
+        return min(claimed, _round_down(latest.measured))
+
+    def verified_ledger(self, claimed: PrivacyLedger) -> PrivacyLedger:
+        """The claimed ledger with every step's multiplier replaced by :meth:`verified_sigma`."""
+        if self.report().verdict == LEAK:
+            raise UnverifiableLedgerError("the plugin leaks raw data through its state; no epsilon can be verified")
+        records = []
+        for r in claimed:
+            sigma = self.verified_sigma(r.step, r.noise_multiplier)
+            if not sigma > 0:
+                raise UnverifiableLedgerError(f"step {r.step} was measured without noise; no epsilon can be verified")
+            records.append(StepRecord(r.step, r.epoch, r.sampling_rate, sigma, r.sensitivity, r.mechanism, r.noise_source))
+        return PrivacyLedger(records)
+
+    def state_dict(self) -> dict:
+        return {
+            "probes": [asdict(p) for p in self._probes],
+            "findings": [asdict(f) for f in self._findings],
+            "steps_observed": self._steps_observed,
+            "probe_seconds": self._probe_seconds,
+            "fixed_noise": self._fixed_noise,
+            "training_seconds": self._training_seconds,
+            "skipped_for_budget": self._skipped_for_budget,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self._probes = [ProbeRecord(**p) for p in state["probes"]]
+        self._findings = [Finding(**f) for f in state["findings"]]
+        self._steps_observed = state["steps_observed"]
+        self._probe_seconds = state["probe_seconds"]
+        self._fixed_noise = state["fixed_noise"]
+        self._training_seconds = state["training_seconds"]
+        self._skipped_for_budget = state["skipped_for_budget"]

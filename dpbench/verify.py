@@ -1,0 +1,56 @@
+"""Pre-flight verification of a researcher-form plugin, without training.
+
+    python -m dpbench.verify path/to/file.py:ClassName [--steps N] [--seed S] [--draws K] [--set key=value ...]
+
+Prints the verdict word (VERIFIED, VIOLATION or LEAK) and the evidence; exits 0 only for VERIFIED.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+
+from dpbench.verification.preflight import FakeRun, load_class, plugin_factory, preflight
+from dpbench.verification.report import VERIFIED
+
+
+def _value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dpbench.verify", description=__doc__.split("\n\n")[0])
+    parser.add_argument("plugin", help="path/to/file.py:ClassName or package.module:ClassName")
+    parser.add_argument("--steps", type=int, default=None, help="steps to run (default: 2 epochs of 31)")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--draws", type=int, default=16, help="noise draws per probed step")
+    parser.add_argument("--probe-rate", type=float, default=1.0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra constructor argument")
+    parser.add_argument("--json", action="store_true", help="print the full report as JSON after the summary")
+    args = parser.parse_args(argv)
+    hyperparameters = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set expects KEY=VALUE, got '{item}'")
+        hyperparameters[key] = _value(value)
+    run = FakeRun(epochs=args.epochs)
+    cls = load_class(args.plugin)
+    result = preflight(
+        plugin_factory(cls, run, **hyperparameters), run, seed=args.seed, steps=args.steps,
+        probe_rate=args.probe_rate, draws=args.draws, name=getattr(cls, "__name__", args.plugin),
+    )
+    print(result.summary())
+    if args.json:
+        print(json.dumps({"report": result.report.to_dict(), "epsilon": result.epsilon.to_dict()}, indent=2))
+    return 0 if result.report.verdict == VERIFIED else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

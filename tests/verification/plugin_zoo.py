@@ -1,0 +1,216 @@
+"""A zoo of researcher-form plugins for the verifier: broken ones, one per bug class seen in practice,
+each with the verdict and reason the verifier must give, and correct ones it must pass.
+
+All are written as researchers write them: per-sample gradients in, the noised average out, noise
+from torch's global generator unless the bug is about the generator. Unless the bug says otherwise
+they clip flat to C, add N(0, (zC)^2) and divide by the expected batch size."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class Base:
+    def __init__(self, max_grad_norm, noise_multiplier, n_params, dataset_size, batch_size, epochs, target_epsilon, target_delta):
+        self.max_grad_norm = max_grad_norm
+        self.noise_multiplier = noise_multiplier
+        self.expected_batch_size = batch_size
+        self.total_steps = epochs * round(dataset_size / batch_size)
+
+    def get_effective_sigma(self, step, epoch):
+        return self.noise_multiplier
+
+    def clipped_sum(self, grads, bound=None):
+        bound = self.max_grad_norm if bound is None else bound
+        norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads))
+        scale = torch.clamp(bound / (norms + 1e-12), max=1.0)
+        return [torch.einsum("b,b...->...", scale, g) for g in grads]
+
+    def noise(self, shape, std, generator=None):
+        return std * torch.randn(shape, generator=generator)
+
+    def release(self, sums, std):
+        return [(s + self.noise(s.shape, std)) / self.expected_batch_size for s in sums]
+
+
+# ------------------------------------------------------------------------------------------ broken
+class RawNormAdaptive(Base):
+    """Adaptive clipping whose threshold is the median of the raw per-example norms (no noise on it)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.clip_norm = self.max_grad_norm
+
+    def clip_and_noise(self, grads, step, epoch):
+        out = self.release(self.clipped_sum(grads, self.clip_norm), self.noise_multiplier * self.clip_norm)
+        norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads))
+        self.clip_norm = float(norms.median())
+        return out
+
+
+class PerLayerOwnThreshold(Base):
+    """Each tensor clipped to C_l = C / sqrt(L) and noised at sigma C_l: true multiplier z / sqrt(L)."""
+
+    def clip_and_noise(self, grads, step, epoch):
+        bound = self.max_grad_norm / math.sqrt(len(grads))
+        sums = [self.clipped_sum([g], bound)[0] for g in grads]
+        return self.release(sums, self.noise_multiplier * bound)
+
+
+class NoiseOnOneTensor(Base):
+    """Each tensor clipped to C / sqrt(L); noise (at the full sensitivity) only on the first tensor."""
+
+    def clip_and_noise(self, grads, step, epoch):
+        bound = self.max_grad_norm / math.sqrt(len(grads))
+        sums = [self.clipped_sum([g], bound)[0] for g in grads]
+        std = self.noise_multiplier * self.max_grad_norm
+        return [(s + (self.noise(s.shape, std) if i == 0 else 0)) / self.expected_batch_size for i, s in enumerate(sums)]
+
+
+class ScheduleReportedAsMean(Base):
+    """Noise decays linearly from 1.6 z to 0.4 z over the run; reports the mean, z."""
+
+    def clip_and_noise(self, grads, step, epoch):
+        factor = 1.6 - 1.2 * step / max(self.total_steps - 1, 1)
+        return self.release(self.clipped_sum(grads), factor * self.noise_multiplier * self.max_grad_norm)
+
+
+class SkipsNoise(Base):
+    """Skips the noise on every fifth step ("warm-up" steps)."""
+
+    def clip_and_noise(self, grads, step, epoch):
+        std = 0.0 if step % 5 == 2 else self.noise_multiplier * self.max_grad_norm
+        return self.release(self.clipped_sum(grads), std)
+
+
+class NoiseBeforeClipping(Base):
+    """Adds N(0, (zC)^2) to every example's gradient, then clips and sums."""
+
+    def clip_and_noise(self, grads, step, epoch):
+        noisy = [g + self.noise(g.shape, self.noise_multiplier * self.max_grad_norm) for g in grads]
+        return [s / self.expected_batch_size for s in self.clipped_sum(noisy)]
+
+
+class ConstantSeededGenerator(Base):
+    """Draws its noise from its own generator seeded with a constant: the noise is known to everyone."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.generator = torch.Generator().manual_seed(1234)
+
+    def clip_and_noise(self, grads, step, epoch):
+        std = self.noise_multiplier * self.max_grad_norm
+        return [(s + self.noise(s.shape, std, self.generator)) / self.expected_batch_size for s in self.clipped_sum(grads)]
+
+
+class ReseededEveryStep(Base):
+    """Creates a generator seeded with the step number at every call."""
+
+    def clip_and_noise(self, grads, step, epoch):
+        generator = torch.Generator().manual_seed(step)
+        std = self.noise_multiplier * self.max_grad_norm
+        return [(s + self.noise(s.shape, std, generator)) / self.expected_batch_size for s in self.clipped_sum(grads)]
+
+
+class OverstatedSigma(Base):
+    """Adds 0.6 z C noise and reports z."""
+
+    def clip_and_noise(self, grads, step, epoch):
+        return self.release(self.clipped_sum(grads), 0.6 * self.noise_multiplier * self.max_grad_norm)
+
+
+class RawGradientEMA(Base):
+    """Keeps an EMA of the raw (unclipped) mean gradient and adds it to the release."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ema = None
+
+    def clip_and_noise(self, grads, step, epoch):
+        out = self.release(self.clipped_sum(grads), self.noise_multiplier * self.max_grad_norm)
+        if self.ema is not None:
+            out = [o + 0.5 * e for o, e in zip(out, self.ema)]
+        mean = [g.mean(0) for g in grads]
+        self.ema = mean if self.ema is None else [0.9 * e + 0.1 * m for e, m in zip(self.ema, mean)]
+        return out
+
+
+class UnnoisedMomentum(Base):
+    """Momentum over the clipped, un-noised averages; noise added to the momentum afterwards."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.momentum = None
+
+    def clip_and_noise(self, grads, step, epoch):
+        average = [s / self.expected_batch_size for s in self.clipped_sum(grads)]
+        self.momentum = average if self.momentum is None else [0.9 * m + a for m, a in zip(self.momentum, average)]
+        std = self.noise_multiplier * self.max_grad_norm / self.expected_batch_size
+        return [m + self.noise(m.shape, std) for m in self.momentum]
+
+
+class RealisedBatchDivision(Base):
+    """Divides the clipped sum and the noise by the realised batch size."""
+
+    def clip_and_noise(self, grads, step, epoch):
+        batch = grads[0].shape[0]
+        std = self.noise_multiplier * self.max_grad_norm
+        return [(s + self.noise(s.shape, std)) / batch for s in self.clipped_sum(grads)]
+
+
+# (class, verdict, reason: a substring of a finding's probe, bound on measured / claimed of the
+# violations: what the bug leaves of the claimed multiplier)
+BROKEN = [
+    (RawNormAdaptive, "LEAK", "state:clip_norm", None),
+    (PerLayerOwnThreshold, "VIOLATION", "every-layer", 0.6),  # z / sqrt(4)
+    (NoiseOnOneTensor, "VIOLATION", "", 0.0),  # un-noised tensors
+    (ScheduleReportedAsMean, "VIOLATION", "", 0.9),  # late steps only
+    (SkipsNoise, "VIOLATION", "", 0.0),  # on the skipped steps
+    (NoiseBeforeClipping, "VIOLATION", "", 0.5),  # the noise is clipped away
+    (ConstantSeededGenerator, "VIOLATION", "fresh-instance", 0.0),
+    (ReseededEveryStep, "VIOLATION", "", 0.0),
+    (OverstatedSigma, "VIOLATION", "", 0.75),  # 0.6 z
+    (RawGradientEMA, "LEAK", "state:ema", None),
+    (UnnoisedMomentum, "LEAK", "state:momentum", None),
+    (RealisedBatchDivision, "VIOLATION", "opposite-mean", 0.75),
+]
+
+
+# ------------------------------------------------------------------------------------------ correct
+class OverNoised(Base):
+    """Correct and conservative: adds 1.5 z C noise, reports z."""
+
+    def clip_and_noise(self, grads, step, epoch):
+        return self.release(self.clipped_sum(grads), 1.5 * self.noise_multiplier * self.max_grad_norm)
+
+
+class NoisedMomentum(Base):
+    """Correct: momentum over the *noised* averages (post-processing), with a step counter in state."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.momentum, self.steps_seen = None, 0
+
+    def clip_and_noise(self, grads, step, epoch):
+        released = self.release(self.clipped_sum(grads), self.noise_multiplier * self.max_grad_norm)
+        self.momentum = released if self.momentum is None else [0.9 * m + r for m, r in zip(self.momentum, released)]
+        self.steps_seen += 1
+        return [m.clone() for m in self.momentum]
+
+
+class EntropySeededGenerator(Base):
+    """Correct: its own generator, seeded from OS entropy (secret, fresh per instance)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.generator = torch.Generator()
+        self.generator.seed()
+
+    def clip_and_noise(self, grads, step, epoch):
+        std = self.noise_multiplier * self.max_grad_norm
+        return [(s + self.noise(s.shape, std, self.generator)) / self.expected_batch_size for s in self.clipped_sum(grads)]
+
+
+CORRECT = [OverNoised, NoisedMomentum, EntropySeededGenerator]

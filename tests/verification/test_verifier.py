@@ -1,0 +1,117 @@
+"""The in-training verifier: it never disturbs the run, probes the steps it says it probes, accounts
+with the rule it states, stops in strict mode, and survives a checkpoint."""
+
+import io
+import json
+
+import pytest
+import torch
+from plugin_zoo import NoisedMomentum, RawNormAdaptive, ScheduleReportedAsMean, SkipsNoise
+
+from dpbench.privacy.ledger import PrivacyLedger, StepRecord
+from dpbench.verification import (
+    PluginVerifier,
+    PrivacyLeakError,
+    PrivacyViolationError,
+    UnverifiableLedgerError,
+    epsilon_check,
+)
+from dpbench.verification.preflight import FakeRun, fake_gradients, plugin_factory
+from mechanisms.examples.flat_clip_plugin import FlatClipPlugin
+
+RUN = FakeRun()
+STEPS = 2 * RUN.steps_per_epoch
+
+
+def verifier(probe_rate=1.0, **options) -> PluginVerifier:
+    options.setdefault("max_overhead", None)
+    return PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, probe_rate, 0, RUN.steps_per_epoch, **options)
+
+
+def train(cls, check: PluginVerifier | None, steps: int = STEPS) -> tuple[list, object, PrivacyLedger]:
+    """A stand-in training loop: the real plugin call after ``observe``, outputs and ledger kept."""
+    torch.manual_seed(123)
+    plugin = plugin_factory(cls, RUN)()
+    outputs, ledger = [], PrivacyLedger()
+    for step, grads in enumerate(fake_gradients(RUN, steps, seed=5)):
+        epoch = step // RUN.steps_per_epoch
+        if check is not None:
+            check.observe(plugin, grads, step, epoch)
+        outputs.append(plugin.clip_and_noise(grads, step, epoch))
+        ledger.append(StepRecord(step, epoch, RUN.sampling_rate, plugin.get_effective_sigma(step, epoch), 1.0, "p", "claimed"))
+    return outputs, plugin, ledger
+
+
+def test_probing_leaves_the_run_bitwise_unchanged():
+    plain_outputs, plain_plugin, _ = train(NoisedMomentum, None, steps=8)
+    probed_outputs, probed_plugin, _ = train(NoisedMomentum, verifier(), steps=8)
+    for a, b in zip(plain_outputs, probed_outputs):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(plain_plugin.momentum, probed_plugin.momentum))
+
+
+def test_schedule_probes_every_epochs_first_step_and_a_fraction_of_the_rest():
+    check = verifier(probe_rate=0.1)
+    probed = [s for s in range(3000) if check.should_probe(s, s // RUN.steps_per_epoch)]
+    assert all(s in probed for s in range(0, 3000, RUN.steps_per_epoch))
+    others = len(probed) - len(range(0, 3000, RUN.steps_per_epoch))
+    assert 0.07 * 3000 < others < 0.13 * 3000
+    assert probed == [s for s in range(3000) if verifier(probe_rate=0.1).should_probe(s, 0)]  # same steps on resume
+
+
+def test_probing_off_is_unverified_and_accounts_the_claim():
+    check = verifier(probe_rate=0.0)
+    _, _, ledger = train(FlatClipPlugin, check, steps=4)
+    assert check.report().verdict == "UNVERIFIED" and not check.report().probes
+    assert check.verified_ledger(ledger) == ledger
+
+
+def test_verified_ledger_carries_the_latest_probe_forward():
+    check = verifier(probe_rate=0.0)
+    check.probe_rate = 1.0
+    check.should_probe = lambda step, epoch: step in (0, 50)  # probe a high- and a low-noise step only
+    _, _, ledger = train(ScheduleReportedAsMean, check)
+    first, second = check.report().probes
+    assert first.passed and not second.passed and second.measured < 0.75
+    verified = [r.noise_multiplier for r in check.verified_ledger(ledger)]
+    assert verified[:50] == [r.noise_multiplier for r in ledger][:50]
+    assert len(set(verified[50:])) == 1 and verified[50] == pytest.approx(second.measured, abs=0.011)
+    assert all(v <= second.measured for v in verified[50:])
+
+
+def test_strict_mode_raises_at_the_first_finding():
+    with pytest.raises(PrivacyViolationError, match="step 2"):
+        train(SkipsNoise, verifier(strict=True))
+    with pytest.raises(PrivacyLeakError, match="clip_norm"):
+        train(RawNormAdaptive, verifier(strict=True), steps=3)
+
+
+def test_a_leak_has_no_verified_epsilon():
+    check = verifier()
+    _, _, ledger = train(RawNormAdaptive, check, steps=3)
+    with pytest.raises(UnverifiableLedgerError):
+        check.verified_ledger(ledger)
+    result = epsilon_check(check, ledger, RUN.delta)
+    assert result.verified.primary == float("inf") and result.to_dict()["verified"]["primary"] is None
+
+
+def test_report_is_json_and_state_round_trips_through_a_checkpoint():
+    check = verifier(probe_rate=0.2)
+    _, _, ledger = train(ScheduleReportedAsMean, check)
+    report = check.report()
+    json.dumps({"verification": report.to_dict(), "epsilon": epsilon_check(check, ledger, RUN.delta).to_dict()}, allow_nan=False)
+    restored = verifier(probe_rate=0.2)
+    buffer = io.BytesIO()
+    torch.save(check.state_dict(), buffer)
+    buffer.seek(0)
+    restored.load_state_dict(torch.load(buffer, weights_only=False))
+    assert restored.report().to_dict() == report.to_dict()
+    assert restored.verified_ledger(ledger) == check.verified_ledger(ledger)
+
+
+def test_overhead_budget_skips_scheduled_probes_but_always_probes_the_first_step():
+    check = verifier(probe_rate=1.0, max_overhead=1e-6)
+    train(FlatClipPlugin, check, steps=10)
+    report = check.report()
+    assert [p.step for p in report.probes] == [0]
+    assert report.settings["skipped_for_budget"] == 9 and "skipped" in report.confidence
