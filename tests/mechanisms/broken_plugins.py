@@ -99,8 +99,8 @@ class RawMomentum(HandWrittenPlugin):
 
 
 class NormalizedNoiseAtClipNorm(HandWrittenPlugin):
-    """Automatic clipping g / (||g|| + gamma), sensitivity 1, but noise sized to ``max_grad_norm`` as
-    if it were still the threshold."""
+    """Automatic clipping that forgets the radius: g / (||g|| + gamma) has sensitivity 1, but the
+    noise is sized to ``max_grad_norm`` as if the contributions had been scaled to it."""
 
     def clip_and_noise(self, per_sample_grads, step, epoch):
         norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(dim=1) for g in per_sample_grads))

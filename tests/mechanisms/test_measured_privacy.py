@@ -75,7 +75,7 @@ BUILTINS = {
     },
     "momentum_heavy_ball": Case(kernel(lambda: NoisyMomentum(C, BETA, "heavy_ball"), Z), THREE_STEPS, C),
     "momentum_ema": Case(kernel(lambda: NoisyMomentum(C, BETA, "ema"), Z), THREE_STEPS, C, gain=1 - BETA),
-    "normalized": Case(kernel(lambda: AutomaticClipping(C), Z), ONE_STEP, 1.0, flat(1.0)),
+    "normalized": Case(kernel(lambda: AutomaticClipping(C), Z), ONE_STEP, C, flat(C)),
     "perlayer_decay": Case(
         kernel(lambda: Composed(C, PerLayerClipping, partial(NoiseDecay, epochs=EPOCHS)), Z),
         EACH_EPOCH,
@@ -95,7 +95,7 @@ BROKEN = {
     "per-layer sensitivity claim without sqrt(L)": (broken.PerLayerUnscaled, "perlayer"),
     "decay reporting the schedule's mean sigma": (broken.MeanSigmaDecay, "noise_decay_exponential"),
     "momentum on raw clipped gradients": (broken.RawMomentum, "fixed_momentum"),
-    "normalized, noise sized to max_grad_norm": (broken.NormalizedNoiseAtClipNorm, "normalized"),
+    "normalized to norm 1, noise sized to max_grad_norm": (broken.NormalizedNoiseAtClipNorm, "normalized"),
     "per-layer decay, noise at each layer's own threshold": (broken.PerLayerDecayOwnNoise, "perlayer_decay"),
 }
 

@@ -1,4 +1,4 @@
-"""Automatic clipping: every contribution normalised below norm 1, whatever max_grad_norm says."""
+"""Automatic clipping: every contribution scaled to R g / (||g|| + gamma), sensitivity R."""
 
 import pytest
 import torch
@@ -8,19 +8,26 @@ from dpbench.privacy.privatizer import StructuredPrivatizer
 from mechanisms.normalized import AutomaticClipping
 
 
-def test_each_example_is_scaled_by_one_over_norm_plus_gamma():
+@pytest.mark.parametrize("radius", [1.0, 0.1])
+def test_each_example_is_scaled_by_radius_over_norm_plus_gamma(radius):
     grads = [torch.tensor([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0]])]
-    kernel = StructuredPrivatizer(AutomaticClipping(stability=0.5), [torch.Size([2])], 1e-9, 1.0, 0.1)
+    kernel = StructuredPrivatizer(AutomaticClipping(radius, stability=0.5), [torch.Size([2])], 1e-9, 1.0, 0.1)
     release = kernel.release([MaterializedGradients(grads)], 0, 0)
-    expected = torch.tensor([3.0, 4.0]) / 5.5 + torch.tensor([0.3, 0.4]) / 1.0
+    expected = radius * (torch.tensor([3.0, 4.0]) / 5.5 + torch.tensor([0.3, 0.4]) / 1.0)
     torch.testing.assert_close(release.gradient[0], expected)
-    assert release.record.sensitivity == 1.0
+    assert release.record.sensitivity == radius
 
 
-@pytest.mark.parametrize("max_grad_norm", [None, 0.01, 1.0, 50.0])
-def test_max_grad_norm_plays_no_part(max_grad_norm):
-    mechanism = AutomaticClipping(max_grad_norm)
-    assert mechanism.max_grad_norm == 1.0 and mechanism.thresholds(0, 0) == [1.0]
+def test_a_huge_example_moves_the_sum_by_less_than_the_radius():
+    base = [torch.zeros(1, 2)]
+    with_huge = [torch.tensor([[0.0, 0.0], [3e6, 4e6]])]
+    radius = 0.1
+    outputs = []
+    for grads in (base, with_huge):
+        kernel = StructuredPrivatizer(AutomaticClipping(radius), [torch.Size([2])], 1.0, 1.0, 0.1, torch.Generator().manual_seed(0))
+        outputs.append(kernel.release([MaterializedGradients(grads)], 0, 0).gradient[0])
+    shift = float((outputs[1] - outputs[0]).norm())
+    assert shift == pytest.approx(radius, rel=1e-5)  # saturates the bound R (float32: to rounding)
 
 
 def test_non_positive_stability_is_refused():
