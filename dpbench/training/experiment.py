@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import dpbench
-from dpbench.engine.functorch_engine import FunctorchEngine
+from dpbench.engine import FunctorchEngine, GhostEngine, GradientEngine
 from dpbench.privacy.calibration import TrainingPlan, validate_privacy_target
 from dpbench.privacy.sampler import PoissonSampler
 from dpbench.reporting.run_files import RunFiles, append_result_row
@@ -72,7 +72,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     )
     optimizer = _optimizer(cfg.train, parameters)
     sampler = PoissonSampler(plan.dataset_size, plan.sampling_rate, seed=cfg.seed + 2)
-    engine = FunctorchEngine(model, getattr(model, "loss", F.cross_entropy))
+    engine = _engine(cfg.train.engine, model)
     state = TrainingState()
     if resume:
         state = load_checkpoint(
@@ -137,6 +137,15 @@ def _check_run_directory(cfg: DictConfig, files: RunFiles) -> bool:
             f"({files.config}); resume with the same settings, or pass overwrite=true"
         )
     return True
+
+
+ENGINES = {"ghost": GhostEngine, "functorch": FunctorchEngine}
+
+
+def _engine(name: str, model: torch.nn.Module) -> GradientEngine:
+    if name not in ENGINES:
+        raise ValueError(f"unknown train.engine '{name}'; use one of {sorted(ENGINES)}")
+    return ENGINES[name](model, getattr(model, "loss", F.cross_entropy))
 
 
 def _optimizer(train_cfg: DictConfig, parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:

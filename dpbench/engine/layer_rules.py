@@ -1,0 +1,321 @@
+"""Per-layer rules of the ghost engine: from what one layer saw in a forward pass (its inputs) and a
+backward pass (the gradient of its output), the per-example gradients of its parameters, as norms,
+weighted sums or tensors, without a per-example backward pass.
+
+A rule is registered for a module type with :func:`register_rule` and returns one
+:class:`ParameterGradients` per trainable parameter it is asked for. Supporting a new layer is one
+function here. Every parameter of a layer type without a rule gets :func:`torch_func_rule`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vjp, vmap
+
+
+@dataclass
+class LayerCall:
+    """One call of a layer in the forward pass: its (detached) inputs and its output's gradient."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    output_grad: torch.Tensor
+
+
+class ParameterGradients(Protocol):
+    """The per-example gradients ``g_b`` of one parameter tensor in a batch of B examples."""
+
+    def squared_norms(self) -> torch.Tensor:
+        """``[B]``: ``||g_b||^2``."""
+        ...
+
+    def weighted_sum(self, weights: torch.Tensor) -> torch.Tensor:
+        """``sum_b weights[b] * g_b``, shaped like the parameter."""
+        ...
+
+    def materialize(self) -> torch.Tensor:
+        """``[B, *parameter_shape]``."""
+        ...
+
+
+@dataclass
+class Policy:
+    """How a rule chooses between materialising a weight's per-example gradients and ghost norms.
+
+    Materialising costs about ``T * d_in * d_out`` per example and group (one batched weight-gradient
+    product) and writes ``d_in * d_out`` numbers that are read again twice; the ghost norm costs
+    ``T^2 * (d_in + d_out)`` plus one weighted product ``T * d_in * d_out`` for the sum. So the
+    explicit form wins unless ``memory_factor * d_in * d_out >= T^2 * (d_in + d_out)`` (always the case
+    for T = 1), or its buffer would exceed ``max_explicit_bytes``."""
+
+    memory_factor: float = 8.0
+    max_explicit_bytes: int = 256 * 2**20
+
+    def explicit(self, batch: int, groups: int, positions: int, d_in: int, d_out: int, itemsize: int) -> bool:
+        fits = batch * groups * d_in * d_out * itemsize <= self.max_explicit_bytes
+        return fits and self.memory_factor * d_in * d_out < positions * positions * (d_in + d_out)
+
+
+Rule = Callable[[nn.Module, list[LayerCall], list[str], Policy], dict[str, ParameterGradients]]
+_RULES: dict[type[nn.Module], Rule] = {}
+
+
+def register_rule(*module_types: type[nn.Module]) -> Callable[[Rule], Rule]:
+    """Register the decorated function as the rule for exactly these module types (not subclasses,
+    which may override ``forward``)."""
+
+    def register(rule: Rule) -> Rule:
+        for module_type in module_types:
+            _RULES[module_type] = rule
+        return rule
+
+    return register
+
+
+def rule_for(module: nn.Module) -> Rule | None:
+    return _RULES.get(type(module))
+
+
+class ExplicitGradients:
+    """Per-example gradients held as one ``[B, *shape]`` tensor."""
+
+    def __init__(self, per_example: torch.Tensor) -> None:
+        self.per_example = per_example
+
+    def squared_norms(self) -> torch.Tensor:
+        return torch.linalg.vector_norm(self.per_example.flatten(start_dim=1), dim=1).square()
+
+    def weighted_sum(self, weights: torch.Tensor) -> torch.Tensor:
+        return torch.tensordot(weights.to(self.per_example.dtype), self.per_example, dims=([0], [0]))
+
+    def materialize(self) -> torch.Tensor:
+        return self.per_example
+
+
+class GhostProduct:
+    """A weight whose per-example gradient is ``g_b[k] = sum_t e[b,k,t]^T a[b,k,t]`` for each of G
+    independent blocks k: ``a`` is ``[B, G, T, d_in]`` (layer inputs, unfolded for convolutions) and
+    ``e`` is ``[B, G, T, d_out]`` (output gradients). Norms by the ghost-norm identity
+    ``||g_b||^2 = sum_{t,t'} (a_t . a_t')(e_t . e_t')`` (Li et al. 2022), which is
+    ``||a||^2 ||e||^2`` for T = 1; the weighted sum is one product ``(w e)^T a`` over batch and
+    positions (book-keeping, Bu et al. 2023). ``g_b`` itself is never formed except by
+    :meth:`materialize`."""
+
+    def __init__(self, activations: torch.Tensor, backprops: torch.Tensor, shape: torch.Size) -> None:
+        self.a, self.e, self.shape = activations, backprops, shape
+
+    def squared_norms(self) -> torch.Tensor:
+        if self.a.shape[2] == 1:
+            return (self.a.pow(2).sum(dim=-1) * self.e.pow(2).sum(dim=-1)).sum(dim=(1, 2))
+        gram_a = self.a @ self.a.transpose(-1, -2)
+        gram_e = self.e @ self.e.transpose(-1, -2)
+        return (gram_a * gram_e).sum(dim=(1, 2, 3))
+
+    def weighted_sum(self, weights: torch.Tensor) -> torch.Tensor:
+        scaled = self.e * weights.to(self.e.dtype).view(-1, 1, 1, 1)
+        if self.a.shape[1] == 1:
+            total = scaled.reshape(-1, scaled.shape[-1]).T @ self.a.reshape(-1, self.a.shape[-1])
+        else:
+            total = torch.einsum("bgto,bgti->goi", scaled, self.a)
+        return total.reshape(self.shape)
+
+    def materialize(self) -> torch.Tensor:
+        return torch.einsum("bgto,bgti->bgoi", self.e, self.a).reshape(self.a.shape[0], *self.shape)
+
+
+def _total(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Sum of the per-call contributions, without copying when there is only one call."""
+    first, *rest = tensors
+    for tensor in rest:
+        first = first + tensor
+    return first
+
+
+def _blocks(tensor: torch.Tensor, groups: int) -> torch.Tensor:
+    """``[B, T, d]`` -> ``[B, groups, T, d / groups]``."""
+    b, t, d = tensor.shape
+    return tensor.view(b, t, groups, d // groups).transpose(1, 2)
+
+
+@register_rule(nn.Linear)
+def linear_rule(module: nn.Linear, calls: list[LayerCall], names: list[str], policy: Policy) -> dict:
+    """``y = x W^T + b`` on ``[B, ..., d_in]``: every position t contributes ``e_t a_t^T``."""
+    batch = calls[0].output_grad.shape[0]
+    a = torch.cat([c.args[0].reshape(batch, -1, module.in_features) for c in calls], dim=1)
+    e = torch.cat([c.output_grad.reshape(batch, -1, module.out_features) for c in calls], dim=1)
+    grads: dict[str, ParameterGradients] = {}
+    if "weight" in names:
+        if policy.explicit(batch, 1, a.shape[1], module.in_features, module.out_features, a.element_size()):
+            grads["weight"] = ExplicitGradients(torch.bmm(e.transpose(1, 2), a))
+        else:
+            grads["weight"] = GhostProduct(a.unsqueeze(1), e.unsqueeze(1), module.weight.shape)
+    if "bias" in names:
+        grads["bias"] = ExplicitGradients(e.sum(dim=1))
+    return grads
+
+
+def _conv_geometry(module: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The input as the convolution sees it and the zero padding still to apply: non-zero padding
+    modes and string paddings ('same' may be asymmetric) are applied to the input here."""
+    if module.padding_mode != "zeros" or isinstance(module.padding, str):
+        mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+        return F.pad(x, module._reversed_padding_repeated_twice, mode=mode), (0, 0)
+    return x, module.padding
+
+
+def _conv_per_example(module: nn.Conv2d, x: torch.Tensor, padding: tuple[int, int], e: torch.Tensor) -> torch.Tensor:
+    """``[B, *weight.shape]``: the weight gradient of a convolution with the batch folded into the
+    groups (B * G groups), so each example gets its own filter gradient in one call."""
+    batch, c_in = x.shape[:2]
+    c_out, c_in_group, kh, kw = module.weight.shape
+    groups = batch * module.groups
+    proto = x.new_empty(batch * c_out, c_in_group, kh, kw)
+    _, weight_grad, _ = torch.ops.aten.convolution_backward(
+        e.reshape(1, batch * c_out, *e.shape[2:]),
+        x.reshape(1, batch * c_in, *x.shape[2:]),
+        proto,
+        None,
+        list(module.stride),
+        list(padding),
+        list(module.dilation),
+        False,
+        [0, 0],
+        groups,
+        [False, True, False],
+    )
+    return weight_grad.view(batch, *module.weight.shape)
+
+
+@register_rule(nn.Conv2d)
+def conv2d_rule(module: nn.Conv2d, calls: list[LayerCall], names: list[str], policy: Policy) -> dict:
+    """A convolution is a linear layer applied at every output position t to the unfolded input patch,
+    block-diagonal over groups."""
+    grads: dict[str, ParameterGradients] = {}
+    batch = calls[0].output_grad.shape[0]
+    c_out, c_in_group, kh, kw = module.weight.shape
+    d_in, d_out = c_in_group * kh * kw, c_out // module.groups
+    if "weight" in names:
+        inputs = [_conv_geometry(module, c.args[0]) for c in calls]
+        positions = sum(c.output_grad[0, 0].numel() for c in calls)
+        x0 = inputs[0][0]
+        if policy.explicit(batch, module.groups, positions, d_in, d_out, x0.element_size()):
+            per_example = _total(_conv_per_example(module, x, p, c.output_grad) for (x, p), c in zip(inputs, calls))
+            grads["weight"] = ExplicitGradients(per_example)
+        else:
+            a = torch.cat(
+                [
+                    _blocks(
+                        F.unfold(x, module.kernel_size, module.dilation, p, module.stride).transpose(1, 2),
+                        module.groups,
+                    )
+                    for x, p in inputs
+                ],
+                dim=2,
+            )
+            e = torch.cat(
+                [_blocks(c.output_grad.flatten(start_dim=2).transpose(1, 2), module.groups) for c in calls], dim=2
+            )
+            grads["weight"] = GhostProduct(a, e, module.weight.shape)
+    if "bias" in names:
+        grads["bias"] = ExplicitGradients(_total(c.output_grad.sum(dim=(2, 3)) for c in calls))
+    return grads
+
+
+def _affine_rule(
+    normalized: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+    reduce: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+) -> Rule:
+    """Rule of ``y = x_hat * weight + bias`` with ``x_hat = normalized(x)``: weight gradient
+    ``reduce(e * x_hat)``, bias gradient ``reduce(e)``; both are small, so they are held explicitly."""
+
+    def rule(module: nn.Module, calls: list[LayerCall], names: list[str], policy: Policy) -> dict:
+        grads: dict[str, ParameterGradients] = {}
+        if "weight" in names:
+            grads["weight"] = ExplicitGradients(
+                _total(reduce(module, c.output_grad * normalized(module, c.args[0])) for c in calls)
+            )
+        if "bias" in names:
+            grads["bias"] = ExplicitGradients(_total(reduce(module, c.output_grad) for c in calls))
+        return grads
+
+    return rule
+
+
+register_rule(nn.LayerNorm)(
+    _affine_rule(
+        lambda m, x: F.layer_norm(x, m.normalized_shape, eps=m.eps),
+        lambda m, t: t.reshape(t.shape[0], -1, *m.normalized_shape).sum(dim=1),
+    )
+)
+register_rule(nn.GroupNorm)(
+    _affine_rule(
+        lambda m, x: F.group_norm(x, m.num_groups, eps=m.eps),
+        lambda m, t: t.reshape(t.shape[0], t.shape[1], -1).sum(dim=2),
+    )
+)
+
+
+class EmbeddingGradients:
+    """Embedding rows: example b's gradient is ``sum_t e[b,t]`` added into row ``idx[b,t]``, so
+    ``||g_b||^2 = sum_{t,t'} [idx_t = idx_t'] (e_t . e_t')`` and the weighted sum is one
+    ``index_add`` of the scaled output gradients."""
+
+    def __init__(self, indices: torch.Tensor, backprops: torch.Tensor, shape: torch.Size) -> None:
+        self.idx, self.e, self.shape = indices, backprops, shape
+
+    def squared_norms(self) -> torch.Tensor:
+        same_row = (self.idx.unsqueeze(2) == self.idx.unsqueeze(1)).to(self.e.dtype)
+        return (same_row * (self.e @ self.e.transpose(1, 2))).sum(dim=(1, 2))
+
+    def weighted_sum(self, weights: torch.Tensor) -> torch.Tensor:
+        scaled = self.e * weights.to(self.e.dtype).view(-1, 1, 1)
+        total = self.e.new_zeros(self.shape)
+        return total.index_add_(0, self.idx.flatten(), scaled.reshape(-1, self.shape[1]))
+
+    def materialize(self) -> torch.Tensor:
+        batch, rows = self.idx.shape[0], self.shape[0]
+        offsets = torch.arange(batch, device=self.idx.device).unsqueeze(1) * rows
+        total = self.e.new_zeros(batch * rows, self.shape[1])
+        total.index_add_(0, (self.idx + offsets).flatten(), self.e.reshape(-1, self.shape[1]))
+        return total.view(batch, *self.shape)
+
+
+@register_rule(nn.Embedding)
+def embedding_rule(module: nn.Embedding, calls: list[LayerCall], names: list[str], policy: Policy) -> dict:
+    if module.sparse or module.scale_grad_by_freq or module.max_norm is not None:
+        return torch_func_rule(module, calls, names, policy)
+    batch = calls[0].output_grad.shape[0]
+    idx = torch.cat([c.args[0].reshape(batch, -1) for c in calls], dim=1)
+    e = torch.cat([c.output_grad.reshape(batch, -1, module.embedding_dim) for c in calls], dim=1)
+    if module.padding_idx is not None:
+        e = e * (idx != module.padding_idx).unsqueeze(2).to(e.dtype)
+    return {"weight": EmbeddingGradients(idx, e, module.weight.shape)}
+
+
+def torch_func_rule(module: nn.Module, calls: list[LayerCall], names: list[str], policy: Policy) -> dict:
+    """Any layer whose forward treats examples independently: per-example vector-Jacobian products of
+    the layer alone (``vmap`` over ``vjp``), differentiating only its own parameters ``names``.
+    Tensor positional arguments with the batch as first dimension are split by example; other
+    arguments are passed whole to every example."""
+    params = {name: getattr(module, name).detach() for name in names}
+    batch = calls[0].output_grad.shape[0]
+    total: dict[str, torch.Tensor] = {}
+    for call in calls:
+        dims = tuple(
+            0 if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == batch else None for a in call.args
+        )
+
+        def example_vjp(p: dict, args: tuple, e: torch.Tensor, call: LayerCall = call, dims: tuple = dims) -> dict:
+            one = tuple(a.unsqueeze(0) if d == 0 else a for a, d in zip(args, dims))
+            _, pullback = vjp(lambda q: functional_call(module, q, one, call.kwargs), p)
+            return pullback(e.unsqueeze(0))[0]
+
+        grads = vmap(example_vjp, in_dims=(None, dims, 0))(params, call.args, call.output_grad)
+        total = {name: total[name] + g if name in total else g for name, g in grads.items()}
+    return {name: ExplicitGradients(g) for name, g in total.items()}

@@ -1,0 +1,215 @@
+"""GhostEngine against the FunctorchEngine reference (vmap over grad, an independent computation):
+per-sample squared norms, weighted sums and materialised gradients agree to 1e-5 relative, for every
+layer rule under both of its forms (ghost norm and explicit), the repo's models and the benchmark's
+MLP-VAE; unsupported layers fall back with a warning; unsupported model patterns are refused."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dpbench.engine import FunctorchEngine, GhostEngine
+from dpbench.engine.layer_rules import Policy
+from dpbench.models import Cifar10TanhCNN, DigitsTanhCNN, MnistTanhCNN
+from dpbench.privacy.privatizer import StructuredPrivatizer
+from mechanisms.fixed import FixedClipping
+
+RTOL = 1e-5
+POLICIES = {
+    "default": Policy(),
+    "ghost": Policy(max_explicit_bytes=0),  # ghost norms and book-keeping wherever a rule has them
+    "explicit": Policy(memory_factor=0.0),  # materialised weight gradients wherever a rule has them
+}
+
+
+def _bench_module():
+    path = Path(__file__).resolve().parents[2] / "scripts" / "bench_speed.py"
+    spec = importlib.util.spec_from_file_location("bench_speed", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_matches_reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=F.cross_entropy, policy=None):
+    torch.manual_seed(1)
+    reference = FunctorchEngine(model, loss_fn).per_sample_gradients(x, y)
+    ghost = GhostEngine(model, loss_fn, policy).per_sample_gradients(x, y)
+    expected_norms = reference.squared_norms()
+    torch.testing.assert_close(
+        ghost.squared_norms(), expected_norms, rtol=RTOL, atol=RTOL * float(expected_norms.max())
+    )
+    torch.testing.assert_close(ghost.losses, reference.losses, rtol=RTOL, atol=1e-7)
+    weights = torch.rand(expected_norms.shape)
+    for got, expected in zip(ghost.weighted_sum(weights), reference.weighted_sum(weights)):
+        torch.testing.assert_close(got, expected, rtol=RTOL, atol=RTOL * float(expected.abs().max()))
+    for got, expected in zip(ghost.materialize(), reference.materialize()):
+        torch.testing.assert_close(got, expected, rtol=RTOL, atol=RTOL * float(expected.abs().max()))
+    assert ghost.batch_size == x.shape[0]
+
+
+def _classify(features: nn.Module, in_shape: tuple[int, ...], classes: int = 3) -> nn.Module:
+    model = nn.Sequential(features, nn.Tanh(), nn.Flatten())
+    width = model(torch.zeros(1, *in_shape)).shape[1]
+    return nn.Sequential(*model, nn.Linear(width, classes))
+
+
+CONVOLUTIONS = {
+    "plain": {},
+    "no_bias": {"bias": False},
+    "strided": {"stride": 2},
+    "asymmetric_stride": {"stride": (2, 1), "padding": (0, 1)},
+    "padded": {"padding": 2},
+    "dilated": {"dilation": 2, "padding": 1},
+    "grouped": {"groups": 2, "padding": 1},
+    "depthwise": {"groups": 4, "stride": 2},
+    "same": {"padding": "same", "dilation": 2},
+    "reflect": {"padding": 1, "padding_mode": "reflect"},
+}
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("conv", CONVOLUTIONS)
+def test_conv2d(conv, policy):
+    torch.manual_seed(0)
+    model = _classify(nn.Conv2d(4, 8, 3, **CONVOLUTIONS[conv]), (4, 9, 9))
+    assert_matches_reference(model, torch.randn(6, 4, 9, 9), torch.randint(0, 3, (6,)), policy=POLICIES[policy])
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("tokens", [None, 5])
+def test_linear(bias, tokens, policy):
+    """2-D inputs, and 3-D inputs ``[B, T, d]`` (a linear layer applied at every position)."""
+    torch.manual_seed(0)
+    shape = (7,) if tokens is None else (tokens, 7)
+    model = _classify(nn.Linear(7, 6, bias=bias), shape)
+    assert_matches_reference(model, torch.randn(5, *shape), torch.randint(0, 3, (5,)), policy=POLICIES[policy])
+
+
+def test_layer_called_twice():
+    """A layer applied twice in one forward pass: the per-example gradient is the sum of both uses."""
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.shared, self.head = nn.Linear(6, 6), nn.Linear(6, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.shared(torch.tanh(self.shared(x))))
+
+    torch.manual_seed(0)
+    for policy in POLICIES.values():
+        assert_matches_reference(Twice(), torch.randn(5, 6), torch.randint(0, 3, (5,)), policy=policy)
+
+
+def test_normalisation_and_embedding_layers():
+    torch.manual_seed(0)
+    tokens = nn.Sequential(
+        nn.Embedding(11, 6, padding_idx=0), nn.LayerNorm(6), nn.Linear(6, 5), nn.Tanh(), nn.Flatten(), nn.Linear(20, 3)
+    )
+    indices = torch.randint(0, 11, (6, 4))
+    indices[0, :2] = 0
+    indices[1] = 3  # repeated rows within one example
+    assert_matches_reference(tokens, indices, torch.randint(0, 3, (6,)))
+    images = _classify(nn.Sequential(nn.Conv2d(4, 6, 3), nn.GroupNorm(2, 6)), (4, 7, 7))
+    assert_matches_reference(images, torch.randn(6, 4, 7, 7), torch.randint(0, 3, (6,)))
+
+
+@pytest.mark.parametrize("policy", ["default", "ghost"])
+@pytest.mark.parametrize(
+    "model_class, shape", [(MnistTanhCNN, (1, 28, 28)), (Cifar10TanhCNN, (3, 32, 32)), (DigitsTanhCNN, (1, 8, 8))]
+)
+def test_repo_models(model_class, shape, policy):
+    torch.manual_seed(0)
+    assert_matches_reference(
+        model_class(), torch.randn(8, *shape), torch.randint(0, 10, (8,)), nn.CrossEntropyLoss(), POLICIES[policy]
+    )
+
+
+def test_mlp_vae():
+    bench = _bench_module()
+    torch.manual_seed(0)
+    model = bench.MlpVae()
+    assert sum(p.numel() for p in model.parameters()) == 620_460
+    x, y = bench._vae_data(6, torch.Generator().manual_seed(0))
+    assert_matches_reference(model, x, y, bench.VaeLoss())
+
+
+def test_unsupported_layer_falls_back_with_warning():
+    torch.manual_seed(0)
+    model = _classify(nn.Conv1d(4, 6, 3), (4, 9))
+    with pytest.warns(UserWarning, match=r"'0' \(Conv1d\).*torch\.func"):
+        GhostEngine(model, F.cross_entropy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert_matches_reference(model, torch.randn(5, 4, 9), torch.randint(0, 3, (5,)))
+
+
+def test_clipped_release_matches_reference():
+    """The kernel's whole release (clip, sum, noise with the same seed) is the same with either engine."""
+    torch.manual_seed(0)
+    model = DigitsTanhCNN()
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    shapes = [p.shape for p in model.parameters()]
+    releases = []
+    for engine in (FunctorchEngine(model, F.cross_entropy), GhostEngine(model, F.cross_entropy)):
+        privatizer = StructuredPrivatizer(FixedClipping(0.1), shapes, 1.0, 16.0, 0.01, torch.Generator().manual_seed(3))
+        chunks = (engine.per_sample_gradients(x[i : i + 5], y[i : i + 5]) for i in range(0, 16, 5))
+        releases.append(privatizer.release(chunks, 0, 0))
+    for got, expected in zip(releases[1].gradient, releases[0].gradient):
+        torch.testing.assert_close(got, expected, rtol=RTOL, atol=RTOL * float(expected.abs().max()))
+    assert releases[1].loss_sum == pytest.approx(releases[0].loss_sum, rel=RTOL)
+
+
+def test_materialize_is_kept():
+    model = DigitsTanhCNN()
+    gradients = GhostEngine(model, F.cross_entropy).per_sample_gradients(
+        torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 2])
+    )
+    assert gradients.materialize() is gradients.materialize()
+
+
+def test_refuses_in_place_output():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(inplace=True), nn.Linear(4, 2))
+    with pytest.raises(RuntimeError, match=r"layer '0' is modified in place"):
+        GhostEngine(model, F.cross_entropy).per_sample_gradients(torch.randn(3, 4), torch.tensor([0, 1, 0]))
+
+
+def test_refuses_shared_parameters():
+    model = nn.Sequential(nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False))
+    model[1].weight = model[0].weight
+    with pytest.raises(ValueError, match="shared"):
+        GhostEngine(model, F.cross_entropy)
+
+
+def test_refuses_parameter_used_outside_its_module():
+    class Bypass(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.linear(x, self.inner.weight, self.inner.bias)
+
+    with pytest.raises(RuntimeError, match="used outside its module"):
+        GhostEngine(Bypass(), F.cross_entropy).per_sample_gradients(torch.randn(3, 4), torch.tensor([0, 1, 0]))
+
+
+def test_unused_layer_has_zero_gradients():
+    class Unused(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.used, self.spare = nn.Linear(4, 2), nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.used(x)
+
+    assert_matches_reference(Unused(), torch.randn(3, 4), torch.tensor([0, 1, 0]))
