@@ -75,3 +75,16 @@ def test_a_failing_run_does_not_stop_the_sweep(tmp_path):
     failed = next(r for r in rows if r["status"] == "failed")
     assert "target epsilon must be" in failed["error"]
     assert "PrivacyConfigError" in (Path(failed["run_dir"]) / "error.txt").read_text()
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_parallel_and_cluster_launchers_run_a_sweep(launcher, tmp_path):
+    results = tmp_path / "results"
+    extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=10"]
+    done = dpbench(
+        "dpbench", "-m", f"hydra/launcher={launcher}", *extra, "seed=0,1", "train.epochs=1", "progress=false",
+        f"paths.results={results}", env=dict(os.environ),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = pd.read_json(results / "results.jsonl", lines=True)
+    assert sorted(rows["seed"]) == [0, 1] and set(rows["status"]) == {"finished"}
