@@ -17,6 +17,21 @@ def _panels(datasets: list[str], title: str):
     return figure, axes[0]
 
 
+def _finish(axis, dataset: str, xlabel: str, ylabel: str) -> None:
+    axis.set_title(dataset)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+
+
+def _save(figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
 def plot_per_epoch(epochs: pd.DataFrame, column: str, label: str, path: Path) -> Path:
     """Mean (line) and std (band) over seeds of ``column`` per epoch, one line per mechanism and target ε."""
     datasets = sorted(epochs["dataset"].unique())
@@ -29,15 +44,8 @@ def plot_per_epoch(epochs: pd.DataFrame, column: str, label: str, path: Path) ->
             name = f"{mechanism} (ε={target:g})" if several_targets else mechanism
             axis.plot(stats["epoch"], stats["mean"], marker="o", markersize=3, label=name)
             axis.fill_between(stats["epoch"], stats["mean"] - stats["std"].fillna(0), stats["mean"] + stats["std"].fillna(0), alpha=0.2)
-        axis.set_title(dataset)
-        axis.set_xlabel("epoch")
-        axis.set_ylabel(label)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+        _finish(axis, dataset, "epoch", label)
+    return _save(figure, path)
 
 
 def plot_accuracy_vs_epsilon(results: pd.DataFrame, path: Path) -> Path | None:
@@ -51,12 +59,5 @@ def plot_accuracy_vs_epsilon(results: pd.DataFrame, path: Path) -> Path | None:
         for mechanism, runs in rows.groupby("mechanism"):
             stats = runs.groupby("target_epsilon")["final_accuracy"].agg(["mean", "std"]).reset_index()
             axis.errorbar(stats["target_epsilon"], 100 * stats["mean"], yerr=100 * stats["std"].fillna(0), marker="o", capsize=3, label=mechanism)
-        axis.set_title(dataset)
-        axis.set_xlabel("ε (δ fixed)")
-        axis.set_ylabel("test accuracy (%)")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+        _finish(axis, dataset, "ε (δ fixed)", "test accuracy (%)")
+    return _save(figure, path)
