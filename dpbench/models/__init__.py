@@ -1,4 +1,5 @@
-"""DP-SGD-compatible image classifiers: tanh CNNs without BatchNorm (which would mix examples).
+"""DP-SGD-compatible models: tanh CNNs without BatchNorm (which would mix examples) for images, and
+variational autoencoders of the telemetry wide table (:mod:`dpbench.models.vae`).
 
 Build one with Hydra (``conf/model/*.yaml``) or by name with :func:`build_model`.
 """
@@ -7,11 +8,14 @@ from dpbench.models.cifar10_cnn import Cifar10TanhCNN
 from dpbench.models.digits_cnn import DigitsTanhCNN
 from dpbench.models.mnist_cnn import MnistTanhCNN
 from dpbench.models.registry import build_model, model_names, register_model
+from dpbench.models.vae import HurdleVAE, TabularVAE
 
 __all__ = [
     "Cifar10TanhCNN",
     "DigitsTanhCNN",
+    "HurdleVAE",
     "MnistTanhCNN",
+    "TabularVAE",
     "build_model",
     "model_names",
     "register_model",

@@ -27,6 +27,8 @@ def load_results(results_dir: Path) -> pd.DataFrame:
         raise NoResultsError(f"{table} holds no finished run yet")
     if "status" in rows:
         rows = rows[rows["status"].fillna("finished") == "finished"]
+    if "audit" in rows:  # audited runs train on canaries too: a different dataset, not a benchmark entry
+        rows = rows[rows["audit"].isna()]
     rows = rows.drop_duplicates(subset="run_dir", keep="last").reset_index(drop=True)
     # Rows written before the verdict was recorded: a structured run's noise is the kernel's own.
     kernel_verdict = rows["contract"].map({"structured": "VERIFIED"})

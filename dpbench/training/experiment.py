@@ -30,6 +30,7 @@ from dpbench.training.checkpoint import load_checkpoint, save_checkpoint
 from dpbench.training.loop import TrainingState, train
 from dpbench.training.plugin_loader import PreparedMechanism, prepare_mechanism
 from dpbench.verification import cross_checked_epsilon, epsilon_check
+from dpbench.verification.audit import prepare_audit
 
 log = logging.getLogger("dpbench")
 
@@ -54,6 +55,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     device = pick_device(cfg.device)
     data = instantiate(cfg.dataset)
     model = instantiate(cfg.model).to(device)
+    data, audit = prepare_audit(cfg.audit, data, cfg.seed, cfg.privacy.target_delta)
     plan = TrainingPlan(data.train_size, float(cfg.train.batch_size), int(cfg.train.epochs))
     validate_privacy_target(cfg.privacy.target_epsilon, cfg.privacy.target_delta, plan)
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -94,8 +96,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         row = state.epochs[-1]
         remaining = (plan.epochs - state.epoch) * state.seconds / max(len(state.epochs), 1)
         log.info(
-            "epoch %d/%d | test acc %.2f%% | eps %.3f (%s) | z %.3f | %.1f s (%.0f samples/s) | ETA %s",
-            row["epoch"], plan.epochs, 100 * row["test_accuracy"], row["epsilon"], prepared.verdict(), row["noise_multiplier"],
+            "epoch %d/%d | %s | eps %.3f (%s) | z %.3f | %.1f s (%.0f samples/s) | ETA %s",
+            row["epoch"], plan.epochs, _format_test_metrics(row), row["epsilon"], prepared.verdict(), row["noise_multiplier"],
             row["seconds"], row["samples_per_second"], _duration(remaining),
         )
 
@@ -105,11 +107,15 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         int(cfg.train.physical_batch_size), device, state, on_epoch_end, progress=bool(cfg.progress),
     )
     summary = _summary(cfg, run_dir, data.name, plan, prepared, state)
+    if hasattr(data, "utility"):  # datasets whose utility is measured on the trained model's output
+        summary["utility"] = data.utility(model, files.dir, cfg.seed)
+    if audit is not None:  # an audited run: its training set holds the included canaries (see verification/audit.py)
+        summary["audit"] = audit.report(model, summary["epsilon"])
     files.write_summary(summary)
     append_result_row(Path(cfg.paths.results) / "results.jsonl", _result_row(summary))
     log.info(
-        "done: test acc %.2f%% | epsilon %s (target %g, delta %g; %s: %s) | %s",
-        100 * summary["final_accuracy"], _format_epsilon(summary["epsilon"]), summary["target_epsilon"], summary["delta"],
+        "done: %s | epsilon %s (target %g, delta %g; %s: %s) | %s",
+        _format_test_metrics(state.epochs[-1]), _format_epsilon(summary["epsilon"]), summary["target_epsilon"], summary["delta"],
         summary["verdict"], summary["epsilon_basis"], _duration(summary["wall_seconds"]),
     )
     return summary
@@ -173,7 +179,7 @@ def _summary(cfg: DictConfig, run_dir: Path, dataset: str, plan: TrainingPlan, p
         check = epsilon_check(prepared.verifier, state.ledger, delta)
         estimate, claimed, basis = check.verified, check.claimed, check.basis
         verification = prepared.verifier.report().to_dict()
-    accuracies = [row["test_accuracy"] for row in state.epochs]
+    accuracies = [row["test_accuracy"] for row in state.epochs if "test_accuracy" in row] or [None]
     finite = lambda value: value if math.isfinite(value) else None  # noqa: E731  (JSON has no infinity)
     return {
         "status": "finished",
@@ -183,7 +189,7 @@ def _summary(cfg: DictConfig, run_dir: Path, dataset: str, plan: TrainingPlan, p
         "contract": prepared.contract,
         "seed": cfg.seed,
         "final_accuracy": accuracies[-1],
-        "best_accuracy": max(accuracies),
+        "best_accuracy": max(accuracies) if accuracies[0] is not None else None,
         "target_epsilon": cfg.privacy.target_epsilon,
         "epsilon": finite(estimate.primary),
         "epsilon_dp_accounting_rdp": finite(estimate.rdp),
@@ -208,10 +214,12 @@ def _summary(cfg: DictConfig, run_dir: Path, dataset: str, plan: TrainingPlan, p
 
 
 def _result_row(summary: dict) -> dict:
-    return {key: value for key, value in summary.items() if key not in ("config", "verification")} | {
+    utility = summary.get("utility")
+    return {key: value for key, value in summary.items() if key not in ("config", "verification", "utility")} | {
         "lr": summary["config"]["train"]["lr"],
         "max_grad_norm": summary["config"]["mechanism"].get("max_grad_norm"),
-    }
+    } | ({f"utility_{key}": utility[key] for key in ("queries_passed", "queries_evaluable", "mean_score")}
+         if utility else {})
 
 
 def _git_commit() -> str:
@@ -221,6 +229,12 @@ def _git_commit() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def _format_test_metrics(row: dict) -> str:
+    if "test_accuracy" in row:
+        return f"test acc {100 * row['test_accuracy']:.2f}%"
+    return " | ".join(f"{key.replace('_', ' ')} {value:.4g}" for key, value in row.items() if key.startswith("test_"))
 
 
 def _format_epsilon(value: float | None) -> str:

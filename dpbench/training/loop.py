@@ -2,16 +2,18 @@
 
 Per step: draw a Poisson sample, compute per-sample gradients in physical chunks, let the
 privatizer (the kernel, running the mechanism) release one private gradient, record the release in
-the ledger, take an optimizer step. Per epoch: evaluate, compute epsilon from the whole ledger,
-hand the state to ``on_epoch_end`` (metrics, checkpoint, ETA). The epsilon printed is
-``spent_epsilon`` of the whole ledger: the kernel's, or for a plugin the verified one.
+the ledger, take an optimizer step. Per epoch: evaluate (test accuracy, or the model's own
+``evaluate``), compute epsilon from the whole ledger, hand the state to ``on_epoch_end`` (metrics,
+checkpoint, ETA). The epsilon printed is ``spent_epsilon`` of the whole ledger: the kernel's, or
+for a plugin the verified one.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -83,7 +85,7 @@ def train(
             {
                 "epoch": epoch + 1,
                 "train_loss": loss_sum / max(examples, 1),
-                "test_accuracy": accuracy(model, data.test_features, data.test_labels, device),
+                **evaluate(model, data.test_features, data.test_labels, device),
                 "epsilon": spent_epsilon(state.ledger),
                 "noise_multiplier": release.record.noise_multiplier,
                 "seconds": seconds,
@@ -93,6 +95,14 @@ def train(
         state.epoch = epoch + 1
         on_epoch_end(state)
     return state
+
+
+def evaluate(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, device: torch.device) -> dict[str, float]:
+    """The model's own test metrics if it defines ``evaluate(features, labels) -> dict`` (e.g. a generative
+    model's test loss), else a classifier's ``test_accuracy``."""
+    if hasattr(model, "evaluate"):
+        return model.evaluate(features.to(device), labels.to(device))
+    return {"test_accuracy": accuracy(model, features, labels, device)}
 
 
 @torch.no_grad()

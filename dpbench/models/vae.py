@@ -1,0 +1,182 @@
+"""Variational autoencoders of the telemetry wide table (one row per device), trainable with DP-SGD.
+
+Both share the published architecture (wide row -> 512 -> 256 -> 64-dimensional Gaussian latent and
+back, ELU activations, Linear layers only, so the ghost engine covers every parameter) and differ in
+the likelihood of a wide row given the latent:
+
+* :class:`TabularVAE` (``model=vae``) is the published baseline (UCSD DSC 180B capstone): cross-entropy
+  for each one-hot attribute, squared error for every other cell, KL to the prior; it decodes cells
+  by their means, so structural zeros come back as small positive numbers.
+* :class:`HurdleVAE` (``model=vae_hurdle``) models what the cells mean: a Bernoulli per table presence
+  (and per browser), and *given presence* a Gaussian with learned variance on each day count and value
+  summary in its fixed log1p scale (a log-normal: heavy tails are a shift of the mean, not outliers
+  of a squared error), and a categorical for each composition (soft-target cross-entropy); absent
+  tables contribute nothing but their presence bit. Sampling draws from these distributions.
+
+The harness hands the loss ``(model(x), y)`` per example, with ``y`` a class index, so ``forward``
+returns the decoder's parameters, the latent's mean and log-variance and the input row itself, side
+by side in one tensor, and :meth:`loss` reads the target from there. Examples never interact.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dpbench.models.registry import register_model
+from dpbench.telemetry.wide_table import WIDE_LAYOUT, WideLayout
+
+LOG_SIGMA_MIN, LOG_SIGMA_MAX = -4.0, -1.4
+"""Bounds of a Gaussian's log standard deviation: 0.018 <= sd <= 0.25 in the scaled units, where every
+real value lies in [0, about 1.2]; the upper bound keeps an untrained model's draws near its means."""
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(pairwise(sizes)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ELU())
+    return nn.Sequential(*layers)
+
+
+class _WideVAE(nn.Module):
+    """Encoder, reparameterised latent and decoder; subclasses say how many decoder outputs there are,
+    what the reconstruction loss is and how a row is drawn from the decoder's output."""
+
+    def __init__(self, decoder_outputs: int, hidden: tuple[int, ...], latent: int, layout: WideLayout) -> None:
+        super().__init__()
+        self.layout = layout
+        self.latent = latent
+        self.width = layout.width
+        self.decoder_outputs = decoder_outputs
+        self.encoder = _mlp([layout.width, *hidden, 2 * latent])
+        self.decoder = _mlp([latent, *reversed(hidden), decoder_outputs])
+        self._category_slices = [columns for _, columns in layout.categories.values()]
+
+    def forward(self, rows: Tensor) -> Tensor:
+        """``[decoder outputs | latent mean | latent log-variance | input row]`` for each row."""
+        mu, logvar = self.encoder(rows).chunk(2, dim=1)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return torch.cat([self.decoder(z), mu, logvar, rows.detach()], dim=1)
+
+    def _split(self, output: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        d, k = self.decoder_outputs, self.latent
+        return output[:, :d], output[:, d:d + k], output[:, d + k:d + 2 * k], output[:, d + 2 * k:]
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        """Mean over the batch of the negative ELBO; ``target`` (the class-index label) is unused."""
+        decoded, mu, logvar, rows = self._split(output)
+        kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)
+        return (self.reconstruction_loss(decoded, rows) + kl).mean()
+
+    def reconstruction_loss(self, decoded: Tensor, rows: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def draw(self, decoded: Tensor, generator: torch.Generator) -> Tensor:
+        raise NotImplementedError
+
+    def _categories_loss(self, logits: Tensor, rows: Tensor) -> Tensor:
+        return sum(-(rows[:, s] * F.log_softmax(logits[:, s], dim=1)).sum(dim=1) for s in self._category_slices)
+
+    def _draw_categories(self, logits: Tensor, out: Tensor, generator: torch.Generator) -> None:
+        for s in self._category_slices:
+            choice = torch.multinomial(F.softmax(logits[:, s], dim=1), 1, generator=generator)
+            out[:, s] = F.one_hot(choice[:, 0], s.stop - s.start).to(out.dtype)
+
+    @torch.no_grad()
+    def evaluate(self, features: Tensor, labels: Tensor, batch_size: int = 4096) -> dict[str, float]:
+        """Test metrics: the mean negative ELBO of the rows (one latent draw each)."""
+        was_training = self.training
+        self.eval()
+        total = 0.0
+        for i in range(0, len(features), batch_size):
+            rows = features[i:i + batch_size]
+            total += float(self.loss(self(rows), labels[i:i + batch_size])) * len(rows)
+        self.train(was_training)
+        return {"test_loss": total / max(len(features), 1)}
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator, batch_size: int = 8192) -> Tensor:
+        """``n`` synthetic wide rows (on the CPU): latents from the prior, rows drawn by :meth:`draw`."""
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        rows = []
+        for i in range(0, n, batch_size):
+            z = torch.randn(min(batch_size, n - i), self.latent, generator=generator).to(device)
+            rows.append(self.draw(self.decoder(z).cpu(), generator))
+        self.train(was_training)
+        return torch.cat(rows) if rows else torch.zeros(0, self.width)
+
+
+@register_model("vae")
+class TabularVAE(_WideVAE):
+    """The published baseline: cross-entropy + squared error + KL, cells decoded by their means."""
+
+    def __init__(self, hidden: tuple[int, ...] = (512, 256), latent: int = 64, layout: WideLayout = WIDE_LAYOUT) -> None:
+        super().__init__(layout.width, tuple(hidden), latent, layout)
+        numeric = torch.ones(layout.width, dtype=torch.bool)
+        for s in self._category_slices:
+            numeric[s] = False
+        self.register_buffer("_numeric", numeric, persistent=False)
+
+    def reconstruction_loss(self, decoded: Tensor, rows: Tensor) -> Tensor:
+        squared = ((decoded - rows).pow(2) * self._numeric).sum(dim=1)
+        return self._categories_loss(decoded, rows) + squared
+
+    def draw(self, decoded: Tensor, generator: torch.Generator) -> Tensor:
+        out = decoded.clamp(min=0.0)
+        self._draw_categories(decoded, out, generator)
+        return out
+
+
+@register_model("vae_hurdle")
+class HurdleVAE(_WideVAE):
+    """Presence as Bernoulli, day counts and values given presence as log-normal, compositions as
+    categoricals; rows are sampled from these distributions."""
+
+    def __init__(self, hidden: tuple[int, ...] = (512, 256), latent: int = 64, layout: WideLayout = WIDE_LAYOUT) -> None:
+        bits, gaussians = list(layout.bits.values()), list(layout.gaussians.values())
+        super().__init__(layout.width + len(gaussians), tuple(hidden), latent, layout)
+        self._compositions = [(columns, gate) for _, columns, gate in layout.compositions.values()]
+        for name, index in (("_bit_columns", [c for c, _ in bits]),
+                            ("_bit_gates", [g if g is not None else -1 for _, g in bits]),
+                            ("_gauss_columns", [c for c, _, _ in gaussians]),
+                            ("_gauss_gates", [g for _, g, _ in gaussians])):
+            self.register_buffer(name, torch.tensor(index, dtype=torch.long), persistent=False)
+
+    def _gate(self, rows: Tensor, gates: Tensor) -> Tensor:
+        ones = torch.ones_like(rows[:, :1])
+        return torch.cat([rows, ones], dim=1)[:, gates]  # gate -1 reads the appended column of ones
+
+    def reconstruction_loss(self, decoded: Tensor, rows: Tensor) -> Tensor:
+        logits, log_sigma = decoded[:, :self.width], decoded[:, self.width:]
+        loss = self._categories_loss(logits, rows)
+        bits = F.binary_cross_entropy_with_logits(logits[:, self._bit_columns], rows[:, self._bit_columns],
+                                                  reduction="none")
+        loss = loss + (bits * self._gate(rows, self._bit_gates)).sum(dim=1)
+        log_sigma = log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+        z = (rows[:, self._gauss_columns] - logits[:, self._gauss_columns]) * torch.exp(-log_sigma)
+        loss = loss + ((0.5 * z.pow(2) + log_sigma) * rows[:, self._gauss_gates]).sum(dim=1)
+        for columns, gate in self._compositions:
+            cross_entropy = -(rows[:, columns] * F.log_softmax(logits[:, columns], dim=1)).sum(dim=1)
+            loss = loss + cross_entropy * rows[:, gate]
+        return loss
+
+    def draw(self, decoded: Tensor, generator: torch.Generator) -> Tensor:
+        logits, log_sigma = decoded[:, :self.width], decoded[:, self.width:].clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+        out = torch.zeros_like(logits)
+        self._draw_categories(logits, out, generator)
+        probability = torch.sigmoid(logits[:, self._bit_columns])
+        out[:, self._bit_columns] = torch.bernoulli(probability, generator=generator)
+        out[:, self._bit_columns] *= self._gate(out, self._bit_gates)  # browsers only on browsing devices
+        noise = torch.randn(log_sigma.shape, generator=generator)
+        values = logits[:, self._gauss_columns] + noise * log_sigma.exp()
+        out[:, self._gauss_columns] = values.clamp(min=0.0) * out[:, self._gauss_gates]
+        for columns, gate in self._compositions:
+            out[:, columns] = F.softmax(logits[:, columns], dim=1) * out[:, gate, None]
+        return out

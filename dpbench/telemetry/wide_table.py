@@ -1,0 +1,273 @@
+"""The wide table: one row per device (guid), the unit of privacy of the telemetry DP-VAE.
+
+A device's row holds its attributes one-hot (chassis, country, vendor, OS, persona, RAM, CPU), and
+for each of the ten (guid, dt) table families (network, memory, the four package sensors, package
+power, battery, power states, browsing) a presence bit, a day count and a few device-level summaries
+of the table's values: nrs-weighted means of the values the queries read, and compositions (shares
+of browsing time per category and per browser, shares of the day per power state).
+
+Nothing here is estimated from the data, so building the table spends no privacy: vocabularies are
+the schema's and the simulator's public catalogue (values outside them fall into an "Other" slot,
+RAM to the nearest listed size), and every numeric column is scaled by a fixed transform named after
+its unit (``log1p(x) / scale`` for heavy-tailed counts, rates and durations, ``x / scale`` for
+bounded ones). The layout (:data:`WIDE_LAYOUT`) is therefore a constant, which lets a model be built
+before the data is read, and lets :func:`decode_columns` invert any row, real or synthetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dpbench.telemetry import calibration as cal
+from dpbench.telemetry.browsing import BROWSERS, CATEGORIES
+from dpbench.telemetry.population import CHASSIS, COUNTRIES, OPERATING_SYSTEMS, PERSONAS, RAM_SIZES_GB, VENDORS
+from dpbench.telemetry.query_runner import connect
+from dpbench.telemetry.workload import WORKLOAD
+
+OTHER = "Other"
+WINDOW_DAYS = cal.WINDOW_DAYS
+SAMPLES_PER_DAY = cal.SAMPLES_PER_DAY
+SECONDS_PER_DAY = 86_400.0
+CPU_KEYS = tuple(f"{v.cpuname}|{v.cpugen}|{v.marketcodename}" for v in cal.CPU_VARIANTS)
+"""The CPU vocabulary: (sysinfo cpuname, cpu_metadata cpugen, marketcodename) of each catalogue entry."""
+POWER_STATES = ("on_time", "off_time", "mods_time", "sleep_time")
+
+FAMILIES = ("network", "memory", "psys", "c0", "freq", "temp", "pkg_power", "battery", "power_states", "browsing")
+"""The ten (guid, dt) table families; browsing covers system_web_cat_usage and its pivot."""
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A fixed transform of one numeric column: ``log1p(x) / scale`` if ``log`` else ``x / scale``;
+    ``upper`` is the column's physical upper bound, which decoded values are clipped to."""
+
+    scale: float
+    upper: float
+    log: bool = True
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return np.log1p(np.maximum(x, 0.0)) / self.scale if self.log else x / self.scale
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        x = np.expm1(np.clip(y * self.scale, 0.0, 700.0)) if self.log else np.maximum(y, 0.0) * self.scale
+        return np.minimum(x, self.upper)
+
+
+DAYS = Scale(float(np.log1p(WINDOW_DAYS)), WINDOW_DAYS)
+NRS = Scale(float(np.log1p(SAMPLES_PER_DAY)), SAMPLES_PER_DAY)
+BYTES_PER_SECOND = Scale(25.0, 1e11)
+WATTS = Scale(6.0, 1000.0)
+VALUES: dict[str, dict[str, Scale]] = {
+    "network": {"nrs": NRS, "received_rate": BYTES_PER_SECOND, "sent_rate": BYTES_PER_SECOND},
+    "memory": {"nrs": NRS, "percent_used": Scale(100.0, 100.0, log=False)},
+    "psys": {"nrs": NRS, "value": WATTS},
+    "c0": {"nrs": NRS, "value": Scale(100.0, 100.0, log=False)},
+    "freq": {"nrs": NRS, "value": Scale(5000.0, 6000.0, log=False)},
+    "temp": {"nrs": NRS, "value": Scale(100.0, 110.0, log=False)},
+    "pkg_power": {"nrs": NRS, "value": WATTS},
+    "battery": {"duration_mins": Scale(float(np.log1p(1440)), 1440.0), "power_ons": Scale(5.0, 100.0)},
+    "power_states": {"seconds_per_day": Scale(SECONDS_PER_DAY, SECONDS_PER_DAY, log=False)},
+    "browsing": {"rows_per_day": Scale(5.0, float(3 * 28)),
+                 "duration_ms_per_day": Scale(float(np.log1p(1000 * SECONDS_PER_DAY)), 1000 * SECONDS_PER_DAY)},
+}
+"""Per family, its value columns and their fixed transforms (units: samples per day, bytes/s, %, W, MHz, C,
+minutes, s, ms; browsing rows per day are at most 3 browsers x 28 categories)."""
+COMPOSITIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "power_states": {"state_share": POWER_STATES},
+    "browsing": {"browser_row_share": BROWSERS, "browser_time_share": BROWSERS, "category_share": CATEGORIES},
+}
+"""Per family, its compositions (non-negative parts that sum to one)."""
+
+
+@dataclass(frozen=True)
+class WideLayout:
+    """Where each feature lives in a wide row.
+
+    categories: name -> (values, slice) of each one-hot attribute.
+    bits: name -> (column, gate) of each 0/1 feature; gate is the presence column it depends on, or None.
+    gaussians: name -> (column, gate, scale) of each day count and value summary (gate: its presence bit).
+    compositions: name -> (parts, slice, gate) of each composition.
+    """
+
+    categories: dict[str, tuple[tuple[str, ...], slice]] = field(default_factory=dict)
+    bits: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+    gaussians: dict[str, tuple[int, int, Scale]] = field(default_factory=dict)
+    compositions: dict[str, tuple[tuple[str, ...], slice, int]] = field(default_factory=dict)
+    width: int = 0
+    names: tuple[str, ...] = ()
+
+
+def _build_layout() -> WideLayout:
+    names: list[str] = []
+
+    def take(*new: str) -> slice:
+        start = len(names)
+        names.extend(new)
+        return slice(start, len(names))
+
+    layout = WideLayout()
+    for name, values in (("chassis", CHASSIS.values), ("country", COUNTRIES.values), ("vendor", VENDORS.values),
+                         ("os", OPERATING_SYSTEMS.values), ("persona", PERSONAS.values),
+                         ("ram", tuple(f"{g:g}" for g in RAM_SIZES_GB)), ("cpu", CPU_KEYS)):
+        values = values if OTHER in values or name == "ram" else (*values, OTHER)
+        layout.categories[name] = (values, take(*(f"{name}={v}" for v in values)))
+    for family in FAMILIES:
+        presence = take(f"{family}.present").start
+        layout.bits[f"{family}.present"] = (presence, None)
+        layout.gaussians[f"{family}.days"] = (take(f"{family}.days").start, presence, DAYS)
+        for value, scale in VALUES[family].items():
+            layout.gaussians[f"{family}.{value}"] = (take(f"{family}.{value}").start, presence, scale)
+        for composition, parts in COMPOSITIONS.get(family, {}).items():
+            layout.compositions[f"{family}.{composition}"] = (
+                parts, take(*(f"{family}.{composition}={p}" for p in parts)), presence)
+    browsing = layout.bits["browsing.present"][0]
+    for browser in BROWSERS:
+        layout.bits[f"browser.{browser}"] = (take(f"browser.{browser}").start, browsing)
+    return WideLayout(layout.categories, layout.bits, layout.gaussians, layout.compositions, len(names), tuple(names))
+
+
+WIDE_LAYOUT = _build_layout()
+"""The layout of every wide table (a constant: see the module docstring)."""
+
+_RECEIVED, _SENT = "OS:NETWORK INTERFACE::BYTES RECEIVED/SEC::", "OS:NETWORK INTERFACE::BYTES SENT/SEC::"
+_SENSORS = {"psys": ("system_psys_rap_watts", "avg_psys_rap_watts"), "c0": ("system_pkg_C0", "avg_pkg_c0"),
+            "freq": ("system_pkg_avg_freq_mhz", "avg_avg_freq_mhz"),
+            "temp": ("system_pkg_temp_centigrade", "avg_temp_centigrade")}
+_PER_DEVICE_SQL: dict[str, str] = {
+    "network": f"""SELECT guid, COUNT(DISTINCT dt) AS days, AVG(nrs) AS nrs,
+        COALESCE(SUM(CASE WHEN input_desc = '{_RECEIVED}' THEN nrs * avg_bytes_sec END)
+                 / SUM(CASE WHEN input_desc = '{_RECEIVED}' THEN nrs END), 0) AS received_rate,
+        COALESCE(SUM(CASE WHEN input_desc = '{_SENT}' THEN nrs * avg_bytes_sec END)
+                 / SUM(CASE WHEN input_desc = '{_SENT}' THEN nrs END), 0) AS sent_rate
+        FROM system_network_consumption GROUP BY guid""",
+    "memory": """SELECT guid, COUNT(DISTINCT dt) AS days, AVG(nrs) AS nrs,
+        SUM(nrs * avg_percentage_used) / NULLIF(SUM(nrs), 0) AS percent_used
+        FROM system_memory_utilization GROUP BY guid""",
+    **{family: f"""SELECT guid, COUNT(DISTINCT dt) AS days, AVG(nrs) AS nrs,
+        SUM(nrs * {column}) / NULLIF(SUM(nrs), 0) AS value FROM "{table}" GROUP BY guid"""
+       for family, (table, column) in _SENSORS.items()},
+    "pkg_power": """SELECT guid, COUNT(DISTINCT dt) AS days, AVG(nrs) AS nrs,
+        SUM(nrs * mean) / NULLIF(SUM(nrs), 0) AS value FROM system_hw_pkg_power GROUP BY guid""",
+    "battery": """SELECT guid, COUNT(DISTINCT dt) AS days, AVG(duration_mins) AS duration_mins,
+        AVG(num_power_ons) AS power_ons FROM system_batt_dc_events GROUP BY guid""",
+    "power_states": f"""SELECT guid, COUNT(DISTINCT dt) AS days,
+        AVG(on_time + off_time + mods_time + sleep_time) AS seconds_per_day,
+        {", ".join(f"SUM({s}) AS {s}" for s in POWER_STATES)}
+        FROM system_on_off_suspend_time_day GROUP BY guid""",
+    "browsing": f"""SELECT p.guid, p.days, u.usage_rows / p.days AS rows_per_day,
+        u.duration_ms / p.days AS duration_ms_per_day,
+        {", ".join(f"u.rows_{b}, u.ms_{b}" for b in BROWSERS)}, {", ".join(f"p.{c}" for c in CATEGORIES)}
+        FROM (SELECT guid, COUNT(DISTINCT dt) AS days, {", ".join(f"SUM({c}) AS {c}" for c in CATEGORIES)}
+              FROM system_web_cat_pivot_duration GROUP BY guid) p
+        JOIN (SELECT guid, COUNT(*) AS usage_rows, SUM(duration_ms) AS duration_ms,
+              {", ".join(f"COUNT(*) FILTER (WHERE browser = '{b}') AS rows_{b}, "
+                         f"COALESCE(SUM(duration_ms) FILTER (WHERE browser = '{b}'), 0) AS ms_{b}"
+                         for b in BROWSERS)}
+              FROM system_web_cat_usage GROUP BY guid) u ON p.guid = u.guid""",
+}
+_DEVICES_SQL = """SELECT s.guid, s.chassistype AS chassis, s.countryname_normalized AS country,
+    s.modelvendor_normalized AS vendor, s.os, s.persona, s.ram,
+    s.cpuname || '|' || COALESCE(c.cpugen, '') || '|' || COALESCE(c.marketcodename, '') AS cpu
+    FROM system_sysinfo_unique_normalized s LEFT JOIN system_cpu_metadata c ON s.guid = c.guid
+    ORDER BY s.guid"""
+_COMPOSITION_SOURCES = {
+    "power_states.state_share": POWER_STATES,
+    "browsing.browser_row_share": tuple(f"rows_{b}" for b in BROWSERS),
+    "browsing.browser_time_share": tuple(f"ms_{b}" for b in BROWSERS),
+    "browsing.category_share": CATEGORIES,
+}
+
+
+@dataclass(frozen=True)
+class WideTable:
+    """The wide rows of a corpus: ``features[i]`` is the device ``guids[i]``."""
+
+    guids: np.ndarray
+    features: np.ndarray
+
+
+def build_wide_table(tables_dir: Path | str, layout: WideLayout = WIDE_LAYOUT) -> WideTable:
+    """One wide row per sysinfo device of a directory of reporting tables (validated against the schema)."""
+    con = connect(tables_dir, WORKLOAD)
+    try:
+        devices = con.execute(_DEVICES_SQL).df()
+        per_family = {family: con.execute(sql).df() for family, sql in _PER_DEVICE_SQL.items()}
+    finally:
+        con.close()
+    features = np.zeros((len(devices), layout.width), dtype=np.float32)
+    for name, (values, columns) in layout.categories.items():
+        features[np.arange(len(devices)), columns.start + _category_codes(name, devices[name], values)] = 1.0
+    row_of = pd.Series(np.arange(len(devices)), index=devices["guid"].to_numpy())
+    for family, frame in per_family.items():
+        rows = row_of.reindex(frame["guid"].to_numpy()).dropna().astype(int).to_numpy()
+        frame = frame[frame["guid"].isin(row_of.index)]
+        features[rows, layout.bits[f"{family}.present"][0]] = 1.0
+        for name, (column, _, scale) in layout.gaussians.items():
+            if name.startswith(f"{family}."):
+                values = frame[name.split(".", 1)[1]].fillna(0.0).to_numpy(dtype=float)
+                features[rows, column] = scale.forward(values)
+        for name, (_, columns, _) in layout.compositions.items():
+            if name.startswith(f"{family}."):
+                parts = frame[list(_COMPOSITION_SOURCES[name])].fillna(0.0).to_numpy(dtype=float)
+                total = parts.sum(axis=1, keepdims=True)
+                features[rows, columns] = np.where(total > 0, parts / np.where(total > 0, total, 1.0), 0.0)
+        if family == "browsing":
+            for browser in BROWSERS:
+                seen = frame[f"rows_{browser}"].to_numpy() > 0
+                features[rows, layout.bits[f"browser.{browser}"][0]] = seen
+    return WideTable(devices["guid"].to_numpy(), features)
+
+
+def _category_codes(name: str, column: pd.Series, values: tuple[str, ...]) -> np.ndarray:
+    if name == "ram":
+        sizes = column.fillna(8.0).to_numpy(dtype=float)
+        distance = np.abs(np.log2(np.maximum(sizes, 0.5))[:, None] - np.log2(RAM_SIZES_GB)[None, :])
+        return distance.argmin(axis=1)
+    index = {v: i for i, v in enumerate(values)}
+    other = index[OTHER]
+    return column.fillna(OTHER).map(lambda v: index.get(v, other)).to_numpy(dtype=np.int64)
+
+
+@dataclass
+class DecodedDevices:
+    """Wide rows turned back into units: category codes, presence, day counts, values and compositions."""
+
+    categories: dict[str, np.ndarray]
+    present: dict[str, np.ndarray]
+    days: dict[str, np.ndarray]
+    values: dict[str, np.ndarray]
+    compositions: dict[str, np.ndarray]
+
+    @property
+    def size(self) -> int:
+        return len(next(iter(self.categories.values())))
+
+
+def decode_columns(features: np.ndarray, layout: WideLayout = WIDE_LAYOUT) -> DecodedDevices:
+    """Invert the wide-table transforms.
+
+    A category is its largest one-hot cell; a bit is set when its cell is positive (a model that
+    samples writes exact 0/1; a model that decodes means leaves small positive values, which count as
+    present: the published pipeline's rule that a non-zero cell is data); a present device has at
+    least one day (at most the reporting window); compositions are clipped at zero and renormalised.
+    """
+    categories = {name: features[:, columns].argmax(axis=1) for name, (_, columns) in layout.categories.items()}
+    present = {name.split(".")[0] if name.endswith(".present") else name: features[:, column] > 0
+               for name, (column, _) in layout.bits.items()}
+    days, values = {}, {}
+    for name, (column, _, scale) in layout.gaussians.items():
+        decoded = scale.inverse(features[:, column].astype(np.float64))
+        if name.endswith(".days"):
+            days[name.split(".")[0]] = np.clip(np.rint(decoded), 1, WINDOW_DAYS).astype(np.int64)
+        else:
+            values[name] = decoded
+    compositions = {}
+    for name, (_, columns, _) in layout.compositions.items():
+        parts = np.maximum(features[:, columns].astype(np.float64), 0.0)
+        total = parts.sum(axis=1, keepdims=True)
+        compositions[name] = np.where(total > 0, parts / np.where(total > 0, total, 1.0), 1.0 / parts.shape[1])
+    return DecodedDevices(categories, present, days, values, compositions)
