@@ -55,6 +55,7 @@ def save_checkpoint(
             "ledger": state.ledger.to_dicts(),
             "epochs": state.epochs,
             "seconds": state.seconds,
+            "parameter_average": state.parameter_average,
         },
     }
     temporary = path.with_suffix(".tmp")
@@ -91,6 +92,7 @@ def load_checkpoint(
         ledger=PrivacyLedger.from_dicts(saved["ledger"]),
         epochs=saved["epochs"],
         seconds=saved["seconds"],
+        parameter_average=saved["parameter_average"],
     )
 
 

@@ -105,6 +105,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         model, data, engine, prepared.privatizer, optimizer, sampler, plan,
         lambda ledger: prepared.spent_epsilon(ledger, cfg.privacy.target_delta),
         int(cfg.train.physical_batch_size), device, state, on_epoch_end, progress=bool(cfg.progress),
+        parameter_ema=cfg.train.get("parameter_ema"),
     )
     summary = _summary(cfg, run_dir, data.name, plan, prepared, state)
     if hasattr(data, "utility"):  # datasets whose utility is measured on the trained model's output

@@ -11,7 +11,8 @@ for a plugin the verified one.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,6 +41,7 @@ class TrainingState:
     ledger: PrivacyLedger = field(default_factory=PrivacyLedger)
     epochs: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    parameter_average: list[torch.Tensor] | None = None
 
 
 def train(
@@ -56,8 +58,13 @@ def train(
     state: TrainingState,
     on_epoch_end: Callable[[TrainingState], None],
     progress: bool = True,
+    parameter_ema: float | None = None,
 ) -> TrainingState:
+    """Train to ``plan.epochs``. With ``parameter_ema`` (a decay), evaluation uses an exponential moving
+    average of the parameters: post-processing of released gradients, free of privacy cost."""
     parameters = [p for p in model.parameters() if p.requires_grad]
+    if parameter_ema is not None and state.parameter_average is None:
+        state.parameter_average = [p.detach().clone() for p in parameters]
     features, labels = data.train_features.to(device), data.train_labels.to(device)
     for epoch in range(state.epoch, plan.epochs):
         started = time.perf_counter()
@@ -76,16 +83,20 @@ def train(
                 parameter.grad = gradient.to(parameter.dtype)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if state.parameter_average is not None:
+                torch._foreach_lerp_(state.parameter_average, [p.detach() for p in parameters], 1.0 - parameter_ema)
             loss_sum += release.loss_sum
             examples += release.batch_size
             state.step += 1
         seconds = time.perf_counter() - started
         state.seconds += seconds
+        with swapped_in(parameters, state.parameter_average):
+            test_metrics = evaluate(model, data.test_features, data.test_labels, device)
         state.epochs.append(
             {
                 "epoch": epoch + 1,
                 "train_loss": loss_sum / max(examples, 1),
-                **evaluate(model, data.test_features, data.test_labels, device),
+                **test_metrics,
                 "epsilon": spent_epsilon(state.ledger),
                 "noise_multiplier": release.record.noise_multiplier,
                 "seconds": seconds,
@@ -95,6 +106,24 @@ def train(
         state.epoch = epoch + 1
         on_epoch_end(state)
     return state
+
+
+@contextmanager
+def swapped_in(parameters: list[torch.Tensor], average: list[torch.Tensor] | None) -> Iterator[None]:
+    """Temporarily give the model the averaged parameters (nothing happens without an average)."""
+    if average is None:
+        yield
+        return
+    current = [p.detach().clone() for p in parameters]
+    with torch.no_grad():
+        for parameter, value in zip(parameters, average):
+            parameter.copy_(value)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for parameter, value in zip(parameters, current):
+                parameter.copy_(value)
 
 
 def evaluate(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, device: torch.device) -> dict[str, float]:

@@ -167,3 +167,25 @@ def test_missing_dataset_names_the_root_and_the_fix(make_config, tmp_path):
     with pytest.raises(Exception, match="prepare.sh") as caught:
         run_experiment(make_config("dataset=mnist", f"dataset.root={tmp_path / 'empty'}"), tmp_path / "run")
     assert str(tmp_path / "empty") in str(caught.value)
+
+
+def test_parameter_ema_changes_evaluation_only(make_config, tmp_path):
+    plain = run_experiment(make_config("seed=3"), tmp_path / "plain")
+    averaged = run_experiment(make_config("seed=3", "train.parameter_ema=0.9"), tmp_path / "ema")
+    load = lambda d: torch.load(tmp_path / d / "checkpoint.pt", weights_only=False)  # noqa: E731
+    # Training (ledger, trained weights) is untouched: the average is post-processing.
+    assert load("ema")["state"]["ledger"] == load("plain")["state"]["ledger"]
+    assert all(torch.equal(load("ema")["model"][k], load("plain")["model"][k]) for k in load("plain")["model"])
+    assert averaged["epsilon"] == plain["epsilon"]
+    # Evaluation used the averaged parameters, which differ from the trained ones.
+    from dpbench.data import load_dataset
+    from dpbench.models import DigitsTanhCNN
+    from dpbench.training.loop import accuracy
+
+    model = DigitsTanhCNN()
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    average = load("ema")["state"]["parameter_average"]
+    assert not all(torch.equal(a, load("ema")["model"][n]) for a, n in zip(average, trainable))
+    model.load_state_dict({**load("ema")["model"], **dict(zip(trainable, average))})
+    data = load_dataset("digits")
+    assert averaged["final_accuracy"] == accuracy(model, data.test_features, data.test_labels, torch.device("cpu"))
