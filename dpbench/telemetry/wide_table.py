@@ -25,7 +25,6 @@ import pandas as pd
 from dpbench.telemetry import calibration as cal
 from dpbench.telemetry.browsing import BROWSERS, CATEGORIES
 from dpbench.telemetry.population import CHASSIS, COUNTRIES, OPERATING_SYSTEMS, PERSONAS, RAM_SIZES_GB, VENDORS
-from dpbench.telemetry.query_runner import connect
 from dpbench.telemetry.workload import WORKLOAD
 
 OTHER = "Other"
@@ -192,6 +191,7 @@ class WideTable:
 
 def build_wide_table(tables_dir: Path | str, layout: WideLayout = WIDE_LAYOUT) -> WideTable:
     """One wide row per sysinfo device of a directory of reporting tables (validated against the schema)."""
+    from dpbench.telemetry.query_runner import connect  # DuckDB only when a corpus is read
     con = connect(tables_dir, WORKLOAD)
     try:
         devices = con.execute(_DEVICES_SQL).df()
