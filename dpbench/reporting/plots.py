@@ -12,8 +12,8 @@ import pandas as pd  # noqa: E402
 
 
 def _panels(datasets: list[str], title: str):
-    figure, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)
-    figure.suptitle(title)
+    figure, axes = plt.subplots(1, len(datasets), figsize=(max(7.5, 5.5 * len(datasets)), 4.2), squeeze=False)
+    figure.suptitle(title, fontsize=11)
     return figure, axes[0]
 
 
@@ -53,7 +53,7 @@ def plot_accuracy_vs_epsilon(results: pd.DataFrame, path: Path) -> Path | None:
     if results["target_epsilon"].nunique() < 2:
         return None
     datasets = sorted(results["dataset"].unique())
-    figure, axes = _panels(datasets, "privacy-utility: final test accuracy against ε (mean ± std over seeds)")
+    figure, axes = _panels(datasets, "final test accuracy against ε (mean ± std over seeds)")
     for axis, dataset in zip(axes, datasets):
         rows = results[results["dataset"] == dataset]
         for mechanism, runs in rows.groupby("mechanism"):
