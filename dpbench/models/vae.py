@@ -20,6 +20,7 @@ by side in one tensor, and :meth:`loss` reads the target from there. Examples ne
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from itertools import pairwise
 
 import torch
@@ -43,7 +44,7 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class _WideVAE(nn.Module):
+class _WideVAE(nn.Module, ABC):
     """Encoder, reparameterised latent and decoder; subclasses say how many decoder outputs there are,
     what the reconstruction loss is and how a row is drawn from the decoder's output."""
 
@@ -73,11 +74,13 @@ class _WideVAE(nn.Module):
         kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)
         return (self.reconstruction_loss(decoded, rows) + kl).mean()
 
+    @abstractmethod
     def reconstruction_loss(self, decoded: Tensor, rows: Tensor) -> Tensor:
-        raise NotImplementedError
+        """Per-row negative log-likelihood of ``rows`` under the decoder outputs."""
 
+    @abstractmethod
     def draw(self, decoded: Tensor, generator: torch.Generator) -> Tensor:
-        raise NotImplementedError
+        """Wide rows sampled from the decoder's output distributions."""
 
     def _categories_loss(self, logits: Tensor, rows: Tensor) -> Tensor:
         return sum(-(rows[:, s] * F.log_softmax(logits[:, s], dim=1)).sum(dim=1) for s in self._category_slices)
