@@ -79,6 +79,7 @@ class StructuredPrivatizer:
             statistic += clipped.statistic_sum
             loss_sum += float(chunk.losses.sum())
             batch_size += chunk.batch_size
+            del chunk, clipped  # free this chunk's activations before the engine computes the next one
         z_gradient, z_statistic = self._split(self.noise_multiplier_at(step, epoch))
         noised = add_gaussian_noise(total, z_gradient * plan.sensitivity, self.generator)
         average = [t / self.expected_batch_size for t in noised]
