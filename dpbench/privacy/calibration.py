@@ -59,7 +59,7 @@ def validate_privacy_target(target_epsilon: float, delta: float, plan: TrainingP
         raise PrivacyConfigError(
             f"delta = {delta} must be in (0, 1/N) = (0, {1.0 / plan.dataset_size:.3g}) for N = {plan.dataset_size} "
             f"examples: a delta of 1/N or more allows releasing a whole example; set privacy.target_delta "
-            f"below 1/N (1e-5 is usual for N >= 1e5)"
+            f"below 1/N, e.g. privacy.target_delta={10 ** math.floor(math.log10(1.0 / plan.dataset_size) - 1e-9):.0e}"
         )
     if plan.epochs <= 0:
         raise PrivacyConfigError(f"epochs must be >= 1, got {plan.epochs}; set train.epochs")
