@@ -86,3 +86,16 @@ def test_count_noise_too_small_for_the_budget_is_refused():
 def test_invalid_hyper_parameters_are_refused(kwargs):
     with pytest.raises(ValueError):
         AdaptiveClipping(1.0, **kwargs)
+
+
+class GrowingNoiseAdaptive(AdaptiveClipping):
+    """Adaptive clipping whose noise schedule grows: the split is possible at step 0, not later."""
+
+    def noise_shape(self, step, epoch):
+        return 1.0 + epoch
+
+
+def test_a_split_impossible_later_in_the_schedule_is_refused_before_training():
+    kernel = privatizer(GrowingNoiseAdaptive(1.0, count_noise=1.0), z=1.2, seed=0)  # 2 sigma_b = 2 > 1.2 at epoch 0
+    with pytest.raises(MechanismContractError, match="must exceed the total noise multiplier"):
+        kernel.check_schedule((t, t // 10) for t in range(30))  # epoch 1: z = 2.4 >= 2
