@@ -1,4 +1,5 @@
-"""DP-SGD-compatible models: tanh CNNs without BatchNorm (which would mix examples) for images, and
+"""DP-SGD-compatible models: tanh CNNs without BatchNorm (which would mix examples) for images,
+classifiers on ScatterNet features (:mod:`dpbench.models.scatter_net`), and
 variational autoencoders of the telemetry wide table (:mod:`dpbench.models.vae`).
 
 Build one with Hydra (``conf/model/*.yaml``) or by name with :func:`build_model`.
@@ -8,6 +9,7 @@ from dpbench.models.cifar10_cnn import Cifar10TanhCNN
 from dpbench.models.digits_cnn import DigitsTanhCNN
 from dpbench.models.mnist_cnn import MnistTanhCNN
 from dpbench.models.registry import build_model, model_names, register_model
+from dpbench.models.scatter_net import ScatterCNN, ScatterLinear
 from dpbench.models.vae import HurdleVAE, TabularVAE
 
 __all__ = [
@@ -15,6 +17,8 @@ __all__ = [
     "DigitsTanhCNN",
     "HurdleVAE",
     "MnistTanhCNN",
+    "ScatterCNN",
+    "ScatterLinear",
     "TabularVAE",
     "build_model",
     "model_names",

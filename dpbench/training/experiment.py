@@ -29,6 +29,7 @@ from dpbench.runtime import pick_device
 from dpbench.training.checkpoint import load_checkpoint, save_checkpoint
 from dpbench.training.loop import TrainingState, train
 from dpbench.training.plugin_loader import PreparedMechanism, prepare_mechanism
+from dpbench.training.schedule import learning_rate_schedule
 from dpbench.verification import cross_checked_epsilon, epsilon_check
 from dpbench.verification.audit import prepare_audit
 
@@ -106,6 +107,10 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         lambda ledger: prepared.spent_epsilon(ledger, cfg.privacy.target_delta),
         int(cfg.train.physical_batch_size), device, state, on_epoch_end, progress=bool(cfg.progress),
         parameter_ema=cfg.train.get("parameter_ema"),
+        learning_rate=learning_rate_schedule(
+            cfg.train.get("lr_schedule", "constant"), float(cfg.train.lr), plan.epochs * plan.steps_per_epoch,
+            int(cfg.train.get("warmup_epochs", 0)) * plan.steps_per_epoch,
+        ),
     )
     summary = _summary(cfg, run_dir, data.name, plan, prepared, state)
     if hasattr(data, "utility"):  # datasets whose utility is measured on the trained model's output

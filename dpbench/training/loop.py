@@ -26,6 +26,7 @@ from dpbench.privacy.calibration import TrainingPlan
 from dpbench.privacy.ledger import PrivacyLedger
 from dpbench.privacy.privatizer import Release
 from dpbench.privacy.sampler import PoissonSampler
+from dpbench.training.schedule import LearningRate
 
 
 class Privatizer(Protocol):
@@ -59,9 +60,11 @@ def train(
     on_epoch_end: Callable[[TrainingState], None],
     progress: bool = True,
     parameter_ema: float | None = None,
+    learning_rate: LearningRate | None = None,
 ) -> TrainingState:
     """Train to ``plan.epochs``. With ``parameter_ema`` (a decay), evaluation uses an exponential moving
-    average of the parameters: post-processing of released gradients, free of privacy cost."""
+    average of the parameters; with ``learning_rate`` (``step -> lr``) the optimizer's rate follows that
+    schedule. Both are post-processing of released gradients, free of privacy cost."""
     parameters = [p for p in model.parameters() if p.requires_grad]
     if parameter_ema is not None and state.parameter_average is None:
         state.parameter_average = [p.detach().clone() for p in parameters]
@@ -81,6 +84,9 @@ def train(
             state.ledger.append(release.record)
             for parameter, gradient in zip(parameters, release.gradient):
                 parameter.grad = gradient.to(parameter.dtype)
+            if learning_rate is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(state.step)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if state.parameter_average is not None:
