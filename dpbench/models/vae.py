@@ -11,7 +11,9 @@ the likelihood of a wide row given the latent:
   (and per browser), and *given presence* a Gaussian with learned variance on each day count and value
   summary in its fixed log1p scale (a log-normal: heavy tails are a shift of the mean, not outliers
   of a squared error), and a categorical for each composition (soft-target cross-entropy); absent
-  tables contribute nothing but their presence bit. Sampling draws from these distributions.
+  tables contribute nothing but their presence bit. Sampling draws from these distributions;
+  :meth:`HurdleVAE.match_bit_rates` shifts the presence probabilities to public rates (see
+  :mod:`dpbench.telemetry.public_prior` for why DP-SGD needs it).
 
 The harness hands the loss ``(model(x), y)`` per example, with ``y`` a class index, so ``forward``
 returns the decoder's parameters, the latent's mean and log-variance and the input row itself, side
@@ -30,9 +32,15 @@ from torch import Tensor, nn
 from dpbench.models.registry import register_model
 from dpbench.telemetry.wide_table import WIDE_LAYOUT, WideLayout
 
-LOG_SIGMA_MIN, LOG_SIGMA_MAX = -4.0, -1.4
-"""Bounds of a Gaussian's log standard deviation: 0.018 <= sd <= 0.25 in the scaled units, where every
-real value lies in [0, about 1.2]; the upper bound keeps an untrained model's draws near its means."""
+LOG_SIGMA_MIN, LOG_SIGMA_MAX = -4.0, -1.0
+"""Bounds of a Gaussian's log standard deviation: 0.018 <= sd <= 0.37 in the scaled units, where every
+real value lies in [0, about 1.2]. The decoder's output is squashed into them smoothly (a clamp would
+stop the gradient of every output outside the bounds, and an untrained decoder's outputs start there)."""
+
+
+def _log_sigma(raw: Tensor) -> Tensor:
+    """Map unbounded decoder outputs into [LOG_SIGMA_MIN, LOG_SIGMA_MAX] (the midpoint at 0)."""
+    return LOG_SIGMA_MIN + (LOG_SIGMA_MAX - LOG_SIGMA_MIN) * torch.sigmoid(raw)
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -140,17 +148,26 @@ class TabularVAE(_WideVAE):
 @register_model("vae_hurdle")
 class HurdleVAE(_WideVAE):
     """Presence as Bernoulli, day counts and values given presence as log-normal, compositions as
-    categoricals; rows are sampled from these distributions."""
+    categoricals; rows are sampled from these distributions.
 
-    def __init__(self, hidden: tuple[int, ...] = (512, 256), latent: int = 64, layout: WideLayout = WIDE_LAYOUT) -> None:
+    ``value_weight`` scales the log-normal terms in the loss. It does not move their own optimum, but
+    under per-example clipping it decides how much of a row's clipped gradient they take: with small
+    learned variances they would take most of it, starving the compositions and presence bits.
+    """
+
+    def __init__(self, hidden: tuple[int, ...] = (512, 256), latent: int = 64, layout: WideLayout = WIDE_LAYOUT,
+                 value_weight: float = 0.1) -> None:
         bits, gaussians = list(layout.bits.values()), list(layout.gaussians.values())
         super().__init__(layout.width + len(gaussians), tuple(hidden), latent, layout)
+        self.value_weight = value_weight
         self._compositions = [(columns, gate) for _, columns, gate in layout.compositions.values()]
         for name, index in (("_bit_columns", [c for c, _ in bits]),
                             ("_bit_gates", [g if g is not None else -1 for _, g in bits]),
                             ("_gauss_columns", [c for c, _, _ in gaussians]),
                             ("_gauss_gates", [g for _, g, _ in gaussians])):
             self.register_buffer(name, torch.tensor(index, dtype=torch.long), persistent=False)
+        self.register_buffer("bit_offsets", torch.zeros(len(bits)), persistent=False)
+        """Added to the bits' logits when sampling; set by :meth:`match_bit_rates` (zero until then)."""
 
     def _gate(self, rows: Tensor, gates: Tensor) -> Tensor:
         ones = torch.ones_like(rows[:, :1])
@@ -162,19 +179,19 @@ class HurdleVAE(_WideVAE):
         bits = F.binary_cross_entropy_with_logits(logits[:, self._bit_columns], rows[:, self._bit_columns],
                                                   reduction="none")
         loss = loss + (bits * self._gate(rows, self._bit_gates)).sum(dim=1)
-        log_sigma = log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+        log_sigma = _log_sigma(log_sigma)
         z = (rows[:, self._gauss_columns] - logits[:, self._gauss_columns]) * torch.exp(-log_sigma)
-        loss = loss + ((0.5 * z.pow(2) + log_sigma) * rows[:, self._gauss_gates]).sum(dim=1)
+        loss = loss + self.value_weight * ((0.5 * z.pow(2) + log_sigma) * rows[:, self._gauss_gates]).sum(dim=1)
         for columns, gate in self._compositions:
             cross_entropy = -(rows[:, columns] * F.log_softmax(logits[:, columns], dim=1)).sum(dim=1)
             loss = loss + cross_entropy * rows[:, gate]
         return loss
 
     def draw(self, decoded: Tensor, generator: torch.Generator) -> Tensor:
-        logits, log_sigma = decoded[:, :self.width], decoded[:, self.width:].clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+        logits, log_sigma = decoded[:, :self.width], _log_sigma(decoded[:, self.width:])
         out = torch.zeros_like(logits)
         self._draw_categories(logits, out, generator)
-        probability = torch.sigmoid(logits[:, self._bit_columns])
+        probability = torch.sigmoid(logits[:, self._bit_columns] + self.bit_offsets)
         out[:, self._bit_columns] = torch.bernoulli(probability, generator=generator)
         out[:, self._bit_columns] *= self._gate(out, self._bit_gates)  # browsers only on browsing devices
         noise = torch.randn(log_sigma.shape, generator=generator)
@@ -183,3 +200,31 @@ class HurdleVAE(_WideVAE):
         for columns, gate in self._compositions:
             out[:, columns] = F.softmax(logits[:, columns], dim=1) * out[:, gate, None]
         return out
+
+    @torch.no_grad()
+    def match_bit_rates(self, targets: Tensor, n: int, generator: torch.Generator) -> Tensor:
+        """Shift the bits' logits so that sampled rows have the ``targets`` rates; returns (and keeps) the shifts.
+
+        ``targets`` has one rate per bit (NaN: leave the bit as trained); a gated bit's rate is among rows
+        whose gate is set. One logit shift per bit keeps what was learned of who has a table (the shift
+        is the same for every row), and moves only how many do. The rates are matched in expectation
+        over ``n`` latent draws from the prior, by bisection.
+        """
+        logits = self.decoder(torch.randn(n, self.latent, generator=generator).to(self.bit_offsets.device))
+        logits = logits[:, self._bit_columns].cpu()
+        gates = self._bit_gates.tolist()
+        position = {column: j for j, column in enumerate(self._bit_columns.tolist())}
+        offsets = torch.zeros(len(gates))
+        for j in sorted(range(len(gates)), key=lambda j: gates[j] >= 0):  # gates before the bits they gate
+            if torch.isnan(targets[j]):
+                continue
+            weight = (torch.sigmoid(logits[:, position[gates[j]]] + offsets[position[gates[j]]])
+                      if gates[j] >= 0 else torch.ones(n))
+            low, high = -30.0, 30.0
+            for _ in range(60):
+                middle = (low + high) / 2
+                rate = (weight * torch.sigmoid(logits[:, j] + middle)).sum() / weight.sum()
+                low, high = (middle, high) if rate < targets[j] else (low, middle)
+            offsets[j] = (low + high) / 2
+        self.bit_offsets.copy_(offsets)
+        return offsets

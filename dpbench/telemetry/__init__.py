@@ -5,10 +5,12 @@ analysts' benchmark queries, run by DuckDB and scored against the published answ
     python -m dpbench.telemetry query --tables sim/ --out answers/
     python -m dpbench.telemetry score --results answers/          # or --tables sim/
     python -m dpbench.telemetry baselines [--tables sim/]
+    python -m dpbench.telemetry synthesize --run RUN_DIR            # sample a trained run's model again
 
 Modules: ``schema`` (the 13 tables), ``corpus`` (reading and validating a
 directory of parquet tables), ``calibration`` (every calibrated number),
 ``population``/``coverage``/``reporting_days`` and one module per table family
 (the simulator's parts), ``simulator``, ``workload`` and ``queries/`` (the 11
-queries), ``query_runner``, ``scoring``, ``baselines``, ``truth``.
+queries), ``query_runner``, ``scoring``, ``baselines``, ``truth``; for the DP-VAE, ``wide_table``,
+``dataset`` (``dataset=telemetry``), ``synthesis``, ``public_prior`` and ``decoder``.
 """

@@ -1,4 +1,5 @@
-"""Command line: simulate tables, run the benchmark queries, score answers, report baselines."""
+"""Command line: simulate tables, run the benchmark queries, score answers, report baselines, and
+synthesize tables from a trained telemetry run."""
 
 from __future__ import annotations
 
@@ -51,6 +52,16 @@ def _baselines(args: argparse.Namespace) -> None:
                       halves_noise_floor(args.tables, queries))
 
 
+def _synthesize(args: argparse.Namespace) -> None:
+    from dpbench.telemetry.dataset import synthesize_run  # torch and hydra only for this command
+    from dpbench.telemetry.synthesis import scores_frame
+    utility = synthesize_run(args.run_dir, args.out, args.seed)
+    print(scores_frame(utility).to_string(index=False))
+    print(f"{utility['synthetic_devices']:,d} devices sampled from {args.run_dir} (epoch {utility['epoch']}"
+          f"{', parameter EMA' if utility['parameter_ema'] else ''}) -> {utility['synthetic_tables']}; "
+          f"scored against {utility['reference']}: {utility['headline']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dpbench.telemetry", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tables", type=Path, default=None, help="tables whose halves noise floor to report")
     p.add_argument("--queries", **query_names)
     p.set_defaults(run=_baselines)
+
+    p = sub.add_parser("synthesize", help="sample a telemetry run's checkpointed model into tables and score them "
+                                          "against the run's input tables")
+    p.add_argument("--run", dest="run_dir", type=Path, required=True, help="run directory (holds config.yaml and checkpoint.pt)")
+    p.add_argument("--out", type=Path, default=None, help="where to write tables/, answers/ and scores.csv "
+                                                          "(default RUN/synthetic)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: the run's seed)")
+    p.set_defaults(run=_synthesize)
     return parser
 
 
@@ -92,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (SchemaError, FileNotFoundError) as err:
+    except (SchemaError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
 
 

@@ -38,8 +38,9 @@ def table_path(directory: Path, table: str) -> Path | None:
     return None
 
 
-def open_table(directory: Path | str, table: str) -> TableSource:
-    """Locate and validate one table; raise SchemaError saying what is wrong and how to fix it."""
+def open_table(directory: Path | str, table: str, allow_empty: bool = False) -> TableSource:
+    """Locate and validate one table; raise SchemaError saying what is wrong and how to fix it.
+    An empty table is an error unless ``allow_empty`` (synthetic output may hold no device of a rare table)."""
     directory = Path(directory)
     if table not in TABLES:
         raise SchemaError(f"unknown table {table!r}; known tables: {sorted(TABLES)}")
@@ -55,7 +56,7 @@ def open_table(directory: Path | str, table: str) -> TableSource:
     schema = TABLES[table]
     schema.validate(dataset.schema)
     num_rows = dataset.count_rows()
-    if num_rows == 0:
+    if num_rows == 0 and not allow_empty:
         raise SchemaError(f"table {table} at {path} is empty; write at least one row or leave the table out")
     return TableSource(schema, path, num_rows)
 

@@ -20,12 +20,12 @@ HALVES = (0, 1)
 
 
 def connect(tables_dir: Path | str, queries: tuple[QuerySpec, ...] = WORKLOAD,
-            half: int | None = None) -> duckdb.DuckDBPyConnection:
+            half: int | None = None, allow_empty: bool = False) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with a validated view per table the queries need."""
     if half is not None and half not in HALVES:
         raise ValueError(f"half must be 0 or 1, got {half}")
     needed = dict.fromkeys(t for q in queries for t in q.tables)
-    sources = {name: open_table(tables_dir, name) for name in needed}
+    sources = {name: open_table(tables_dir, name, allow_empty) for name in needed}
     con = duckdb.connect()
     for name, source in sources.items():
         glob = source.parquet_glob.replace("'", "''")
@@ -35,9 +35,9 @@ def connect(tables_dir: Path | str, queries: tuple[QuerySpec, ...] = WORKLOAD,
 
 
 def run_queries(tables_dir: Path | str, queries: tuple[QuerySpec, ...] = WORKLOAD,
-                half: int | None = None) -> dict[str, pd.DataFrame]:
-    """Results of the queries, keyed by query name."""
-    con = connect(tables_dir, queries, half)
+                half: int | None = None, allow_empty: bool = False) -> dict[str, pd.DataFrame]:
+    """Results of the queries, keyed by query name (``allow_empty``: see :func:`open_table`)."""
+    con = connect(tables_dir, queries, half, allow_empty)
     try:
         return {q.name: con.execute(q.sql).df() for q in queries}
     finally:

@@ -2,6 +2,7 @@
 
     from dpbench.telemetry.simulator import simulate
     report = simulate(n_devices=20_000, out_dir="sim", seed=0)
+    tables_dir = simulated_corpus(20_000, seed=0, root="data_root")   # cached under root/telemetry/
 
 Devices are drawn first (:mod:`~dpbench.telemetry.population`), then each
 table's devices (:mod:`~dpbench.telemetry.coverage`), then each table's
@@ -108,3 +109,12 @@ def simulate(n_devices: int, out_dir: Path | str, seed: int = 0) -> SimulationRe
                 writer.close()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def simulated_corpus(n_devices: int, seed: int, root: Path | str) -> Path:
+    """The directory of the simulated corpus of ``n_devices`` devices under ``root/telemetry/``,
+    simulated on first use (the output is a deterministic function of the devices and the seed)."""
+    tables_dir = Path(root).expanduser() / "telemetry" / f"sim_{n_devices}_seed{seed}"
+    if not (tables_dir / f"{PIVOT_TABLE}.parquet").exists():  # the last table written
+        simulate(n_devices, tables_dir, seed)
+    return tables_dir

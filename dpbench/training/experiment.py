@@ -27,7 +27,7 @@ from dpbench.privacy.sampler import PoissonSampler
 from dpbench.reporting.run_files import RunFiles, append_result_row
 from dpbench.runtime import pick_device
 from dpbench.training.checkpoint import load_checkpoint, save_checkpoint
-from dpbench.training.loop import TrainingState, train
+from dpbench.training.loop import TrainingState, swapped_in, train
 from dpbench.training.plugin_loader import PreparedMechanism, prepare_mechanism
 from dpbench.training.schedule import learning_rate_schedule
 from dpbench.verification import cross_checked_epsilon, epsilon_check
@@ -113,8 +113,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         ),
     )
     summary = _summary(cfg, run_dir, data.name, plan, prepared, state)
-    if hasattr(data, "utility"):  # datasets whose utility is measured on the trained model's output
-        summary["utility"] = data.utility(model, files.dir, cfg.seed)
+    if hasattr(data, "utility"):  # datasets whose utility is measured on the trained (averaged, if kept) model's output
+        with swapped_in(parameters, state.parameter_average):
+            summary["utility"] = data.utility(model, files.dir, cfg.seed)
     if audit is not None:  # an audited run: its training set holds the included canaries (see verification/audit.py)
         summary["audit"] = audit.report(model, summary["epsilon"])
     files.write_summary(summary)

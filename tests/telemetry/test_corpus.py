@@ -64,6 +64,10 @@ def test_empty_table_is_rejected(small_corpus, tmp_path):
     pq.write_table(pq.read_table(path).slice(0, 0), path)
     with pytest.raises(SchemaError, match="system_psys_rap_watts .* is empty"):
         open_corpus(corpus)
+    with pytest.raises(SchemaError, match="system_psys_rap_watts .* is empty"):
+        run_queries(corpus, (QUERIES["ChassisAgg"],))
+    (answer,) = run_queries(corpus, (QUERIES["ChassisAgg"],), allow_empty=True).values()  # synthetic output
+    assert answer.empty and "number_of_systems" in answer.columns
 
 
 def test_folder_of_parts_and_compatible_types_are_accepted(small_corpus, tmp_path):

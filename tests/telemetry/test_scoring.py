@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from dpbench.telemetry.baselines import trivial_baseline_scores
-from dpbench.telemetry.scoring import relative_error, score_query, total_variation
+from dpbench.telemetry.scoring import MetricScore, QueryScore, relative_error, score_query, total_variation
 from dpbench.telemetry.workload import QUERIES
 
 
@@ -126,3 +126,38 @@ def test_trivial_aggregate_baseline_misses_between_group_structure():
     # mean 250 against 100..400: errors 1.5, .25, .167, .375, median .3125
     assert values["avg_duration"] == pytest.approx(0.3125)
     assert not score.metrics[-1].passed
+
+
+@pytest.mark.parametrize("n_metrics, n_passed, published", [
+    # (metrics, metrics passed, query passed) as published by the capstone (../shared/telemetry/baselines/)
+    (4, 2, True),     # Xeon_network_consumption, real halves
+    (6, 3, True),     # avg_platform_power_c0_freq_temp_by_chassis, real halves
+    (3, 1, False),    # pkg_power_by_country, real halves
+    (11, 7, True),    # on_off_mods_sleep_summary_by_cpu_marketcodename_gen, per-table
+    (11, 3, False),   # on_off_mods_sleep_summary_by_cpu_marketcodename_gen, MST
+    (31, 13, False),  # persona_web_cat_usage_analysis, per-table
+    (31, 22, True),   # persona_web_cat_usage_analysis, real halves
+])
+def test_query_pass_rule_matches_the_published_scores(n_metrics, n_passed, published):
+    score = QueryScore("q", "aggregate", [MetricScore(f"m{i}", "x", float(i >= n_passed), 0.5, False)
+                                          for i in range(n_metrics)])
+    assert score.n_passed == n_passed and score.passed == published
+
+
+def _sleep_answer(groups, systems, value):
+    metrics = QUERIES["SleepPivot"].metrics[1:]
+    return pd.DataFrame([{"marketcodename": g, "cpugen": f"{g} gen", "number_of_systems": systems,
+                          **{m: value for m in metrics}} for g in groups])
+
+
+def test_key_overlap_is_one_metric_among_the_others():
+    """SPEC: a query passes when at least half of its metrics pass; group-key Jaccard is one of them."""
+    reference = _sleep_answer("ABCDEFGHI", 200, 100.0)
+    shifted = _sleep_answer("ABCDWXYZV", 210, 105.0)   # 4 of 14 groups shared, values 5% off
+    score = score_query(QUERIES["SleepPivot"], reference, shifted)
+    keys, *values = score.metrics
+    assert keys.value == pytest.approx(4 / 14) and not keys.passed
+    assert all(m.passed for m in values) and score.n_passed == 10 and score.passed
+    wrong = _sleep_answer("ABCDEFGHI", 400, 200.0)     # every group, every value 100% off
+    score = score_query(QUERIES["SleepPivot"], reference, wrong)
+    assert score.n_passed == 1 and not score.passed

@@ -81,3 +81,17 @@ def test_private_run_writes_synthetic_tables_and_utility(model, tmp_path, monkey
     assert row["utility_queries_passed"] == utility["queries_passed"]
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert "test_loss" in metrics[0] and "test_accuracy" not in metrics[0]
+
+
+def test_value_spreads_are_learnable_from_any_start(rows):
+    """The log standard deviations get a gradient wherever the decoder starts (a clamp would stop it
+    for every output outside its bounds, which is where an untrained decoder's outputs lie)."""
+    model = HurdleVAE(hidden=(32, 16), latent=4)
+    present = rows[rows[:, WIDE_LAYOUT.bits["network.present"][0]] == 1][:4]
+    for start in (-10.0, 0.0, 10.0):
+        decoded = torch.zeros(len(present), model.decoder_outputs)
+        decoded[:, model.width:] = start
+        decoded.requires_grad_(True)
+        model.reconstruction_loss(decoded, present).sum().backward()
+        network = [i for i, name in enumerate(WIDE_LAYOUT.gaussians) if name.startswith("network.")]
+        assert torch.all(decoded.grad[:, model.width + torch.tensor(network)] != 0), start

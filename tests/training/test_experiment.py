@@ -45,7 +45,8 @@ def test_same_seed_same_run_other_seed_other_run(make_config, tmp_path):
 
 
 def test_kill_and_resume_reproduces_the_uninterrupted_run(make_config, tmp_path, monkeypatch):
-    straight = run_experiment(make_config("train.epochs=3"), tmp_path / "straight")
+    schedule = ("train.epochs=3", "train.lr_schedule=cosine", "train.warmup_epochs=1")  # the rate depends on the step
+    straight = run_experiment(make_config(*schedule), tmp_path / "straight")
 
     import dpbench.training.experiment as experiment
 
@@ -57,12 +58,12 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(make_config, tmp_path,
 
     monkeypatch.setattr(experiment, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(make_config("train.epochs=3"), tmp_path / "killed")
+        run_experiment(make_config(*schedule), tmp_path / "killed")
     monkeypatch.setattr(experiment, "save_checkpoint", real_save)
     assert not (tmp_path / "killed" / "summary.json").exists()
     with pytest.raises(RunDirectoryError, match="resume=true"):
-        run_experiment(make_config("train.epochs=3"), tmp_path / "killed")
-    resumed = run_experiment(make_config("train.epochs=3", "resume=true"), tmp_path / "killed")
+        run_experiment(make_config(*schedule), tmp_path / "killed")
+    resumed = run_experiment(make_config(*schedule, "resume=true"), tmp_path / "killed")
 
     load = lambda d: torch.load(tmp_path / d / "checkpoint.pt", weights_only=False)  # noqa: E731
     assert load("killed")["state"]["ledger"] == load("straight")["state"]["ledger"]
