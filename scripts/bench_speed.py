@@ -8,6 +8,8 @@ Every method runs one whole logical batch per step (data are random: only speed 
   functorch_flat    dpbench kernel, FixedClipping, FunctorchEngine (vmap over grad)
   ghost_flat        dpbench kernel, FixedClipping, GhostEngine (ghost norms + book-keeping)
   ghost_perlayer    dpbench kernel, PerLayerClipping (one group per parameter tensor), GhostEngine
+  ghost_adaptive    dpbench kernel, AdaptiveClipping (median quantile, noised count), GhostEngine
+  ghost_normalized  dpbench kernel, AutomaticClipping (R g / (||g|| + 0.01)), GhostEngine
   plugin_functorch  researcher form: FlatClipPlugin via PluginPrivatizer, FunctorchEngine
   plugin_ghost      researcher form: FlatClipPlugin via PluginPrivatizer, GhostEngine.materialize
   opacus_hooks      Opacus PrivacyEngine.make_private(grad_sample_mode="hooks")
@@ -15,7 +17,9 @@ Every method runs one whole logical batch per step (data are random: only speed 
 
 Timings are taken in one process, all methods interleaved (the order rotates every pass) after
 warm-up; the table reports the median over passes of the per-step time and the spread of the pass
-medians. Peak memory is measured per method in a fresh subprocess: the growth of the process's peak
+medians. ``--clock wall`` (the default) times elapsed seconds; ``--clock cpu`` the process's CPU
+seconds, which other jobs on a shared machine barely change when run with ``--threads 1`` (with more
+threads, time spent spinning in idle worker threads counts too). Peak memory is measured per method in a fresh subprocess: the growth of the process's peak
 resident set size (``VmHWM``, reset through /proc/self/clear_refs once the model, data and method are
 built) over the resident size at that point, during three steps; it includes the allocator's
 retained heap, so it is the step's high-water mark. dpbench's allocator setting
@@ -54,9 +58,12 @@ from torch import nn
 
 from dpbench.engine import FunctorchEngine, GhostEngine
 from dpbench.models import Cifar10TanhCNN, MnistTanhCNN
+from dpbench.privacy.mechanism import Mechanism
 from dpbench.privacy.privatizer import PluginPrivatizer, StructuredPrivatizer
+from mechanisms.adaptive import AdaptiveClipping
 from mechanisms.examples.flat_clip_plugin import FlatClipPlugin
 from mechanisms.fixed import FixedClipping
+from mechanisms.normalized import AutomaticClipping
 from mechanisms.perlayer import PerLayerClipping
 
 VAE_INPUT, VAE_LATENT = 300, 64
@@ -129,6 +136,8 @@ METHODS = [
     "functorch_flat",
     "ghost_flat",
     "ghost_perlayer",
+    "ghost_adaptive",
+    "ghost_normalized",
     "plugin_functorch",
     "plugin_ghost",
     "opacus_hooks",
@@ -137,6 +146,14 @@ METHODS = [
 # How many copies of the whole logical batch's per-example gradients a method holds at once.
 MATERIALIZED_COPIES = {"plugin_functorch": 2, "plugin_ghost": 2, "opacus_hooks": 2}
 LR, CLIP, SIGMA, DATASET_SIZE = 0.01, 1.0, 1.0, 60_000
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+# The structured mechanism of each kernel method (the built-ins' conf/mechanism defaults).
+MECHANISMS: dict[str, Callable[[], Mechanism]] = {
+    "flat": lambda: FixedClipping(CLIP),
+    "perlayer": lambda: PerLayerClipping(CLIP),
+    "adaptive": lambda: AdaptiveClipping(CLIP, target_quantile=0.5, learning_rate=0.2, count_noise=10.0),
+    "normalized": lambda: AutomaticClipping(CLIP, stability=0.01),
+}
 
 
 def build_step(workload: Workload, method: str, batch: int, max_bytes: float) -> tuple[Callable[[], None], dict]:
@@ -209,7 +226,7 @@ def build_step(workload: Workload, method: str, batch: int, max_bytes: float) ->
         plugin = FlatClipPlugin(CLIP, SIGMA, n_params, DATASET_SIZE, batch, 1, 1.0, 1e-5)
         privatizer = PluginPrivatizer(plugin, "example_plugin", shapes, CLIP, q)
     else:
-        mechanism = PerLayerClipping(CLIP) if method == "ghost_perlayer" else FixedClipping(CLIP)
+        mechanism = MECHANISMS[method.split("_", 1)[1]]()
         privatizer = StructuredPrivatizer(mechanism, shapes, SIGMA, batch, q, generator)
 
     def step() -> None:
@@ -238,12 +255,13 @@ def time_workload(workload: Workload, batch: int, args: argparse.Namespace) -> d
             results[method] = {"error": f"{type(error).__name__}: {error}"[:300]}
             print(f"  {method}: {results[method]['error']}", flush=True)
     names = list(steps)
+    clock = CLOCKS[args.clock]
     for p in range(args.passes):
         for method in names[p % len(names) :] + names[: p % len(names)]:
-            started = time.perf_counter()
+            started = clock()
             for _ in range(args.repeats):
                 steps[method]()
-            seconds = (time.perf_counter() - started) / args.repeats * results[method]["scale"]
+            seconds = (clock() - started) / args.repeats * results[method]["scale"]
             results[method]["pass_seconds"].append(seconds)
     base = statistics.median(results["nonprivate"]["pass_seconds"]) if "nonprivate" in steps else math.nan
     for method in names:
@@ -307,7 +325,8 @@ def markdown(report: dict) -> str:
     lines = [
         (
             f"Allocator tuned (dpbench.runtime.tune_allocator): {report['allocator_tuned']}; torch {report['torch']}, "
-            f"{report['threads']} threads; {report['passes']} interleaved passes x {report['repeats']} steps; "
+            f"{report['threads']} threads, {report['clock']} clock; "
+            f"{report['passes']} interleaved passes x {report['repeats']} steps; "
             f"load average before/after: {report['load_before']} / {report['load_after']}."
         ),
         "",
@@ -345,6 +364,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--max-materialized-gb", type=float, default=3.0)
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall", help="elapsed or process CPU seconds")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--probe", nargs=3, metavar=("WORKLOAD", "METHOD", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -361,6 +381,7 @@ def main() -> None:
         "allocator_tuned": ALLOCATOR_TUNED,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "clock": args.clock,
         "python": platform.python_version(),
         "passes": args.passes,
         "repeats": args.repeats,

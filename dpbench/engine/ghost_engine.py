@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.autograd.graph import GradientEdge, get_gradient_edge
 from torch.func import vmap
 
 from dpbench.engine.layer_rules import LayerCall, ParameterGradients, Policy, Rule, rule_for, torch_func_rule
@@ -28,10 +30,12 @@ class GhostEngine:
     """Per-sample gradients of ``loss_fn(model(x[b:b+1]), y[b:b+1])`` for every trainable parameter,
     in the parameter order of ``model.named_parameters()`` (as :class:`FunctorchEngine`).
 
-    Requirements: examples do not interact in the forward pass (no BatchNorm), no parameter is
-    shared between modules, and a layer's output is not modified in place afterwards (each is
-    checked, with an error naming the module). Layers without a rule in ``layer_rules`` get their
-    per-example gradients from torch.func, one layer at a time, with a warning."""
+    Requirements: examples do not interact in the forward pass (no BatchNorm) and no parameter is
+    shared between modules (both checked, with an error naming the module). A layer's output may be
+    modified in place afterwards (e.g. ``nn.ReLU(inplace=True)``): gradients are taken at the layer's
+    gradient edge, which receives the gradient of the layer's own output. Layers without a rule in
+    ``layer_rules`` get their per-example gradients from torch.func, one layer at a time, with a
+    warning."""
 
     def __init__(self, model: nn.Module, loss_fn: LossFunction, policy: Policy | None = None) -> None:
         self.model = model
@@ -70,7 +74,7 @@ class GhostEngine:
         self._per_example_loss = vmap(example_loss)
 
     def per_sample_gradients(self, features: torch.Tensor, labels: torch.Tensor) -> GhostGradients:
-        records: list[list[tuple[tuple, dict, torch.Tensor, int]]] = [[] for _ in self.layers]
+        records: list[list[tuple[tuple, dict, GradientEdge, _Shape]]] = [[] for _ in self.layers]
 
         def recorder(index: int) -> Callable:
             def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
@@ -80,7 +84,11 @@ class GhostEngine:
                         "layers returning one tensor are supported: use FunctorchEngine"
                     )
                 detached = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
-                records[index].append((detached, kwargs, output, output._version))
+                # The output's gradient edge, not the output: the output's memory is freed as in a
+                # non-private step, and the edge still receives the gradient of the layer's own output
+                # if the output is later modified in place.
+                shape = _Shape(output.shape, output.dtype, output.device)
+                records[index].append((detached, kwargs, get_gradient_edge(output), shape))
 
             return hook
 
@@ -94,16 +102,7 @@ class GhostEngine:
             for handle in handles:
                 handle.remove()
         losses = self._per_example_loss(output, labels)
-        taps = []
-        for (name, _, _, _), calls in zip(self.layers, records):
-            for _, _, out, version in calls:
-                if out._version != version:
-                    raise RuntimeError(
-                        f"GhostEngine: the output of layer '{name}' is modified in place after the layer "
-                        "(e.g. nn.ReLU(inplace=True)), so its gradient cannot be recorded; make that "
-                        "operation out-of-place or use FunctorchEngine"
-                    )
-                taps.append(out)
+        taps = [edge for calls in records for _, _, edge, _ in calls]
         uncalled = [
             (f"{name}.{n}" if name else n, getattr(module, n))
             for (name, module, _, names), calls in zip(self.layers, records)
@@ -112,7 +111,7 @@ class GhostEngine:
         ]
         grads = iter(torch.autograd.grad(losses.sum(), taps + [p for _, p in uncalled], allow_unused=True))
         layer_calls = [
-            [LayerCall(args, kwargs, _or_zeros(next(grads), out)) for args, kwargs, out, _ in calls]
+            [LayerCall(args, kwargs, _or_zeros(next(grads), like)) for args, kwargs, _, like in calls]
             for calls in records
         ]
         for name, _ in uncalled:
@@ -125,8 +124,16 @@ class GhostEngine:
         return GhostGradients(self, layer_calls, losses.detach(), features.shape[0])
 
 
-def _or_zeros(grad: torch.Tensor | None, output: torch.Tensor) -> torch.Tensor:
-    return torch.zeros_like(output) if grad is None else grad
+class _Shape(NamedTuple):
+    """What is kept of a layer's output: enough for a zero gradient if the loss does not use it."""
+
+    shape: torch.Size
+    dtype: torch.dtype
+    device: torch.device
+
+
+def _or_zeros(grad: torch.Tensor | None, like: _Shape) -> torch.Tensor:
+    return torch.zeros(like.shape, dtype=like.dtype, device=like.device) if grad is None else grad
 
 
 class GhostGradients:
@@ -146,7 +153,10 @@ class GhostGradients:
     def _per_parameter(self) -> list[ParameterGradients]:
         if self._parameters is None:
             by_layer = []
-            for (_, module, rule, names), calls in zip(self._engine.layers, self._layer_calls):
+            for index, (_, module, rule, names) in enumerate(self._engine.layers):
+                # Each layer's records are released once its rule has taken what it keeps, so the
+                # records of layers already converted and their results are not held together.
+                calls, self._layer_calls[index] = self._layer_calls[index], []
                 if calls:
                     by_layer.append(rule(module, calls, names, self._engine.policy))
                 else:

@@ -11,6 +11,7 @@ import logging
 import math
 import random
 import subprocess
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,7 +22,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import dpbench
+from dpbench.data.augmentation import random_crop_flip
 from dpbench.engine import FunctorchEngine, GhostEngine, GradientEngine
+from dpbench.engine.augmentation_multiplicity import AugmentationMultiplicity
 from dpbench.privacy.calibration import TrainingPlan, validate_privacy_target
 from dpbench.privacy.sampler import PoissonSampler
 from dpbench.reporting.run_files import RunFiles, append_result_row
@@ -75,7 +78,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     )
     optimizer = _optimizer(cfg.train, parameters)
     sampler = PoissonSampler(plan.dataset_size, plan.sampling_rate, seed=cfg.seed + 2)
-    engine = _engine(cfg.train.engine, model)
+    engine = _engine(cfg.train.engine, model, cfg.train.get("augmentation"))
     state = TrainingState()
     if resume:
         state = load_checkpoint(
@@ -155,10 +158,14 @@ def _check_run_directory(cfg: DictConfig, files: RunFiles) -> bool:
 ENGINES = {"ghost": GhostEngine, "functorch": FunctorchEngine}
 
 
-def _engine(name: str, model: torch.nn.Module) -> GradientEngine:
+def _engine(name: str, model: torch.nn.Module, augmentation: DictConfig | None) -> GradientEngine:
     if name not in ENGINES:
         raise ValueError(f"unknown train.engine '{name}'; use one of {sorted(ENGINES)}")
-    return ENGINES[name](model, getattr(model, "loss", F.cross_entropy))
+    engine = ENGINES[name](model, getattr(model, "loss", F.cross_entropy))
+    if augmentation is None or augmentation.views == 0:
+        return engine
+    augment = partial(random_crop_flip, padding=augmentation.crop_padding, flip=augmentation.flip)
+    return AugmentationMultiplicity(engine, augment, augmentation.views)
 
 
 def _optimizer(train_cfg: DictConfig, parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:

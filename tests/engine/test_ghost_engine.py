@@ -6,6 +6,7 @@ MLP-VAE; unsupported layers fall back with a warning; unsupported model patterns
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dpbench.engine import FunctorchEngine, GhostEngine
-from dpbench.engine.layer_rules import Policy
+from dpbench.engine.layer_rules import LayerCall, Policy, conv2d_rule
 from dpbench.models import Cifar10TanhCNN, DigitsTanhCNN, MnistTanhCNN
 from dpbench.privacy.privatizer import StructuredPrivatizer
 from mechanisms.fixed import FixedClipping
@@ -25,7 +26,8 @@ RTOL = 1e-5
 POLICIES = {
     "default": Policy(),
     "ghost": Policy(max_explicit_bytes=0),  # ghost norms and book-keeping wherever a rule has them
-    "explicit": Policy(memory_factor=0.0),  # materialised weight gradients wherever a rule has them
+    # materialised weight gradients wherever a rule has them
+    "explicit": Policy(memory_factor=0.0, max_explicit_ratio=math.inf),
 }
 
 
@@ -84,6 +86,31 @@ def test_conv2d(conv, policy):
 
 
 @pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("conv", [name for name in CONVOLUTIONS if "groups" not in CONVOLUTIONS[name]])
+def test_conv2d_one_input_channel(conv, policy):
+    """One input channel per group: the explicit form's correlation path (see also ``depthwise``)."""
+    torch.manual_seed(0)
+    model = _classify(nn.Conv2d(1, 8, 3, **CONVOLUTIONS[conv]), (1, 10, 9))
+    assert_matches_reference(model, torch.randn(6, 1, 10, 9), torch.randint(0, 3, (6,)), policy=POLICIES[policy])
+
+
+@pytest.mark.parametrize("form", ["explicit", "ghost"])
+@pytest.mark.parametrize("in_channels", [1, 4])
+@pytest.mark.parametrize("chunk", [1, 4, 7])
+def test_conv2d_chunks(form, in_channels, chunk):
+    """Convolution gradients (explicit) or ghost norms (from unfolded patches, 25 positions) computed
+    a few examples at a time, uneven last chunk included."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(in_channels, 8, 3, stride=2, padding=1)
+    if form == "explicit":
+        policy = Policy(memory_factor=0.0, max_explicit_ratio=math.inf, max_chunk_bytes=chunk * conv.weight.numel() * 4)
+    else:
+        policy = Policy(max_explicit_bytes=0, max_chunk_bytes=chunk * 25 * conv.weight[0].numel() * 4)
+    model = _classify(conv, (in_channels, 9, 9))
+    assert_matches_reference(model, torch.randn(7, in_channels, 9, 9), torch.randint(0, 3, (7,)), policy=policy)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("tokens", [None, 5])
 def test_linear(bias, tokens, policy):
@@ -108,6 +135,30 @@ def test_layer_called_twice():
     torch.manual_seed(0)
     for policy in POLICIES.values():
         assert_matches_reference(Twice(), torch.randn(5, 6), torch.randint(0, 3, (5,)), policy=policy)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_conv_called_twice(policy):
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.shared, self.head = nn.Conv2d(3, 3, 3, padding=1), nn.Linear(3 * 6 * 6, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.shared(torch.tanh(self.shared(x))).flatten(start_dim=1))
+
+    torch.manual_seed(0)
+    assert_matches_reference(Twice(), torch.randn(5, 3, 6, 6), torch.randint(0, 3, (5,)), policy=POLICIES[policy])
+
+
+@pytest.mark.parametrize("ratio, form", [(2.0, "ConvGhostGradients"), (3.0, "ExplicitGradients")])
+def test_policy_bounds_explicit_memory(ratio, form):
+    """Conv2d(16, 16, 3) on 6x6: explicit gradients (2304 numbers per example) are cheaper to compute
+    than ghost norms but 2.77 times the layer's records (576 inputs + 256 output gradients)."""
+    conv = nn.Conv2d(16, 16, 3)
+    calls = [LayerCall((torch.randn(4, 16, 6, 6),), {}, torch.randn(4, 16, 4, 4))]
+    grads = conv2d_rule(conv, calls, ["weight"], Policy(max_explicit_ratio=ratio))
+    assert type(grads["weight"]).__name__ == form
 
 
 def test_normalisation_and_embedding_layers():
@@ -177,10 +228,20 @@ def test_materialize_is_kept():
     assert gradients.materialize() is gradients.materialize()
 
 
-def test_refuses_in_place_output():
-    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(inplace=True), nn.Linear(4, 2))
-    with pytest.raises(RuntimeError, match=r"layer '0' is modified in place"):
-        GhostEngine(model, F.cross_entropy).per_sample_gradients(torch.randn(3, 4), torch.tensor([0, 1, 0]))
+def test_output_modified_in_place():
+    """A layer's output changed in place afterwards: its rule still gets the gradient of the layer's
+    own output (before the change), not of the changed tensor."""
+    torch.manual_seed(0)
+
+    class ShiftInPlace(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mul_(2.0).add_(1.0)
+
+    model = nn.Sequential(
+        nn.Linear(4, 4), nn.ReLU(inplace=True), nn.Linear(4, 4), ShiftInPlace(), nn.Tanh(), nn.Linear(4, 2)
+    )
+    for policy in POLICIES.values():
+        assert_matches_reference(model, torch.randn(5, 4), torch.tensor([0, 1, 0, 1, 1]), policy=policy)
 
 
 def test_refuses_shared_parameters():
