@@ -196,7 +196,8 @@ def _browsing_tables(d: DecodedDevices, guid: pa.Array, rng: np.random.Generator
     uses = np.stack([d.present[f"browser.{b}"] for b in BROWSERS], axis=1)
     row_share = d.compositions["browsing.browser_row_share"] * uses
     row_share[~uses.any(axis=1)] = d.compositions["browsing.browser_row_share"][~uses.any(axis=1)]
-    row_share /= row_share.sum(axis=1, keepdims=True)
+    totals = row_share.sum(axis=1, keepdims=True)  # zero only for devices without browsing, whose rows are unused
+    row_share = np.divide(row_share, totals, out=np.zeros_like(row_share), where=totals > 0)
     browser = _categorical(rng, row_share[device])
     time_share = d.compositions["browsing.browser_time_share"]
     tilt = np.where(row_share > 0, time_share / np.maximum(row_share, 1e-9), 0.0)
