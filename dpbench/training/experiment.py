@@ -11,8 +11,8 @@ import logging
 import math
 import random
 import subprocess
-from functools import partial
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
