@@ -132,7 +132,7 @@ class GhostProduct:
 
     def squared_norms(self) -> torch.Tensor:
         if self.a.shape[2] == 1:
-            return (self.a.pow(2).sum(dim=-1) * self.e.pow(2).sum(dim=-1)).sum(dim=(1, 2))
+            return (_squared_norms(self.a) * _squared_norms(self.e)).sum(dim=(1, 2))
         gram_a = self.a @ self.a.transpose(-1, -2)
         gram_e = self.e @ self.e.transpose(-1, -2)
         return (gram_a * gram_e).sum(dim=(1, 2, 3))
@@ -147,6 +147,16 @@ class GhostProduct:
 
     def materialize(self) -> torch.Tensor:
         return torch.einsum("bgto,bgti->bgoi", self.e, self.a).reshape(self.a.shape[0], *self.shape)
+
+
+def _squared_norms(tensor: torch.Tensor) -> torch.Tensor:
+    """Squared L2 norms over the last dimension, without a squared copy of ``tensor``."""
+    return torch.linalg.vector_norm(tensor, dim=-1).square()
+
+
+def _joined(tensors: list[torch.Tensor], dim: int = 1) -> torch.Tensor:
+    """The calls' records joined along positions ``dim``, without copying a single call's."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)
 
 
 def _total(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
@@ -167,8 +177,8 @@ def _blocks(tensor: torch.Tensor, groups: int) -> torch.Tensor:
 def linear_rule(module: nn.Linear, calls: list[LayerCall], names: list[str], policy: Policy) -> dict:
     """``y = x W^T + b`` on ``[B, ..., d_in]``: every position t contributes ``e_t a_t^T``."""
     batch = calls[0].output_grad.shape[0]
-    a = torch.cat([c.args[0].reshape(batch, -1, module.in_features) for c in calls], dim=1)
-    e = torch.cat([c.output_grad.reshape(batch, -1, module.out_features) for c in calls], dim=1)
+    a = _joined([c.args[0].reshape(batch, -1, module.in_features) for c in calls])
+    e = _joined([c.output_grad.reshape(batch, -1, module.out_features) for c in calls])
     grads: dict[str, ParameterGradients] = {}
     if "weight" in names:
         records = (a.numel() + e.numel()) * a.element_size()
@@ -177,7 +187,7 @@ def linear_rule(module: nn.Linear, calls: list[LayerCall], names: list[str], pol
         else:
             grads["weight"] = GhostProduct(a.unsqueeze(1), e.unsqueeze(1), module.weight.shape)
     if "bias" in names:
-        grads["bias"] = ExplicitGradients(e.sum(dim=1))
+        grads["bias"] = ExplicitGradients(e[:, 0] if e.shape[1] == 1 else e.sum(dim=1))  # a view when T = 1
     return grads
 
 
@@ -304,14 +314,14 @@ class ConvGhostGradients:
         norms = []
         for start in range(0, batch, chunk):
             end = start + chunk
-            a = torch.cat(
+            a = _joined(
                 [
                     _blocks(F.unfold(x[start:end], m.kernel_size, m.dilation, p, m.stride).transpose(1, 2), m.groups)
                     for x, p in self.inputs
                 ],
                 dim=2,
             )
-            e = torch.cat(
+            e = _joined(
                 [_blocks(g[start:end].flatten(start_dim=2).transpose(1, 2), m.groups) for g in self.backprops], dim=2
             )
             norms.append(GhostProduct(a, e, m.weight.shape).squared_norms())
@@ -407,8 +417,8 @@ def embedding_rule(module: nn.Embedding, calls: list[LayerCall], names: list[str
     if module.sparse or module.scale_grad_by_freq or module.max_norm is not None:
         return torch_func_rule(module, calls, names, policy)
     batch = calls[0].output_grad.shape[0]
-    idx = torch.cat([c.args[0].reshape(batch, -1) for c in calls], dim=1)
-    e = torch.cat([c.output_grad.reshape(batch, -1, module.embedding_dim) for c in calls], dim=1)
+    idx = _joined([c.args[0].reshape(batch, -1) for c in calls])
+    e = _joined([c.output_grad.reshape(batch, -1, module.embedding_dim) for c in calls])
     if module.padding_idx is not None:
         e = e * (idx != module.padding_idx).unsqueeze(2).to(e.dtype)
     return {"weight": EmbeddingGradients(idx, e, module.weight.shape)}

@@ -11,7 +11,7 @@ import torch
 
 from dpbench.engine.per_sample import MaterializedGradients
 from dpbench.privacy.mechanism import Mechanism, MechanismContractError
-from dpbench.privacy.privatizer import StructuredPrivatizer
+from dpbench.privacy.privatizer import PluginPrivatizer, StructuredPrivatizer
 from mechanisms.fixed import FixedClipping
 
 SHAPES = [torch.Size([4, 3]), torch.Size([3]), torch.Size([2, 2, 2])]
@@ -114,3 +114,30 @@ def test_post_processing_with_wrong_shapes_is_refused():
 
     with pytest.raises(MechanismContractError, match="shape"):
         release(BadPost(1.0), batch(2, seed=0), z=1.0, seed=0)
+
+
+class RecordingPlugin:
+    """A researcher-form plugin that keeps what it was handed and releases the plain sum."""
+
+    def __init__(self) -> None:
+        self.seen: list[torch.Tensor] = []
+
+    def clip_and_noise(self, per_sample_grads: list[torch.Tensor], step: int, epoch: int) -> list[torch.Tensor]:
+        self.seen = per_sample_grads
+        return [g.sum(dim=0) for g in per_sample_grads]
+
+    def get_effective_sigma(self, step: int, epoch: int) -> float:
+        return 1.0
+
+
+@pytest.mark.parametrize("chunk_sizes", [[7], [3, 4], [2, 0, 5], []])
+def test_plugin_gets_the_whole_logical_batch_in_order_whatever_the_chunking(chunk_sizes):
+    grads = batch(sum(chunk_sizes), seed=4)
+    bounds = [sum(chunk_sizes[:i]) for i in range(len(chunk_sizes) + 1)]
+    chunks = [MaterializedGradients([g[a:b] for g in grads], torch.ones(b - a)) for a, b in zip(bounds, bounds[1:])]
+    plugin = RecordingPlugin()
+    released = PluginPrivatizer(plugin, "recording", SHAPES, 1.0, 0.1).release(iter(chunks), step=0, epoch=0)
+    for seen, expected, shape in zip(plugin.seen, grads, SHAPES):
+        assert seen.shape == (sum(chunk_sizes), *shape)
+        torch.testing.assert_close(seen, expected, rtol=0, atol=0)
+    assert released.batch_size == sum(chunk_sizes) and released.loss_sum == sum(chunk_sizes)

@@ -46,3 +46,30 @@ def test_state_round_trip_replays_the_same_batches():
     first = [sampler.sample() for _ in range(5)]
     sampler.load_state_dict(state)
     assert all(torch.equal(a, b) for a, b in zip(first, [sampler.sample() for _ in range(5)]))
+
+
+def test_inclusions_are_independent_between_examples():
+    """Neighbouring and distant examples are included together at rate q^2 (gap sampling would show
+    a dependence between consecutive indices if its gaps were drawn wrong)."""
+    inclusion = torch.zeros(DRAWS, N, dtype=torch.bool)
+    for row, batch in enumerate(draw_batches(seed=2)):
+        inclusion[row, batch] = True
+    standard_error = np.sqrt(Q**2 * (1 - Q**2) / (DRAWS * (N - 1)))
+    for offset in (1, 2, 7, 1000):
+        together = float((inclusion[:, :-offset] & inclusion[:, offset:]).float().mean())
+        assert abs(together - Q**2) < 5 * standard_error, (offset, together)
+
+
+def test_first_and_last_examples_are_reachable():
+    counts = torch.zeros(N)
+    for batch in draw_batches(seed=4):
+        counts[batch] += 1
+    for index in (0, N - 1):
+        assert abs(float(counts[index]) - DRAWS * Q) < 5 * np.sqrt(DRAWS * Q * (1 - Q))
+
+
+def test_rate_one_includes_everyone_and_tiny_rates_work():
+    assert torch.equal(PoissonSampler(7, 1.0, seed=0).sample(), torch.arange(7))
+    sampler = PoissonSampler(10_000_000, 1e-7, seed=0)
+    sizes = [len(sampler.sample()) for _ in range(2000)]
+    assert 0.8 < np.mean(sizes) < 1.2 and max(sizes) < 10
