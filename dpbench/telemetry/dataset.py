@@ -28,6 +28,7 @@ from dpbench.telemetry.corpus import open_table
 from dpbench.telemetry.simulator import simulated_corpus
 from dpbench.telemetry.synthesis import synthesize_and_score
 from dpbench.telemetry.wide_table import build_wide_table
+from dpbench.training.checkpoint import load_released_model
 
 log = logging.getLogger("dpbench")
 
@@ -92,14 +93,8 @@ def synthesize_run(run_dir: Path | str, out_dir: Path | str | None = None, seed:
         raise ValueError(f"{files.dir} is a run on dataset {cfg.dataset.get('_target_')}, not telemetry")
     tables_dir = corpus_dir(cfg.dataset.path, cfg.dataset.devices, cfg.dataset.simulation_seed, cfg.dataset.root)
     model = instantiate(cfg.model)
-    checkpoint = torch.load(files.checkpoint, map_location="cpu", weights_only=False)
-    model.load_state_dict(checkpoint["model"])
-    average = checkpoint["state"].get("parameter_average")
-    if average is not None:
-        with torch.no_grad():
-            for parameter, value in zip([p for p in model.parameters() if p.requires_grad], average):
-                parameter.copy_(value)
+    epoch, averaged = load_released_model(files.checkpoint, model)
     n_devices = open_table(tables_dir, "system_sysinfo_unique_normalized").num_rows
     utility = synthesize_and_score(model, n_devices, tables_dir, Path(out_dir or files.dir / "synthetic"),
                                    cfg.seed if seed is None else seed, cfg.dataset.get("public_prior", True))
-    return utility | {"epoch": checkpoint["state"]["epoch"], "parameter_ema": average is not None}
+    return utility | {"epoch": epoch, "parameter_ema": averaged}

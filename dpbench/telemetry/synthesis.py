@@ -48,8 +48,13 @@ def synthesize(model: torch.nn.Module, n_devices: int, out_dir: Path | str, seed
 
 def score_tables(reference_dir: Path | str, candidate_dir: Path | str) -> list[QueryScore]:
     """Score the queries on ``candidate_dir`` against the same queries on ``reference_dir``."""
+    return score_candidate_answers(reference_dir, run_queries(candidate_dir, WORKLOAD, allow_empty=True))
+
+
+def score_candidate_answers(reference_dir: Path | str, answers: dict[str, pd.DataFrame]) -> list[QueryScore]:
+    """Score already computed candidate ``answers`` against the queries on ``reference_dir``."""
     references = run_queries(reference_dir, WORKLOAD)
-    scores = score_answers(references, run_queries(candidate_dir, WORKLOAD, allow_empty=True), WORKLOAD)
+    scores = score_answers(references, answers, WORKLOAD)
     for score in scores:
         if references[score.query] is not None and references[score.query].empty:
             score.metrics, score.error = [], EMPTY_REFERENCE
@@ -77,9 +82,10 @@ def synthesize_and_score(model: torch.nn.Module, n_devices: int, reference_dir: 
     out_dir = Path(out_dir)
     started = time.perf_counter()
     rows = synthesize(model, n_devices, out_dir / "tables", seed, public_prior)
-    scores = score_tables(reference_dir, out_dir / "tables")
+    answers = run_queries(out_dir / "tables", WORKLOAD, allow_empty=True)
+    scores = score_candidate_answers(reference_dir, answers)
     summary_table(scores).to_csv(out_dir / "scores.csv", index=False)
-    write_results(run_queries(out_dir / "tables", WORKLOAD, allow_empty=True), out_dir / "answers")
+    write_results(answers, out_dir / "answers")
     return utility_metrics(scores) | {"synthetic_devices": n_devices, "synthetic_rows": rows,
                                       "reference": str(reference_dir), "synthetic_tables": str(out_dir / "tables"),
                                       "public_prior": public_prior,

@@ -96,6 +96,19 @@ def load_checkpoint(
     )
 
 
+def load_released_model(path: Path, model: nn.Module) -> tuple[int, bool]:
+    """Load a checkpoint's model for post-processing: its parameter average when the run kept one (what
+    it evaluated), else its parameters. Returns the epoch it was saved after and whether it averaged."""
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(payload["model"])
+    average = payload["state"]["parameter_average"]
+    if average is not None:
+        with torch.no_grad():
+            for parameter, value in zip([p for p in model.parameters() if p.requires_grad], average):
+                parameter.copy_(value)
+    return payload["state"]["epoch"], average is not None
+
+
 def _object_state(mechanism: object) -> dict | None:
     """The mechanism's attributes, if they can be pickled (a plugin holding, say, an open file cannot
     be checkpointed; it is then rebuilt fresh on resume, with a warning)."""
