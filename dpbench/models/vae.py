@@ -1,7 +1,7 @@
 """Variational autoencoders of the telemetry wide table (one row per device), trainable with DP-SGD.
 
 Both share the published architecture (wide row -> 512 -> 256 -> 64-dimensional Gaussian latent and
-back, ELU activations, Linear layers only, so the ghost engine covers every parameter) and differ in
+back, ELU activations (:class:`~dpbench.models.fast_elu.FastELU`), Linear layers only, so the ghost engine covers every parameter) and differ in
 the likelihood of a wide row given the latent:
 
 * :class:`TabularVAE` (``model=vae``) is the published baseline (UCSD DSC 180B capstone): cross-entropy
@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dpbench.models.fast_elu import FastELU
 from dpbench.models.registry import register_model
 from dpbench.telemetry.wide_table import WIDE_LAYOUT, WideLayout
 
@@ -48,7 +49,7 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     for i, (a, b) in enumerate(pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
-            layers.append(nn.ELU())
+            layers.append(FastELU())
     return nn.Sequential(*layers)
 
 
@@ -73,8 +74,11 @@ class _WideVAE(nn.Module, ABC):
         return torch.cat([self.decoder(z), mu, logvar, rows.detach()], dim=1)
 
     def _split(self, output: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        d, k = self.decoder_outputs, self.latent
-        return output[:, :d], output[:, d:d + k], output[:, d + k:d + 2 * k], output[:, d + 2 * k:]
+        # One split (its backward writes one gradient tensor) rather than four slices (each slice's
+        # backward fills a zero tensor of the whole output, then they are added); the input row
+        # needs no gradient.
+        decoded, mu, logvar, rows = output.split([self.decoder_outputs, self.latent, self.latent, self.width], dim=1)
+        return decoded, mu, logvar, rows.detach()
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         """Mean over the batch of the negative ELBO; ``target`` (the class-index label) is unused."""
