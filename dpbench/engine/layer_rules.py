@@ -138,11 +138,13 @@ class GhostProduct:
         return (gram_a * gram_e).sum(dim=(1, 2, 3))
 
     def weighted_sum(self, weights: torch.Tensor) -> torch.Tensor:
-        scaled = self.e * weights.to(self.e.dtype).view(-1, 1, 1, 1)
+        w = weights.to(self.e.dtype).view(-1, 1, 1, 1)
         if self.a.shape[1] == 1:
-            total = scaled.reshape(-1, scaled.shape[-1]).T @ self.a.reshape(-1, self.a.shape[-1])
+            # the weights scale whichever factor is narrower: one pass over fewer numbers
+            e, a = (self.e * w, self.a) if self.e.shape[-1] <= self.a.shape[-1] else (self.e, self.a * w)
+            total = e.reshape(-1, e.shape[-1]).T @ a.reshape(-1, a.shape[-1])
         else:
-            total = torch.einsum("bgto,bgti->goi", scaled, self.a)
+            total = torch.einsum("bgto,bgti->goi", self.e * w, self.a)
         return total.reshape(self.shape)
 
     def materialize(self) -> torch.Tensor:
