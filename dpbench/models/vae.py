@@ -12,8 +12,8 @@ the likelihood of a wide row given the latent:
   summary in its fixed log1p scale (a log-normal: heavy tails are a shift of the mean, not outliers
   of a squared error), and a categorical for each composition (soft-target cross-entropy); absent
   tables contribute nothing but their presence bit. Sampling draws from these distributions;
-  :meth:`HurdleVAE.match_bit_rates` shifts the presence probabilities to public rates (see
-  :mod:`dpbench.telemetry.public_prior` for why DP-SGD needs it).
+  :meth:`HurdleVAE.calibrate` fits them to one-way marginals released with DP (see
+  :mod:`dpbench.telemetry.marginals` for why DP-SGD needs it).
 
 The harness hands the loss ``(model(x), y)`` per example, with ``y`` a class index, so ``forward``
 returns the decoder's parameters, the latent's mean and log-variance and the input row itself, side
@@ -31,12 +31,18 @@ from torch import Tensor, nn
 
 from dpbench.models.fast_elu import FastELU
 from dpbench.models.registry import register_model
+from dpbench.models.sampling_calibration import bit_offset, interpolate, rake_softmax, weighted_quantiles
+from dpbench.telemetry.marginals import Marginals
 from dpbench.telemetry.wide_table import WIDE_LAYOUT, WideLayout
 
 LOG_SIGMA_MIN, LOG_SIGMA_MAX = -4.0, -1.0
 """Bounds of a Gaussian's log standard deviation: 0.018 <= sd <= 0.37 in the scaled units, where every
 real value lies in [0, about 1.2]. The decoder's output is squashed into them smoothly (a clamp would
 stop the gradient of every output outside the bounds, and an untrained decoder's outputs start there)."""
+
+
+QUANTILE_POINTS = 257
+"""Points of the monotone maps that calibrate sampled values to released histograms."""
 
 
 def _log_sigma(raw: Tensor) -> Tensor:
@@ -170,8 +176,12 @@ class HurdleVAE(_WideVAE):
                             ("_gauss_columns", [c for c, _, _ in gaussians]),
                             ("_gauss_gates", [g for _, g, _ in gaussians])):
             self.register_buffer(name, torch.tensor(index, dtype=torch.long), persistent=False)
-        self.register_buffer("bit_offsets", torch.zeros(len(bits)), persistent=False)
-        """Added to the bits' logits when sampling; set by :meth:`match_bit_rates` (zero until then)."""
+        self.register_buffer("logit_offsets", torch.zeros(layout.width), persistent=False)
+        """Added to the logits of categories, bits and compositions when sampling (set by :meth:`calibrate`)."""
+        self.register_buffer("value_maps", torch.zeros(len(gaussians), 2, QUANTILE_POINTS), persistent=False)
+        self.register_buffer("value_mapped", torch.zeros(len(gaussians), dtype=torch.bool), persistent=False)
+        """Per day count and value: whether sampled values go through the monotone map through the
+        points (value_maps[j, 0], value_maps[j, 1]) (set by :meth:`calibrate`; no map until then)."""
 
     def _gate(self, rows: Tensor, gates: Tensor) -> Tensor:
         ones = torch.ones_like(rows[:, :1])
@@ -193,42 +203,58 @@ class HurdleVAE(_WideVAE):
 
     def draw(self, decoded: Tensor, generator: torch.Generator) -> Tensor:
         logits, log_sigma = decoded[:, :self.width], _log_sigma(decoded[:, self.width:])
+        logits = logits + self.logit_offsets.to(logits.device)
         out = torch.zeros_like(logits)
         self._draw_categories(logits, out, generator)
-        probability = torch.sigmoid(logits[:, self._bit_columns] + self.bit_offsets)
+        probability = torch.sigmoid(logits[:, self._bit_columns])
         out[:, self._bit_columns] = torch.bernoulli(probability, generator=generator)
         out[:, self._bit_columns] *= self._gate(out, self._bit_gates)  # browsers only on browsing devices
         noise = torch.randn(log_sigma.shape, generator=generator)
         values = logits[:, self._gauss_columns] + noise * log_sigma.exp()
+        for j in self.value_mapped.nonzero().flatten().tolist():
+            source, target = self.value_maps[j].to(values.device)
+            values[:, j] = interpolate(values[:, j], source, target)
         out[:, self._gauss_columns] = values.clamp(min=0.0) * out[:, self._gauss_gates]
         for columns, gate in self._compositions:
             out[:, columns] = F.softmax(logits[:, columns], dim=1) * out[:, gate, None]
         return out
 
     @torch.no_grad()
-    def match_bit_rates(self, targets: Tensor, n: int, generator: torch.Generator) -> Tensor:
-        """Shift the bits' logits so that sampled rows have the ``targets`` rates; returns (and keeps) the shifts.
+    def calibrate(self, marginals: Marginals, n: int, generator: torch.Generator) -> None:
+        """Calibrate sampling to released one-way ``marginals`` (:mod:`dpbench.telemetry.marginals`).
 
-        ``targets`` has one rate per bit (NaN: leave the bit as trained); a gated bit's rate is among rows
-        whose gate is set. One logit shift per bit keeps what was learned of who has a table (the shift
-        is the same for every row), and moves only how many do. The rates are matched in expectation
-        over ``n`` latent draws from the prior, by bisection.
+        Over ``n`` latent draws from the prior: one logit offset per category value, per bit and per
+        composition part such that the mean probabilities equal the marginals (a gated bit's and a
+        composition's among rows weighted by their table's presence probability), and, for each day
+        count and value, the monotone map taking the quantiles of its draws (weighted the same way) to
+        the released histogram's. Only how many samples fall where changes, not which latent draws they
+        come from. The marginals are a DP release and the model a DP release, so this is post-processing.
         """
-        logits = self.decoder(torch.randn(n, self.latent, generator=generator).to(self.bit_offsets.device))
-        logits = logits[:, self._bit_columns].cpu()
-        gates = self._bit_gates.tolist()
-        position = {column: j for j, column in enumerate(self._bit_columns.tolist())}
-        offsets = torch.zeros(len(gates))
-        for j in sorted(range(len(gates)), key=lambda j: gates[j] >= 0):  # gates before the bits they gate
-            if torch.isnan(targets[j]):
+        decoded = self.decoder(torch.randn(n, self.latent, generator=generator).to(self.logit_offsets.device))
+        decoded = decoded.cpu().double()
+        logits, sigma = decoded[:, :self.width], _log_sigma(decoded[:, self.width:]).exp()
+        offsets = torch.zeros(self.width, dtype=torch.float64)
+        ones = torch.ones(n, dtype=torch.float64)
+        for name, (_, columns) in self.layout.categories.items():
+            offsets[columns] = rake_softmax(logits[:, columns], ones, torch.from_numpy(marginals.categories[name]))
+        presence: dict[int, Tensor] = {}
+        bits = list(self.layout.bits.values())
+        for j in sorted(range(len(bits)), key=lambda j: bits[j][1] is not None):  # gates before the bits they gate
+            column, gate = bits[j]
+            weight = ones if gate is None else presence[gate]
+            offsets[column] = bit_offset(logits[:, column], weight, float(marginals.bit_rates[j]))
+            presence[column] = torch.sigmoid(logits[:, column] + offsets[column])
+        for name, (_, columns, gate) in self.layout.compositions.items():
+            offsets[columns] = rake_softmax(logits[:, columns], presence[gate],
+                                            torch.from_numpy(marginals.compositions[name]))
+        self.logit_offsets.copy_(offsets)
+        probabilities = torch.linspace(0.0, 1.0, QUANTILE_POINTS, dtype=torch.float64)
+        self.value_mapped.zero_()
+        for j, (name, (column, gate, _)) in enumerate(self.layout.gaussians.items()):
+            target = marginals.quantiles(name, probabilities.numpy())
+            if target is None:
                 continue
-            weight = (torch.sigmoid(logits[:, position[gates[j]]] + offsets[position[gates[j]]])
-                      if gates[j] >= 0 else torch.ones(n))
-            low, high = -30.0, 30.0
-            for _ in range(60):
-                middle = (low + high) / 2
-                rate = (weight * torch.sigmoid(logits[:, j] + middle)).sum() / weight.sum()
-                low, high = (middle, high) if rate < targets[j] else (low, middle)
-            offsets[j] = (low + high) / 2
-        self.bit_offsets.copy_(offsets)
-        return offsets
+            draws = logits[:, column] + sigma[:, j] * torch.randn(n, generator=generator, dtype=torch.float64)
+            source = weighted_quantiles(draws, presence[gate], probabilities)
+            self.value_maps[j] = torch.stack([source, torch.from_numpy(target)]).to(self.value_maps)
+            self.value_mapped[j] = True

@@ -4,7 +4,8 @@ An under-spent budget is needless noise. Given the planned run (sampling rate, n
 and the mechanism's data-independent noise *shape* s(step, epoch), the harness uses the noise
 multiplier z * s(step, epoch) at each step; this module solves for the scale z such that the final
 epsilon of the planned ledger lies in [(1 - tolerance) * target, target]. It is what Opacus's
-``make_private_with_epsilon`` does, generalised to schedules.
+``make_private_with_epsilon`` does, generalised to schedules and to statistics released before
+training (their cost is part of the planned ledger, so the steps get what is left).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Callable
 
 from dpbench.privacy.accountant import epsilon
 from dpbench.privacy.ledger import PrivacyLedger, StepRecord
+from dpbench.privacy.statistics_release import StatisticsRelease
 
 NoiseShape = Callable[[int, int], float]
 
@@ -25,11 +27,13 @@ class PrivacyConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TrainingPlan:
-    """The releases a run will make: ``epochs * steps_per_epoch`` Poisson-sampled steps at rate q."""
+    """The releases a run will make: ``epochs * steps_per_epoch`` Poisson-sampled steps at rate q,
+    after the one-shot statistics releases (full-data Gaussian mechanisms) of ``releases``."""
 
     dataset_size: int
     expected_batch_size: float
     epochs: int
+    releases: tuple[StatisticsRelease, ...] = ()
 
     @property
     def sampling_rate(self) -> float:
@@ -73,7 +77,7 @@ def validate_privacy_target(target_epsilon: float, delta: float, plan: TrainingP
 
 def planned_ledger(plan: TrainingPlan, noise_multiplier: float, noise_shape: NoiseShape) -> PrivacyLedger:
     """The ledger a run would produce with base multiplier ``noise_multiplier``."""
-    return PrivacyLedger(
+    return PrivacyLedger([release.record() for release in plan.releases] + [
         StepRecord(
             step=t,
             epoch=plan.epoch_of(t),
@@ -84,7 +88,7 @@ def planned_ledger(plan: TrainingPlan, noise_multiplier: float, noise_shape: Noi
             noise_source="harness",
         )
         for t in range(plan.total_steps)
-    )
+    ])
 
 
 def constant_shape(step: int, epoch: int) -> float:
@@ -105,6 +109,15 @@ def calibrate_noise_multiplier(
         shape = noise_shape(t, plan.epoch_of(t))
         if not (math.isfinite(shape) and shape > 0):
             raise PrivacyConfigError(f"noise shape at step {t} is {shape}; it must be finite and > 0")
+    if plan.releases:
+        releases_alone = epsilon(PrivacyLedger([release.record() for release in plan.releases]), delta, accountant)
+        if releases_alone >= target_epsilon:
+            names = ", ".join(release.name for release in plan.releases)
+            raise PrivacyConfigError(
+                f"the statistics released before training ({names}) alone spend epsilon {releases_alone:.3g}, "
+                f"not less than the target {target_epsilon}: nothing is left for training; raise their noise "
+                "multiplier or the target epsilon"
+            )
 
     def spent(z: float) -> float:
         return epsilon(planned_ledger(plan, z, noise_shape), delta, accountant)

@@ -12,5 +12,6 @@ directory of parquet tables), ``calibration`` (every calibrated number),
 ``population``/``coverage``/``reporting_days`` and one module per table family
 (the simulator's parts), ``simulator``, ``workload`` and ``queries/`` (the 11
 queries), ``query_runner``, ``scoring``, ``baselines``, ``truth``; for the DP-VAE, ``wide_table``,
-``dataset`` (``dataset=telemetry``), ``synthesis``, ``public_prior`` and ``decoder``.
+``dataset`` (``dataset=telemetry``), ``marginals`` (the DP release synthesis is calibrated to),
+``synthesis`` and ``decoder``.
 """

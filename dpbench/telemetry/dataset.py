@@ -5,10 +5,14 @@ devices, written once under ``root/telemetry/`` and reused. Each device is one e
 example-level DP is device-level DP); a fixed share is held out to measure the model's test loss.
 Labels are zeros: the models are generative and read their target from the row itself.
 
-After training, :meth:`TelemetrySplits.utility` samples as many synthetic devices as the corpus has,
-decodes them into reporting tables in the run directory and scores the benchmark queries against
-the same queries on the input corpus (:mod:`dpbench.telemetry.synthesis`); :func:`synthesize_run`
-does the same later from a run directory's configuration and checkpointed model.
+For a model that can be calibrated to marginals (the hurdle VAE), the run first releases the one-way
+marginals of the training rows with DP (:mod:`dpbench.telemetry.marginals`; the release's cost is part
+of the calibrated budget and of the ledger) and keeps them in the run directory. After training,
+:meth:`TelemetrySplits.utility` samples as many synthetic devices as the corpus has, calibrated to
+those marginals, decodes them into reporting tables in the run directory and scores the benchmark
+queries against the same queries on the input corpus (:mod:`dpbench.telemetry.synthesis`);
+:func:`synthesize_run` does the same later from a run directory's configuration, checkpointed model
+and released marginals.
 """
 
 from __future__ import annotations
@@ -23,8 +27,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from dpbench.data.splits import DatasetSplits
+from dpbench.privacy.ledger import StepRecord
+from dpbench.privacy.statistics_release import StatisticsRelease
 from dpbench.reporting.run_files import RunFiles
 from dpbench.telemetry.corpus import open_table
+from dpbench.telemetry.marginals import (RELEASED_FILE, Marginals, load_released, marginals_release, release_marginals,
+                                         save_released)
 from dpbench.telemetry.simulator import simulated_corpus
 from dpbench.telemetry.synthesis import synthesize_and_score
 from dpbench.telemetry.wide_table import build_wide_table
@@ -39,14 +47,41 @@ class TelemetrySplits(DatasetSplits):
 
     tables_dir: Path = Path()
     n_devices: int = 0
-    public_prior: bool = True
+    marginals_noise_multiplier: float | None = None
+
+    def statistics_releases(self, model: torch.nn.Module) -> tuple[StatisticsRelease, ...]:
+        """What this run releases before training: the marginals, for a model that is calibrated to them."""
+        if self.marginals_noise_multiplier is None or not hasattr(model, "calibrate"):
+            return ()
+        return (marginals_release(self.marginals_noise_multiplier),)
+
+    def release_statistics(self, model: torch.nn.Module, run_dir: Path, generator: torch.Generator) -> list[StepRecord]:
+        """Release the marginals of the training rows into ``run_dir`` (see :meth:`statistics_releases`);
+        returns the ledger records of what was released."""
+        records = []
+        for release in self.statistics_releases(model):
+            noisy_sum = release_marginals(self.train_features, release, generator)
+            save_released(Path(run_dir) / RELEASED_FILE, noisy_sum, self.train_size, release)
+            log.info("released the one-way marginals of %d training rows (noise multiplier %.3g, bound %.3g)",
+                     self.train_size, release.noise_multiplier, release.bound)
+            records.append(release.record())
+        return records
 
     def utility(self, model: torch.nn.Module, run_dir: Path, seed: int) -> dict:
         """Synthesize ``n_devices`` devices into ``run_dir/synthetic/`` and score the queries."""
+        marginals = _released_marginals(Path(run_dir), bool(self.statistics_releases(model)))
         utility = synthesize_and_score(model, self.n_devices, self.tables_dir, Path(run_dir) / "synthetic", seed,
-                                       self.public_prior)
+                                       marginals)
         log.info("synthetic data: %s (%.0f s)", utility["headline"], utility["seconds"])
         return utility
+
+
+def _released_marginals(run_dir: Path, expected: bool) -> Marginals | None:
+    path = run_dir / RELEASED_FILE
+    if expected and not path.exists():
+        raise FileNotFoundError(f"{path} is missing: this run released the training rows' marginals before "
+                                "training and synthesis is calibrated to them; start the run again (overwrite=true)")
+    return load_released(path) if expected else None
 
 
 def corpus_dir(path: str | None, devices: int, simulation_seed: int, root: str) -> Path:
@@ -58,9 +93,10 @@ def corpus_dir(path: str | None, devices: int, simulation_seed: int, root: str) 
 
 def load_telemetry(path: str | None = None, devices: int = 20_000, simulation_seed: int = 0,
                    root: str = "data_root", test_fraction: float = 0.05, split_seed: int = 0,
-                   public_prior: bool = True) -> TelemetrySplits:
+                   marginals_noise_multiplier: float | None = None) -> TelemetrySplits:
     """The wide table of the tables in ``path``, or of ``devices`` simulated devices cached under ``root``;
-    ``public_prior``: synthesis uses the SPEC's table sizes (:mod:`dpbench.telemetry.public_prior`)."""
+    ``marginals_noise_multiplier``: release the training rows' marginals at that noise for synthesis
+    to be calibrated to (None: synthesis uses the model alone)."""
     tables_dir = corpus_dir(path, devices, simulation_seed, root)
     wide = build_wide_table(tables_dir)
     n = len(wide.guids)
@@ -72,16 +108,17 @@ def load_telemetry(path: str | None = None, devices: int = 20_000, simulation_se
     return TelemetrySplits(
         name="telemetry", train_features=features[train], train_labels=zeros[train],
         test_features=features[test], test_labels=zeros[test], num_classes=1, tables_dir=tables_dir, n_devices=n,
-        public_prior=public_prior,
+        marginals_noise_multiplier=marginals_noise_multiplier,
     )
 
 
 def synthesize_run(run_dir: Path | str, out_dir: Path | str | None = None, seed: int | None = None) -> dict:
-    """Sample from a telemetry run's checkpointed model (its parameter EMA when the run kept one), decode
-    into ``out_dir/tables`` (default ``run_dir/synthetic``), score against the run's input corpus.
+    """Sample from a telemetry run's checkpointed model (its parameter EMA when the run kept one), calibrated
+    to the run's released marginals if it released them, decode into ``out_dir/tables`` (default
+    ``run_dir/synthetic``), score against the run's input corpus.
 
     As many devices as the corpus has are sampled, with the run's seed unless ``seed`` is given. Only
-    the released model is read, so this is post-processing: it spends no privacy.
+    what the run released (model, marginals) is read, so this is post-processing: it spends no privacy.
     """
     files = RunFiles(Path(run_dir))
     for needed in (files.config, files.checkpoint):
@@ -95,6 +132,7 @@ def synthesize_run(run_dir: Path | str, out_dir: Path | str | None = None, seed:
     model = instantiate(cfg.model)
     epoch, averaged = load_released_model(files.checkpoint, model)
     n_devices = open_table(tables_dir, "system_sysinfo_unique_normalized").num_rows
+    released = files.dir / RELEASED_FILE
     utility = synthesize_and_score(model, n_devices, tables_dir, Path(out_dir or files.dir / "synthetic"),
-                                   cfg.seed if seed is None else seed, cfg.dataset.get("public_prior", True))
+                                   cfg.seed if seed is None else seed, load_released(released) if released.exists() else None)
     return utility | {"epoch": epoch, "parameter_ema": averaged}

@@ -18,31 +18,28 @@ import pandas as pd
 import torch
 
 from dpbench.telemetry.decoder import write_tables
-from dpbench.telemetry.public_prior import bit_targets, match_day_counts
+from dpbench.telemetry.marginals import Marginals
 from dpbench.telemetry.query_runner import run_queries, write_results
 from dpbench.telemetry.scoring import QueryScore, headline, score_answers, summary_table
 from dpbench.telemetry.wide_table import decode_columns
 from dpbench.telemetry.workload import WORKLOAD
 
 EMPTY_REFERENCE = "reference answer has no rows at this population size"
-PRIOR_ROWS = 8192
-"""Latent draws over which a model's presence rates are matched to the public prior."""
+CALIBRATION_ROWS = 16_384
+"""Latent draws over which a model's sampling is calibrated to released marginals."""
 
 
 def synthesize(model: torch.nn.Module, n_devices: int, out_dir: Path | str, seed: int,
-               public_prior: bool = True) -> dict[str, int]:
+               marginals: Marginals | None = None) -> dict[str, int]:
     """Sample ``n_devices`` wide rows from ``model`` (which has ``sample(n, generator)``) and write the tables.
 
-    With ``public_prior``, a model that samples its presence bits (``match_bit_rates``: the hurdle VAE)
-    gets the SPEC's share of devices per table and mean days per device (:mod:`.public_prior`).
+    With ``marginals`` (a DP release), a model that can be calibrated (``calibrate``: the hurdle VAE)
+    is calibrated to them first (:mod:`.marginals`).
     """
     generator = torch.Generator().manual_seed(seed)
-    prior = public_prior and hasattr(model, "match_bit_rates")
-    if prior:
-        model.match_bit_rates(bit_targets(), PRIOR_ROWS, generator)
+    if marginals is not None and hasattr(model, "calibrate"):
+        model.calibrate(marginals, CALIBRATION_ROWS, generator)
     decoded = decode_columns(model.sample(n_devices, generator).numpy())
-    if prior:
-        match_day_counts(decoded)
     return write_tables(decoded, out_dir, np.random.default_rng([seed, 7]))
 
 
@@ -77,18 +74,18 @@ def utility_metrics(scores: list[QueryScore]) -> dict:
 
 
 def synthesize_and_score(model: torch.nn.Module, n_devices: int, reference_dir: Path | str, out_dir: Path | str,
-                         seed: int, public_prior: bool = True) -> dict:
+                         seed: int, marginals: Marginals | None = None) -> dict:
     """Synthesize into ``out_dir/tables``, score against ``reference_dir``, write ``out_dir/scores.csv``."""
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    rows = synthesize(model, n_devices, out_dir / "tables", seed, public_prior)
+    rows = synthesize(model, n_devices, out_dir / "tables", seed, marginals)
     answers = run_queries(out_dir / "tables", WORKLOAD, allow_empty=True)
     scores = score_candidate_answers(reference_dir, answers)
     summary_table(scores).to_csv(out_dir / "scores.csv", index=False)
     write_results(answers, out_dir / "answers")
     return utility_metrics(scores) | {"synthetic_devices": n_devices, "synthetic_rows": rows,
                                       "reference": str(reference_dir), "synthetic_tables": str(out_dir / "tables"),
-                                      "public_prior": public_prior,
+                                      "calibrated_to_marginals": marginals is not None and hasattr(model, "calibrate"),
                                       "seconds": time.perf_counter() - started}
 
 

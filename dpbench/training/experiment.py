@@ -11,6 +11,7 @@ import logging
 import math
 import random
 import subprocess
+from dataclasses import asdict
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -60,7 +61,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     data = instantiate(cfg.dataset)
     model = instantiate(cfg.model).to(device)
     data, audit = prepare_audit(cfg.audit, data, cfg.seed, cfg.privacy.target_delta)
-    plan = TrainingPlan(data.train_size, float(cfg.train.batch_size), int(cfg.train.epochs))
+    releases = data.statistics_releases(model) if hasattr(data, "statistics_releases") else ()
+    plan = TrainingPlan(data.train_size, float(cfg.train.batch_size), int(cfg.train.epochs), releases)
     validate_privacy_target(cfg.privacy.target_epsilon, cfg.privacy.target_delta, plan)
     parameters = [p for p in model.parameters() if p.requires_grad]
     noise_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
@@ -85,6 +87,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
             files.checkpoint, model, optimizer, prepared.mechanism, sampler, noise_generator, prepared.verifier
         )
         log.info("resumed %s after epoch %d (step %d)", run_dir, state.epoch, state.step)
+    elif releases:  # statistics of the training data released once, before training, and accounted with it
+        for record in data.release_statistics(model, files.dir, torch.Generator().manual_seed(cfg.seed + 3)):
+            state.ledger.append(record)
     log.info(
         "%s on %s (%s): N=%d, q=%.5f, %d steps/epoch x %d epochs, calibrated noise multiplier z=%.4f for "
         "epsilon=%g, delta=%g; device %s",
@@ -214,6 +219,7 @@ def _summary(cfg: DictConfig, run_dir: Path, dataset: str, plan: TrainingPlan, p
         "verification": verification,
         "delta": delta,
         "noise_multiplier": prepared.noise_multiplier,
+        "statistics_releases": [asdict(release) for release in plan.releases],
         "sampling_rate": plan.sampling_rate,
         "expected_batch_size": plan.expected_batch_size,
         "epochs": plan.epochs,
@@ -229,7 +235,7 @@ def _summary(cfg: DictConfig, run_dir: Path, dataset: str, plan: TrainingPlan, p
 
 def _result_row(summary: dict) -> dict:
     utility = summary.get("utility")
-    return {key: value for key, value in summary.items() if key not in ("config", "verification", "utility")} | {
+    return {key: value for key, value in summary.items() if key not in ("config", "verification", "utility", "statistics_releases")} | {
         "lr": summary["config"]["train"]["lr"],
         "max_grad_norm": summary["config"]["mechanism"].get("max_grad_norm"),
     } | ({f"utility_{key}": utility[key] for key in ("queries_passed", "queries_evaluable", "mean_score")}

@@ -3,6 +3,7 @@
 import pytest
 
 from dpbench.privacy.accountant import epsilon, epsilon_independent
+from dpbench.privacy.statistics_release import StatisticsRelease
 from dpbench.privacy.calibration import (
     PrivacyConfigError,
     TrainingPlan,
@@ -56,3 +57,23 @@ def test_impossible_settings_are_refused_with_reason(epsilon_target, delta, batc
     plan = TrainingPlan(dataset_size=10000, expected_batch_size=batch, epochs=epochs)
     with pytest.raises(PrivacyConfigError, match=message):
         validate_privacy_target(epsilon_target, delta, plan)
+
+
+def test_statistics_released_before_training_are_part_of_the_spent_budget():
+    release = StatisticsRelease("marginals", bound=7.0, noise_multiplier=4.0)
+    plan = TrainingPlan(dataset_size=50000, expected_batch_size=1024, epochs=5, releases=(release,))
+    z = calibrate_noise_multiplier(4.0, 1e-5, plan)
+    ledger = planned_ledger(plan, z, lambda step, epoch: 1.0)
+    assert list(ledger)[0] == release.record()
+    spent = epsilon(ledger, 1e-5)
+    assert 0.99 * 4.0 <= spent <= 4.0
+    assert epsilon_independent(ledger, 1e-5, "pld") <= spent  # PLD is tighter, never looser
+    # The steps get less budget than without the release, so more noise.
+    without = calibrate_noise_multiplier(4.0, 1e-5, TrainingPlan(50000, 1024, 5))
+    assert z > without
+
+
+def test_a_release_that_spends_the_whole_budget_is_refused():
+    plan = TrainingPlan(50000, 1024, 5, releases=(StatisticsRelease("marginals", 7.0, 0.3),))
+    with pytest.raises(PrivacyConfigError, match="marginals.*nothing is left for training"):
+        calibrate_noise_multiplier(4.0, 1e-5, plan)

@@ -81,6 +81,17 @@ def test_private_run_writes_synthetic_tables_and_utility(model, tmp_path, monkey
     assert row["utility_queries_passed"] == utility["queries_passed"]
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert "test_loss" in metrics[0] and "test_accuracy" not in metrics[0]
+    ledger = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["state"]["ledger"]
+    releases = [r for r in ledger if r["sampling_rate"] == 1.0]
+    if model == "vae_hurdle":  # the marginals are released once, before the first step, and spent from the budget
+        assert ledger[0] == releases[0] and len(releases) == 1 and releases[0]["mechanism"] == "telemetry_marginals"
+        assert summary["statistics_releases"] == [{"name": "telemetry_marginals", "bound": releases[0]["sensitivity"],
+                                                   "noise_multiplier": 2.0}]
+        assert 0.99 * 4.0 <= summary["epsilon"] and (tmp_path / "run" / "released_marginals.npz").exists()
+        assert utility["calibrated_to_marginals"]
+    else:  # the published baseline cannot use them: nothing is released
+        assert releases == [] and summary["statistics_releases"] == []
+        assert not (tmp_path / "run" / "released_marginals.npz").exists()
 
 
 def test_value_spreads_are_learnable_from_any_start(rows):
@@ -95,3 +106,30 @@ def test_value_spreads_are_learnable_from_any_start(rows):
         model.reconstruction_loss(decoded, present).sum().backward()
         network = [i for i, name in enumerate(WIDE_LAYOUT.gaussians) if name.startswith("network.")]
         assert torch.all(decoded.grad[:, model.width + torch.tensor(network)] != 0), start
+
+
+def test_a_resumed_run_does_not_release_the_marginals_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("DPBENCH_DATA_ROOT", str(tmp_path / "data"))
+    overrides = ["dataset=telemetry", "dataset.devices=2000", "model.hidden=[32,16]", "model.latent=4",
+                 "train.epochs=2", "train.batch_size=256", "train.physical_batch_size=256", "progress=false",
+                 f"paths.results={tmp_path / 'results'}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg, resume = compose("config", overrides=overrides), compose("config", overrides=[*overrides, "resume=true"])
+    import dpbench.training.experiment as experiment
+
+    real_save = experiment.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt("killed after the first checkpoint")
+
+    monkeypatch.setattr(experiment, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, tmp_path / "run")
+    monkeypatch.setattr(experiment, "save_checkpoint", real_save)
+    released = (tmp_path / "run" / "released_marginals.npz").read_bytes()
+    summary = run_experiment(resume, tmp_path / "run")
+    ledger = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["state"]["ledger"]
+    assert [r["mechanism"] for r in ledger].count("telemetry_marginals") == 1
+    assert (tmp_path / "run" / "released_marginals.npz").read_bytes() == released
+    assert summary["epsilon"] <= 4.0 and summary["utility"]["calibrated_to_marginals"]
