@@ -43,6 +43,8 @@ stop the gradient of every output outside the bounds, and an untrained decoder's
 
 QUANTILE_POINTS = 257
 """Points of the monotone maps that calibrate sampled values to released histograms."""
+RAKING_CYCLES = 10
+"""Passes over the attributes when raking presence rates to the released 2-way marginals."""
 
 
 def _log_sigma(raw: Tensor) -> Tensor:
@@ -178,6 +180,13 @@ class HurdleVAE(_WideVAE):
             self.register_buffer(name, torch.tensor(index, dtype=torch.long), persistent=False)
         self.register_buffer("logit_offsets", torch.zeros(layout.width), persistent=False)
         """Added to the logits of categories, bits and compositions when sampling (set by :meth:`calibrate`)."""
+        self._categories_width = sum(columns.stop - columns.start for _, columns in layout.categories.values())
+        if any(columns.stop > self._categories_width for _, columns in layout.categories.values()):
+            raise ValueError("the layout's categories must come first, in its leading columns")
+        self.register_buffer("conditional_offsets", torch.zeros(self._categories_width, layout.width),
+                             persistent=False)
+        """Added to the logits of a row by the category values drawn for it (row ``c``: the offsets that
+        category column ``c`` adds); set by :meth:`calibrate`."""
         self.register_buffer("value_maps", torch.zeros(len(gaussians), 2, QUANTILE_POINTS), persistent=False)
         self.register_buffer("value_mapped", torch.zeros(len(gaussians), dtype=torch.bool), persistent=False)
         """Per day count and value: whether sampled values go through the monotone map through the
@@ -206,6 +215,7 @@ class HurdleVAE(_WideVAE):
         logits = logits + self.logit_offsets.to(logits.device)
         out = torch.zeros_like(logits)
         self._draw_categories(logits, out, generator)
+        logits = logits + out[:, :self._categories_width] @ self.conditional_offsets.to(logits.device)
         probability = torch.sigmoid(logits[:, self._bit_columns])
         out[:, self._bit_columns] = torch.bernoulli(probability, generator=generator)
         out[:, self._bit_columns] *= self._gate(out, self._bit_gates)  # browsers only on browsing devices
@@ -221,40 +231,66 @@ class HurdleVAE(_WideVAE):
 
     @torch.no_grad()
     def calibrate(self, marginals: Marginals, n: int, generator: torch.Generator) -> None:
-        """Calibrate sampling to released one-way ``marginals`` (:mod:`dpbench.telemetry.marginals`).
+        """Calibrate sampling to released ``marginals`` (:mod:`dpbench.telemetry.marginals`).
 
-        Over ``n`` latent draws from the prior: one logit offset per category value, per bit and per
-        composition part such that the mean probabilities equal the marginals (a gated bit's and a
-        composition's among rows weighted by their table's presence probability), and, for each day
-        count and value, the monotone map taking the quantiles of its draws (weighted the same way) to
-        the released histogram's. Only how many samples fall where changes, not which latent draws they
-        come from. The marginals are a DP release and the model a DP release, so this is post-processing.
+        Over ``n`` latent draws from the prior, with their categories drawn as sampling will draw them:
+        one logit offset per category value, per bit and per composition part such that the mean
+        probabilities equal the 1-way marginals (a gated bit's and a composition's among rows weighted
+        by their table's presence probability); one more offset per (category value, table presence bit)
+        fitted by raking over the attributes so that each table's presence rate among each attribute
+        value's rows equals the released 2-way marginal; and, for each day count and value, the monotone map taking the quantiles of its draws
+        (weighted by presence) to the released histogram's. Only how many samples fall where changes,
+        not which latent draws they come from. The marginals are a DP release and the model a DP release,
+        so this is post-processing.
         """
         decoded = self.decoder(torch.randn(n, self.latent, generator=generator).to(self.logit_offsets.device))
         decoded = decoded.cpu().double()
         logits, sigma = decoded[:, :self.width], _log_sigma(decoded[:, self.width:]).exp()
         offsets = torch.zeros(self.width, dtype=torch.float64)
+        conditional = torch.zeros(self._categories_width, self.width, dtype=torch.float64)
         ones = torch.ones(n, dtype=torch.float64)
+        drawn = torch.zeros(n, self._categories_width, dtype=torch.float64)
+        groups = {}
         for name, (_, columns) in self.layout.categories.items():
             offsets[columns] = rake_softmax(logits[:, columns], ones, torch.from_numpy(marginals.categories[name]))
+            groups[name] = torch.multinomial(torch.softmax(logits[:, columns] + offsets[columns], 1), 1,
+                                             generator=generator)[:, 0]
+            drawn[torch.arange(n), columns.start + groups[name]] = 1.0
+
+        def probability(column: int) -> Tensor:
+            return torch.sigmoid(logits[:, column] + offsets[column] + drawn @ conditional[:, column])
+
         presence: dict[int, Tensor] = {}
-        bits = list(self.layout.bits.values())
-        for j in sorted(range(len(bits)), key=lambda j: bits[j][1] is not None):  # gates before the bits they gate
-            column, gate = bits[j]
-            weight = ones if gate is None else presence[gate]
-            offsets[column] = bit_offset(logits[:, column], weight, float(marginals.bit_rates[j]))
-            presence[column] = torch.sigmoid(logits[:, column] + offsets[column])
+        for j, (name, (column, gate)) in enumerate(self.layout.bits.items()):
+            if gate is not None:
+                continue
+            offsets[column] = bit_offset(logits[:, column], ones, float(marginals.bit_rates[j]))
+            given = [attribute for attribute, family in marginals.presence_given if name == f"{family}.present"]
+            for _ in range(RAKING_CYCLES if given else 0):
+                for attribute in given:
+                    columns = self.layout.categories[attribute][1]
+                    target = torch.from_numpy(marginals.presence_given[attribute, name.removesuffix(".present")])
+                    size = torch.bincount(groups[attribute], minlength=len(target)).double()
+                    mean = torch.bincount(groups[attribute], probability(column), minlength=len(target)) / size.clamp_min(1)
+                    step = torch.logit(target.clamp(1e-6, 1 - 1e-6)) - torch.logit(mean.clamp(1e-6, 1 - 1e-6))
+                    conditional[columns, column] += torch.where(size > 0, step, 0.0)
+            presence[column] = probability(column)
+        for j, (column, gate) in enumerate(self.layout.bits.values()):
+            if gate is not None:
+                offsets[column] = bit_offset(logits[:, column], presence[gate], float(marginals.bit_rates[j]))
+                presence[column] = probability(column)
         for name, (_, columns, gate) in self.layout.compositions.items():
             offsets[columns] = rake_softmax(logits[:, columns], presence[gate],
                                             torch.from_numpy(marginals.compositions[name]))
         self.logit_offsets.copy_(offsets)
-        probabilities = torch.linspace(0.0, 1.0, QUANTILE_POINTS, dtype=torch.float64)
+        self.conditional_offsets.copy_(conditional)
+        quantiles = torch.linspace(0.0, 1.0, QUANTILE_POINTS, dtype=torch.float64)
         self.value_mapped.zero_()
         for j, (name, (column, gate, _)) in enumerate(self.layout.gaussians.items()):
-            target = marginals.quantiles(name, probabilities.numpy())
+            target = marginals.quantiles(name, quantiles.numpy())
             if target is None:
                 continue
             draws = logits[:, column] + sigma[:, j] * torch.randn(n, generator=generator, dtype=torch.float64)
-            source = weighted_quantiles(draws, presence[gate], probabilities)
+            source = weighted_quantiles(draws, presence[gate], quantiles)
             self.value_maps[j] = torch.stack([source, torch.from_numpy(target)]).to(self.value_maps)
             self.value_mapped[j] = True

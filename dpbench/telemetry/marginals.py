@@ -1,29 +1,40 @@
-"""One-way marginals of the wide table, released with differential privacy, for calibrating synthesis.
+"""Marginals of the wide table, released with differential privacy, for calibrating synthesis.
 
 At epsilon 4 and tens of thousands of devices, DP-SGD learns a VAE whose samples have the right
-structure but the wrong one-way marginals: rare categories and rare tables are drawn too often (the
-noise floors every softmax), and log-normal values are drawn far too spread out (the noise in the
-decoder's weights makes their means vary at random with the latent, and the learned spreads absorb
-that), which inflates every mean of a heavy-tailed value several-fold. So the run spends a small part
-of its budget, once, before training, on the marginals themselves, and synthesis is calibrated to
-them (:meth:`dpbench.models.vae.HurdleVAE.calibrate`).
+structure but the wrong marginals: rare categories and rare tables are drawn too often (the noise
+floors every softmax); log-normal values are drawn far too spread out (the noise in the decoder's
+weights makes their means vary at random with the latent, and the learned spreads absorb that),
+which inflates every mean of a heavy-tailed value several-fold; and how a table's presence depends
+on the device's attributes is lost (the latent collapses to the prior), while the queries count
+devices per attribute among those with a table. So the run spends a part of its budget, once,
+before training, on marginals, and synthesis is calibrated to them
+(:meth:`dpbench.models.vae.HurdleVAE.calibrate`).
 
-The statistic vector of one device (training rows only) has one block per one-way marginal:
+The statistic vector of one device (training rows only) has one block per marginal:
 
 * each attribute (chassis, country, ...): its one-hot row;
 * each bit (table presence, browser seen): the bit;
 * each day count and value summary: a one-hot histogram row over ``HISTOGRAM_BINS`` fixed bins of its
   scaled value, zero when the device lacks the table;
 * each composition (browser and category shares, power-state shares): the device's shares, zero when
-  the device lacks the table.
+  the device lacks the table;
+* each (attribute, table) pair of ``PRESENCE_GIVEN``: the attribute's one-hot row times the table's
+  presence bit (a 2-way marginal: how many devices of each country, CPU, ... have the table). The
+  pairs are those the benchmark queries group by: a workload-aware choice (as in AIM, McKenna et al.
+  2022), made from the queries, never from the data.
 
-Every block has L2 norm at most 1 (a one-hot row or a bit has norm 1 or 0; a vector of shares that
-sum to one has L2 norm at most 1), so a device's vector has norm at most sqrt(number of blocks): the
-kernel's bound (:mod:`dpbench.privacy.statistics_release`), reached only by a device present in
-every table. Everything below the noisy sum is post-processing: negative counts become zero, and
-histogram bins below ``HISTOGRAM_THRESHOLD`` noise deviations are taken as empty (an empty bin
-is far more common than a sparse one, and spurious mass in far bins would move values by orders of
-magnitude). The number of training rows is treated as public, as in DP-SGD's sampling rate.
+Every block has L2 norm at most 1 before its weight (a one-hot row or a bit has norm 1 or 0; a vector
+of shares that sum to one has L2 norm at most 1); a block is multiplied by its weight (1, or
+``COMPOSITION_WEIGHT`` for the browsing category mix, whose rare categories need less noise), so a
+device's vector has norm at most sqrt(sum of squared weights): the kernel's bound
+(:mod:`dpbench.privacy.statistics_release`), reached only by a device present in every table.
+
+Everything after the noisy sum is post-processing: negative counts become zero; histogram bins below
+``HISTOGRAM_THRESHOLD`` noise deviations are taken as empty (an empty bin is far more common than a
+sparse one, and spurious mass in far bins would move values by orders of magnitude); a 2-way rate is
+shrunk towards the 1-way one with ``SHRINKAGE`` noise deviations' worth of devices, so that a group
+of a few noisy devices inherits the population's rate instead of noise. The number of training rows
+is treated as public, as in DP-SGD's sampling rate.
 """
 
 from __future__ import annotations
@@ -45,18 +56,54 @@ HISTOGRAM_UPPER = 1.2
 scaled value lies in [0, about 1.15]; larger ones count in the last bin)."""
 HISTOGRAM_THRESHOLD = 3.0
 """Histogram bins whose noisy count is below this many noise standard deviations count as empty."""
+SHRINKAGE = 4.0
+"""A 2-way rate or mix is shrunk towards the 1-way one as if it had this many noise deviations' worth
+of extra devices with the 1-way value."""
+PRESENCE_GIVEN: tuple[tuple[str, str], ...] = (
+    ("chassis", "psys"), ("chassis", "c0"), ("chassis", "freq"), ("chassis", "temp"),  # ChassisAgg
+    ("os", "network"), ("cpu", "network"),  # XeonGeo (Xeon is a CPU), NetAsym
+    ("country", "pkg_power"),  # PowerGeo
+    ("country", "battery"), ("cpu", "battery"),  # BatteryGeo, BatteryDemo
+    ("ram", "memory"),  # RamHist
+    ("country", "browsing"), ("persona", "browsing"),  # BrowserRank, PersonaPivot
+    ("cpu", "power_states"),  # SleepPivot
+)
+"""(attribute, table family) pairs whose 2-way presence marginal is released: what the queries group by."""
+COMPOSITION_WEIGHT = {"browsing.category_share": 6.0}
+"""Weights of composition blocks above 1 (their noise, in shares, is divided by the weight)."""
 RELEASE_NAME = "telemetry_marginals"
-CHUNK_ROWS = 65_536
+CHUNK_ROWS = 16_384
 
 
-def block_count(layout: WideLayout = WIDE_LAYOUT) -> int:
-    """Number of marginals, each one a block of L2 norm at most 1 in a device's statistic vector."""
-    return len(layout.categories) + len(layout.bits) + len(layout.gaussians) + len(layout.compositions)
+@dataclass(frozen=True)
+class _Block:
+    """One marginal in the statistic vector: ``width`` entries, each block of norm <= ``weight``."""
+
+    kind: str
+    key: tuple[str, ...]
+    width: int
+    weight: float = 1.0
+
+
+def _blocks(layout: WideLayout) -> list[_Block]:
+    blocks = [_Block("category", (name,), len(values)) for name, (values, _) in layout.categories.items()]
+    blocks += [_Block("bit", (name,), 1) for name in layout.bits]
+    blocks += [_Block("histogram", (name,), HISTOGRAM_BINS) for name in layout.gaussians]
+    blocks += [_Block("composition", (name,), len(parts), COMPOSITION_WEIGHT.get(name, 1.0))
+               for name, (parts, _, _) in layout.compositions.items()]
+    blocks += [_Block("presence_given", (attribute, family), len(layout.categories[attribute][0]))
+               for attribute, family in PRESENCE_GIVEN]
+    return blocks
+
+
+def sensitivity(layout: WideLayout = WIDE_LAYOUT) -> float:
+    """The L2 bound of one device's statistic vector: sqrt of the sum of the blocks' squared weights."""
+    return math.sqrt(sum(block.weight ** 2 for block in _blocks(layout)))
 
 
 def marginals_release(noise_multiplier: float, layout: WideLayout = WIDE_LAYOUT) -> StatisticsRelease:
-    """The kernel release of the marginals at ``noise_multiplier`` (sensitivity sqrt(block count))."""
-    return StatisticsRelease(RELEASE_NAME, math.sqrt(block_count(layout)), noise_multiplier)
+    """The kernel release of the marginals at ``noise_multiplier``."""
+    return StatisticsRelease(RELEASE_NAME, sensitivity(layout), noise_multiplier)
 
 
 def _bin_of(scaled: torch.Tensor) -> torch.Tensor:
@@ -64,17 +111,28 @@ def _bin_of(scaled: torch.Tensor) -> torch.Tensor:
     return torch.clamp((scaled / width).floor().long(), 0, HISTOGRAM_BINS - 1)
 
 
+def _block_rows(block: _Block, rows: torch.Tensor, layout: WideLayout) -> torch.Tensor:
+    """The block's entries for each wide row, before its weight."""
+    if block.kind == "category":
+        return rows[:, layout.categories[block.key[0]][1]]
+    if block.kind == "bit":
+        return rows[:, layout.bits[block.key[0]][0]:layout.bits[block.key[0]][0] + 1]
+    if block.kind == "histogram":
+        column, gate, _ = layout.gaussians[block.key[0]]
+        histogram = torch.zeros(rows.shape[0], HISTOGRAM_BINS, dtype=rows.dtype)
+        histogram[torch.arange(rows.shape[0]), _bin_of(rows[:, column])] = 1.0
+        return histogram * rows[:, gate:gate + 1]
+    if block.kind == "composition":
+        _, columns, gate = layout.compositions[block.key[0]]
+        return rows[:, columns] * rows[:, gate:gate + 1]
+    attribute, family = block.key  # presence_given
+    presence = layout.bits[f"{family}.present"][0]
+    return rows[:, layout.categories[attribute][1]] * rows[:, presence:presence + 1]
+
+
 def statistic_vectors(rows: torch.Tensor, layout: WideLayout = WIDE_LAYOUT) -> torch.Tensor:
     """The statistic vector of each wide row ``[n, layout.width]`` (see the module docstring)."""
-    n = rows.shape[0]
-    parts = [rows[:, columns] for _, columns in layout.categories.values()]
-    parts.append(rows[:, [column for column, _ in layout.bits.values()]])
-    for column, gate, _ in layout.gaussians.values():
-        histogram = torch.zeros(n, HISTOGRAM_BINS, dtype=rows.dtype)
-        histogram[torch.arange(n), _bin_of(rows[:, column])] = 1.0
-        parts.append(histogram * rows[:, gate:gate + 1])
-    parts.extend(rows[:, columns] * rows[:, gate:gate + 1] for _, columns, gate in layout.compositions.values())
-    return torch.cat(parts, dim=1)
+    return torch.cat([block.weight * _block_rows(block, rows, layout) for block in _blocks(layout)], dim=1)
 
 
 @dataclass(frozen=True)
@@ -84,12 +142,15 @@ class Marginals:
     categories: attribute -> shares of its values. bit_rates: one per bit of the layout (a gated bit's
     rate among the rows whose gate is set). histograms: day count or value -> bin masses summing to
     one, or None where no bin survived the noise. compositions: name -> mean shares among present rows.
+    presence_given: (attribute, family) -> the family's presence rate among devices with each value of
+    the attribute.
     """
 
     categories: dict[str, np.ndarray]
     bit_rates: np.ndarray
     histograms: dict[str, np.ndarray | None]
     compositions: dict[str, np.ndarray]
+    presence_given: dict[tuple[str, str], np.ndarray]
 
     @staticmethod
     def bin_edges() -> np.ndarray:
@@ -111,29 +172,39 @@ class Marginals:
 def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
                        layout: WideLayout = WIDE_LAYOUT) -> Marginals:
     """Post-process the released sum of :func:`statistic_vectors` over ``rows`` training rows."""
-    counts = np.maximum(np.asarray(noisy_sum, dtype=np.float64), 0.0)
+    blocks = _blocks(layout)
+    if len(noisy_sum) != sum(block.width for block in blocks):
+        raise ValueError(f"released sum has {len(noisy_sum)} entries; the layout's statistic vector has "
+                         f"{sum(block.width for block in blocks)}")
+    sums: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
+    noise: dict[tuple[str, tuple[str, ...]], float] = {}
     position = 0
+    for block in blocks:  # each block in count units (its weight divided out), negative counts at zero
+        entries = np.asarray(noisy_sum[position:position + block.width], dtype=np.float64) / block.weight
+        sums[block.kind, block.key] = np.maximum(entries, 0.0)
+        noise[block.kind, block.key] = noise_std / block.weight
+        position += block.width
 
-    def take(width: int) -> np.ndarray:
-        nonlocal position
-        position += width
-        return counts[position - width:position]
-
-    categories = {name: _shares(take(columns.stop - columns.start)) for name, (_, columns) in layout.categories.items()}
-    bit_counts = take(len(layout.bits))
-    bit_index = {column: j for j, (column, _) in enumerate(layout.bits.values())}
-    gate_counts = np.array([rows if gate is None else bit_counts[bit_index[gate]] for _, gate in layout.bits.values()])
-    bit_rates = np.clip(bit_counts / np.maximum(gate_counts, 1.0), 0.0, 1.0)
+    categories = {name: _shares(sums["category", (name,)]) for name in layout.categories}
+    bit_counts = {name: float(sums["bit", (name,)][0]) for name in layout.bits}
+    gate_name = {column: name for name, (column, _) in layout.bits.items()}
+    bit_rates = np.array([bit_counts[name] / max(rows if gate is None else bit_counts[gate_name[gate]], 1.0)
+                          for name, (_, gate) in layout.bits.items()]).clip(0.0, 1.0)
     histograms = {}
     for name in layout.gaussians:
-        bins = take(HISTOGRAM_BINS)
-        bins = np.where(bins >= HISTOGRAM_THRESHOLD * noise_std, bins, 0.0)
+        bins = sums["histogram", (name,)]
+        bins = np.where(bins >= HISTOGRAM_THRESHOLD * noise["histogram", (name,)], bins, 0.0)
         histograms[name] = bins / bins.sum() if bins.sum() > 0 else None
-    compositions = {name: _shares(take(columns.stop - columns.start))
-                    for name, (_, columns, _) in layout.compositions.items()}
-    if position != len(counts):
-        raise ValueError(f"released sum has {len(counts)} entries; the layout's statistic vector has {position}")
-    return Marginals(categories, bit_rates, histograms, compositions)
+    compositions = {name: _shares(sums["composition", (name,)]) for name in layout.compositions}
+    presence_given = {}
+    for attribute, family in PRESENCE_GIVEN:
+        pseudo = SHRINKAGE * noise["presence_given", (attribute, family)]
+        overall = bit_rates[list(layout.bits).index(f"{family}.present")]
+        group = categories[attribute] * rows
+        joint = sums["presence_given", (attribute, family)]
+        presence_given[attribute, family] = np.clip((joint + pseudo * overall) / np.maximum(group + pseudo, 1e-12),
+                                                    0.0, 1.0)
+    return Marginals(categories, bit_rates, histograms, compositions, presence_given)
 
 
 def _shares(counts: np.ndarray) -> np.ndarray:

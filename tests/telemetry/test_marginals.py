@@ -12,12 +12,14 @@ from dpbench.models.vae import HurdleVAE
 from dpbench.telemetry.marginals import (
     HISTOGRAM_BINS,
     Marginals,
-    block_count,
+    COMPOSITION_WEIGHT,
+    PRESENCE_GIVEN,
     load_released,
     marginals_from_sum,
     marginals_release,
     release_marginals,
     save_released,
+    sensitivity,
     statistic_vectors,
 )
 from dpbench.telemetry.wide_table import WIDE_LAYOUT, build_wide_table, decode_columns
@@ -32,11 +34,14 @@ def _exact(rows: torch.Tensor) -> Marginals:
     return marginals_from_sum(statistic_vectors(rows).double().sum(0).numpy(), len(rows), noise_std=1e-9)
 
 
-def test_every_block_of_a_wide_row_has_norm_at_most_one_so_no_real_row_is_clipped(rows):
+def test_no_real_row_exceeds_the_bound_so_none_is_clipped(rows):
     vectors = statistic_vectors(rows)
     bound = marginals_release(1.0).bound
-    assert bound == pytest.approx(math.sqrt(block_count()))
+    assert bound == sensitivity()
     assert torch.linalg.vector_norm(vectors, dim=1).max() <= bound
+    blocks = len(WIDE_LAYOUT.categories) + len(WIDE_LAYOUT.bits) + len(WIDE_LAYOUT.gaussians) + len(PRESENCE_GIVEN)
+    weights = [COMPOSITION_WEIGHT.get(name, 1.0) for name in WIDE_LAYOUT.compositions]
+    assert bound == pytest.approx(math.sqrt(blocks + sum(w * w for w in weights)))
     # the worst case: a device in every table with every composition concentrated on one part
     worst = rows[:1].clone()
     for column, _ in WIDE_LAYOUT.bits.values():
@@ -65,6 +70,11 @@ def test_noiseless_marginals_are_the_rows_own(rows):
     values = rows[rows[:, gate] == 1, column].numpy()
     quantiles = marginals.quantiles("battery.duration_mins", np.array([0.1, 0.5, 0.9]))
     assert np.allclose(quantiles, np.quantile(values, [0.1, 0.5, 0.9]), atol=1.2 / HISTOGRAM_BINS)
+    countries = rows[:, WIDE_LAYOUT.categories["country"][1]].argmax(1)
+    battery = rows[:, WIDE_LAYOUT.bits["battery.present"][0]]
+    for value in torch.bincount(countries).argsort(descending=True)[:3].tolist():  # the three largest countries
+        expected = float(battery[countries == value].mean())
+        assert marginals.presence_given["country", "battery"][value] == pytest.approx(expected, rel=1e-6)
     assert n > 0
 
 
@@ -110,6 +120,13 @@ def test_calibrated_samples_have_the_released_marginals(rows):
     category = WIDE_LAYOUT.compositions["browsing.category_share"][1]
     share = sample[browsing][:, category].mean(0).numpy()
     assert 0.5 * np.abs(share - marginals.compositions["browsing.category_share"]).sum() < 0.05
+    # 2-way: battery presence per CPU, which an untrained model knows nothing of
+    cpu = sample[:, WIDE_LAYOUT.categories["cpu"][1]].argmax(1)
+    battery = sample[:, WIDE_LAYOUT.bits["battery.present"][0]]
+    target = marginals.presence_given["cpu", "battery"]
+    for value in torch.bincount(cpu).argsort(descending=True)[:4].tolist():
+        assert float(battery[cpu == value].mean()) == pytest.approx(target[value], abs=0.02), value
+    assert target.max() > 3 * target[target > 0].min()  # the rates do differ between CPUs
     column, gate, _ = WIDE_LAYOUT.gaussians["battery.duration_mins"]
     synthetic = sample[sample[:, gate] == 1, column].numpy()
     real = rows[rows[:, gate] == 1, column].numpy()
