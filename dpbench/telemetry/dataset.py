@@ -62,7 +62,7 @@ class TelemetrySplits(DatasetSplits):
         for release in self.statistics_releases(model):
             noisy_sum = release_marginals(self.train_features, release, generator)
             save_released(Path(run_dir) / RELEASED_FILE, noisy_sum, self.train_size, release)
-            log.info("released the one-way marginals of %d training rows (noise multiplier %.3g, bound %.3g)",
+            log.info("released the marginals of %d training rows (noise multiplier %.3g, bound %.3g)",
                      self.train_size, release.noise_multiplier, release.bound)
             records.append(release.record())
         return records
