@@ -91,6 +91,22 @@ def test_noise_has_the_release_std_and_empty_bins_stay_empty(rows):
     assert marginals.histograms["psys.value"] is None
 
 
+def test_noisy_two_way_rates_add_up_to_the_one_way_count_and_small_groups_take_the_overall_rate(rows):
+    release = marginals_release(2.0)
+    marginals = marginals_from_sum(release_marginals(rows, release, torch.Generator().manual_seed(3)), len(rows),
+                                   release.noise_std)
+    overall = marginals.bit_rates[list(WIDE_LAYOUT.bits).index("battery.present")]
+    for attribute in ("country", "cpu"):
+        rates = marginals.presence_given[attribute, "battery"]
+        group = marginals.categories[attribute] * len(rows)
+        assert float(group @ rates) == pytest.approx(overall * len(rows), rel=1e-9)
+        # a group expected to hold under one battery device is all noise: it gets the overall rate (rescaled)
+        tiny = group * overall < 1.0
+        assert tiny.sum() >= 3, attribute
+        assert np.allclose(rates[tiny], rates[tiny].mean(), rtol=0.3)
+        assert rates[tiny].mean() == pytest.approx(overall, rel=0.5)
+
+
 def test_a_release_round_trips_through_the_run_directory(rows, tmp_path):
     release = marginals_release(3.0)
     noisy = release_marginals(rows, release, torch.Generator().manual_seed(1))
