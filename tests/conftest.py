@@ -45,3 +45,27 @@ def make_config(tmp_path: Path):
             )
 
     return compose_config
+
+
+@pytest.fixture
+def run_killed_after_first_checkpoint(monkeypatch: pytest.MonkeyPatch):
+    """``run_killed_after_first_checkpoint(cfg, run_dir)``: run an experiment that dies (KeyboardInterrupt)
+    right after writing its first checkpoint, as a killed process would."""
+    import dpbench.training.experiment as experiment
+    from dpbench.training.experiment import run_experiment
+
+    real_save = experiment.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt("killed after the first checkpoint")
+
+    def run(cfg: DictConfig, run_dir: Path) -> None:
+        monkeypatch.setattr(experiment, "save_checkpoint", save_then_die)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                run_experiment(cfg, run_dir)
+        finally:
+            monkeypatch.setattr(experiment, "save_checkpoint", real_save)
+
+    return run

@@ -108,25 +108,14 @@ def test_value_spreads_are_learnable_from_any_start(rows):
         assert torch.all(decoded.grad[:, model.width + torch.tensor(network)] != 0), start
 
 
-def test_a_resumed_run_does_not_release_the_marginals_again(tmp_path, monkeypatch):
+def test_a_resumed_run_does_not_release_the_marginals_again(tmp_path, monkeypatch, run_killed_after_first_checkpoint):
     monkeypatch.setenv("DPBENCH_DATA_ROOT", str(tmp_path / "data"))
     overrides = ["dataset=telemetry", "dataset.devices=2000", "model.hidden=[32,16]", "model.latent=4",
                  "train.epochs=2", "train.batch_size=256", "train.physical_batch_size=256", "progress=false",
                  f"paths.results={tmp_path / 'results'}"]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg, resume = compose("config", overrides=overrides), compose("config", overrides=[*overrides, "resume=true"])
-    import dpbench.training.experiment as experiment
-
-    real_save = experiment.save_checkpoint
-
-    def save_then_die(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise KeyboardInterrupt("killed after the first checkpoint")
-
-    monkeypatch.setattr(experiment, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(cfg, tmp_path / "run")
-    monkeypatch.setattr(experiment, "save_checkpoint", real_save)
+    run_killed_after_first_checkpoint(cfg, tmp_path / "run")
     released = (tmp_path / "run" / "released_marginals.npz").read_bytes()
     summary = run_experiment(resume, tmp_path / "run")
     ledger = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["state"]["ledger"]

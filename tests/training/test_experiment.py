@@ -44,22 +44,10 @@ def test_same_seed_same_run_other_seed_other_run(make_config, tmp_path):
     assert not all(torch.equal(weights("a")[k], weights("c")[k]) for k in weights("a"))
 
 
-def test_kill_and_resume_reproduces_the_uninterrupted_run(make_config, tmp_path, monkeypatch):
+def test_kill_and_resume_reproduces_the_uninterrupted_run(make_config, tmp_path, run_killed_after_first_checkpoint):
     schedule = ("train.epochs=3", "train.lr_schedule=cosine", "train.warmup_epochs=1")  # the rate depends on the step
     straight = run_experiment(make_config(*schedule), tmp_path / "straight")
-
-    import dpbench.training.experiment as experiment
-
-    real_save = experiment.save_checkpoint
-
-    def save_then_die(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise KeyboardInterrupt("killed after the first checkpoint")
-
-    monkeypatch.setattr(experiment, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(make_config(*schedule), tmp_path / "killed")
-    monkeypatch.setattr(experiment, "save_checkpoint", real_save)
+    run_killed_after_first_checkpoint(make_config(*schedule), tmp_path / "killed")
     assert not (tmp_path / "killed" / "summary.json").exists()
     with pytest.raises(RunDirectoryError, match="resume=true"):
         run_experiment(make_config(*schedule), tmp_path / "killed")
