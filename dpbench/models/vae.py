@@ -12,7 +12,7 @@ the likelihood of a wide row given the latent:
   summary in its fixed log1p scale (a log-normal: heavy tails are a shift of the mean, not outliers
   of a squared error), and a categorical for each composition (soft-target cross-entropy); absent
   tables contribute nothing but their presence bit. Sampling draws from these distributions;
-  :meth:`HurdleVAE.calibrate` fits them to one-way marginals released with DP (see
+  :meth:`HurdleVAE.calibrate` fits them to marginals released with DP (see
   :mod:`dpbench.telemetry.marginals` for why DP-SGD needs it).
 
 The harness hands the loss ``(model(x), y)`` per example, with ``y`` a class index, so ``forward``
@@ -23,6 +23,7 @@ by side in one tensor, and :meth:`loss` reads the target from there. Examples ne
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from itertools import pairwise
 
 import torch
@@ -236,61 +237,82 @@ class HurdleVAE(_WideVAE):
         Over ``n`` latent draws from the prior, with their categories drawn as sampling will draw them:
         one logit offset per category value, per bit and per composition part such that the mean
         probabilities equal the 1-way marginals (a gated bit's and a composition's among rows weighted
-        by their table's presence probability); one more offset per (category value, table presence bit)
-        fitted by raking over the attributes so that each table's presence rate among each attribute
-        value's rows equals the released 2-way marginal; and, for each day count and value, the monotone map taking the quantiles of its draws
-        (weighted by presence) to the released histogram's. Only how many samples fall where changes,
-        not which latent draws they come from. The marginals are a DP release and the model a DP release,
-        so this is post-processing.
+        by their table's presence probability); one more offset per (category value, table presence
+        bit), raked over the attributes so that each table's presence rate among each attribute value's
+        rows equals the released 2-way marginal; and, for each day count and value, the monotone map
+        taking the quantiles of its draws (weighted by presence) to the released histogram's. Only how
+        many samples fall where changes, not which latent draws they come from. The marginals and the
+        model are DP releases, so this is post-processing.
         """
         decoded = self.decoder(torch.randn(n, self.latent, generator=generator).to(self.logit_offsets.device))
         decoded = decoded.cpu().double()
         logits, sigma = decoded[:, :self.width], _log_sigma(decoded[:, self.width:]).exp()
         offsets = torch.zeros(self.width, dtype=torch.float64)
         conditional = torch.zeros(self._categories_width, self.width, dtype=torch.float64)
-        ones = torch.ones(n, dtype=torch.float64)
+        groups = self._calibrate_categories(logits, offsets, marginals, generator)
         drawn = torch.zeros(n, self._categories_width, dtype=torch.float64)
-        groups = {}
         for name, (_, columns) in self.layout.categories.items():
-            offsets[columns] = rake_softmax(logits[:, columns], ones, torch.from_numpy(marginals.categories[name]))
-            groups[name] = torch.multinomial(torch.softmax(logits[:, columns] + offsets[columns], 1), 1,
-                                             generator=generator)[:, 0]
             drawn[torch.arange(n), columns.start + groups[name]] = 1.0
 
         def probability(column: int) -> Tensor:
             return torch.sigmoid(logits[:, column] + offsets[column] + drawn @ conditional[:, column])
 
-        presence: dict[int, Tensor] = {}
-        for j, (name, (column, gate)) in enumerate(self.layout.bits.items()):
-            if gate is not None:
-                continue
-            offsets[column] = bit_offset(logits[:, column], ones, float(marginals.bit_rates[j]))
-            given = [attribute for attribute, family in marginals.presence_given if name == f"{family}.present"]
-            for _ in range(RAKING_CYCLES if given else 0):
-                for attribute in given:
-                    columns = self.layout.categories[attribute][1]
-                    target = torch.from_numpy(marginals.presence_given[attribute, name.removesuffix(".present")])
-                    size = torch.bincount(groups[attribute], minlength=len(target)).double()
-                    mean = torch.bincount(groups[attribute], probability(column), minlength=len(target)) / size.clamp_min(1)
-                    step = torch.logit(target.clamp(1e-6, 1 - 1e-6)) - torch.logit(mean.clamp(1e-6, 1 - 1e-6))
-                    conditional[columns, column] += torch.where(size > 0, step, 0.0)
-            presence[column] = probability(column)
-        for j, (column, gate) in enumerate(self.layout.bits.values()):
-            if gate is not None:
-                offsets[column] = bit_offset(logits[:, column], presence[gate], float(marginals.bit_rates[j]))
-                presence[column] = probability(column)
+        presence = self._calibrate_bits(logits, offsets, conditional, groups, probability, marginals)
         for name, (_, columns, gate) in self.layout.compositions.items():
             offsets[columns] = rake_softmax(logits[:, columns], presence[gate],
                                             torch.from_numpy(marginals.compositions[name]))
         self.logit_offsets.copy_(offsets)
         self.conditional_offsets.copy_(conditional)
+        self._calibrate_values(logits, sigma, presence, marginals, generator)
+
+    def _calibrate_categories(self, logits: Tensor, offsets: Tensor, marginals: Marginals,
+                              generator: torch.Generator) -> dict[str, Tensor]:
+        """Set the category offsets; returns each row's category values drawn with them."""
+        ones = torch.ones(len(logits), dtype=torch.float64)
+        groups = {}
+        for name, (_, columns) in self.layout.categories.items():
+            offsets[columns] = rake_softmax(logits[:, columns], ones, torch.from_numpy(marginals.categories[name]))
+            probabilities = torch.softmax(logits[:, columns] + offsets[columns], 1)
+            groups[name] = torch.multinomial(probabilities, 1, generator=generator)[:, 0]
+        return groups
+
+    def _calibrate_bits(self, logits: Tensor, offsets: Tensor, conditional: Tensor, groups: dict[str, Tensor],
+                        probability: Callable[[int], Tensor], marginals: Marginals) -> dict[int, Tensor]:
+        """Set the bits' offsets (presence bits raked to their 2-way rates, then the gated bits);
+        returns each bit's probability per row."""
+        ones = torch.ones(len(logits), dtype=torch.float64)
+        presence: dict[int, Tensor] = {}
+        for j, (name, (column, gate)) in enumerate(self.layout.bits.items()):
+            if gate is not None:
+                continue
+            offsets[column] = bit_offset(logits[:, column], ones, float(marginals.bit_rates[j]))
+            family = name.removesuffix(".present")
+            given = [attribute for attribute, paired in marginals.presence_given if paired == family]
+            for _ in range(RAKING_CYCLES if given else 0):
+                for attribute in given:
+                    target = torch.from_numpy(marginals.presence_given[attribute, family])
+                    size = torch.bincount(groups[attribute], minlength=len(target)).double()
+                    mean = torch.bincount(groups[attribute], probability(column), minlength=len(target))
+                    mean = mean / size.clamp_min(1)
+                    step = torch.logit(target.clamp(1e-6, 1 - 1e-6)) - torch.logit(mean.clamp(1e-6, 1 - 1e-6))
+                    conditional[self.layout.categories[attribute][1], column] += torch.where(size > 0, step, 0.0)
+            presence[column] = probability(column)
+        for j, (column, gate) in enumerate(self.layout.bits.values()):
+            if gate is not None:
+                offsets[column] = bit_offset(logits[:, column], presence[gate], float(marginals.bit_rates[j]))
+                presence[column] = probability(column)
+        return presence
+
+    def _calibrate_values(self, logits: Tensor, sigma: Tensor, presence: dict[int, Tensor], marginals: Marginals,
+                          generator: torch.Generator) -> None:
+        """Set the monotone maps of the day counts and values that have a released histogram."""
         quantiles = torch.linspace(0.0, 1.0, QUANTILE_POINTS, dtype=torch.float64)
         self.value_mapped.zero_()
         for j, (name, (column, gate, _)) in enumerate(self.layout.gaussians.items()):
             target = marginals.quantiles(name, quantiles.numpy())
             if target is None:
                 continue
-            draws = logits[:, column] + sigma[:, j] * torch.randn(n, generator=generator, dtype=torch.float64)
-            source = weighted_quantiles(draws, presence[gate], quantiles)
+            noise = torch.randn(len(logits), generator=generator, dtype=torch.float64)
+            source = weighted_quantiles(logits[:, column] + sigma[:, j] * noise, presence[gate], quantiles)
             self.value_maps[j] = torch.stack([source, torch.from_numpy(target)]).to(self.value_maps)
             self.value_mapped[j] = True

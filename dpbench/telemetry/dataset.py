@@ -133,6 +133,7 @@ def synthesize_run(run_dir: Path | str, out_dir: Path | str | None = None, seed:
     epoch, averaged = load_released_model(files.checkpoint, model)
     n_devices = open_table(tables_dir, "system_sysinfo_unique_normalized").num_rows
     released = files.dir / RELEASED_FILE
+    marginals = load_released(released) if released.exists() else None
     utility = synthesize_and_score(model, n_devices, tables_dir, Path(out_dir or files.dir / "synthetic"),
-                                   cfg.seed if seed is None else seed, load_released(released) if released.exists() else None)
+                                   cfg.seed if seed is None else seed, marginals)
     return utility | {"epoch": epoch, "parameter_ema": averaged}

@@ -183,7 +183,8 @@ def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
     noise: dict[tuple[str, tuple[str, ...]], float] = {}
     position = 0
     for block in blocks:  # each block in count units (its weight divided out)
-        raw[block.kind, block.key] = np.asarray(noisy_sum[position:position + block.width], dtype=np.float64) / block.weight
+        entries = np.asarray(noisy_sum[position:position + block.width], dtype=np.float64)
+        raw[block.kind, block.key] = entries / block.weight
         noise[block.kind, block.key] = noise_std / block.weight
         position += block.width
     sums = {key: np.maximum(entries, 0.0) for key, entries in raw.items()}  # negative counts at zero
@@ -209,7 +210,9 @@ def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
         joint = expected + weight * (raw["presence_given", (attribute, family)] - expected)
         rates = np.clip(np.where(group > 0, joint / np.maximum(group, 1e-12), overall), 0.0, 1.0)
         implied = float(group @ rates)  # the table's devices these rates imply, made equal to the 1-way count
-        presence_given[attribute, family] = np.clip(rates * overall * rows / implied, 0.0, 1.0) if implied > 0 else rates
+        if implied > 0:
+            rates = np.clip(rates * overall * rows / implied, 0.0, 1.0)
+        presence_given[attribute, family] = rates
     return Marginals(categories, bit_rates, histograms, compositions, presence_given)
 
 

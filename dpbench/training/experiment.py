@@ -235,7 +235,8 @@ def _summary(cfg: DictConfig, run_dir: Path, dataset: str, plan: TrainingPlan, p
 
 def _result_row(summary: dict) -> dict:
     utility = summary.get("utility")
-    return {key: value for key, value in summary.items() if key not in ("config", "verification", "utility", "statistics_releases")} | {
+    nested = ("config", "verification", "utility", "statistics_releases")
+    return {key: value for key, value in summary.items() if key not in nested} | {
         "lr": summary["config"]["train"]["lr"],
         "max_grad_norm": summary["config"]["mechanism"].get("max_grad_norm"),
     } | ({f"utility_{key}": utility[key] for key in ("queries_passed", "queries_evaluable", "mean_score")}
