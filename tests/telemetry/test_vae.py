@@ -122,3 +122,18 @@ def test_a_resumed_run_does_not_release_the_marginals_again(tmp_path, monkeypatc
     assert [r["mechanism"] for r in ledger].count("telemetry_marginals") == 1
     assert (tmp_path / "run" / "released_marginals.npz").read_bytes() == released
     assert summary["epsilon"] <= 4.0 and summary["utility"]["calibrated_to_marginals"]
+
+
+def test_a_researcher_form_plugin_is_verified_with_the_release_in_its_ledger(tmp_path, monkeypatch):
+    monkeypatch.setenv("DPBENCH_DATA_ROOT", str(tmp_path / "data"))
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[
+            "dataset=telemetry", "mechanism=example_plugin", "dataset.devices=2000", "model.hidden=[32,16]",
+            "model.latent=4", "train.epochs=1", "train.batch_size=256", "train.physical_batch_size=256",
+            "privacy.target_epsilon=4", "progress=false", f"paths.results={tmp_path / 'results'}"])
+    summary = run_experiment(cfg, tmp_path / "run")
+    ledger = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["state"]["ledger"]
+    assert ledger[0]["mechanism"] == "telemetry_marginals" and ledger[0]["noise_source"] == "harness"
+    assert all(record["noise_source"] == "claimed" for record in ledger[1:])
+    assert summary["contract"] == "researcher" and summary["verdict"] == "VERIFIED"
+    assert 0.99 * 4.0 <= summary["epsilon"] <= 4.0  # the release is part of the verified epsilon
