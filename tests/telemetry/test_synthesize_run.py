@@ -12,15 +12,12 @@ from dpbench.training.experiment import run_experiment
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, tiny_run_overrides):
     root = tmp_path_factory.mktemp("tiny_run")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DPBENCH_DATA_ROOT", str(root / "data"))
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose("config", overrides=[
-                "dataset=telemetry", "model=vae_hurdle", "dataset.devices=2000", "model.hidden=[32,16]",
-                "model.latent=4", "train.epochs=1", "train.batch_size=256", "train.physical_batch_size=256",
-                "privacy.target_epsilon=4", "progress=false", f"paths.results={root / 'results'}"])
+            cfg = compose("config", overrides=tiny_run_overrides(root, "model=vae_hurdle"))
         summary = run_experiment(cfg, root / "run")
     return root / "run", summary
 

@@ -108,11 +108,10 @@ def test_value_spreads_are_learnable_from_any_start(rows):
         assert torch.all(decoded.grad[:, model.width + torch.tensor(network)] != 0), start
 
 
-def test_a_resumed_run_does_not_release_the_marginals_again(tmp_path, monkeypatch, run_killed_after_first_checkpoint):
+def test_a_resumed_run_does_not_release_the_marginals_again(tmp_path, monkeypatch, run_killed_after_first_checkpoint,
+                                                            tiny_run_overrides):
     monkeypatch.setenv("DPBENCH_DATA_ROOT", str(tmp_path / "data"))
-    overrides = ["dataset=telemetry", "dataset.devices=2000", "model.hidden=[32,16]", "model.latent=4",
-                 "train.epochs=2", "train.batch_size=256", "train.physical_batch_size=256", "progress=false",
-                 f"paths.results={tmp_path / 'results'}"]
+    overrides = tiny_run_overrides(tmp_path, "train.epochs=2")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg, resume = compose("config", overrides=overrides), compose("config", overrides=[*overrides, "resume=true"])
     run_killed_after_first_checkpoint(cfg, tmp_path / "run")
@@ -124,13 +123,10 @@ def test_a_resumed_run_does_not_release_the_marginals_again(tmp_path, monkeypatc
     assert summary["epsilon"] <= 4.0 and summary["utility"]["calibrated_to_marginals"]
 
 
-def test_a_researcher_form_plugin_is_verified_with_the_release_in_its_ledger(tmp_path, monkeypatch):
+def test_a_researcher_form_plugin_is_verified_with_the_release_in_its_ledger(tmp_path, monkeypatch, tiny_run_overrides):
     monkeypatch.setenv("DPBENCH_DATA_ROOT", str(tmp_path / "data"))
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[
-            "dataset=telemetry", "mechanism=example_plugin", "dataset.devices=2000", "model.hidden=[32,16]",
-            "model.latent=4", "train.epochs=1", "train.batch_size=256", "train.physical_batch_size=256",
-            "privacy.target_epsilon=4", "progress=false", f"paths.results={tmp_path / 'results'}"])
+        cfg = compose("config", overrides=tiny_run_overrides(tmp_path, "mechanism=example_plugin"))
     summary = run_experiment(cfg, tmp_path / "run")
     ledger = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["state"]["ledger"]
     assert ledger[0]["mechanism"] == "telemetry_marginals" and ledger[0]["noise_source"] == "harness"
