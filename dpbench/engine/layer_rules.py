@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vjp, vmap
 
+from dpbench.engine.norms import checked_squared_norms, squared_norms
+
 
 @dataclass
 class LayerCall:
@@ -108,7 +110,7 @@ class ExplicitGradients:
         self.per_example = per_example
 
     def squared_norms(self) -> torch.Tensor:
-        return torch.linalg.vector_norm(self.per_example.flatten(start_dim=1), dim=1).square()
+        return squared_norms(self.per_example.flatten(start_dim=1))
 
     def weighted_sum(self, weights: torch.Tensor) -> torch.Tensor:
         flat = self.per_example.reshape(self.per_example.shape[0], -1)
@@ -132,10 +134,9 @@ class GhostProduct:
 
     def squared_norms(self) -> torch.Tensor:
         if self.a.shape[2] == 1:
-            return (_squared_norms(self.a) * _squared_norms(self.e)).sum(dim=(1, 2))
-        gram_a = self.a @ self.a.transpose(-1, -2)
-        gram_e = self.e @ self.e.transpose(-1, -2)
-        return (gram_a * gram_e).sum(dim=(1, 2, 3))
+            return (squared_norms(self.a) * squared_norms(self.e)).sum(dim=(1, 2))
+        return checked_squared_norms(_ghost_identity(self.a, self.e), lambda i: _ghost_identity(
+            self.a[i].to(torch.float64), self.e[i].to(torch.float64)))
 
     def weighted_sum(self, weights: torch.Tensor) -> torch.Tensor:
         w = weights.to(self.e.dtype).view(-1, 1, 1, 1)
@@ -151,9 +152,9 @@ class GhostProduct:
         return torch.einsum("bgto,bgti->bgoi", self.e, self.a).reshape(self.a.shape[0], *self.shape)
 
 
-def _squared_norms(tensor: torch.Tensor) -> torch.Tensor:
-    """Squared L2 norms over the last dimension, without a squared copy of ``tensor``."""
-    return torch.linalg.vector_norm(tensor, dim=-1).square()
+def _ghost_identity(a: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """``sum_{t,t'} (a_t . a_t')(e_t . e_t')`` per example, for ``[B, G, T, d]`` inputs."""
+    return ((a @ a.transpose(-1, -2)) * (e @ e.transpose(-1, -2))).sum(dim=(1, 2, 3))
 
 
 def _joined(tensors: list[torch.Tensor], dim: int = 1) -> torch.Tensor:
@@ -398,8 +399,8 @@ class EmbeddingGradients:
         self.idx, self.e, self.shape = indices, backprops, shape
 
     def squared_norms(self) -> torch.Tensor:
-        same_row = (self.idx.unsqueeze(2) == self.idx.unsqueeze(1)).to(self.e.dtype)
-        return (same_row * (self.e @ self.e.transpose(1, 2))).sum(dim=(1, 2))
+        return checked_squared_norms(_embedding_identity(self.idx, self.e), lambda i: _embedding_identity(
+            self.idx[i], self.e[i].to(torch.float64)))
 
     def weighted_sum(self, weights: torch.Tensor) -> torch.Tensor:
         scaled = self.e * weights.to(self.e.dtype).view(-1, 1, 1)
@@ -412,6 +413,12 @@ class EmbeddingGradients:
         total = self.e.new_zeros(batch * rows, self.shape[1])
         total.index_add_(0, (self.idx + offsets).flatten(), self.e.reshape(-1, self.shape[1]))
         return total.view(batch, *self.shape)
+
+
+def _embedding_identity(idx: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """``sum_{t,t'} [idx_t = idx_t'] (e_t . e_t')`` per example."""
+    same_row = (idx.unsqueeze(2) == idx.unsqueeze(1)).to(e.dtype)
+    return (same_row * (e @ e.transpose(1, 2))).sum(dim=(1, 2))
 
 
 @register_rule(nn.Embedding)

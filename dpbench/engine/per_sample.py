@@ -6,12 +6,14 @@ from typing import Protocol
 
 import torch
 
+from dpbench.engine.norms import squared_norms
+
 
 class PerSampleGradients(Protocol):
     """Per-example gradients of one physical batch, possibly never materialised.
 
-    ``squared_norms`` is ``[B, P]``: the squared L2 norm of example b's gradient for parameter tensor
-    p. ``weighted_sum(weights)`` with ``weights`` of shape ``[B, P]`` returns, for every parameter
+    ``squared_norms`` is ``[B, P]``, float64 (:mod:`dpbench.engine.norms`): the squared L2 norm of
+    example b's gradient for parameter tensor p. ``weighted_sum(weights)`` with ``weights`` of shape ``[B, P]`` returns, for every parameter
     tensor p, ``sum_b weights[b, p] * grad_b[p]``. ``losses`` is ``[B]``."""
 
     batch_size: int
@@ -37,7 +39,7 @@ class MaterializedGradients:
         self.losses = losses if losses is not None else torch.zeros(self.batch_size)
 
     def squared_norms(self) -> torch.Tensor:
-        return torch.stack([g.flatten(start_dim=1).pow(2).sum(dim=1) for g in self.tensors], dim=1)
+        return torch.stack([squared_norms(g.flatten(start_dim=1)) for g in self.tensors], dim=1)
 
     def weighted_sum(self, weights: torch.Tensor) -> list[torch.Tensor]:
         return [

@@ -19,9 +19,15 @@ from typing import Sequence
 import torch
 
 from dpbench.engine.per_sample import PerSampleGradients
+from dpbench.privacy.isolation import call_isolated, plain_tensor
 from dpbench.privacy.mechanism import Mechanism, MechanismContractError
 
 STATISTIC_BOUND = 0.5
+SAFETY_MARGIN = 2.0**-20
+"""Relative shrink of every clipping factor: larger than float32's rounding of the factor and of the
+weighted sum, so the float32 contribution stays within the float64-checked bound."""
+FACTOR_CAP = 1e30
+"""No example's gradient is scaled up by more than this (factor times gradient stays finite in float32)."""
 
 
 @dataclass(frozen=True)
@@ -69,33 +75,63 @@ def clip_chunk(
     per_sample: PerSampleGradients, mechanism: Mechanism, plan: ClippingPlan, step: int, epoch: int
 ) -> ClippedChunk:
     """Sum over the batch of the clipped per-example gradients, with the bound enforced, and the sum
-    of the mechanism's clamped per-example statistic (0 if it asks for none)."""
-    squared = per_sample.squared_norms()
+    of the mechanism's clamped per-example statistic (0 if it asks for none).
+
+    Norms and factors are computed in float64 from the engine's squared norms; the mechanism's raw-data
+    hooks get copies of the norms and run isolated (:mod:`dpbench.privacy.isolation`)."""
+    squared = per_sample.squared_norms().to(torch.float64)
     if not torch.isfinite(squared).all():
         bad = (~torch.isfinite(squared).all(dim=1)).nonzero().flatten().tolist()
         raise FloatingPointError(
             f"step {step}: non-finite per-sample gradient for {len(bad)} example(s) of the batch; the loss "
-            "has diverged: lower train.lr or check the inputs"
+            "has diverged or an input holds inf/NaN: lower train.lr or check the inputs"
         )
-    membership = torch.zeros(squared.shape[1], len(plan.groups), dtype=squared.dtype, device=squared.device)
+    membership = torch.zeros(squared.shape[1], len(plan.groups), dtype=torch.float64, device=squared.device)
     for g, group in enumerate(plan.groups):
         membership[list(group), g] = 1.0
     group_norms = (squared @ membership).sqrt()
-    thresholds = torch.tensor(plan.thresholds, dtype=squared.dtype, device=squared.device)
-    proposed = mechanism.clip_factors(group_norms, thresholds, step, epoch)
+    thresholds = torch.tensor(plan.thresholds, dtype=torch.float64, device=squared.device)
+    proposed = _raw_data_hook(mechanism, "clip_factors", group_norms, thresholds, step, epoch)
     if proposed.shape != group_norms.shape or not torch.isfinite(proposed).all() or (proposed < 0).any():
         raise MechanismContractError(
             f"mechanism '{mechanism.name}' step {step}: clip_factors must return finite factors >= 0 of shape "
             f"{tuple(group_norms.shape)}, got shape {tuple(proposed.shape)}"
         )
-    bound = thresholds / group_norms.clamp_min(1e-30)
-    factors = torch.minimum(proposed, bound)
+    factors = bounded_factors(proposed, group_norms, thresholds)
     statistic = 0.0
     if mechanism.statistic_noise is not None:
-        values = mechanism.clip_statistic(group_norms, thresholds, step, epoch)
+        values = _raw_data_hook(mechanism, "clip_statistic", group_norms, thresholds, step, epoch)
         if values.shape != group_norms.shape[:1] or not torch.isfinite(values).all():
             raise MechanismContractError(
                 f"mechanism '{mechanism.name}' step {step}: clip_statistic must return {group_norms.shape[0]} finite values"
             )
-        statistic = float(values.clamp(-STATISTIC_BOUND, STATISTIC_BOUND).sum())
-    return ClippedChunk(per_sample.weighted_sum(factors @ membership.T), statistic)
+        statistic = float(values.to(torch.float64).clamp(-STATISTIC_BOUND, STATISTIC_BOUND).sum())
+    return ClippedChunk(per_sample.weighted_sum(factors @ membership.to(factors.dtype).T), statistic)
+
+
+def bounded_factors(proposed: torch.Tensor, group_norms: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """The float32 factors the engine applies: ``min(proposed, C_g / norm)``, shrunk by ``SAFETY_MARGIN``
+    (which covers the float32 rounding of the factor and of the engine's weighted sum), capped at
+    ``FACTOR_CAP`` (so that factor times gradient cannot overflow), and then *checked* in float64:
+    ``factor * norm <= C_g`` for every example and group, or the step is refused. An example whose
+    gradient is exactly zero gets a factor of at most 1 (its contribution is zero either way)."""
+    cap = torch.where(group_norms > 0, thresholds / group_norms, torch.ones_like(group_norms))
+    factors = torch.minimum(proposed.to(torch.float64), cap).clamp(max=FACTOR_CAP) * (1.0 - SAFETY_MARGIN)
+    applied = factors.to(torch.float32)
+    if not bool((applied.to(torch.float64) * group_norms <= thresholds).all()):
+        raise FloatingPointError(
+            "clipping factors exceed the bound after rounding to float32; the step is refused (this is a bug in "
+            "dpbench's kernel: please report it with the mechanism and model)"
+        )
+    return applied
+
+
+def _raw_data_hook(
+    mechanism: Mechanism, hook: str, group_norms: torch.Tensor, thresholds: torch.Tensor, step: int, epoch: int
+) -> torch.Tensor:
+    """Call a hook that sees un-noised norms with copies of them; the base class's own hooks are kernel
+    code, a subclass's run isolated (any change to the state its code can reach is refused)."""
+    args = (group_norms.clone(), thresholds.clone(), step, epoch)
+    if getattr(type(mechanism), hook) is getattr(Mechanism, hook):
+        return getattr(mechanism, hook)(*args)
+    return plain_tensor(call_isolated(mechanism, hook, mechanism.name, step, *args), hook, mechanism.name, step)

@@ -25,4 +25,4 @@ def test_group_norm_option(model_class, shape):
 
     reference = FunctorchEngine(normed, F.cross_entropy).per_sample_gradients(x, y)
     ghost = GhostEngine(normed, F.cross_entropy).per_sample_gradients(x, y)
-    torch.testing.assert_close(ghost.squared_norms(), reference.squared_norms(), rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(ghost.squared_norms(), reference.squared_norms(), rtol=1e-4, atol=1e-8)

@@ -35,7 +35,7 @@ def test_ghost_engine_matches_per_sample_reference():
         x, y = torch.randn(6, *shape), torch.randint(0, 10, (6,))
         reference = FunctorchEngine(model, F.cross_entropy).per_sample_gradients(x, y)
         ghost = GhostEngine(model, F.cross_entropy).per_sample_gradients(x, y)
-        torch.testing.assert_close(ghost.squared_norms(), reference.squared_norms(), rtol=1e-5, atol=1e-8)
+        torch.testing.assert_close(ghost.squared_norms(), reference.squared_norms(), rtol=1e-4, atol=1e-8)
         weights = torch.rand(reference.squared_norms().shape)  # one weight per example and parameter tensor
         for got, expected in zip(ghost.weighted_sum(weights), reference.weighted_sum(weights)):
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
