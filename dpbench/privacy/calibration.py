@@ -67,6 +67,11 @@ def validate_privacy_target(target_epsilon: float, delta: float, plan: TrainingP
         )
     if plan.epochs <= 0:
         raise PrivacyConfigError(f"epochs must be >= 1, got {plan.epochs}; set train.epochs")
+    if not float(plan.expected_batch_size).is_integer():
+        raise PrivacyConfigError(
+            f"expected batch size {plan.expected_batch_size} is not an integer; set train.batch_size to a whole "
+            "number of examples (mechanisms receive it as an int)"
+        )
     if not (0 < plan.expected_batch_size <= plan.dataset_size):
         raise PrivacyConfigError(
             f"expected batch size {plan.expected_batch_size} gives sampling rate q = "

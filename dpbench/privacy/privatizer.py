@@ -12,7 +12,12 @@ from dpbench.engine.per_sample import PerSampleGradients
 from dpbench.privacy.clipping import STATISTIC_BOUND, check_groups, clip_chunk, clipping_plan
 from dpbench.privacy.ledger import StepRecord
 from dpbench.privacy.mechanism import Mechanism, ResearcherMechanism, check_plugin_output, claimed_sigma
-from dpbench.privacy.noise import add_gaussian_noise, combined_noise_multiplier, gradient_noise_multiplier
+from dpbench.privacy.noise import (
+    NoiseSource,
+    add_gaussian_noise,
+    combined_noise_multiplier,
+    gradient_noise_multiplier,
+)
 
 
 @dataclass
@@ -41,7 +46,7 @@ class StructuredPrivatizer:
         noise_multiplier: float,
         expected_batch_size: float,
         sampling_rate: float,
-        generator: torch.Generator | None = None,
+        generator: NoiseSource = None,
         device: torch.device | str = "cpu",
     ) -> None:
         self.mechanism = mechanism

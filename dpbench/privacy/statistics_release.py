@@ -18,6 +18,7 @@ from typing import Iterable
 import torch
 
 from dpbench.privacy.ledger import StepRecord
+from dpbench.privacy.noise import NoiseSource, standard_normal
 
 RELEASE_STEP = -1
 """The ledger step (and epoch) of releases made before the first training step."""
@@ -58,7 +59,7 @@ def clip_rows(rows: torch.Tensor, bound: float) -> torch.Tensor:
     return rows * torch.clamp(bound / norms.clamp_min(1e-12), max=1.0)
 
 
-def release_sum(chunks: Iterable[torch.Tensor], release: StatisticsRelease, generator: torch.Generator) -> torch.Tensor:
+def release_sum(chunks: Iterable[torch.Tensor], release: StatisticsRelease, source: NoiseSource) -> torch.Tensor:
     """The noised sum (float64) of every row of every chunk ``[n_i, d]``, each row clipped to ``release.bound``."""
     total: torch.Tensor | None = None
     for chunk in chunks:
@@ -70,5 +71,5 @@ def release_sum(chunks: Iterable[torch.Tensor], release: StatisticsRelease, gene
         total = clipped if total is None else total + clipped
     if total is None:
         raise ValueError(f"release '{release.name}': no rows to release")
-    noise = torch.randn(total.shape, generator=generator, dtype=torch.float64)
+    noise = standard_normal(total.shape, torch.float64, total.device, source)
     return total + release.noise_std * noise

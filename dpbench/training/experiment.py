@@ -27,6 +27,7 @@ from dpbench.data.augmentation import random_crop_flip
 from dpbench.engine import FunctorchEngine, GhostEngine, GradientEngine
 from dpbench.engine.augmentation_multiplicity import AugmentationMultiplicity
 from dpbench.privacy.calibration import TrainingPlan, validate_privacy_target
+from dpbench.privacy.noise import entropy_seed, noise_source
 from dpbench.privacy.sampler import PoissonSampler
 from dpbench.reporting.run_files import RunFiles, append_result_row
 from dpbench.runtime import pick_device
@@ -65,7 +66,10 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     plan = TrainingPlan(data.train_size, float(cfg.train.batch_size), int(cfg.train.epochs), releases)
     validate_privacy_target(cfg.privacy.target_epsilon, cfg.privacy.target_delta, plan)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    noise_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    secure = bool(cfg.privacy.secure_noise)
+    noise_generator = noise_source(secure, cfg.seed + 1, device)
+    if secure:  # researcher-form plugins draw their noise from torch's global generator
+        torch.manual_seed(entropy_seed())
     prepared = prepare_mechanism(
         OmegaConf.to_container(cfg.mechanism, resolve=True),
         plan,
@@ -79,7 +83,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         seed=cfg.seed,
     )
     optimizer = _optimizer(cfg.train, parameters)
-    sampler = PoissonSampler(plan.dataset_size, plan.sampling_rate, seed=cfg.seed + 2)
+    sampler = PoissonSampler(plan.dataset_size, plan.sampling_rate, seed=entropy_seed() if secure else cfg.seed + 2)
     engine = _engine(cfg.train.engine, model, cfg.train.get("augmentation"))
     state = TrainingState()
     if resume:
@@ -88,7 +92,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         )
         log.info("resumed %s after epoch %d (step %d)", run_dir, state.epoch, state.step)
     elif releases:  # statistics of the training data released once, before training, and accounted with it
-        for record in data.release_statistics(model, files.dir, torch.Generator().manual_seed(cfg.seed + 3)):
+        for record in data.release_statistics(model, files.dir, noise_source(secure, cfg.seed + 3)):
             state.ledger.append(record)
     log.info(
         "%s on %s (%s): N=%d, q=%.5f, %d steps/epoch x %d epochs, calibrated noise multiplier z=%.4f for "
@@ -207,6 +211,7 @@ def _summary(cfg: DictConfig, run_dir: Path, dataset: str, plan: TrainingPlan, p
         "mechanism": prepared.name,
         "contract": prepared.contract,
         "seed": cfg.seed,
+        "noise": "os-entropy" if cfg.privacy.secure_noise else "seeded: reproducible from the seed; never release the model",
         "final_accuracy": accuracies[-1],
         "best_accuracy": max(accuracies) if accuracies[0] is not None else None,
         "target_epsilon": cfg.privacy.target_epsilon,

@@ -51,6 +51,7 @@ def test_plan_steps():
         (3.0, 0.0, 100, 1, "1/N"),
         (3.0, 1e-5, 20000, 1, "q must be in"),
         (3.0, 1e-5, 100, 0, "epochs"),
+        (3.0, 1e-5, 100.5, 1, "not an integer"),
     ],
 )
 def test_impossible_settings_are_refused_with_reason(epsilon_target, delta, batch, epochs, message):
