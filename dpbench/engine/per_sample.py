@@ -13,8 +13,8 @@ class PerSampleGradients(Protocol):
     """Per-example gradients of one physical batch, possibly never materialised.
 
     ``squared_norms`` is ``[B, P]``, float64 (:mod:`dpbench.engine.norms`): the squared L2 norm of
-    example b's gradient for parameter tensor p. ``weighted_sum(weights)`` with ``weights`` of shape ``[B, P]`` returns, for every parameter
-    tensor p, ``sum_b weights[b, p] * grad_b[p]``. ``losses`` is ``[B]``."""
+    example b's gradient for parameter tensor p. ``weighted_sum(weights)`` with ``weights`` of shape
+    ``[B, P]`` returns, for every parameter tensor p, ``sum_b weights[b, p] * grad_b[p]``. ``losses`` is ``[B]``."""
 
     batch_size: int
     losses: torch.Tensor

@@ -103,7 +103,8 @@ def clip_chunk(
         values = _raw_data_hook(mechanism, "clip_statistic", group_norms, thresholds, step, epoch)
         if values.shape != group_norms.shape[:1] or not torch.isfinite(values).all():
             raise MechanismContractError(
-                f"mechanism '{mechanism.name}' step {step}: clip_statistic must return {group_norms.shape[0]} finite values"
+                f"mechanism '{mechanism.name}' step {step}: clip_statistic must return "
+                f"{group_norms.shape[0]} finite values"
             )
         statistic = float(values.to(torch.float64).clamp(-STATISTIC_BOUND, STATISTIC_BOUND).sum())
     return ClippedChunk(per_sample.weighted_sum(factors @ membership.to(factors.dtype).T), statistic)

@@ -36,7 +36,9 @@ RAW_DATA_HOOKS = ("clip_factors", "clip_statistic")
 """The structured hooks that receive un-noised per-example data."""
 
 # Classes from these packages are library code: their class attributes are not mechanism state.
-_LIBRARY_PREFIXES = ("builtins", "torch", "numpy", "typing", "abc", "collections", "functools", "enum", "dpbench.privacy")
+_LIBRARY_PREFIXES = (
+    "builtins", "torch", "numpy", "typing", "abc", "collections", "functools", "enum", "dpbench.privacy"
+)
 _SKIPPED_CLASS_KEYS = {"__dict__", "__weakref__", "__doc__", "__module__", "__qualname__", "__parameters__"}
 _ATOMS = (int, float, complex, bool, str, bytes, type(None), type(Ellipsis))
 
@@ -175,7 +177,8 @@ class StateFingerprint:
     def _random_states(self) -> None:
         self.values["torch's global random state"] = ("tensor", torch.get_rng_state())
         if torch.cuda.is_available() and torch.cuda.is_initialized():
-            self.values["torch's CUDA random state"] = ("tensors", [("tensor", s) for s in torch.cuda.get_rng_state_all()])
+            states = [("tensor", s) for s in torch.cuda.get_rng_state_all()]
+            self.values["torch's CUDA random state"] = ("tensors", states)
         self.values["python's global random state"] = ("random", random.getstate())
         self.values["numpy's global random state"] = ("ndarray", np.random.get_state()[1].copy())
 
