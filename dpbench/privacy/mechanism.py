@@ -1,16 +1,35 @@
-"""The two mechanism contracts.
+"""The two mechanism contracts, and the trust model that goes with them.
 
 **Structured** (:class:`Mechanism`): the mechanism only *decides* - which parameter tensors form a
 clipping group, each group's threshold, each example's clipping factor, the data-independent shape
-of the noise schedule, and the post-processing of the released gradient. The kernel computes the
-norms, enforces ``factor * norm <= threshold`` for every example and group, adds Gaussian noise
-scaled to the resulting sensitivity and records the step. Privacy holds by construction, whatever
-the mechanism returns.
+of the noise schedule, and the post-processing of the released gradient. Its privacy holds whatever
+the mechanism returns, because the kernel enforces every step of the argument:
+
+- **sampling**: Poisson, by the kernel's own sampler (:mod:`dpbench.privacy.sampler`);
+- **the clipping bound**: ``factor * norm <= C_g`` for every example and group, with norms computed
+  exactly to rounding at any scale and the product checked in float64; a non-finite gradient refuses
+  the step (:mod:`dpbench.privacy.clipping`, :mod:`dpbench.engine.norms`);
+- **independence of examples**: the engines refuse layers that mix examples (BatchNorm and the like)
+  and check before the first step that one example's gradient does not move another's;
+- **noise and the ledger**: N(0, (z_t sqrt(sum_g C_g^2))^2) added by the kernel, every step recorded;
+- **isolation**: the only hooks that see un-noised data (``clip_factors``, ``clip_statistic``) get
+  copies of the norms and run under a fingerprint of all the state the mechanism's code can reach;
+  any change is refused, so nothing computed from raw data reaches a release, a threshold, a noise
+  scale or a later step (:mod:`dpbench.privacy.isolation`). State may change only in
+  ``observe_statistic`` (the noised statistic) and ``postprocess`` (the released gradient).
 
 **Researcher form** (:class:`ResearcherMechanism`): the interface researchers already use. The
 plugin receives materialised per-sample gradients and returns the noised gradient itself, and
-reports its noise multiplier through ``get_effective_sigma``. The harness accounts that claim; its
-privacy is only as good as the plugin.
+reports its noise multiplier through ``get_effective_sigma``. The kernel still enforces sampling,
+independence of examples and the ledger; the noise and the clipping are the plugin's, so the
+verifier (:mod:`dpbench.verification`) *measures* them on probed steps and the ε printed is the one
+it verified, with the number of steps it measured.
+
+What a user *assumes* (nothing else): the accountants are correct (two independent implementations
+are cross-checked on every run); outside the isolation fingerprint (another library's module state,
+files, the network) a structured mechanism is trusted; a researcher-form plugin behaves on unprobed
+steps as it did on probed ones; and a seeded run's noise is reproducible from its published seed
+(``privacy.secure_noise=true`` draws it from OS entropy instead: use that for a model you release).
 """
 
 from __future__ import annotations
@@ -29,8 +48,9 @@ class Mechanism:
     """Base class of structured mechanisms: flat clipping to ``max_grad_norm`` unless overridden.
 
     Subclasses override any of the hooks below; none of them may look at data other than the norms
-    passed in, and ``noise_shape`` must not depend on data at all (it is used to calibrate the noise
-    before training starts)."""
+    passed in, ``clip_factors`` and ``clip_statistic`` must not change any state (enforced), and
+    ``noise_shape`` must not depend on data at all (it is used to calibrate the noise before training
+    starts)."""
 
     name = "structured"
     # Standard deviation of the Gaussian noise on the summed private statistic; None: no statistic.
@@ -50,7 +70,8 @@ class Mechanism:
         return [self.max_grad_norm]
 
     def clip_factors(self, group_norms: torch.Tensor, thresholds: torch.Tensor, step: int, epoch: int) -> torch.Tensor:
-        """Factor ``[B, G]`` that scales each example's group gradient; default min(1, C / norm)."""
+        """Factor ``[B, G]`` that scales each example's group gradient; default min(1, C / norm). Receives
+        float64 copies of the group norms ``[B, G]`` and thresholds ``[G]``; must be free of side effects."""
         return torch.clamp(thresholds / group_norms.clamp_min(1e-12), max=1.0)
 
     def clip_statistic(self, group_norms: torch.Tensor, thresholds: torch.Tensor, step: int, epoch: int) -> torch.Tensor:
