@@ -118,6 +118,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         model, data, engine, prepared.privatizer, optimizer, sampler, plan,
         lambda ledger: prepared.spent_epsilon(ledger, cfg.privacy.target_delta),
         int(cfg.train.physical_batch_size), device, state, on_epoch_end, progress=bool(cfg.progress),
+        nonprivate_diagnostics=bool(cfg.nonprivate_diagnostics),
         parameter_ema=cfg.train.get("parameter_ema"),
         learning_rate=learning_rate_schedule(
             cfg.train.get("lr_schedule", "constant"), float(cfg.train.lr), plan.epochs * plan.steps_per_epoch,

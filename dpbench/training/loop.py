@@ -59,12 +59,15 @@ def train(
     state: TrainingState,
     on_epoch_end: Callable[[TrainingState], None],
     progress: bool = True,
+    nonprivate_diagnostics: bool = False,
     parameter_ema: float | None = None,
     learning_rate: LearningRate | None = None,
 ) -> TrainingState:
     """Train to ``plan.epochs``. With ``parameter_ema`` (a decay), evaluation uses an exponential moving
     average of the parameters; with ``learning_rate`` (``step -> lr``) the optimizer's rate follows that
-    schedule. Both are post-processing of released gradients, free of privacy cost."""
+    schedule. Both are post-processing of released gradients, free of privacy cost. The mean training
+    loss is computed from un-noised data, so it is recorded (as ``train_loss_nonprivate``) only when
+    ``nonprivate_diagnostics`` asks for it."""
     parameters = [p for p in model.parameters() if p.requires_grad]
     if parameter_ema is not None and state.parameter_average is None:
         state.parameter_average = [p.detach().clone() for p in parameters]
@@ -99,10 +102,11 @@ def train(
         state.seconds += seconds
         with swapped_in(parameters, state.parameter_average):
             test_metrics = evaluate(model, data.test_features, data.test_labels, device)
+        diagnostics = {"train_loss_nonprivate": loss_sum / max(examples, 1)} if nonprivate_diagnostics else {}
         state.epochs.append(
             {
                 "epoch": epoch + 1,
-                "train_loss": loss_sum / max(examples, 1),
+                **diagnostics,
                 **test_metrics,
                 "epsilon": spent_epsilon(state.ledger),
                 "noise_multiplier": release.record.noise_multiplier,

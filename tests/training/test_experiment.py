@@ -19,7 +19,8 @@ def test_run_writes_metrics_summary_and_results_row(make_config, tmp_path):
     summary = run_experiment(cfg, tmp_path / "run")
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
-    assert {"train_loss", "test_accuracy", "epsilon", "noise_multiplier", "seconds", "samples_per_second"} <= set(metrics[0])
+    assert "train_loss_nonprivate" not in metrics[0]  # un-noised: only with nonprivate_diagnostics=true
+    assert {"test_accuracy", "epsilon", "noise_multiplier", "seconds", "samples_per_second"} <= set(metrics[0])
     assert metrics[0]["epsilon"] < metrics[1]["epsilon"] < metrics[2]["epsilon"]
     on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert on_disk["epsilon"] == summary["epsilon"] == metrics[-1]["epsilon"]
