@@ -3,6 +3,7 @@ record out. This is where the two mechanism contracts meet the kernel."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable, Protocol, Sequence
 
@@ -11,7 +12,13 @@ import torch
 from dpbench.engine.per_sample import PerSampleGradients
 from dpbench.privacy.clipping import STATISTIC_BOUND, check_groups, clip_chunk, clipping_plan
 from dpbench.privacy.ledger import StepRecord
-from dpbench.privacy.mechanism import Mechanism, ResearcherMechanism, check_plugin_output, claimed_sigma
+from dpbench.privacy.mechanism import (
+    Mechanism,
+    MechanismContractError,
+    ResearcherMechanism,
+    check_plugin_output,
+    claimed_sigma,
+)
 from dpbench.privacy.noise import (
     NoiseSource,
     add_gaussian_noise,
@@ -57,10 +64,12 @@ class StructuredPrivatizer:
         self.sampling_rate = sampling_rate
         self.generator = generator
         self.device = torch.device(device)
+        self._planned_shapes: dict[tuple[int, int], float] = {}
         self._split(self.noise_multiplier_at(0, 0))  # refuse an impossible split before training starts
 
     def check_schedule(self, steps: Iterable[tuple[int, int]]) -> None:
-        """Refuse, before training, a noise schedule whose split is impossible at any planned step."""
+        """Fix, before training, the noise shape of every planned step (the one the noise was calibrated
+        with), and refuse a schedule whose split is impossible at any of them."""
         for step, epoch in steps:
             self._split(self.noise_multiplier_at(step, epoch))
 
@@ -72,7 +81,28 @@ class StructuredPrivatizer:
         return gradient_noise_multiplier(total, statistic_multiplier), statistic_multiplier
 
     def noise_multiplier_at(self, step: int, epoch: int) -> float:
-        return self.noise_multiplier * float(self.mechanism.noise_shape(step, epoch))
+        """z_t = z * s(t). The shape s is data-independent by contract, and enforced to be: the first
+        value seen for a (step, epoch) (before training, from :meth:`check_schedule`) is the only one accepted, so
+        a schedule that later follows released values (an adaptively chosen noise level, which standard
+        composition does not cover) or raw data is refused."""
+        reported = self.mechanism.noise_shape(step, epoch)
+        try:
+            shape = float(reported)
+        except (TypeError, ValueError):
+            shape = math.nan
+        if not (math.isfinite(shape) and shape > 0):
+            raise MechanismContractError(
+                f"mechanism '{self.mechanism.name}' at step {step}: noise_shape returned {reported!r}; it must be a "
+                "finite number > 0"
+            )
+        planned = self._planned_shapes.setdefault((step, epoch), shape)
+        if shape != planned:
+            raise MechanismContractError(
+                f"mechanism '{self.mechanism.name}' at step {step}: noise_shape returned {shape:.6g}, but "
+                f"{planned:.6g} when the noise was calibrated; the noise schedule must be a fixed function of "
+                "(step, epoch), independent of the data and of anything released during training"
+            )
+        return self.noise_multiplier * shape
 
     def release(self, chunks: Iterable[PerSampleGradients], step: int, epoch: int) -> Release:
         plan = clipping_plan(self.mechanism, self.groups, step, epoch)

@@ -245,3 +245,40 @@ def test_state_may_change_from_released_values():
     mechanism = AdaptiveClipping(1.0, count_noise=20.0)
     run_steps(mechanism, steps=3)
     assert mechanism.clip_norm != 1.0
+
+
+class NoiseFollowsReleases(Mechanism):
+    """Lowers the noise once a released gradient is large: an adaptively chosen noise level."""
+
+    name = "noise_follows_releases"
+
+    def __init__(self, max_grad_norm):
+        super().__init__(max_grad_norm)
+        self.level = 1.0
+
+    def noise_shape(self, step, epoch):
+        return self.level
+
+    def postprocess(self, gradient, step, epoch):
+        self.level = 0.5 if float(gradient[0].norm()) > 0 else 1.0
+        return gradient
+
+
+def test_a_noise_schedule_that_moves_after_calibration_is_refused():
+    privatizer = StructuredPrivatizer(NoiseFollowsReleases(1.0), SHAPES, 10.0, 6.0, 0.1)
+    privatizer.check_schedule([(0, 0), (1, 0)])
+    privatizer.release([MaterializedGradients(batch(0))], 0, 0)
+    with pytest.raises(MechanismContractError, match="noise_shape returned 0.5, but 1 when the noise was calibrated"):
+        privatizer.release([MaterializedGradients(batch(1))], 1, 0)
+
+
+@pytest.mark.parametrize("shape", [0.0, -1.0, math.nan, math.inf, None])
+def test_a_noise_shape_that_is_not_a_positive_number_is_refused(shape):
+    class BadShape(Mechanism):
+        name = "bad_shape"
+
+        def noise_shape(self, step, epoch):
+            return shape
+
+    with pytest.raises(MechanismContractError, match="noise_shape returned"):
+        StructuredPrivatizer(BadShape(1.0), SHAPES, 1.0, 6.0, 0.1)
