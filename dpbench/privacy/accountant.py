@@ -15,6 +15,7 @@ import dp_accounting
 from opacus.accountants.analysis import rdp as opacus_rdp
 
 from dpbench.privacy.ledger import PrivacyLedger
+from dpbench.privacy.tuning import TrialCount
 
 # Opacus's default orders, extended to large orders for small-epsilon regimes.
 RDP_ORDERS: tuple[float, ...] = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [80, 128, 256, 512])
@@ -60,6 +61,24 @@ def epsilon_independent(
     absl_logger.setLevel(logging.ERROR)
     try:
         acc.compose(ledger.to_dp_event())
+        return float(acc.get_epsilon(delta))
+    finally:
+        absl_logger.setLevel(level)
+
+
+def tuning_epsilon(
+    trial: PrivacyLedger, trials: TrialCount, delta: float, orders: tuple[float, ...] = RDP_ORDERS
+) -> float:
+    """Epsilon of releasing the best of K trials, K drawn from ``trials`` and kept secret, each trial
+    spending ``trial`` (its training steps and the noised score it is selected by): dp_accounting's RDP
+    accountant of ``RepeatAndSelectDpEvent`` (Papernot & Steinke 2022, Theorems 2 and 6)."""
+    _check_delta(delta)
+    acc = dp_accounting.rdp.RdpAccountant(list(orders))
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        acc.compose(trials.event(trial.to_dp_event()))
         return float(acc.get_epsilon(delta))
     finally:
         absl_logger.setLevel(level)

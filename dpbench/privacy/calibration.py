@@ -14,9 +14,10 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from dpbench.privacy.accountant import epsilon
+from dpbench.privacy.accountant import epsilon, tuning_epsilon
 from dpbench.privacy.ledger import PrivacyLedger, StepRecord
 from dpbench.privacy.statistics_release import StatisticsRelease
+from dpbench.privacy.tuning import TrialCount
 
 NoiseShape = Callable[[int, int], float]
 
@@ -107,15 +108,21 @@ def calibrate_noise_multiplier(
     noise_shape: NoiseShape = constant_shape,
     tolerance: float = 0.01,
     accountant: str = "rdp",
+    trials: TrialCount | None = None,
 ) -> float:
-    """Base noise multiplier z whose planned epsilon is within ``tolerance`` below the target."""
+    """Base noise multiplier z whose planned epsilon is within ``tolerance`` below the target. With
+    ``trials``, ``plan`` is one trial of a private search and the target is the whole search's epsilon
+    (:func:`~dpbench.privacy.accountant.tuning_epsilon`): tuning is paid for inside the budget."""
     validate_privacy_target(target_epsilon, delta, plan)
     for t in range(plan.total_steps):
         shape = noise_shape(t, plan.epoch_of(t))
         if not (math.isfinite(shape) and shape > 0):
             raise PrivacyConfigError(f"noise shape at step {t} is {shape}; it must be finite and > 0")
+    def spent_on(ledger: PrivacyLedger) -> float:
+        return epsilon(ledger, delta, accountant) if trials is None else tuning_epsilon(ledger, trials, delta)
+
     if plan.releases:
-        releases_alone = epsilon(PrivacyLedger([release.record() for release in plan.releases]), delta, accountant)
+        releases_alone = spent_on(PrivacyLedger([release.record() for release in plan.releases]))
         if releases_alone >= target_epsilon:
             names = ", ".join(release.name for release in plan.releases)
             raise PrivacyConfigError(
@@ -125,7 +132,7 @@ def calibrate_noise_multiplier(
             )
 
     def spent(z: float) -> float:
-        return epsilon(planned_ledger(plan, z, noise_shape), delta, accountant)
+        return spent_on(planned_ledger(plan, z, noise_shape))
 
     low, high = 0.25, 1.0
     while spent(high) > target_epsilon:
