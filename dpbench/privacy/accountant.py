@@ -32,12 +32,17 @@ def epsilon(ledger: PrivacyLedger, delta: float, accountant: str = "rdp", orders
     _check_delta(delta)
     if len(ledger) == 0:
         return 0.0
+    eps, _ = opacus_rdp.get_privacy_spent(orders=list(orders), rdp=rdp_curve(ledger, orders), delta=delta)
+    return float(eps)
+
+
+def rdp_curve(ledger: PrivacyLedger, orders: tuple[float, ...] = RDP_ORDERS) -> list[float]:
+    """The ledger's Renyi DP at each order, composed by the primary accountant."""
     rdp = [0.0] * len(orders)
     for q, z, count in ledger.composition():
         step_rdp = opacus_rdp.compute_rdp(q=q, noise_multiplier=z, steps=count, orders=list(orders))
         rdp = [a + b for a, b in zip(rdp, step_rdp)]
-    eps, _ = opacus_rdp.get_privacy_spent(orders=list(orders), rdp=rdp, delta=delta)
-    return float(eps)
+    return rdp
 
 
 def epsilon_independent(
