@@ -1,0 +1,76 @@
+"""A validation split carved from the private training set, and the private score a search selects by.
+
+A private search must not choose among trials by test accuracy (the test set is for the final report
+only) and must pay for choosing by anything computed from the training data. The validation examples
+are a fixed random share of the training set, left out of the trial's training; after training, the
+trial releases the number of validation examples it classifies correctly plus Gaussian noise. Each
+example changes that count by at most 1, so it is a one-shot Gaussian release of sensitivity 1 (the
+kernel's :func:`~dpbench.privacy.statistics_release.release_sum` with bound 1), recorded in the trial's
+ledger and accounted with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from dpbench.data import DatasetSplits
+from dpbench.privacy.noise import NoiseSource
+from dpbench.privacy.statistics_release import StatisticsRelease, release_sum
+
+SCORE_RELEASE = "validation_score"
+
+
+@dataclass(frozen=True)
+class ValidationSplit:
+    """The held-out private examples and the release their score is published through."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    release: StatisticsRelease
+
+    @property
+    def size(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def carve_validation(
+    data: DatasetSplits, fraction: float, score_noise: float, seed: int
+) -> tuple[DatasetSplits, ValidationSplit]:
+    """Move a random ``fraction`` of the training examples (chosen by ``seed``, independently of the
+    data) into a validation split; its score is released with noise std ``score_noise``."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    n = data.train_size
+    held_out = max(1, round(fraction * n))
+    if held_out >= n:
+        raise ValueError(f"a validation fraction of {fraction} leaves no training examples out of {n}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    validation, train = order[:held_out], order[held_out:]
+    release = StatisticsRelease(SCORE_RELEASE, bound=1.0, noise_multiplier=score_noise)
+    split = ValidationSplit(data.train_features[validation], data.train_labels[validation], release)
+    return replace(data, train_features=data.train_features[train], train_labels=data.train_labels[train]), split
+
+
+@torch.no_grad()
+def correct_predictions(
+    model: nn.Module, features: torch.Tensor, labels: torch.Tensor, batch_size: int = 2048
+) -> torch.Tensor:
+    """One row per example: 1.0 if the classifier predicts its label, else 0.0 (``[n, 1]``, float64)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    rows = []
+    for start in range(0, labels.shape[0], batch_size):
+        logits = model(features[start : start + batch_size].to(device))
+        rows.append((logits.argmax(dim=1) == labels[start : start + batch_size].to(device)).to(torch.float64))
+    model.train(was_training)
+    return torch.cat(rows).cpu().unsqueeze(1)
+
+
+def released_score(model: nn.Module, split: ValidationSplit, source: NoiseSource) -> float:
+    """The noised validation accuracy: (correct count + N(0, score_noise^2)) / validation size."""
+    noised_count = release_sum([correct_predictions(model, split.features, split.labels)], split.release, source)
+    return float(noised_count[0]) / split.size
