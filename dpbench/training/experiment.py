@@ -28,6 +28,7 @@ from dpbench.engine import FunctorchEngine, GhostEngine, GradientEngine
 from dpbench.engine.augmentation_multiplicity import AugmentationMultiplicity
 from dpbench.privacy.calibration import TrainingPlan, validate_privacy_target
 from dpbench.privacy.noise import entropy_seed, noise_source
+from dpbench.search.trial import prepare_trial
 from dpbench.privacy.sampler import PoissonSampler
 from dpbench.reporting.run_files import RunFiles, append_result_row
 from dpbench.runtime import pick_device
@@ -63,7 +64,16 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     model = instantiate(cfg.model).to(device)
     data, audit = prepare_audit(cfg.audit, data, cfg.seed, cfg.privacy.target_delta)
     releases = data.statistics_releases(model) if hasattr(data, "statistics_releases") else ()
-    plan = TrainingPlan(data.train_size, float(cfg.train.batch_size), int(cfg.train.epochs), releases)
+    trial = None
+    if cfg.get("tune") is not None:  # a trial of a private search (python -m dpbench.search)
+        data, trial = prepare_trial(
+            cfg.tune, data, tuple(releases), cfg.privacy.target_epsilon, cfg.privacy.target_delta,
+            int(cfg.train.batch_size), int(cfg.train.epochs),
+        )
+    if trial is None:
+        plan = TrainingPlan(data.train_size, float(cfg.train.batch_size), int(cfg.train.epochs), releases)
+    else:
+        plan = trial.plan
     validate_privacy_target(cfg.privacy.target_epsilon, cfg.privacy.target_delta, plan)
     parameters = [p for p in model.parameters() if p.requires_grad]
     secure = bool(cfg.privacy.secure_noise)
@@ -81,6 +91,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         cfg.privacy.accountant,
         verification=OmegaConf.to_container(cfg.verify, resolve=True),
         seed=cfg.seed,
+        calibrate=trial.noise_multiplier if trial else None,
     )
     optimizer = _optimizer(cfg.train, parameters)
     sampler = PoissonSampler(plan.dataset_size, plan.sampling_rate, seed=entropy_seed() if secure else cfg.seed + 2)
@@ -125,7 +136,13 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
             int(cfg.train.get("warmup_epochs", 0)) * plan.steps_per_epoch,
         ),
     )
+    if trial is not None:  # the noised validation score the search selects by, accounted in this trial's ledger
+        with swapped_in(parameters, state.parameter_average):
+            score, record = trial.release_score(model, noise_source(secure, cfg.seed + 4, device))
+        state.ledger.append(record)
     summary = _summary(cfg, run_dir, data.name, plan, prepared, state)
+    if trial is not None:
+        summary.update(trial.summary(score, prepared.accountable_ledger(state.ledger)))
     if hasattr(data, "utility"):  # datasets whose utility is measured on the trained (averaged, if kept) model's output
         with swapped_in(parameters, state.parameter_average):
             summary["utility"] = data.utility(model, files.dir, cfg.seed)

@@ -17,7 +17,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 
 from dpbench.privacy.accountant import epsilon
-from dpbench.privacy.calibration import TrainingPlan, calibrate_noise_multiplier
+from dpbench.privacy.calibration import NoiseShape, TrainingPlan, calibrate_noise_multiplier
 from dpbench.privacy.ledger import PrivacyLedger
 from dpbench.privacy.mechanism import Mechanism, MechanismContractError, claimed_sigma
 from dpbench.privacy.privatizer import PluginPrivatizer, StructuredPrivatizer
@@ -67,9 +67,18 @@ def prepare_mechanism(
     accountant: str = "rdp",
     verification: Mapping[str, Any] | None = None,
     seed: int = 0,
+    calibrate: Callable[[NoiseShape], float] | None = None,
 ) -> PreparedMechanism:
     """Import, construct and calibrate the configured mechanism; a researcher-form plugin is wrapped
-    with a :class:`PluginVerifier` configured by ``verification`` (keys of ``conf/config.yaml:verify``)."""
+    with a :class:`PluginVerifier` configured by ``verification`` (keys of ``conf/config.yaml:verify``).
+    ``calibrate`` maps the mechanism's noise shape to its base multiplier (a search trial's budget);
+    without it the multiplier spends ``target_epsilon`` on ``plan``."""
+
+    def noise_for(shape: NoiseShape) -> float:
+        if calibrate is not None:
+            return calibrate(shape)
+        return calibrate_noise_multiplier(target_epsilon, delta, plan, shape, accountant=accountant)
+
     options = dict(config)
     target = options.pop("_target_", None)
     if not target:
@@ -84,7 +93,7 @@ def prepare_mechanism(
     name = str(options.pop("name", cls.__name__))
     if isinstance(cls, type) and issubclass(cls, Mechanism):
         mechanism = _instantiate(target, options)
-        noise_multiplier = calibrate_noise_multiplier(target_epsilon, delta, plan, mechanism.noise_shape, accountant=accountant)
+        noise_multiplier = noise_for(mechanism.noise_shape)
         privatizer = StructuredPrivatizer(
             mechanism, parameter_shapes, noise_multiplier, plan.expected_batch_size, plan.sampling_rate, noise_generator, device
         )
@@ -107,9 +116,7 @@ def prepare_mechanism(
                 **options,
             )
 
-        noise_multiplier = calibrate_noise_multiplier(
-            target_epsilon, delta, plan, _reported_shape(build(1.0), name), accountant=accountant
-        )
+        noise_multiplier = noise_for(_reported_shape(build(1.0), name))
         plugin = build(noise_multiplier)
         settings = dict(verification or {})
         verifier = PluginVerifier(

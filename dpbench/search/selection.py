@@ -1,0 +1,55 @@
+"""Selection: the trial with the best noised validation score, the only one a search releases.
+
+The choice reads nothing but the trials' released scores (each a Gaussian release in its trial's
+ledger), so it is post-processing of private outputs; a trial that failed or did not finish counts as
+the worst score. The test accuracy of the selected trial is the search's reported result; the test set
+plays no part in the choice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from dpbench.search.plan import SearchPlan
+
+RESULT_FILE = "result.json"
+
+
+def trial_summaries(directory: Path) -> dict[str, dict]:
+    """Finished trials' summaries under ``directory/runs``, by trial id."""
+    found = {}
+    for path in sorted((directory / "runs").glob("*/summary.json")):
+        summary = json.loads(path.read_text())
+        trial = summary.get("trial")
+        if trial is not None:
+            found[str(trial)] = {**summary, "run_dir": str(path.parent)}
+    return found
+
+
+def select_best(directory: Path, plan: SearchPlan) -> dict[str, Any]:
+    """The released trial (or None if none finished) and how many of the planned trials finished."""
+    summaries = trial_summaries(directory)
+    candidates = []
+    for index, overrides in enumerate(plan.trials):
+        summary = summaries.get(plan.trial_id(index))
+        if summary is not None and math.isfinite(summary.get("validation_score", -math.inf)):
+            candidates.append((summary["validation_score"], index, overrides, summary))
+    if not candidates:
+        return {"released": None, "trials_finished": 0}
+    score, index, overrides, summary = max(candidates, key=lambda c: (c[0], -c[1]))
+    return {
+        "released": {
+            "trial": plan.trial_id(index),
+            "overrides": overrides,
+            "validation_score": score,
+            "final_accuracy": summary.get("final_accuracy"),
+            "epsilon_search": summary.get("epsilon_search"),
+            "epsilon_trial": summary.get("epsilon"),
+            "verdict": summary.get("verdict"),
+            "run_dir": summary["run_dir"],
+        },
+        "trials_finished": len(candidates),
+    }

@@ -1,0 +1,105 @@
+"""Search spaces: which hyper-parameters a private search draws, from which ranges.
+
+A mechanism's space lives next to its config, in ``conf/search_space/<mechanism>.yaml``: one entry
+per Hydra override key, each one of
+
+- ``{log_uniform: [low, high]}`` or ``{uniform: [low, high]}`` (floats; ``int: true`` rounds them),
+- ``{choice: [a, b, ...]}``,
+- ``{fixed: value}`` (the same in every trial, e.g. the optimizer's own momentum off for ``momentum``),
+
+and ``relative: true`` makes a range a factor of the value in the base configuration (the dataset's
+tuned preset), so one space serves every dataset. Every file says where its ranges come from.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import yaml
+
+SPACES_DIR = Path(__file__).resolve().parents[2] / "conf" / "search_space"
+DISTRIBUTIONS = ("log_uniform", "uniform", "choice", "fixed")
+
+
+class SearchSpaceError(ValueError):
+    """A search space that cannot be drawn from."""
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One hyper-parameter: its override key and how its values are drawn."""
+
+    key: str
+    distribution: str
+    values: tuple[Any, ...]
+    relative: bool = False
+    integer: bool = False
+
+    def draw(self, rng: np.random.Generator, base: Any) -> Any:
+        if self.distribution == "fixed":
+            return self.values[0]
+        if self.distribution == "choice":
+            return self.values[int(rng.integers(len(self.values)))]
+        low, high = self.values
+        if self.distribution == "log_uniform":
+            value = math.exp(rng.uniform(math.log(low), math.log(high)))
+        else:
+            value = float(rng.uniform(low, high))
+        if self.relative:
+            if not isinstance(base, (int, float)) or isinstance(base, bool):
+                raise SearchSpaceError(f"'{self.key}' is relative but the base configuration's value is {base!r}")
+            value *= base
+        return int(round(value)) if self.integer else float(f"{value:.4g}")
+
+
+def parse_dimension(key: str, spec: Mapping[str, Any]) -> Dimension:
+    kinds = [name for name in DISTRIBUTIONS if name in spec]
+    unknown = set(spec) - set(DISTRIBUTIONS) - {"relative", "int"}
+    if len(kinds) != 1 or unknown:
+        raise SearchSpaceError(
+            f"search space entry '{key}': give exactly one of {', '.join(DISTRIBUTIONS)} (plus optional relative, "
+            f"int); got {sorted(spec)}"
+        )
+    kind = kinds[0]
+    raw = spec[kind]
+    values = (raw,) if kind == "fixed" else tuple(raw)
+    if kind in ("log_uniform", "uniform"):
+        if len(values) != 2 or not all(isinstance(v, (int, float)) for v in values) or not values[0] < values[1]:
+            raise SearchSpaceError(f"search space entry '{key}': {kind} needs [low, high] with low < high, got {raw}")
+        if kind == "log_uniform" and values[0] <= 0:
+            raise SearchSpaceError(f"search space entry '{key}': log_uniform needs low > 0, got {raw}")
+    if kind == "choice" and not values:
+        raise SearchSpaceError(f"search space entry '{key}': choice needs at least one value")
+    return Dimension(key, kind, values, bool(spec.get("relative", False)), bool(spec.get("int", False)))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The dimensions of one mechanism's search."""
+
+    name: str
+    dimensions: tuple[Dimension, ...]
+
+    def draw(self, rng: np.random.Generator, base: Mapping[str, Any]) -> dict[str, Any]:
+        """One trial's hyper-parameters as ``{override key: value}``; ``base`` maps each key to the base
+        configuration's value (for relative ranges)."""
+        return {d.key: d.draw(rng, base.get(d.key)) for d in self.dimensions}
+
+
+def load_space(name: str, directory: Path = SPACES_DIR) -> SearchSpace:
+    """The search space ``<directory>/<name>.yaml``."""
+    path = directory / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in directory.glob("*.yaml")))
+        raise SearchSpaceError(
+            f"no search space for '{name}' ({path} not found); known: {known}. Write one next to the mechanism's "
+            "config or pick one with tune.space=NAME"
+        )
+    spec = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(spec, dict) or not spec:
+        raise SearchSpaceError(f"{path} must map override keys to distributions")
+    return SearchSpace(name, tuple(parse_dimension(str(k), v) for k, v in spec.items()))
