@@ -1,5 +1,6 @@
 """MNIST, Fashion-MNIST and CIFAR-10 read from a torchvision data root into memory."""
 
+import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,11 @@ class _PreverifiedCIFAR10(datasets.CIFAR10):
 
     def _check_integrity(self) -> bool:
         return True
+
+    def _load_meta(self) -> None:
+        with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as handle:
+            self.classes = pickle.load(handle, encoding="latin1")[self.meta["key"]]
+        self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
 
 
 @dataclass(frozen=True)

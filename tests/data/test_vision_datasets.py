@@ -1,4 +1,5 @@
-"""MNIST, Fashion-MNIST and the CIFAR-10 stand-in loaded from a data root built by prepare.sh."""
+"""MNIST, Fashion-MNIST and the CIFAR-10 stand-in loaded from a data root: the real files built by
+prepare.sh (when the shared datasets are there) and, always, tiny files of the same formats."""
 
 import shutil
 import urllib.error
@@ -14,19 +15,35 @@ MNIST_TRAIN_HISTOGRAM = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5
 
 
 @pytest.fixture(scope="module")
-def mnist(vision_data_root: Path) -> DatasetSplits:
-    return load_dataset("mnist", root=vision_data_root)
+def mnist(real_vision_data_root: Path) -> DatasetSplits:
+    return load_dataset("mnist", root=real_vision_data_root)
 
 
 @pytest.fixture(scope="module")
-def fmnist(vision_data_root: Path) -> DatasetSplits:
-    return load_dataset("fmnist", root=vision_data_root)
+def fmnist(real_vision_data_root: Path) -> DatasetSplits:
+    return load_dataset("fmnist", root=real_vision_data_root)
 
 
 @pytest.fixture(scope="module")
-def cifar10(vision_data_root: Path) -> DatasetSplits:
+def cifar10(real_vision_data_root: Path) -> DatasetSplits:
     with pytest.warns(UserWarning, match="lossy JPEG stand-in"):
-        return load_dataset("cifar10", root=vision_data_root, verify_checksums=False)
+        return load_dataset("cifar10", root=real_vision_data_root, verify_checksums=False)
+
+
+@pytest.mark.parametrize("name, shape", [("mnist", (1, 28, 28)), ("fmnist", (1, 28, 28)), ("cifar10", (3, 32, 32))])
+def test_the_loaders_read_files_of_each_format(vision_data_root: Path, name: str, shape: tuple) -> None:
+    with pytest.warns(UserWarning, match="without md5 verification"):
+        data = load_dataset(name, root=vision_data_root, verify_checksums=False)
+    assert data.input_shape == shape and data.num_classes == 10
+    assert (data.train_size, len(data.test_labels)) == (2000, 200)
+    assert torch.bincount(data.train_labels).tolist() == [200] * 10
+    assert data.train_features.dtype == torch.float32 and torch.isfinite(data.train_features).all()
+
+
+@pytest.mark.parametrize("name", ["mnist", "fmnist", "cifar10"])
+def test_files_that_are_not_the_originals_fail_the_checksum(vision_data_root: Path, name: str) -> None:
+    with pytest.raises(DatasetChecksumError, match="fail the md5 check.*dataset.verify_checksums=false"):
+        load_dataset(name, root=vision_data_root)
 
 
 def _assert_standardized(features: torch.Tensor, std_tolerance: float) -> None:
@@ -59,19 +76,19 @@ def test_cifar10_stand_in_loads_unverified(cifar10: DatasetSplits) -> None:
     _assert_standardized(cifar10.train_features, std_tolerance=0.02)
 
 
-def test_cifar10_stand_in_fails_checksum_with_a_way_out(vision_data_root: Path) -> None:
+def test_cifar10_stand_in_fails_checksum_with_a_way_out(real_vision_data_root: Path) -> None:
     with pytest.raises(DatasetChecksumError) as info:
-        load_dataset("cifar10", root=vision_data_root)
+        load_dataset("cifar10", root=real_vision_data_root)
     message = str(info.value)
     assert "present" in message and "fail the md5 check" in message
     assert "data_batch_1" in message and "stand-in" in message
     assert "dataset.verify_checksums=false" in message
 
 
-def test_corrupted_mnist_file_fails_checksum(vision_data_root: Path, tmp_path: Path) -> None:
+def test_corrupted_mnist_file_fails_checksum(real_vision_data_root: Path, tmp_path: Path) -> None:
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for source in (vision_data_root / "MNIST" / "raw").iterdir():
+    for source in (real_vision_data_root / "MNIST" / "raw").iterdir():
         (raw / source.name).symlink_to(source)
     labels = raw / "t10k-labels-idx1-ubyte"
     content = bytearray(labels.read_bytes())

@@ -20,7 +20,10 @@ def dpbench(*args: str, env: dict) -> subprocess.CompletedProcess:
 def sweep(tmp_path_factory, vision_data_root):
     results = tmp_path_factory.mktemp("sweep") / "results"
     env = {**os.environ, "DPBENCH_DATA_ROOT": str(vision_data_root)}
-    overrides = ["mechanism=fixed,adaptive", "dataset=digits,mnist", "seed=0,1", "train.epochs=1", "progress=false", f"paths.results={results}"]
+    overrides = [
+        "mechanism=fixed,adaptive", "dataset=digits,mnist", "dataset.verify_checksums=false", "seed=0,1",
+        "train.epochs=1", "progress=false", f"paths.results={results}",
+    ]
     done = dpbench("dpbench", "-m", *overrides, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return results, env, overrides
