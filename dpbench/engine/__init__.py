@@ -1,6 +1,9 @@
 """Per-sample gradient engines: how the per-example gradients (or just their norms and weighted sums)
-of a physical batch are computed. Engines are untrusted for privacy: the kernel bounds whatever they
-return by clipping against the norms it is given."""
+of a physical batch are computed. The kernel clips against the norms an engine reports, so an engine
+is trusted to report each example's norm of the very gradient it sums: the norms are exact at any scale
+(:mod:`dpbench.engine.norms`), layers that mix examples are refused, and every run checks before its
+first step that examples are independent and that the per-example gradients add up to autograd's
+(:mod:`dpbench.engine.independence`)."""
 
 from dpbench.engine.functorch_engine import FunctorchEngine
 from dpbench.engine.ghost_engine import GhostEngine, GhostGradients

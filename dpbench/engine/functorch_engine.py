@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
+from dpbench.engine.independence import refuse_batch_mixing_modules
 from dpbench.engine.per_sample import MaterializedGradients
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -17,7 +18,9 @@ class FunctorchEngine:
     """Materialises per-sample gradients of ``loss_fn(model(x), y)`` for every trainable parameter."""
 
     def __init__(self, model: nn.Module, loss_fn: LossFunction) -> None:
+        refuse_batch_mixing_modules(model)
         self.model = model
+        self.loss_fn = loss_fn
         self.parameter_names = [name for name, p in model.named_parameters() if p.requires_grad]
 
         def example_loss(params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

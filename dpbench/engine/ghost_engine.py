@@ -21,6 +21,7 @@ from torch import nn
 from torch.autograd.graph import GradientEdge, get_gradient_edge
 from torch.func import vmap
 
+from dpbench.engine.independence import refuse_batch_mixing_modules
 from dpbench.engine.layer_rules import LayerCall, ParameterGradients, Policy, Rule, rule_for, torch_func_rule
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -30,14 +31,17 @@ class GhostEngine:
     """Per-sample gradients of ``loss_fn(model(x[b:b+1]), y[b:b+1])`` for every trainable parameter,
     in the parameter order of ``model.named_parameters()`` (as :class:`FunctorchEngine`).
 
-    Requirements: examples do not interact in the forward pass (no BatchNorm) and no parameter is
-    shared between modules (both checked, with an error naming the module). A layer's output may be
+    Requirements: examples do not interact in the forward pass (BatchNorm and running statistics are
+    refused here; :func:`dpbench.engine.independence.check_engine` checks any model empirically before
+    training) and no parameter is shared between modules or used outside its module (refused here, or
+    caught by the same check, with an error naming the parameter). A layer's output may be
     modified in place afterwards (e.g. ``nn.ReLU(inplace=True)``): gradients are taken at the layer's
     gradient edge, which receives the gradient of the layer's own output. Layers without a rule in
     ``layer_rules`` get their per-example gradients from torch.func, one layer at a time, with a
     warning."""
 
     def __init__(self, model: nn.Module, loss_fn: LossFunction, policy: Policy | None = None) -> None:
+        refuse_batch_mixing_modules(model)
         self.model = model
         self.loss_fn = loss_fn
         self.policy = policy or Policy()

@@ -23,9 +23,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import dpbench
+from dpbench.data import DatasetSplits
 from dpbench.data.augmentation import random_crop_flip
 from dpbench.engine import FunctorchEngine, GhostEngine, GradientEngine
 from dpbench.engine.augmentation_multiplicity import AugmentationMultiplicity
+from dpbench.engine.independence import check_engine
 from dpbench.privacy.calibration import TrainingPlan, validate_privacy_target
 from dpbench.privacy.noise import entropy_seed, noise_source
 from dpbench.search.trial import prepare_trial
@@ -95,7 +97,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     )
     optimizer = _optimizer(cfg.train, parameters)
     sampler = PoissonSampler(plan.dataset_size, plan.sampling_rate, seed=entropy_seed() if secure else cfg.seed + 2)
-    engine = _engine(cfg.train.engine, model, cfg.train.get("augmentation"))
+    engine = _engine(cfg.train.engine, model, cfg.train.get("augmentation"), data)
     state = TrainingState()
     if resume:
         state = load_checkpoint(
@@ -185,10 +187,14 @@ def _check_run_directory(cfg: DictConfig, files: RunFiles) -> bool:
 ENGINES = {"ghost": GhostEngine, "functorch": FunctorchEngine}
 
 
-def _engine(name: str, model: torch.nn.Module, augmentation: DictConfig | None) -> GradientEngine:
+def _engine(
+    name: str, model: torch.nn.Module, augmentation: DictConfig | None, data: DatasetSplits
+) -> GradientEngine:
+    """The configured engine, checked on public (test) examples to keep examples independent."""
     if name not in ENGINES:
         raise ValueError(f"unknown train.engine '{name}'; use one of {sorted(ENGINES)}")
     engine = ENGINES[name](model, getattr(model, "loss", F.cross_entropy))
+    check_engine(engine, model, data.test_features, data.test_labels)
     if augmentation is None or augmentation.views == 0:
         return engine
     augment = partial(random_crop_flip, padding=augmentation.crop_padding, flip=augmentation.flip)
