@@ -1,8 +1,10 @@
 """Pre-flight verification of a researcher-form plugin, without training.
 
-    python -m dpbench.verify path/to/file.py:ClassName [--steps N] [--seed S] [--draws K] [--set key=value ...]
+    python -m dpbench.verify path/to/file.py:ClassName [--epochs E] [--seed S] [--draws K] [--set key=value ...]
 
-Prints the verdict word (VERIFIED, VIOLATION or LEAK) and the evidence; exits 0 only for VERIFIED.
+Runs the plugin over a whole planned schedule (every epoch, compressed to a few steps each), probing the
+first step of every epoch and a share of the others, so a noise schedule that misbehaves only late is
+seen. Prints the verdict with its coverage and the evidence; exits 0 only for VERIFIED.
 """
 
 from __future__ import annotations
@@ -26,11 +28,20 @@ def _value(text: str):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dpbench.verify", description=__doc__.split("\n\n")[0])
     parser.add_argument("plugin", help="path/to/file.py:ClassName or package.module:ClassName")
-    parser.add_argument("--steps", type=int, default=None, help="steps to run (default: 2 epochs of 31)")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=None, help="steps to run (default: every step of every epoch)")
+    parser.add_argument(
+        "--epochs", type=int, default=60,
+        help="epochs of the planned schedule the plugin is built for and run over (default 60, the longest preset)",
+    )
+    parser.add_argument(
+        "--steps-per-epoch", type=int, default=10,
+        help="the schedule's compression: steps per epoch (the plugin is built with a matching dataset size)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--draws", type=int, default=16, help="noise draws per probed step")
-    parser.add_argument("--probe-rate", type=float, default=1.0)
+    parser.add_argument(
+        "--probe-rate", type=float, default=0.1, help="share of steps probed besides the first step of every epoch"
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra constructor argument")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON after the summary")
     args = parser.parse_args(argv)
@@ -40,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             parser.error(f"--set expects KEY=VALUE, got '{item}'")
         hyperparameters[key] = _value(value)
-    run = FakeRun(epochs=args.epochs)
+    run = FakeRun(dataset_size=args.steps_per_epoch * FakeRun.batch_size, epochs=args.epochs)
     cls = load_class(args.plugin)
     result = preflight(
         plugin_factory(cls, run, **hyperparameters), run, seed=args.seed, steps=args.steps,

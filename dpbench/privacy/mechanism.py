@@ -35,13 +35,46 @@ steps as it did on probed ones; and a seeded run's noise is reproducible from it
 from __future__ import annotations
 
 import math
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 
 
 class MechanismContractError(TypeError):
     """A mechanism broke its contract (wrong output shapes, non-finite values, missing methods)."""
+
+
+class PluginError(RuntimeError):
+    """A researcher-form plugin raised in its own code; the message names the plugin, the call and its
+    arguments (the plugin's traceback is chained)."""
+
+
+def build_plugin(factory: Callable[[], object], name: str, arguments: Mapping[str, object] | None = None) -> object:
+    """``factory()``, with an exception from the plugin's ``__init__`` reported as a :class:`PluginError`."""
+    try:
+        return factory()
+    except PluginError:
+        raise
+    except Exception as error:
+        shown = "" if arguments is None else ", ".join(f"{k}={v!r}" for k, v in arguments.items())
+        raise PluginError(
+            f"plugin '{name}' raised {type(error).__name__}: {error} in __init__({shown}). The harness passes "
+            "max_grad_norm and noise_multiplier as float, n_params, dataset_size, batch_size and epochs as int, "
+            "target_epsilon and target_delta as float; fix the plugin (its traceback is in error.txt)"
+        ) from error
+
+
+def call_plugin(plugin: object, name: str, per_sample_grads: list[torch.Tensor], step: int, epoch: int) -> object:
+    """``plugin.clip_and_noise(...)``, with an exception from the plugin reported as a :class:`PluginError`."""
+    try:
+        return plugin.clip_and_noise(per_sample_grads, step, epoch)
+    except Exception as error:
+        shapes = ", ".join(str(tuple(g.shape)) for g in per_sample_grads)
+        raise PluginError(
+            f"plugin '{name}' raised {type(error).__name__}: {error} in clip_and_noise(per_sample_grads=[{shapes}] "
+            f"(one [B, *param_shape] tensor per parameter), step={step}, epoch={epoch}); fix the plugin (its "
+            "traceback is in error.txt)"
+        ) from error
 
 
 class Mechanism:

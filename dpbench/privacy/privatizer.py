@@ -3,6 +3,7 @@ record out. This is where the two mechanism contracts meet the kernel."""
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Iterable, Protocol, Sequence
@@ -16,6 +17,7 @@ from dpbench.privacy.mechanism import (
     Mechanism,
     MechanismContractError,
     ResearcherMechanism,
+    call_plugin,
     check_plugin_output,
     claimed_sigma,
 )
@@ -133,15 +135,22 @@ class StructuredPrivatizer:
 
 
 class PluginProbe(Protocol):
-    """What the kernel needs of a verifier: a look at the plugin and the batch before each real call."""
+    """What the kernel needs of a verifier: on a probed step, the copy of the plugin that made the first
+    measured draw on the real batch and that draw (the release); None on other steps."""
 
-    def observe(self, plugin: ResearcherMechanism, per_sample_grads: list[torch.Tensor], step: int, epoch: int) -> object: ...
+    def observe(
+        self, plugin: ResearcherMechanism, per_sample_grads: list[torch.Tensor], step: int, epoch: int
+    ) -> tuple[ResearcherMechanism, list[torch.Tensor]] | None: ...
 
 
 class PluginPrivatizer:
     """Runs a researcher-form plugin: it gets the whole logical batch's per-sample gradients
     (materialised by contract), its output is validated, and its *claimed* multiplier is recorded.
-    A verifier, if given, probes copies of the plugin on the same batch before each real call."""
+
+    Every release is made by a deep copy of the plugin, whose state the plugin then adopts: on a probed
+    step the copy is the verifier's first measured draw, on the others a plain copy. So the plugin cannot
+    tell a release from a probe by being copied, and what is released at a probed step is exactly what
+    was measured."""
 
     def __init__(
         self,
@@ -163,11 +172,15 @@ class PluginPrivatizer:
 
     def release(self, chunks: Iterable[PerSampleGradients], step: int, epoch: int) -> Release:
         per_sample, loss_sum, batch_size = self._materialized_batch(chunks)
-        if self.verifier is not None:
-            self.verifier.observe(self.plugin, per_sample, step, epoch)
-        output = self.plugin.clip_and_noise(per_sample, step, epoch)
+        measured = None if self.verifier is None else self.verifier.observe(self.plugin, per_sample, step, epoch)
+        if measured is None:
+            releasing = copy.deepcopy(self.plugin)
+            output = call_plugin(releasing, self.name, per_sample, step, epoch)
+        else:
+            releasing, output = measured
         gradient = check_plugin_output(output, self.parameter_shapes, self.name, step)
-        sigma = claimed_sigma(self.plugin, self.name, step, epoch)
+        sigma = claimed_sigma(releasing, self.name, step, epoch)
+        adopt_state(self.plugin, releasing)
         record = StepRecord(step, epoch, self.sampling_rate, sigma, self.max_grad_norm, self.name, "claimed")
         return Release(gradient, record, loss_sum, batch_size)
 
@@ -196,3 +209,15 @@ class PluginPrivatizer:
             joined.append(torch.cat(by_parameter[index]))
             by_parameter[index] = []  # this parameter's chunks are freed before the next is joined
         return joined, loss_sum, batch_size
+
+
+def adopt_state(plugin: object, source: object) -> None:
+    """Make ``plugin`` continue from ``source``'s state (a copy of it that made the release), keeping
+    its identity (the run's checkpoint holds ``plugin``)."""
+    if hasattr(plugin, "__dict__"):
+        plugin.__dict__.clear()
+        plugin.__dict__.update(source.__dict__)
+    for cls in type(plugin).__mro__:
+        for slot in getattr(cls, "__slots__", ()):
+            if isinstance(slot, str) and slot not in ("__dict__", "__weakref__") and hasattr(source, slot):
+                setattr(plugin, slot, getattr(source, slot))

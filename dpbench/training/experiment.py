@@ -153,9 +153,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     files.write_summary(summary)
     append_result_row(Path(cfg.paths.results) / "results.jsonl", _result_row(summary))
     log.info(
-        "done: %s | epsilon %s (target %g, delta %g; %s: %s) | %s",
-        _format_test_metrics(state.epochs[-1]), _format_epsilon(summary["epsilon"]), summary["target_epsilon"], summary["delta"],
-        summary["verdict"], summary["epsilon_basis"], _duration(summary["wall_seconds"]),
+        "done: %s | epsilon %s (target %g, delta %g) | %s; epsilon basis: %s | %s",
+        _format_test_metrics(state.epochs[-1]), _format_epsilon(summary["epsilon"]), summary["target_epsilon"],
+        summary["delta"], summary["verdict_detail"], summary["epsilon_basis"], _duration(summary["wall_seconds"]),
     )
     return summary
 
@@ -220,7 +220,7 @@ def _summary(cfg: DictConfig, run_dir: Path, dataset: str, plan: TrainingPlan, p
     for a plugin the one accounted with min(claimed, measured) multipliers (None if unbounded)."""
     delta = cfg.privacy.target_delta
     if prepared.verifier is None:
-        estimate, claimed, basis = cross_checked_epsilon(state.ledger, delta), None, "kernel: the harness clipped and added the noise"
+        estimate, claimed, basis = cross_checked_epsilon(state.ledger, delta), None, "the kernel's ledger"
         verification = None
     else:
         check = epsilon_check(prepared.verifier, state.ledger, delta)
@@ -233,6 +233,7 @@ def _summary(cfg: DictConfig, run_dir: Path, dataset: str, plan: TrainingPlan, p
         "dataset": dataset,
         "model": cfg.model._target_.rsplit(".", 1)[-1],
         "mechanism": prepared.name,
+        "mechanism_class": prepared.mechanism_class,
         "contract": prepared.contract,
         "seed": cfg.seed,
         "noise": "os-entropy" if cfg.privacy.secure_noise else "seeded: reproducible from the seed; never release the model",
@@ -244,6 +245,7 @@ def _summary(cfg: DictConfig, run_dir: Path, dataset: str, plan: TrainingPlan, p
         "epsilon_dp_accounting_pld": finite(estimate.pld),
         "epsilon_claimed": finite(claimed.primary) if claimed is not None else None,
         "verdict": prepared.verdict(),
+        "verdict_detail": prepared.verdict_detail(),
         "epsilon_basis": basis,
         "verification": verification,
         "delta": delta,

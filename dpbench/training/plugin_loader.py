@@ -10,18 +10,23 @@ a class with ``clip_and_noise`` and ``get_effective_sigma`` is a researcher-form
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
+from omegaconf import OmegaConf
 
 from dpbench.privacy.accountant import epsilon
 from dpbench.privacy.calibration import NoiseShape, TrainingPlan, calibrate_noise_multiplier
 from dpbench.privacy.ledger import PrivacyLedger
-from dpbench.privacy.mechanism import Mechanism, MechanismContractError, claimed_sigma
+from dpbench.privacy.mechanism import Mechanism, MechanismContractError, build_plugin, claimed_sigma
 from dpbench.privacy.privatizer import PluginPrivatizer, StructuredPrivatizer
 from dpbench.verification import UNVERIFIED, VERIFIED, PluginVerifier, UnverifiableLedgerError
+
+
+BUILTIN_CONFIGS = Path(__file__).resolve().parents[2] / "conf" / "mechanism"
 
 
 class MechanismNotFoundError(ImportError):
@@ -36,6 +41,19 @@ class PreparedMechanism:
     mechanism: object
     privatizer: StructuredPrivatizer | PluginPrivatizer
     verifier: PluginVerifier | None = None
+
+    @property
+    def mechanism_class(self) -> str:
+        """The qualified name of the class that ran."""
+        return qualified_name(type(self.mechanism))
+
+    def verdict_detail(self) -> str:
+        """The verdict with what it rests on: the kernel's, or how many steps the verifier measured."""
+        if self.contract == "structured":
+            return f"{VERIFIED} (kernel: every step clipped and noised by the harness)"
+        if self.verifier is None:
+            return f"{UNVERIFIED} (probing off)"
+        return self.verifier.report().describe()
 
     def verdict(self) -> str:
         """VERIFIED for the kernel (it added the noise itself); the verifier's verdict for a plugin."""
@@ -90,7 +108,7 @@ def prepare_mechanism(
             f"cannot import mechanism class '{target}' ({error}); use mechanism=NAME for a built-in "
             "(conf/mechanism/NAME.yaml) or mechanism._target_=module.Class for a class on PYTHONPATH"
         ) from error
-    name = str(options.pop("name", cls.__name__))
+    name = display_name(options.pop("name", None), target, cls)
     if isinstance(cls, type) and issubclass(cls, Mechanism):
         mechanism = _instantiate(target, options)
         noise_multiplier = noise_for(mechanism.noise_shape)
@@ -104,17 +122,18 @@ def prepare_mechanism(
         n_params = sum(int(torch.Size(s).numel()) for s in parameter_shapes)
 
         def build(noise_multiplier: float) -> object:
-            return cls(
+            arguments = dict(
                 max_grad_norm=max_grad_norm,
-                noise_multiplier=noise_multiplier,
+                noise_multiplier=float(noise_multiplier),
                 n_params=n_params,
-                dataset_size=plan.dataset_size,
-                batch_size=plan.expected_batch_size,
-                epochs=plan.epochs,
-                target_epsilon=target_epsilon,
-                target_delta=delta,
+                dataset_size=int(plan.dataset_size),
+                batch_size=int(plan.expected_batch_size),
+                epochs=int(plan.epochs),
+                target_epsilon=float(target_epsilon),
+                target_delta=float(delta),
                 **options,
             )
+            return build_plugin(lambda: cls(**arguments), name, arguments)
 
         noise_multiplier = noise_for(_reported_shape(build(1.0), name))
         plugin = build(noise_multiplier)
@@ -122,7 +141,7 @@ def prepare_mechanism(
         verifier = PluginVerifier(
             parameter_shapes,
             max_grad_norm,
-            plan.expected_batch_size,
+            int(plan.expected_batch_size),
             probe_rate=float(settings.get("probe_rate", 0.01)),
             seed=seed,
             steps_per_epoch=plan.steps_per_epoch,
@@ -131,6 +150,7 @@ def prepare_mechanism(
             plugin_factory=lambda: build(noise_multiplier),
             mechanism=name,
             max_overhead=settings.get("max_overhead", 0.1),
+            channel_draws=int(settings.get("channel_draws", 64)),
         )
         privatizer = PluginPrivatizer(
             plugin, name, parameter_shapes, max_grad_norm, plan.sampling_rate, device, verifier=verifier
@@ -140,6 +160,19 @@ def prepare_mechanism(
         f"'{target}' is neither a dpbench.privacy.mechanism.Mechanism subclass nor a researcher-form plugin "
         "(a class with clip_and_noise(per_sample_grads, step, epoch) and get_effective_sigma(step, epoch))"
     )
+
+
+def display_name(declared: str | None, target: str, cls: type) -> str:
+    """The name results show: the config's ``name``, unless that is a built-in's name and the class run is
+    not that built-in's (``mechanism=fixed mechanism._target_=my.Class`` is not ``fixed``)."""
+    builtin = BUILTIN_CONFIGS / f"{declared}.yaml"
+    if declared is None or (builtin.is_file() and OmegaConf.load(builtin).get("_target_") != target):
+        return cls.__name__
+    return str(declared)
+
+
+def qualified_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _instantiate(target: str, options: Mapping[str, Any]) -> Mechanism:

@@ -62,7 +62,7 @@ def epsilon_check(verifier: PluginVerifier, claimed: PrivacyLedger, delta: float
     try:
         verified_ledger = verifier.verified_ledger(claimed)
     except UnverifiableLedgerError as error:
-        return EpsilonCheck(claimed_epsilon, UNBOUNDED, f"{report.verdict}: {error}")
+        return EpsilonCheck(claimed_epsilon, UNBOUNDED, str(error))
     verified = claimed_epsilon if verified_ledger == claimed else cross_checked_epsilon(verified_ledger, delta)
     basis = {
         "VERIFIED": "claimed multipliers confirmed by measurement at every probed step",

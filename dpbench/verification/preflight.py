@@ -21,10 +21,12 @@ from typing import Any
 
 import torch
 
+from dpbench.engine.per_sample import MaterializedGradients
 from dpbench.privacy.accountant import epsilon
 from dpbench.privacy.adapter import as_researcher_plugin
 from dpbench.privacy.ledger import PrivacyLedger, StepRecord
-from dpbench.privacy.mechanism import Mechanism, check_plugin_output, claimed_sigma
+from dpbench.privacy.mechanism import Mechanism, build_plugin
+from dpbench.privacy.privatizer import PluginPrivatizer
 from dpbench.verification.epsilon import EpsilonCheck, epsilon_check
 from dpbench.verification.randomness import isolated_randomness, seed_globals
 from dpbench.verification.report import VerificationReport
@@ -36,7 +38,7 @@ FAKE_SHAPES = (torch.Size([16, 8]), torch.Size([16]), torch.Size([4, 16]), torch
 @dataclass(frozen=True)
 class FakeRun:
     dataset_size: int = 1000
-    batch_size: float = 32.0
+    batch_size: int = 32
     epochs: int = 2
     noise_multiplier: float = 1.0
     max_grad_norm: float = 1.0
@@ -109,7 +111,7 @@ def plugin_factory(cls: type, run: FakeRun, **hyperparameters: Any) -> Callable[
         dataset_size=run.dataset_size, batch_size=run.batch_size, epochs=run.epochs,
         target_epsilon=run.planned_epsilon(steps), target_delta=run.delta, **hyperparameters,
     )
-    return lambda: cls(**arguments)
+    return lambda: build_plugin(lambda: cls(**arguments), getattr(cls, "__name__", "plugin"), arguments)
 
 
 @dataclass
@@ -150,12 +152,11 @@ def preflight(
     ledger = PrivacyLedger()
     with isolated_randomness():
         seed_globals(seed)
-        plugin = factory()
+        privatizer = PluginPrivatizer(
+            build_plugin(factory, name), name, run.shapes, run.max_grad_norm, run.sampling_rate, verifier=verifier
+        )
         for step, grads in enumerate(fake_gradients(run, steps, seed)):
             epoch = step // run.steps_per_epoch
-            verifier.observe(plugin, grads, step, epoch)
-            check_plugin_output(plugin.clip_and_noise(grads, step, epoch), run.shapes, name, step)
-            sigma = claimed_sigma(plugin, name, step, epoch)
-            ledger.append(StepRecord(step, epoch, run.sampling_rate, sigma, run.max_grad_norm, name, "claimed"))
+            ledger.append(privatizer.release([MaterializedGradients(grads)], step, epoch).record)
     check = epsilon_check(verifier, ledger, run.delta)
     return PreflightResult(verifier.report(), check, time.perf_counter() - started, steps)

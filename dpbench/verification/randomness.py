@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from dpbench.privacy.mechanism import call_plugin
+
 GENERATOR_TYPES = (torch.Generator, np.random.Generator, np.random.RandomState, random.Random)
 MAX_DEPTH = 8
 
@@ -102,7 +104,10 @@ def call_under_seed(plugin: Any, per_sample_grads: list[torch.Tensor], step: int
     """``plugin.clip_and_noise`` with every global generator seeded from ``seed`` (call inside
     :func:`isolated_randomness`, on inputs the caller owns: a plugin may modify them in place)."""
     seed_globals(seed)
-    return [torch.as_tensor(o).detach() for o in plugin.clip_and_noise(per_sample_grads, step, epoch)]
+    output = call_plugin(plugin, type(plugin).__name__, per_sample_grads, step, epoch)
+    if not isinstance(output, (list, tuple)):
+        return output
+    return [torch.as_tensor(o).detach() for o in output]
 
 
 def fresh_instances_agree(

@@ -75,6 +75,25 @@ class VerificationReport:
     settings: dict = field(default_factory=dict)
 
     @property
+    def dropped_for_budget(self) -> int:
+        return int(self.settings.get("skipped_for_budget", 0))
+
+    @property
+    def coverage(self) -> str:
+        """How much was measured: k of n steps, and the probes the overhead cap dropped."""
+        text = f"{len(self.probes)} of {self.steps_observed} steps measured; the other steps carry the claim"
+        if self.dropped_for_budget:
+            text += (
+                f"; {self.dropped_for_budget} extra probes dropped to keep probing under "
+                f"{self.settings['max_overhead']:.0%} of training time"
+            )
+        return text
+
+    def describe(self) -> str:
+        """The verdict with its coverage, e.g. ``VERIFIED (3 of 120 steps measured; ...)``."""
+        return f"{self.verdict} ({self.coverage})"
+
+    @property
     def confidence(self) -> str:
         s = self.settings
         skipped = f" ({s['skipped_for_budget']} scheduled probes skipped to keep probing under {s['max_overhead']:.0%} of training time)" if s.get("skipped_for_budget") else ""
@@ -86,7 +105,7 @@ class VerificationReport:
         )
 
     def summary(self) -> str:
-        lines = [self.verdict, self.confidence]
+        lines = [self.describe(), self.confidence]
         lines += [f.describe() for f in self.findings]
         if self.probes:
             worst = min(self.probes, key=lambda p: p.measured / p.claimed)
@@ -103,6 +122,10 @@ class VerificationReport:
             "probes": [p.to_dict() for p in self.probes],
             "steps_observed": self.steps_observed,
             "steps_probed": len(self.probes),
+            "steps_measured": len(self.probes),
+            "steps_total": self.steps_observed,
+            "dropped_for_budget": self.dropped_for_budget,
+            "coverage": self.coverage,
             "probe_seconds": self.probe_seconds,
             "confidence": self.confidence,
             "settings": self.settings,

@@ -35,9 +35,9 @@ import torch
 
 from dpbench.privacy.ledger import PrivacyLedger, StepRecord
 from dpbench.privacy.mechanism import check_plugin_output, claimed_sigma
-from dpbench.verification.measurement import combined_multiplier, flatten, measure_direction, noise_scale
+from dpbench.verification.measurement import combined_multiplier, flatten, measure_direction, noise_scale, std_upper
 from dpbench.verification.neighbours import probe_examples, with_example
-from dpbench.verification.plugin_state import changed_leaves, deterministic, separate_channel, snapshot
+from dpbench.verification.plugin_state import Channel, changed_leaves, deterministic, separate_channel, snapshot
 from dpbench.verification.randomness import (
     call_under_seed,
     copy_with_streams,
@@ -89,6 +89,7 @@ class PluginVerifier:
         plugin_factory: Callable[[], Any] | None = None,
         mechanism: str = "plugin",
         max_overhead: float | None = 0.10,
+        channel_draws: int = 64,
     ) -> None:
         if not 0.0 <= probe_rate <= 1.0:
             raise ValueError(f"probe_rate must be in [0, 1] (0 turns probing off), got {probe_rate}")
@@ -118,6 +119,9 @@ class PluginVerifier:
         self._findings: list[Finding] = []
         self._steps_observed = 0
         self._probe_seconds = 0.0
+        self.channel_draws = int(channel_draws)
+        # Per state channel: pooled sum of squared shift-normalised deviations and its degrees of freedom.
+        self._channel_pool: dict[str, tuple[float, int]] = {}
         self._fixed_noise: bool | None = None  # fresh-instance result, once known
         self._restore = False  # a plugin modified the probe's input tensors in place
 
@@ -130,10 +134,14 @@ class PluginVerifier:
         return random.Random(derive_seed(self.seed, step, 0x5EED)).random() < self.probe_rate
 
     # ----------------------------------------------------------------------------------------- probing
-    def observe(self, plugin: Any, per_sample_grads: list[torch.Tensor], step: int, epoch: int) -> ProbeRecord | None:
-        """Call before the real ``plugin.clip_and_noise(per_sample_grads, step, epoch)``; probes copies
-        of ``plugin`` if this step is scheduled. Raises a :class:`VerificationError` at a finding in
-        strict mode."""
+    def observe(
+        self, plugin: Any, per_sample_grads: list[torch.Tensor], step: int, epoch: int
+    ) -> tuple[Any, list[torch.Tensor]] | None:
+        """Call instead of the real ``plugin.clip_and_noise(per_sample_grads, step, epoch)``: if this step
+        is probed, returns the copy of ``plugin`` that made the first measured draw and that draw, which
+        the caller must release (so the release is one of the measured calls), else None. The first step
+        of every epoch is always probed; the overhead cap drops only the other scheduled probes (counted).
+        Raises a :class:`VerificationError` at a finding in strict mode."""
         started = time.perf_counter()
         if self._returned_at is not None:
             self._training_seconds += started - self._returned_at
@@ -141,11 +149,11 @@ class PluginVerifier:
         try:
             if not self.should_probe(step, epoch) or per_sample_grads[0].shape[0] == 0:
                 return None
-            if self._over_budget():
+            if step % self.steps_per_epoch != 0 and self._over_budget():
                 self._skipped_for_budget += 1
                 return None
             with isolated_randomness(), torch.no_grad():
-                record, findings = self._probe(plugin, [g.detach() for g in per_sample_grads], step, epoch)
+                record, findings, released = self._probe(plugin, [g.detach() for g in per_sample_grads], step, epoch)
         finally:
             self._returned_at = time.perf_counter()
         self._probe_seconds += self._returned_at - started
@@ -157,11 +165,10 @@ class PluginVerifier:
             self._findings.append(finding)
             if self.strict:
                 raise (PrivacyLeakError if finding.kind == "leak" else PrivacyViolationError)(finding)
-        return record
+        return released
 
     def _over_budget(self) -> bool:
-        """Probing has already cost more than ``max_overhead`` x the training time between calls (the
-        first probe is always run)."""
+        """Probing has already cost more than ``max_overhead`` x the training time between calls."""
         return self.max_overhead is not None and bool(self._probes) and self._probe_seconds > self.max_overhead * self._training_seconds
 
     def _call(self, plugin: Any, inputs: list[torch.Tensor], step: int, epoch: int, seed: int) -> tuple[Any, list[torch.Tensor]]:
@@ -175,7 +182,9 @@ class PluginVerifier:
             self._restore = True
         return copy, output
 
-    def _probe(self, plugin: Any, grads: list[torch.Tensor], step: int, epoch: int) -> tuple[ProbeRecord, list[Finding]]:
+    def _probe(
+        self, plugin: Any, grads: list[torch.Tensor], step: int, epoch: int
+    ) -> tuple[ProbeRecord, list[Finding], tuple[Any, list[torch.Tensor]]]:
         seeds = [derive_seed(self.seed, step, k) for k in range(self.draws)]
         draws, states = [], []
         inputs = [g.clone() for g in grads]
@@ -187,6 +196,7 @@ class PluginVerifier:
             states.append(snapshot(copy))
             if len(draws) == 1:
                 claim = claimed_sigma(copy, self.mechanism, step, epoch)
+                released = (copy, output)
         scale, residuals = noise_scale(draws)
 
         examples = probe_examples(grads, scale.upper(self.alpha), self.max_grad_norm, torch.Generator().manual_seed(derive_seed(self.seed, step, -1)))
@@ -206,6 +216,8 @@ class PluginVerifier:
             channels, post_processing = self._channels(
                 plugin, grads, step, epoch, seeds[0], candidates, states, draws[0], outputs["spread"], shifted_states["spread"]
             )
+        if channels:
+            channels = self._measure_channels(plugin, grads, step, epoch, channels, states)
 
         worst = min(directions, key=lambda d: d.sigma)
         parts = [(worst.sigma, worst.upper, worst.probe)] + [(c.multiplier, c.upper, f"state:{c.path}") for c in channels]
@@ -234,7 +246,7 @@ class PluginVerifier:
         ]
         if upper < self.threshold * claim:
             findings.append(Finding("violation", step, epoch, label, claim, measured, upper, self._explain(label, parts)))
-        return record, findings
+        return record, findings, released
 
     def _channels(self, plugin, grads, step, epoch, seed, candidates, states, base_output, output_a, with_a):
         """Sort random, data-dependent state leaves into separate channels and post-processing, with x_a
@@ -251,6 +263,34 @@ class PluginVerifier:
             channel = separate_channel(path, states, states[0], with_a, with_b, release_shift, release_difference, self.alpha)
             (channels.append(channel) if channel is not None else post_processing.append(path))
         return channels, post_processing
+
+    def _measure_channels(
+        self, plugin: Any, grads: list[torch.Tensor], step: int, epoch: int, channels: list[Channel], states: list
+    ) -> list[Channel]:
+        """Each channel's multiplier from ``channel_draws`` more draws of the state on the real batch, pooled
+        with the channel's draws at earlier probes (a scalar state leaf has too few degrees of freedom in
+        one probe to resolve a 15% shortfall; the pool assumes the channel's noise is the same at every
+        step). The bound used is the tighter of this probe's and the pool's (each at ``alpha``)."""
+        extra = [
+            snapshot(self._call(plugin, [g.clone() for g in grads], step, epoch, derive_seed(self.seed, step, self.draws + k))[0])
+            for k in range(self.channel_draws)
+        ]
+        measured = []
+        for channel in channels:
+            values = [s.get(channel.path) for s in states + extra]
+            if channel.shift == 0 or not all(v is not None and v.shape == values[0].shape for v in values):
+                measured.append(channel)
+                continue
+            stacked = torch.stack(values) / channel.shift
+            squares = float((stacked - stacked.mean(dim=0)).pow(2).sum())
+            dof = (stacked.shape[0] - 1) * stacked.shape[1]
+            pooled_squares, pooled_dof = self._channel_pool.get(channel.path, (0.0, 0))
+            pooled_squares, pooled_dof = pooled_squares + squares, pooled_dof + dof
+            self._channel_pool[channel.path] = (pooled_squares, pooled_dof)
+            here, pooled = math.sqrt(squares / dof), math.sqrt(pooled_squares / pooled_dof)
+            upper = min(std_upper(here, dof, self.alpha), std_upper(pooled, pooled_dof, self.alpha))
+            measured.append(Channel(channel.path, min(here, pooled), upper, channel.shift))
+        return measured
 
     def _explain(self, label: str, parts: list[tuple[float, float, str]]) -> str:
         if FRESH_INSTANCE in label:
@@ -275,6 +315,7 @@ class PluginVerifier:
                 "probe_rate": self.probe_rate, "draws": self.draws, "alpha": self.alpha, "threshold": self.threshold,
                 "probes_per_step": 4, "seed": self.seed, "fresh_instance_check": self.plugin_factory is not None,
                 "max_overhead": self.max_overhead, "skipped_for_budget": self._skipped_for_budget,
+                "channel_draws": self.channel_draws,
                 "training_seconds": self._training_seconds,
             },
         )
@@ -312,6 +353,7 @@ class PluginVerifier:
             "fixed_noise": self._fixed_noise,
             "training_seconds": self._training_seconds,
             "skipped_for_budget": self._skipped_for_budget,
+            "channel_pool": {path: list(pool) for path, pool in self._channel_pool.items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -322,3 +364,4 @@ class PluginVerifier:
         self._fixed_noise = state["fixed_noise"]
         self._training_seconds = state["training_seconds"]
         self._skipped_for_budget = state["skipped_for_budget"]
+        self._channel_pool = {path: (float(s), int(d)) for path, (s, d) in state.get("channel_pool", {}).items()}

@@ -38,7 +38,7 @@ def test_ghost_norms_match_per_example_backward(model_class, rows):
         output = torch.cat([model.decoder(z), mu, logvar, x[b:b + 1]], dim=1)
         model.loss(output, y[b:b + 1]).backward()
         expected.append(sum(p.grad.pow(2).sum() for p in model.parameters()))
-    torch.testing.assert_close(norms, torch.stack(expected), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(norms, torch.stack(expected).double(), rtol=1e-4, atol=1e-6)
 
 
 def test_hurdle_loss_ignores_values_of_absent_tables(rows):

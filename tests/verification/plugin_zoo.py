@@ -7,6 +7,7 @@ they clip flat to C, add N(0, (zC)^2) and divide by the expected batch size."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -160,6 +161,71 @@ class RealisedBatchDivision(Base):
         return [(s + self.noise(s.shape, std)) / batch for s in self.clipped_sum(grads)]
 
 
+class UnpaidAdaptiveCount(Base):
+    """Adaptive clipping (Andrew et al. 2021) that noises its centred count of unclipped examples but
+    does not raise the gradient noise to pay for that release: true multiplier (z^-2 + (2 sigma_b)^-2)^-1/2,
+    0.85 z here."""
+
+    count_noise_share = 40.0  # sigma_b = expected batch / 40
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.clip_norm = self.max_grad_norm
+        self.count_noise = self.expected_batch_size / self.count_noise_share
+
+    def gradient_multiplier(self):
+        return self.noise_multiplier
+
+    def clip_and_noise(self, grads, step, epoch):
+        norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads))
+        out = self.release(self.clipped_sum(grads, self.clip_norm), self.gradient_multiplier() * self.clip_norm)
+        centred = float(((norms <= self.clip_norm).double() - 0.5).sum()) + float(self.noise((), self.count_noise))
+        unclipped = centred / self.expected_batch_size + 0.5
+        self.clip_norm *= math.exp(-0.2 * (unclipped - 0.5))
+        return out
+
+
+class NoiseOnlyAtStepZero(Base):
+    """Adds noise at the first step only (where a verifier that probes only the start would look)."""
+
+    def clip_and_noise(self, grads, step, epoch):
+        std = self.noise_multiplier * self.max_grad_norm if step == 0 else 0.0
+        return self.release(self.clipped_sum(grads), std)
+
+
+class StepDecayReportedAsMean(Base):
+    """Noise decaying by 0.2% a step, normalised so that its mean over the planned steps is z, and z reported:
+    over a short run it looks correct, late in a long schedule it is about half the claim."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scale = 1.0 / (sum(0.998**t for t in range(self.total_steps)) / self.total_steps)
+
+    def clip_and_noise(self, grads, step, epoch):
+        std = self.noise_multiplier * self.max_grad_norm * self.scale * 0.998**step
+        return self.release(self.clipped_sum(grads), std)
+
+
+class NoiseOnlyWhenCopied(Base):
+    """Adds its noise only in deep copies of itself (the verifier probes copies), none in the object
+    the harness trains with. Not in BROKEN: the harness releases only from copies, so it is harmless
+    (tests/verification/test_release_is_measured.py)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.copied = False
+
+    def __deepcopy__(self, memo):
+        clone = copy.copy(self)
+        clone.__dict__ = copy.deepcopy(self.__dict__, memo)
+        clone.copied = True
+        return clone
+
+    def clip_and_noise(self, grads, step, epoch):
+        std = self.noise_multiplier * self.max_grad_norm if self.copied else 0.0
+        return self.release(self.clipped_sum(grads), std)
+
+
 # (class, verdict, reason: a substring of a finding's probe, bound on measured / claimed of the
 # violations: what the bug leaves of the claimed multiplier)
 BROKEN = [
@@ -175,6 +241,7 @@ BROKEN = [
     (RawGradientEMA, "LEAK", "state:ema", None),
     (UnnoisedMomentum, "LEAK", "state:momentum", None),
     (RealisedBatchDivision, "VIOLATION", "opposite-mean", 0.75),
+    (UnpaidAdaptiveCount, "VIOLATION", "state:clip_norm", 0.9),
 ]
 
 
@@ -213,4 +280,24 @@ class EntropySeededGenerator(Base):
         return [(s + self.noise(s.shape, std, self.generator)) / self.expected_batch_size for s in self.clipped_sum(grads)]
 
 
-CORRECT = [OverNoised, NoisedMomentum, EntropySeededGenerator]
+class PaidAdaptiveCount(UnpaidAdaptiveCount):
+    """Correct adaptive clipping (Andrew et al. 2021): the gradient noise is raised to
+    z_g = (z^-2 - (2 sigma_b)^-2)^-1/2 so that gradient and count together are worth z."""
+
+    def gradient_multiplier(self):
+        return (self.noise_multiplier**-2 - (2 * self.count_noise) ** -2) ** -0.5
+
+
+class IntegerSchedule(Base):
+    """Correct; computes its schedule as researchers do, with integer division and range(), which needs
+    the integer batch size and dataset size the contract promises."""
+
+    def __init__(self, max_grad_norm, noise_multiplier, n_params, dataset_size, batch_size, epochs, target_epsilon, target_delta):
+        super().__init__(max_grad_norm, noise_multiplier, n_params, dataset_size, batch_size, epochs, target_epsilon, target_delta)
+        self.multipliers = [noise_multiplier for _ in range(epochs * (dataset_size // batch_size))]
+
+    def clip_and_noise(self, grads, step, epoch):
+        return self.release(self.clipped_sum(grads), self.multipliers[0] * self.max_grad_norm)
+
+
+CORRECT = [OverNoised, NoisedMomentum, EntropySeededGenerator, PaidAdaptiveCount, IntegerSchedule]
