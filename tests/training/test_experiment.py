@@ -29,7 +29,7 @@ def test_run_writes_metrics_summary_and_results_row(make_config, tmp_path):
     assert summary["epsilon_dp_accounting_rdp"] == pytest.approx(summary["epsilon"], rel=0.01)
     assert summary["steps"] == 3 * round(1437 / 256)
     assert summary["contract"] == "structured" and summary["verdict"] == "VERIFIED"
-    assert summary["epsilon_basis"].startswith("kernel")
+    assert summary["verdict_detail"].startswith("VERIFIED (kernel")
     table = pd.read_json(tmp_path / "results" / "results.jsonl", lines=True)
     assert len(table) == 1 and table.loc[0, "mechanism"] == "fixed"
     assert table.loc[0, "final_accuracy"] == pytest.approx(summary["final_accuracy"], rel=1e-12)
