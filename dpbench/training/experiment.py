@@ -220,10 +220,11 @@ def _summary(cfg: DictConfig, run_dir: Path, dataset: str, plan: TrainingPlan, p
     for a plugin the one accounted with min(claimed, measured) multipliers (None if unbounded)."""
     delta = cfg.privacy.target_delta
     if prepared.verifier is None:
-        estimate, claimed, basis = cross_checked_epsilon(state.ledger, delta), None, "the kernel's ledger"
+        estimate = cross_checked_epsilon(state.ledger, delta, accountant=prepared.accountant)
+        claimed, basis = None, "the kernel's ledger"
         verification = None
     else:
-        check = epsilon_check(prepared.verifier, state.ledger, delta)
+        check = epsilon_check(prepared.verifier, state.ledger, delta, prepared.accountant)
         estimate, claimed, basis = check.verified, check.claimed, check.basis
         verification = prepared.verifier.report().to_dict()
     accuracies = [row["test_accuracy"] for row in state.epochs if "test_accuracy" in row] or [None]

@@ -41,6 +41,7 @@ class PreparedMechanism:
     mechanism: object
     privatizer: StructuredPrivatizer | PluginPrivatizer
     verifier: PluginVerifier | None = None
+    accountant: str = "rdp"
 
     @property
     def mechanism_class(self) -> str:
@@ -69,7 +70,7 @@ class PreparedMechanism:
     def spent_epsilon(self, ledger: PrivacyLedger, delta: float) -> float:
         """Epsilon spent so far on the accountable ledger; infinite if nothing finite can be verified."""
         try:
-            return epsilon(self.accountable_ledger(ledger), delta)
+            return epsilon(self.accountable_ledger(ledger), delta, self.accountant)
         except UnverifiableLedgerError:
             return float("inf")
 
@@ -116,7 +117,7 @@ def prepare_mechanism(
             mechanism, parameter_shapes, noise_multiplier, plan.expected_batch_size, plan.sampling_rate, noise_generator, device
         )
         privatizer.check_schedule((t, plan.epoch_of(t)) for t in range(plan.total_steps))
-        return PreparedMechanism(name, "structured", noise_multiplier, mechanism, privatizer)
+        return PreparedMechanism(name, "structured", noise_multiplier, mechanism, privatizer, accountant=accountant)
     if callable(getattr(cls, "clip_and_noise", None)) and callable(getattr(cls, "get_effective_sigma", None)):
         max_grad_norm = float(options.pop("max_grad_norm"))
         n_params = sum(int(torch.Size(s).numel()) for s in parameter_shapes)
@@ -155,7 +156,7 @@ def prepare_mechanism(
         privatizer = PluginPrivatizer(
             plugin, name, parameter_shapes, max_grad_norm, plan.sampling_rate, device, verifier=verifier
         )
-        return PreparedMechanism(name, "researcher", noise_multiplier, plugin, privatizer, verifier)
+        return PreparedMechanism(name, "researcher", noise_multiplier, plugin, privatizer, verifier, accountant)
     raise MechanismContractError(
         f"'{target}' is neither a dpbench.privacy.mechanism.Mechanism subclass nor a researcher-form plugin "
         "(a class with clip_and_noise(per_sample_grads, step, epoch) and get_effective_sigma(step, epoch))"

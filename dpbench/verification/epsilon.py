@@ -12,7 +12,6 @@ from dpbench.privacy.ledger import PrivacyLedger
 from dpbench.verification.report import LEAK
 from dpbench.verification.verifier import PluginVerifier, UnverifiableLedgerError
 
-ACCOUNTANT_TOLERANCE = 0.01
 # Below this multiplier dp_accounting's PLD takes tens of seconds per distinct multiplier and epsilon
 # is in the tens anyway; PLD is then not computed (nan).
 PLD_MIN_MULTIPLIER = 0.3
@@ -33,11 +32,14 @@ class EpsilonEstimate:
 UNBOUNDED = EpsilonEstimate(math.inf, math.inf, math.inf)
 
 
-def cross_checked_epsilon(ledger: PrivacyLedger, delta: float, tolerance: float = ACCOUNTANT_TOLERANCE) -> EpsilonEstimate:
-    """Primary epsilon with dp_accounting's RDP and PLD beside it; raises
-    :class:`~dpbench.privacy.accountant.AccountantDisagreementError` if the two RDP accountants disagree."""
-    check_accountants_agree(ledger, delta, tolerance)
-    primary = epsilon(ledger, delta)
+def cross_checked_epsilon(
+    ledger: PrivacyLedger, delta: float, tolerance: float | None = None, accountant: str = "rdp"
+) -> EpsilonEstimate:
+    """Epsilon by ``accountant`` with dp_accounting's RDP and PLD beside it; raises
+    :class:`~dpbench.privacy.accountant.AccountantDisagreementError` if ``accountant`` and its independent
+    implementation disagree."""
+    check_accountants_agree(ledger, delta, tolerance, accountant)
+    primary = epsilon(ledger, delta, accountant)
     rdp = epsilon_independent(ledger, delta, "rdp")
     smallest = min((r.noise_multiplier for r in ledger), default=math.inf)
     pld = epsilon_independent(ledger, delta, "pld") if smallest >= PLD_MIN_MULTIPLIER else math.nan
@@ -56,14 +58,19 @@ class EpsilonCheck:
         return {"claimed": self.claimed.to_dict(), "verified": self.verified.to_dict(), "basis": self.basis}
 
 
-def epsilon_check(verifier: PluginVerifier, claimed: PrivacyLedger, delta: float) -> EpsilonCheck:
-    claimed_epsilon = cross_checked_epsilon(claimed, delta)
+def epsilon_check(
+    verifier: PluginVerifier, claimed: PrivacyLedger, delta: float, accountant: str = "rdp"
+) -> EpsilonCheck:
+    claimed_epsilon = cross_checked_epsilon(claimed, delta, accountant=accountant)
     report = verifier.report()
     try:
         verified_ledger = verifier.verified_ledger(claimed)
     except UnverifiableLedgerError as error:
         return EpsilonCheck(claimed_epsilon, UNBOUNDED, str(error))
-    verified = claimed_epsilon if verified_ledger == claimed else cross_checked_epsilon(verified_ledger, delta)
+    verified = (
+        claimed_epsilon if verified_ledger == claimed
+        else cross_checked_epsilon(verified_ledger, delta, accountant=accountant)
+    )
     basis = {
         "VERIFIED": "claimed multipliers confirmed by measurement at every probed step",
         "VIOLATION": "min(claimed, measured) multiplier per step, carried forward from the latest probe",

@@ -76,3 +76,42 @@ def test_disagreeing_accountants_are_an_error(monkeypatch):
     monkeypatch.setattr(accountant, "epsilon_independent", lambda *a, **k: 1.05 * real(*a, **k))
     with pytest.raises(ArithmeticError, match="accountants disagree"):
         check_accountants_agree(ledger_of(0.01, [1.0] * 100), 1e-5)
+
+
+# ------------------------------------------------------------------------------ privacy.accountant
+def mnist_like_ledger(z: float = 1.1, steps: int = 2000) -> PrivacyLedger:
+    return PrivacyLedger([StepRecord(t, 0, 512 / 60000, z, 1.0, "x", "harness") for t in range(steps)])
+
+
+def test_pld_and_prv_are_independent_implementations_that_agree():
+    ledger = mnist_like_ledger()
+    pld, prv = epsilon(ledger, 1e-5, "pld"), epsilon(ledger, 1e-5, "prv")
+    assert pld == pytest.approx(prv, rel=0.01)
+    assert pld < epsilon(ledger, 1e-5, "rdp")  # the numerical accountants are tighter than RDP
+    for accountant in ("rdp", "pld", "prv"):
+        check_accountants_agree(ledger, 1e-5, accountant=accountant)
+
+
+@pytest.mark.parametrize("accountant", ["pld", "prv"])
+def test_calibration_spends_the_target_under_the_chosen_accountant(accountant):
+    from dpbench.privacy.calibration import TrainingPlan, calibrate_noise_multiplier, planned_ledger
+
+    plan = TrainingPlan(60_000, 512, 5)
+    z = calibrate_noise_multiplier(3.0, 1e-5, plan, accountant=accountant)
+    spent = epsilon(planned_ledger(plan, z, lambda step, epoch: 1.0), 1e-5, accountant)
+    assert 0.99 * 3.0 <= spent <= 3.0
+    assert z < calibrate_noise_multiplier(3.0, 1e-5, plan)  # less noise than RDP for the same target
+
+
+def test_an_unknown_accountant_names_the_choices():
+    with pytest.raises(ValueError, match="privacy.accountant to one of rdp, pld, prv"):
+        epsilon(mnist_like_ledger(steps=3), 1e-5, "gdp")
+
+
+def test_a_run_calibrates_and_reports_with_the_chosen_accountant(make_config, tmp_path):
+    from dpbench.training.experiment import run_experiment
+
+    summary = run_experiment(make_config("privacy.accountant=pld", "train.epochs=1"), tmp_path / "run")
+    assert 0.99 * 3.0 <= summary["epsilon"] <= 3.0
+    assert summary["epsilon"] == pytest.approx(summary["epsilon_dp_accounting_pld"], rel=1e-6)
+    assert summary["epsilon_dp_accounting_rdp"] > summary["epsilon"]
