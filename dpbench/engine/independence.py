@@ -1,43 +1,52 @@
-"""Per-example gradients must be independent of the other examples, and must add up to the gradient.
+"""Per-example gradients must be independent of the other examples, and must be the gradients autograd gives.
 
 DP-SGD's sensitivity argument needs each example's gradient to depend on that example alone: a layer
-that mixes examples (BatchNorm normalises by batch statistics) lets one added example move every other
-example's gradient, so the release moves by much more than the clipping bound; and BatchNorm's running
-statistics are updated from private data without noise. The engines also have to agree with autograd:
-a weight used outside its module (tied embeddings through ``F.linear``) gets gradient the layer rules
-do not see, and its per-example norms come out wrong.
+that mixes examples (BatchNorm normalises by batch statistics) lets one added or replaced example move
+every other example's gradient, so the release moves by much more than the clipping bound; and
+BatchNorm's running statistics are updated from private data without noise. The kernel clips against
+the norms the engine reports, so those norms must also be the norms of the true per-example gradients:
+a weight used outside its module (tied embeddings through ``F.linear``) gets gradient the ghost
+engine's layer rules do not see, and its per-example norms come out wrong.
 
 Two guards, both before the first step:
 
-- :func:`refuse_batch_mixing_modules`: every BatchNorm (any kind, affine or not) and every
-  InstanceNorm that tracks running statistics is refused by type, with the fix in the message;
+- :func:`refuse_batch_mixing_modules` (called by every engine's constructor): every BatchNorm (any
+  kind, affine or not, lazy or synchronised) and every InstanceNorm that tracks running statistics
+  is refused by type, with the fix in the message;
 - :func:`check_engine`, because no list of layer types is complete: on a few public (test-set)
-  examples, replacing one example must leave every other example's per-example gradient unchanged,
-  a forward pass in training mode must leave the model's buffers unchanged, and the per-example
-  gradients must sum to autograd's gradient of the summed loss. Any failure names the parameter or
-  buffer and the fix.
+  examples, in training mode, (1) a forward pass must leave the model's buffers unchanged; (2) every
+  example's gradient as the engine reports it (materialised rows, squared norms, and weighted sums
+  with one-hot weights) must equal autograd's gradient of that example's loss; (3) replacing one
+  example, and adding one, must leave every other example's gradient unchanged. Any failure names
+  the parameter or buffer and the fix. The examples are public, so the check spends no privacy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
 
 import torch
 from torch import nn
 
-from dpbench.engine.per_sample import GradientEngine
+from dpbench.engine.per_sample import GradientEngine, PerSampleGradients
 
 # Relative tolerance of the empirical checks (float32 reductions in other orders stay far below it).
 TOLERANCE = 1e-4
 CHECK_EXAMPLES = 4
+FIX = "make every example's output depend on that example alone"
+
+T = TypeVar("T")
 
 
 class ExampleMixingError(ValueError):
-    """The model (or the engine) lets one example's gradient depend on other examples."""
+    """The model (or the engine) lets one example's gradient depend on other examples, or reports
+    per-example gradients that are not autograd's."""
 
 
 def refuse_batch_mixing_modules(model: nn.Module) -> None:
-    """Refuse module types known to mix examples across the batch."""
+    """Refuse module types known to mix examples across the batch or to keep statistics of private data."""
     for name, module in model.named_modules():
         where = f"module '{name or type(model).__name__}' ({type(module).__name__})"
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -58,77 +67,162 @@ def check_engine(
     engine: GradientEngine, model: nn.Module, features: torch.Tensor, labels: torch.Tensor
 ) -> None:
     """The empirical checks of the module docstring, on ``CHECK_EXAMPLES + 1`` examples of ``features``
-    (public ones: the test set). Raises :class:`ExampleMixingError`."""
+    (public ones: the test set). The model's buffers, training flags and the random state are left as
+    they were. Raises :class:`ExampleMixingError`."""
     if features.shape[0] < CHECK_EXAMPLES + 1:
         raise ValueError(f"check_engine needs at least {CHECK_EXAMPLES + 1} examples, got {features.shape[0]}")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x, y = features[:CHECK_EXAMPLES].to(device), labels[:CHECK_EXAMPLES].to(device)
-    replaced = x.clone()
-    replaced[0] = features[CHECK_EXAMPLES].to(device)
+    spare_x, spare_y = features[CHECK_EXAMPLES:CHECK_EXAMPLES + 1].to(device), labels[CHECK_EXAMPLES:CHECK_EXAMPLES + 1]
+    replaced = torch.cat([spare_x, x[1:]])
+    added_x, added_y = torch.cat([x, spare_x]), torch.cat([y, spare_y.to(device)])
     names = [name for name, p in model.named_parameters() if p.requires_grad]
-    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
-    try:
+    others = list(range(1, CHECK_EXAMPLES))
+    with _restored(model):
+        model.train()
+        _check_buffers(model, x)
         first = _seeded(lambda: engine.per_sample_gradients(x, y))
-        moved_buffers = [name for name, b in model.named_buffers() if not torch.equal(b, buffers[name])]
-        if moved_buffers:
-            raise ExampleMixingError(
-                f"a forward pass in training mode changed the buffer(s) {', '.join(moved_buffers)}: running "
-                "statistics computed from private data would be released without noise; turn them off "
-                "(e.g. track_running_stats=False) or compute them from public data"
-            )
-        second = _seeded(lambda: engine.per_sample_gradients(replaced, y))
-        _compare_others(names, first.materialize(), second.materialize())
-        _compare_sum(names, first.weighted_sum(torch.ones(CHECK_EXAMPLES, len(names), device=device)),
-                     _seeded(lambda: _autograd_sum(engine, model, x, y)))
+        _compare_rows(names, first, _seeded(lambda: engine.per_sample_gradients(replaced, y)), others,
+                      "replacing one example")
+        _check_against_autograd(names, first, _seeded(lambda: _autograd_per_example(engine, model, x, y)))
+        _check_added_example(engine, model, names, first, (x, y), (added_x, added_y))
+
+
+def _check_added_example(
+    engine: GradientEngine,
+    model: nn.Module,
+    names: list[str],
+    first: PerSampleGradients,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    added: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    """Adding one example must leave the others' gradients unchanged. A larger batch draws other noise,
+    so a model whose gradients depend on the random state (dropout) is compared in eval mode; one that
+    draws noise even there (a VAE's latent sample) is covered by the replacement check alone."""
+    if not _deterministic(engine, first, *batch):
+        model.eval()
+        first = _seeded(lambda: engine.per_sample_gradients(*batch))
+        if not _deterministic(engine, first, *batch):
+            return
+    _compare_rows(names, first, _seeded(lambda: engine.per_sample_gradients(*added)),
+                  list(range(first.batch_size)), "adding one example")
+
+
+@contextmanager
+def _restored(model: nn.Module) -> Iterator[None]:
+    """Leaves the model's buffers and every module's training flag as they were."""
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    modes = {module: module.training for module in model.modules()}
+    try:
+        yield
     finally:
         with torch.no_grad():
             for name, buffer in model.named_buffers():
                 buffer.copy_(buffers[name])
+        for module, training in modes.items():
+            module.training = training
 
 
-def _seeded(call: Callable[[], object]) -> object:
-    """``call()`` under a fixed random state (models that draw noise in their forward, e.g. a VAE, draw
-    the same noise for the same batch positions), leaving the caller's random state untouched."""
+def _check_buffers(model: nn.Module, x: torch.Tensor) -> None:
+    before = {name: b.detach().clone() for name, b in model.named_buffers()}
+    with torch.no_grad():
+        _seeded(lambda: model(x))
+    moved = [name for name, b in model.named_buffers() if not torch.equal(b, before[name])]
+    if moved:
+        raise ExampleMixingError(
+            f"a forward pass in training mode changed the buffer(s) {', '.join(moved)}: running statistics "
+            "computed from private data would be released without noise; turn them off "
+            "(e.g. track_running_stats=False) or compute them from public data"
+        )
+
+
+def _seeded(call: Callable[[], T], seed: int = 0) -> T:
+    """``call()`` under a fixed random state (models that draw noise in their forward, e.g. dropout or a
+    VAE, draw the same noise for the same batch shape), leaving the caller's random state untouched."""
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         return call()
 
 
-def _compare_others(names: list[str], first: list[torch.Tensor], second: list[torch.Tensor]) -> None:
-    for name, a, b in zip(names, first, second):
-        others_a, others_b = a[1:].flatten(start_dim=1), b[1:].flatten(start_dim=1)
-        scale = float(others_a.abs().max()) + 1e-12
-        moved = (others_a - others_b).abs().amax(dim=1)
-        if bool((moved > TOLERANCE * scale).any()):
-            raise ExampleMixingError(
-                f"replacing one example changed other examples' gradients of parameter '{name}' (by up to "
-                f"{float(moved.max()):.3g}, {float(moved.max()) / scale:.2%} of their largest entry): the model mixes "
-                "examples across the batch (batch statistics, attention over the batch dimension, a batch-first "
-                "layout assumed wrongly), so DP-SGD's sensitivity bound does not hold; make every example's output "
-                "depend on that example alone"
-            )
+def _deterministic(engine: GradientEngine, first: PerSampleGradients, x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Whether the engine's gradients do not depend on the random state (no dropout, no sampled noise):
+    only then can a batch of another size be compared with ``first``."""
+    again = _seeded(lambda: engine.per_sample_gradients(x, y), seed=1)
+    return all(
+        _close(a, b, _scale(a)) for a, b in zip(first.materialize(), again.materialize())
+    ) and _close(first.squared_norms(), again.squared_norms(), _scale(first.squared_norms()))
 
 
-def _autograd_sum(engine: GradientEngine, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-    """Autograd's gradient of the summed per-example losses, as the engine defines them."""
-    loss_fn = engine.loss_fn
+def _autograd_per_example(
+    engine: GradientEngine, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> list[list[torch.Tensor]]:
+    """Autograd's gradient of each example's loss (as the engine defines it) after one forward pass of
+    the batch: ``[example][parameter]``."""
     output = model(x)
-    total = sum(loss_fn(output[b : b + 1], y[b : b + 1]) for b in range(x.shape[0]))
     parameters = [p for p in model.parameters() if p.requires_grad]
-    return list(torch.autograd.grad(total, parameters, allow_unused=True))
+    gradients = []
+    for b in range(x.shape[0]):
+        loss = engine.loss_fn(output[b : b + 1], y[b : b + 1])
+        grads = torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
+        gradients.append([torch.zeros_like(p) if g is None else g for p, g in zip(parameters, grads)])
+    return gradients
 
 
-def _compare_sum(names: list[str], summed: list[torch.Tensor], reference: list[torch.Tensor | None]) -> None:
-    for name, got, expected in zip(names, summed, reference):
-        got = got.detach()
-        expected = torch.zeros_like(got) if expected is None else expected.detach()
-        scale = float(expected.abs().max()) + float(got.abs().max()) + 1e-12
-        error = float((got - expected).abs().max())
-        if error > TOLERANCE * scale:
+def _check_against_autograd(
+    names: list[str], reported: PerSampleGradients, expected: list[list[torch.Tensor]]
+) -> None:
+    rows, norms = reported.materialize(), reported.squared_norms()
+    for b, gradient in enumerate(expected):
+        one_hot = torch.zeros(len(expected), len(names), device=norms.device)
+        one_hot[b] = 1.0
+        summed = reported.weighted_sum(one_hot)
+        for p, name in enumerate(names):
+            truth = gradient[p].detach()
+            scale = _scale(truth) + _scale(rows[p][b])
+            true_norm = float(truth.double().pow(2).sum())
+            wrong = [
+                what
+                for what, ok in [
+                    ("gradient", _close(rows[p][b].detach(), truth, scale)),
+                    ("weighted sum", _close(summed[p].detach(), truth, scale)),
+                    ("squared norm", abs(float(norms[b, p]) - true_norm) <= TOLERANCE * max(true_norm, scale**2)),
+                ]
+                if not ok
+            ]
+            if wrong:
+                raise ExampleMixingError(
+                    f"the engine's per-example {' and '.join(wrong)} for parameter '{name}' differ from autograd's "
+                    f"gradient of that example's loss (true squared norm {true_norm:.4g}, reported "
+                    f"{float(norms[b, p]):.4g}), so the clipping bound would not hold. Either the parameter is "
+                    "also used outside its module (tied weights, F.linear(x, module.weight) in a parent), which "
+                    "the ghost engine's layer rules do not see: call the module itself, or use "
+                    "train.engine=functorch; or the model computes each example differently in a batch than "
+                    f"alone (it mixes examples): {FIX}"
+                )
+
+
+def _compare_rows(
+    names: list[str], first: PerSampleGradients, second: PerSampleGradients, rows: list[int], change: str
+) -> None:
+    """Example ``rows`` of ``first`` and ``second`` (gradients and squared norms) must agree."""
+    for p, (name, a, b) in enumerate(zip(names, first.materialize(), second.materialize())):
+        kept_a, kept_b = a[rows].flatten(start_dim=1), b[rows].flatten(start_dim=1)
+        norms_a, norms_b = first.squared_norms()[rows, p], second.squared_norms()[rows, p]
+        scale = _scale(kept_a)
+        if not (_close(kept_a, kept_b, scale) and _close(norms_a, norms_b, scale**2 + float(norms_a.max()))):
+            moved = float((kept_a - kept_b).abs().max())
             raise ExampleMixingError(
-                f"the per-example gradients of parameter '{name}' do not add up to its gradient (off by "
-                f"{error / scale:.2%}): it is probably also used outside its module (tied weights, "
-                "F.linear(x, module.weight) in a parent), which the ghost engine's layer rules do not see. "
-                "Call the module itself, or use train.engine=functorch"
+                f"{change} changed other examples' gradients of parameter '{name}' (by up to {moved:.3g}, "
+                f"{moved / scale:.2%} of their largest entry): the model mixes examples across the batch (batch "
+                "statistics, a dependence on the batch size, attention over the batch dimension), so DP-SGD's "
+                f"sensitivity bound does not hold; {FIX}"
             )
+
+
+def _scale(t: torch.Tensor) -> float:
+    return float(t.detach().abs().max()) + 1e-12 if t.numel() else 1e-12
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, scale: float) -> bool:
+    return bool(((a.detach().double() - b.detach().double()).abs() <= TOLERANCE * scale).all())
