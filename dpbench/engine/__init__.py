@@ -2,7 +2,7 @@
 of a physical batch are computed. The kernel clips against the norms an engine reports, so an engine
 is trusted to report each example's norm of the very gradient it sums: the norms are exact at any scale
 (:mod:`dpbench.engine.norms`), layers that mix examples are refused, and every run checks before its
-first step that examples are independent and that the per-example gradients add up to autograd's
+first step that examples are independent and that every per-example gradient and norm is autograd's
 (:mod:`dpbench.engine.independence`)."""
 
 from dpbench.engine.functorch_engine import FunctorchEngine
