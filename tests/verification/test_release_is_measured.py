@@ -60,3 +60,16 @@ def test_the_first_step_of_every_epoch_is_probed_whatever_the_overhead():
     assert report.describe().startswith(f"VERIFIED ({len(probed)} of {steps} steps measured; the other steps carry")
     assert f"{report.dropped_for_budget} extra probes dropped" in report.describe()
     assert math.isfinite(report.to_dict()["steps_measured"])
+
+
+def test_probe_rate_one_measures_every_step_whatever_the_overhead():
+    verifier = PluginVerifier(
+        RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 1.0, 0, RUN.steps_per_epoch, draws=3, max_overhead=0.0
+    )
+    privatizer = PluginPrivatizer(
+        plugin_factory(NoisedMomentum, RUN)(), "p", RUN.shapes, RUN.max_grad_norm, RUN.sampling_rate, verifier=verifier
+    )
+    for step, grads in enumerate(fake_gradients(RUN, 12, 0)):
+        privatizer.release([MaterializedGradients(grads)], step, 0)
+    assert [p.step for p in verifier.report().probes] == list(range(12))
+    assert verifier.report().dropped_for_budget == 0
