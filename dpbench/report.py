@@ -1,6 +1,7 @@
 """``python -m dpbench.report [RESULTS] [--out DIR] [--baseline fixed]``: leaderboards and plots.
 
-Reads ``RESULTS/results.jsonl`` (default ``results/``) and each run's ``metrics.jsonl``; writes
+Reads ``RESULTS/results.jsonl`` (default ``results/``), each run's ``summary.json`` (its config: one leaderboard
+row per configuration, see docs/leaderboard.md) and ``metrics.jsonl``; writes
 ``leaderboard.md``, ``leaderboard.csv``, ``comparisons.csv`` and PNG plots into ``--out``
 (default ``RESULTS/report``) and prints the markdown leaderboard.
 """
@@ -11,7 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
-from dpbench.reporting.leaderboard import compare_to_baseline, leaderboard, to_markdown
+from dpbench.reporting.leaderboard import compare_to_baseline, confounders, leaderboard, to_markdown
 from dpbench.reporting.plots import plot_accuracy_vs_epsilon, plot_per_epoch
 from dpbench.reporting.results_table import load_epoch_metrics, load_results
 
@@ -26,7 +27,7 @@ def write_report(results_dir: Path, out: Path, baseline: str = "fixed") -> dict[
         "leaderboard_csv": out / "leaderboard.csv",
         "comparisons_csv": out / "comparisons.csv",
     }
-    files["leaderboard_md"].write_text(to_markdown(board, comparisons))
+    files["leaderboard_md"].write_text(to_markdown(board, comparisons, confounders(results), baseline))
     board.to_csv(files["leaderboard_csv"], index=False)
     comparisons.to_csv(files["comparisons_csv"], index=False)
     if not epochs.empty:

@@ -25,6 +25,12 @@ def _finish(axis, dataset: str, xlabel: str, ylabel: str) -> None:
     axis.legend(fontsize=8)
 
 
+def _line_name(rows: pd.DataFrame, mechanism: str, id_column: str, identity: str) -> str:
+    """The mechanism's name, with the config id when the mechanism has more than one line in the panel."""
+    several = rows.loc[rows["mechanism"] == mechanism, id_column].nunique() > 1
+    return f"{mechanism} [{identity}]" if several else mechanism
+
+
 def _save(figure, path: Path) -> Path:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -33,31 +39,33 @@ def _save(figure, path: Path) -> Path:
 
 
 def plot_per_epoch(epochs: pd.DataFrame, column: str, label: str, path: Path) -> Path:
-    """Mean (line) and std (band) over seeds of ``column`` per epoch, one line per mechanism and target ε."""
+    """Mean (line) and std (band) over seeds of ``column`` per epoch, one line per configuration."""
     datasets = sorted(epochs["dataset"].unique())
     figure, axes = _panels(datasets, f"{label} per epoch (mean ± std over seeds)")
     for axis, dataset in zip(axes, datasets):
         rows = epochs[epochs["dataset"] == dataset]
         several_targets = rows["target_epsilon"].nunique() > 1
-        for (mechanism, target), run in rows.groupby(["mechanism", "target_epsilon"]):
+        for (mechanism, target, config), run in rows.groupby(["mechanism", "target_epsilon", "config_id"]):
             stats = run.groupby("epoch")[column].agg(["mean", "std"]).reset_index()
-            name = f"{mechanism} (ε={target:g})" if several_targets else mechanism
+            name = _line_name(rows, mechanism, "config_id", config) + (f" (ε={target:g})" if several_targets else "")
             axis.plot(stats["epoch"], stats["mean"], marker="o", markersize=3, label=name)
-            axis.fill_between(stats["epoch"], stats["mean"] - stats["std"].fillna(0), stats["mean"] + stats["std"].fillna(0), alpha=0.2)
+            spread = stats["std"].fillna(0)
+            axis.fill_between(stats["epoch"], stats["mean"] - spread, stats["mean"] + spread, alpha=0.2)
         _finish(axis, dataset, "epoch", label)
     return _save(figure, path)
 
 
 def plot_accuracy_vs_epsilon(results: pd.DataFrame, path: Path) -> Path | None:
-    """Final test accuracy against target ε by mechanism (an ε sweep); None if only one ε was run."""
+    """Final test accuracy against target ε, one line per configuration but for ε; None if only one ε was run."""
     if results["target_epsilon"].nunique() < 2:
         return None
     datasets = sorted(results["dataset"].unique())
     figure, axes = _panels(datasets, "final test accuracy against ε (mean ± std over seeds)")
     for axis, dataset in zip(axes, datasets):
         rows = results[results["dataset"] == dataset]
-        for mechanism, runs in rows.groupby("mechanism"):
+        for (mechanism, sweep), runs in rows.groupby(["mechanism", "sweep_id"]):
             stats = runs.groupby("target_epsilon")["final_accuracy"].agg(["mean", "std"]).reset_index()
-            axis.errorbar(stats["target_epsilon"], 100 * stats["mean"], yerr=100 * stats["std"].fillna(0), marker="o", capsize=3, label=mechanism)
+            axis.errorbar(stats["target_epsilon"], 100 * stats["mean"], yerr=100 * stats["std"].fillna(0), marker="o",
+                          capsize=3, label=_line_name(rows, mechanism, "sweep_id", sweep))
         _finish(axis, dataset, "ε (δ fixed)", "test accuracy (%)")
     return _save(figure, path)

@@ -6,8 +6,19 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
-RUN_KEYS = ["dataset", "mechanism", "target_epsilon", "seed"]
+from dpbench.reporting.configuration import MECHANISM_CLASS, TARGET_EPSILON, config_id, defining, flatten
+from dpbench.reporting.run_files import RunFiles
+
+RUN_KEYS = ["dataset", "mechanism", "target_epsilon", "seed", "config_id", "sweep_id"]
+# Columns of a results row that stand in for the config when a run directory no longer holds one.
+ROW_CONFIG_KEYS = {
+    "dataset": "dataset.name", "model": "model",
+    "mechanism": "mechanism.name", "max_grad_norm": "mechanism.max_grad_norm",
+    "target_epsilon": TARGET_EPSILON, "delta": "privacy.target_delta", "epochs": "train.epochs", "lr": "train.lr",
+    "expected_batch_size": "train.batch_size",
+}
 
 
 class NoResultsError(FileNotFoundError):
@@ -33,7 +44,44 @@ def load_results(results_dir: Path) -> pd.DataFrame:
     # Rows written before the verdict was recorded: a structured run's noise is the kernel's own.
     kernel_verdict = rows["contract"].map({"structured": "VERIFIED"})
     rows["verdict"] = rows["verdict"].fillna(kernel_verdict) if "verdict" in rows else kernel_verdict
+    return with_configuration(rows)
+
+
+def with_configuration(rows: pd.DataFrame) -> pd.DataFrame:
+    """Adds each run's defining config (``config``, flat dotted keys) and its ids: ``config_id`` (everything but
+    the seed and execution-only keys), ``context_id`` (the same without the mechanism group: runs a mechanism
+    comparison may pair) and ``sweep_id`` (without the target ε: points of one ε sweep)."""
+    configs = [run_configuration(row) for _, row in rows.iterrows()]
+    rows = rows.assign(config=configs)
+    rows[MECHANISM_CLASS] = [config.get(MECHANISM_CLASS) for config in configs]
+    rows["config_id"] = [config_id(config) for config in configs]
+    rows["context_id"] = [config_id(config, without=["mechanism"]) for config in configs]
+    rows["sweep_id"] = [config_id(config, without=[TARGET_EPSILON]) for config in configs]
     return rows
+
+
+def run_configuration(row: pd.Series) -> dict:
+    """The run's defining config: from its summary.json (or config.yaml), else the config columns of its row;
+    plus the mechanism class that ran, from the row or the summary."""
+    files = RunFiles(Path(row["run_dir"]))
+    summary = files.read_summary() if files.summary.exists() else {}
+    if "config" in summary:
+        config = flatten(summary["config"])
+    elif files.config.exists():
+        config = flatten(OmegaConf.to_container(OmegaConf.load(files.config), resolve=True))
+    else:
+        config = {name: _plain(row[column]) for column, name in ROW_CONFIG_KEYS.items() if column in row.index}
+    ran = _plain(row.get(MECHANISM_CLASS)) or summary.get(MECHANISM_CLASS)
+    if ran is not None:
+        config[MECHANISM_CLASS] = ran
+    return defining(config)
+
+
+def _plain(value):
+    """A pandas cell as a JSON value: NaN (absent) becomes None, numpy scalars Python ones."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return value.item() if hasattr(value, "item") else value
 
 
 def load_epoch_metrics(results: pd.DataFrame) -> pd.DataFrame:
