@@ -165,14 +165,21 @@ def prepare_mechanism(
 
 def display_name(declared: str | None, target: str, cls: type) -> str:
     """The name results show: the config's ``name``, unless that is a built-in's name and the class run is
-    not that built-in's (``mechanism=fixed mechanism._target_=my.Class`` is not ``fixed``)."""
-    builtin = BUILTIN_CONFIGS / f"{declared}.yaml"
-    if declared is None or (builtin.is_file() and OmegaConf.load(builtin).get("_target_") != target):
-        return cls.__name__
-    return str(declared)
+    not that built-in's (``mechanism=fixed mechanism._target_=my.Class`` shows ``Class``, not ``fixed``);
+    then the class's name, or its qualified name if that too is a built-in's name."""
+    if declared is not None and not _claims_builtin(str(declared), target):
+        return str(declared)
+    return cls.__name__ if not _claims_builtin(cls.__name__, target) else qualified_name(cls)
+
+
+def _claims_builtin(name: str, target: str) -> bool:
+    """``name`` is a built-in mechanism's (``conf/mechanism/NAME.yaml``) and that built-in is not ``target``."""
+    builtin = BUILTIN_CONFIGS / f"{name}.yaml"
+    return builtin.is_file() and OmegaConf.load(builtin).get("_target_") != target
 
 
 def qualified_name(cls: type) -> str:
+    """``module.Class``: what summary.json and results.jsonl record as ``mechanism_class``."""
     return f"{cls.__module__}.{cls.__qualname__}"
 
 

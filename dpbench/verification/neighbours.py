@@ -1,7 +1,7 @@
 """The examples a probe adds to the real batch: one neighbouring dataset per example.
 
-Each has a huge norm (``HUGE`` x the clipping threshold), so whatever clipping a plugin does, the
-example's contribution reaches the plugin's bound; they differ in where that norm goes:
+All but one have a huge norm (``HUGE`` x the clipping threshold), so whatever clipping a plugin does,
+the example's contribution reaches the plugin's bound; they differ in where that norm goes:
 
 - ``spread``: a random direction over all parameters (flat clipping's worst case);
 - ``every-layer``: a huge norm in every parameter tensor at once (per-layer clipping's worst case:
@@ -9,7 +9,12 @@ example's contribution reaches the plugin's bound; they differ in where that nor
 - ``one-layer``: all of it in the tensor with the least measured noise (by the upper confidence
   bound of its scale, so that small tensors whose scale happens to read low are not favoured);
 - ``opposite-mean``: against the batch's mean clipped gradient, where a plugin that divides by the
-  realised batch size moves most (the added example also shrinks everyone else's share).
+  realised batch size moves most (the added example also shrinks everyone else's share);
+
+and ``inside``: a tiny norm (``INSIDE`` x the threshold) in a random direction, inside every plausible
+threshold. It barely moves the release but moves every statistic that counts examples under a
+threshold (the count of unclipped examples in adaptive clipping), which a clipped example leaves
+unchanged when the count is not centred: without it such a count, noised or raw, would go unseen.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import torch
 
 HUGE = 1e4
+INSIDE = 1e-3
+PROBE_EXAMPLES = ("spread", "every-layer", "one-layer", "opposite-mean", "inside")
 
 
 def _unit(shape: torch.Size, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
@@ -48,7 +55,8 @@ def probe_examples(
     clipped_mean = (flat * (max_grad_norm / flat.norm(dim=1, keepdim=True).clamp_min(1e-30)).clamp(max=1.0)).mean(dim=0)
     norm = clipped_mean.norm()
     opposite = -huge * (clipped_mean / norm).to(like.dtype) if norm > 0 else spread
-    return {"spread": split(spread), "every-layer": every_layer, "one-layer": one_layer, "opposite-mean": split(opposite)}
+    inside = INSIDE * max_grad_norm * _unit(torch.Size([sum(sizes)]), generator, like)
+    return dict(zip(PROBE_EXAMPLES, (split(spread), every_layer, one_layer, split(opposite), split(inside))))
 
 
 def with_example(per_sample_grads: list[torch.Tensor], example: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -193,6 +193,35 @@ class NoiseOnlyAtStepZero(Base):
         return self.release(self.clipped_sum(grads), std)
 
 
+class UnpaidUncentredCount(UnpaidAdaptiveCount):
+    """As UnpaidAdaptiveCount, but counting unclipped examples without centring (sensitivity 1, so
+    sigma_b = expected batch / 20 gives the same 0.85 z): an added example that is clipped leaves the
+    count unchanged; only one inside the threshold moves it."""
+
+    count_noise_share = 20.0
+
+    def clip_and_noise(self, grads, step, epoch):
+        norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads))
+        out = self.release(self.clipped_sum(grads, self.clip_norm), self.gradient_multiplier() * self.clip_norm)
+        count = float((norms <= self.clip_norm).sum()) + float(self.noise((), self.count_noise))
+        self.clip_norm *= math.exp(-0.2 * (count / self.expected_batch_size - 0.5))
+        return out
+
+
+class RawUncentredCount(Base):
+    """Adaptive clipping from the raw, un-noised count of unclipped examples (not centred)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.clip_norm = self.max_grad_norm
+
+    def clip_and_noise(self, grads, step, epoch):
+        norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads))
+        out = self.release(self.clipped_sum(grads, self.clip_norm), self.noise_multiplier * self.clip_norm)
+        self.clip_norm *= math.exp(-0.2 * (float((norms <= self.clip_norm).sum()) / self.expected_batch_size - 0.5))
+        return out
+
+
 class StepDecayReportedAsMean(Base):
     """Noise decaying by 0.2% a step, normalised so that its mean over the planned steps is z, and z reported:
     over a short run it looks correct, late in a long schedule it is about half the claim."""
@@ -242,6 +271,8 @@ BROKEN = [
     (UnnoisedMomentum, "LEAK", "state:momentum", None),
     (RealisedBatchDivision, "VIOLATION", "opposite-mean", 0.75),
     (UnpaidAdaptiveCount, "VIOLATION", "state:clip_norm", 0.9),
+    (UnpaidUncentredCount, "VIOLATION", "state:clip_norm", 0.9),
+    (RawUncentredCount, "LEAK", "state:clip_norm", None),
 ]
 
 
@@ -288,6 +319,13 @@ class PaidAdaptiveCount(UnpaidAdaptiveCount):
         return (self.noise_multiplier**-2 - (2 * self.count_noise) ** -2) ** -0.5
 
 
+class PaidUncentredCount(UnpaidUncentredCount):
+    """Correct adaptive clipping with an uncentred count (sensitivity 1): z_g = (z^-2 - sigma_b^-2)^-1/2."""
+
+    def gradient_multiplier(self):
+        return (self.noise_multiplier**-2 - self.count_noise**-2) ** -0.5
+
+
 class IntegerSchedule(Base):
     """Correct; computes its schedule as researchers do, with integer division and range(), which needs
     the integer batch size and dataset size the contract promises."""
@@ -300,4 +338,6 @@ class IntegerSchedule(Base):
         return self.release(self.clipped_sum(grads), self.multipliers[0] * self.max_grad_norm)
 
 
-CORRECT = [OverNoised, NoisedMomentum, EntropySeededGenerator, PaidAdaptiveCount, IntegerSchedule]
+CORRECT = [
+    OverNoised, NoisedMomentum, EntropySeededGenerator, PaidAdaptiveCount, PaidUncentredCount, IntegerSchedule,
+]

@@ -3,6 +3,8 @@ first step of every epoch is always probed, whatever the overhead cap), the verd
 were measured, and the results name the class that actually ran."""
 
 import json
+import logging
+import re
 
 from dpbench.training.experiment import run_experiment
 
@@ -25,3 +27,30 @@ def test_results_name_the_class_that_ran(make_config, tmp_path):
     row = json.loads((tmp_path / "results" / "results.jsonl").read_text().splitlines()[-1])
     assert row["mechanism"] == "OverNoised" and row["mechanism_class"] == "plugin_zoo.OverNoised"
     assert summary["verdict_detail"].startswith("VERIFIED (")
+
+
+def test_the_final_verdict_line_says_each_thing_once(make_config, tmp_path, caplog):
+    """The closing line of a leaking run names the verdict once, with its coverage, and the epsilon basis
+    without repeating the verdict (it once read 'LEAK: LEAK: ...')."""
+    cfg = make_config("mechanism=example_plugin", "mechanism._target_=plugin_zoo.RawGradientEMA", "train.epochs=1")
+    with caplog.at_level(logging.INFO, logger="dpbench"):
+        summary = run_experiment(cfg, tmp_path / "run")
+    assert summary["verdict"] == "LEAK"
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("done:"))
+    verdicts = re.findall(r"\b(?:VERIFIED|VIOLATION|LEAK|UNVERIFIED)\b", line)
+    assert verdicts == ["LEAK"], line
+    assert f"LEAK ({summary['verification']['steps_measured']} of {summary['steps']} steps measured" in line
+    assert not re.search(r"\b(\w+): \1\b", line), line
+
+
+def test_a_builtin_name_is_not_claimed_by_another_class():
+    from plugin_zoo import OverNoised
+
+    from dpbench.training.plugin_loader import display_name
+    from mechanisms.fixed import FixedClipping
+
+    assert display_name("fixed", "mechanisms.fixed.FixedClipping", FixedClipping) == "fixed"
+    assert display_name("fixed", "plugin_zoo.OverNoised", OverNoised) == "OverNoised"
+    assert display_name("my_variant", "plugin_zoo.OverNoised", OverNoised) == "my_variant"
+    impostor = type("fixed", (OverNoised,), {"__module__": "elsewhere"})
+    assert display_name(None, "elsewhere.fixed", impostor) == "elsewhere.fixed"
