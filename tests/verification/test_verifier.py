@@ -110,8 +110,9 @@ def test_report_is_json_and_state_round_trips_through_a_checkpoint():
 
 
 def test_overhead_budget_skips_scheduled_probes_but_always_probes_the_first_step():
-    check = verifier(probe_rate=1.0, max_overhead=1e-6)
+    check = verifier(probe_rate=0.99, max_overhead=1e-6)
     train(FlatClipPlugin, check, steps=10)
     report = check.report()
+    scheduled = [s for s in range(1, 10) if check.should_probe(s, 0)]
     assert [p.step for p in report.probes] == [0]
-    assert report.settings["skipped_for_budget"] == 9 and "skipped" in report.confidence
+    assert report.settings["skipped_for_budget"] == len(scheduled) > 0 and "skipped" in report.confidence
