@@ -17,11 +17,16 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from dpbench.errors import DpbenchError
 from dpbench.privacy.ledger import PrivacyLedger
 from dpbench.privacy.sampler import PoissonSampler
 from dpbench.training.loop import TrainingState
 
 log = logging.getLogger(__name__)
+
+
+class CheckpointError(DpbenchError, RuntimeError):
+    """A checkpoint file cannot be read (empty, truncated, or not a dpbench checkpoint)."""
 
 
 class Stateful(Protocol):
@@ -73,7 +78,7 @@ def load_checkpoint(
     verifier: Stateful | None = None,
 ) -> TrainingState:
     """Restore every object in place from ``path``; return the training state to continue from."""
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = read_checkpoint(path)
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     if payload["mechanism"] is not None:
@@ -99,7 +104,7 @@ def load_checkpoint(
 def load_released_model(path: Path, model: nn.Module) -> tuple[int, bool]:
     """Load a checkpoint's model for post-processing: its parameter average when the run kept one (what
     it evaluated), else its parameters. Returns the epoch it was saved after and whether it averaged."""
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = read_checkpoint(path)
     model.load_state_dict(payload["model"])
     average = payload["state"]["parameter_average"]
     if average is not None:
@@ -107,6 +112,24 @@ def load_released_model(path: Path, model: nn.Module) -> tuple[int, bool]:
             for parameter, value in zip([p for p in model.parameters() if p.requires_grad], average):
                 parameter.copy_(value)
     return payload["state"]["epoch"], average is not None
+
+
+def read_checkpoint(path: Path) -> dict:
+    """The payload :func:`save_checkpoint` wrote to ``path``; a file that cannot be read is a :class:`CheckpointError`
+    that names it (a run killed while writing never leaves one: files are renamed into place once complete)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001  (torch raises EOFError, RuntimeError, UnpicklingError, ... by damage)
+        raise CheckpointError(
+            f"cannot read the checkpoint {path} ({type(error).__name__}: {error}); the file is damaged (empty or "
+            "truncated, e.g. a full disk or a copy that stopped). Pass overwrite=true to start the run again"
+        ) from error
+    if not isinstance(payload, dict) or not {"model", "optimizer", "state"} <= set(payload):
+        raise CheckpointError(
+            f"{path} is not a dpbench checkpoint (no model, optimizer and state); pass overwrite=true to start the "
+            "run again"
+        )
+    return payload
 
 
 def _object_state(mechanism: object) -> dict | None:

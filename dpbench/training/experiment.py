@@ -11,6 +11,7 @@ import logging
 import math
 import random
 import subprocess
+import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from functools import partial
@@ -23,11 +24,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import dpbench
+from dpbench.config_schema import check_config_keys
 from dpbench.data import DatasetSplits
 from dpbench.data.augmentation import random_crop_flip
 from dpbench.engine import FunctorchEngine, GhostEngine, GradientEngine
 from dpbench.engine.augmentation_multiplicity import AugmentationMultiplicity
 from dpbench.engine.independence import check_engine
+from dpbench.errors import DpbenchError
 from dpbench.privacy.calibration import TrainingPlan, validate_privacy_target
 from dpbench.privacy.noise import entropy_seed, noise_source
 from dpbench.search.trial import prepare_trial
@@ -43,15 +46,18 @@ from dpbench.verification.audit import prepare_audit
 
 log = logging.getLogger("dpbench")
 
-# Keys that change how a run is executed but not what it computes.
-EXECUTION_KEYS = ("resume", "overwrite", "progress", "device")
+# Keys that change how (or where) a run is executed but not what it computes: a resumed run may change them.
+EXECUTION_KEYS = ("resume", "overwrite", "progress", "device", "paths")
 
 
-class RunDirectoryError(RuntimeError):
+class RunDirectoryError(DpbenchError, RuntimeError):
     """The run directory holds work that this invocation would otherwise destroy."""
 
 
 def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
+    """Run (or resume, or skip as finished) the run of ``cfg`` in ``run_dir``; return its summary."""
+    started = time.perf_counter()
+    check_config_keys(cfg)
     files = RunFiles(run_dir)
     if files.summary.exists() and not cfg.overwrite:
         log.info("run already finished: %s (overwrite=true to run it again)", files.summary)
@@ -150,6 +156,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
             summary["utility"] = data.utility(model, files.dir, cfg.seed)
     if audit is not None:  # an audited run: its training set holds the included canaries (see verification/audit.py)
         summary["audit"] = audit.report(model, summary["epsilon"])
+    summary["wall_seconds"] = time.perf_counter() - started
     files.write_summary(summary)
     append_result_row(Path(cfg.paths.results) / "results.jsonl", _result_row(summary))
     log.info(
@@ -171,17 +178,27 @@ def _check_run_directory(cfg: DictConfig, files: RunFiles) -> bool:
             f"{files.dir} holds an unfinished run (checkpoint.pt); pass resume=true to continue it "
             "or overwrite=true to start it again"
         )
-    stored = OmegaConf.load(files.config)
-    current = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    for key in EXECUTION_KEYS:
-        stored.pop(key, None)
-        current.pop(key, None)
-    if stored != current:
+    differing = _differing_keys(
+        OmegaConf.to_container(OmegaConf.load(files.config)), OmegaConf.to_container(cfg, resolve=True)
+    )
+    if differing:
         raise RunDirectoryError(
             f"resume=true, but the config differs from the one the run in {files.dir} started with "
-            f"({files.config}); resume with the same settings, or pass overwrite=true"
+            f"({files.config}) at {', '.join(differing)}; resume with the same settings, or pass overwrite=true"
         )
     return True
+
+
+def _differing_keys(stored: object, current: object, where: str = "") -> list[str]:
+    """The dotted keys whose values differ between two config trees, execution keys (EXECUTION_KEYS) left out."""
+    if not (isinstance(stored, dict) and isinstance(current, dict)):
+        return [] if stored == current else [f"{where.rstrip('.')} (then {stored!r}, now {current!r})"]
+    return [
+        key
+        for name in sorted(set(stored) | set(current))
+        if not (not where and name in EXECUTION_KEYS)
+        for key in _differing_keys(stored.get(name, "absent"), current.get(name, "absent"), f"{where}{name}.")
+    ]
 
 
 ENGINES = {"ghost": GhostEngine, "functorch": FunctorchEngine}
@@ -217,7 +234,10 @@ def _seed_everything(seed: int) -> None:
 
 def _summary(cfg: DictConfig, run_dir: Path, dataset: str, plan: TrainingPlan, prepared: PreparedMechanism, state: TrainingState) -> dict:
     """The run's record. ``epsilon`` is the verified epsilon: the kernel's for a structured mechanism,
-    for a plugin the one accounted with min(claimed, measured) multipliers (None if unbounded)."""
+    for a plugin the one accounted with min(claimed, measured) multipliers (None if unbounded).
+    ``training_seconds`` is the time spent in the training epochs (over every session of a resumed run);
+    ``wall_seconds``, added by :func:`run_experiment`, the whole invocation from its start to the summary
+    (data, model, calibration, engine check, training, evaluation, audit and utility; the last session only)."""
     delta = cfg.privacy.target_delta
     if prepared.verifier is None:
         estimate = cross_checked_epsilon(state.ledger, delta, accountant=prepared.accountant)
@@ -256,7 +276,7 @@ def _summary(cfg: DictConfig, run_dir: Path, dataset: str, plan: TrainingPlan, p
         "expected_batch_size": plan.expected_batch_size,
         "epochs": plan.epochs,
         "steps": state.step,
-        "wall_seconds": state.seconds,
+        "training_seconds": state.seconds,
         "run_dir": str(run_dir),
         "dpbench_version": dpbench.__version__,
         "git_commit": _git_commit(),

@@ -2,13 +2,16 @@
 
 import json
 import math
+import time
 
 import pandas as pd
 import pytest
 import torch
 
+from dpbench.config_schema import ConfigKeyError, ConfigTargetError
 from dpbench.privacy.calibration import PrivacyConfigError
 from dpbench.privacy.mechanism import MechanismContractError
+from dpbench.training.checkpoint import CheckpointError
 from dpbench.training.experiment import RunDirectoryError, run_experiment
 from dpbench.training.plugin_loader import MechanismNotFoundError
 from mechanisms.examples.flat_clip_plugin import FlatClipPlugin
@@ -69,8 +72,37 @@ def test_resume_with_a_different_config_is_refused(make_config, tmp_path, monkey
     with pytest.raises(SystemExit):
         run_experiment(make_config(), tmp_path / "run")
     monkeypatch.setattr(experiment, "save_checkpoint", real_save)
-    with pytest.raises(RunDirectoryError, match="config differs"):
+    with pytest.raises(RunDirectoryError, match=r"config differs .* at train\.lr \(then 0\.1, now 0\.37\)"):
         run_experiment(make_config("resume=true", "train.lr=0.37"), tmp_path / "run")
+
+
+def test_a_run_resumes_after_its_results_folder_moved(make_config, tmp_path, run_killed_after_first_checkpoint):
+    run_killed_after_first_checkpoint(make_config(f"paths.results={tmp_path / 'old'}"), tmp_path / "old" / "run")
+    (tmp_path / "old").rename(tmp_path / "new")
+    resumed = run_experiment(make_config(f"paths.results={tmp_path / 'new'}", "resume=true"), tmp_path / "new" / "run")
+    assert resumed["steps"] == 2 * round(1437 / 256)
+
+
+@pytest.mark.parametrize("kept", [0.0, 0.5], ids=["empty", "truncated"])
+def test_a_damaged_checkpoint_is_named_with_the_fix(make_config, tmp_path, run_killed_after_first_checkpoint, kept):
+    run_killed_after_first_checkpoint(make_config(), tmp_path / "run")
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    content = checkpoint.read_bytes()
+    checkpoint.write_bytes(content[: int(kept * len(content))])
+    with pytest.raises(CheckpointError, match="overwrite=true") as caught:
+        run_experiment(make_config("resume=true"), tmp_path / "run")
+    assert str(checkpoint) in str(caught.value)
+    assert run_experiment(make_config("overwrite=true"), tmp_path / "run")["status"] == "finished"
+
+
+def test_wall_seconds_measure_the_whole_run_and_training_seconds_the_epochs(make_config, tmp_path, monkeypatch):
+    import dpbench.training.experiment as experiment
+
+    real_check = experiment.check_engine
+    monkeypatch.setattr(experiment, "check_engine", lambda *a: (time.sleep(1.0), real_check(*a)))  # before training
+    summary = run_experiment(make_config("train.epochs=1"), tmp_path / "run")
+    assert 0 < summary["training_seconds"]
+    assert summary["wall_seconds"] >= summary["training_seconds"] + 1.0
 
 
 def test_finished_run_is_not_redone(make_config, tmp_path):
@@ -146,6 +178,11 @@ def target_of(cls: type) -> str:
         ([target_of(NaNPlugin)], MechanismContractError, "NaN"),
         ([target_of(NoSigmaPlugin)], MechanismContractError, "get_effective_sigma"),
         (["mechanism._target_=torch.nn.Linear"], MechanismContractError, "neither"),
+        (["+privacy.epsilon=-1"], ConfigKeyError, r"'privacy\.epsilon' \(did you mean 'privacy\.target_epsilon'\?\)"),
+        (["+train.lrr=0.3"], ConfigKeyError, r"'train\.lrr' \(did you mean 'train\.lr'\?\)"),
+        (["+model.num_clases=3"], ConfigKeyError, r"did you mean 'model\.num_classes'.*DigitsTanhCNN takes num_classes"),
+        (["+mechanism.max_grad_nrom=2"], ConfigKeyError, r"did you mean 'mechanism\.max_grad_norm'"),
+        (["model._target_=no_such_module.Model"], ConfigTargetError, "model._target_=no_such_module.Model cannot be"),
     ],
 )
 def test_bad_input_gets_a_clear_error(make_config, tmp_path, overrides, error, message):
