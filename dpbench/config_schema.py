@@ -54,13 +54,23 @@ def check_config_keys(cfg: DictConfig) -> None:
 
 
 def root_declaration() -> dict[str, Any]:
-    """The declared keys: conf/config.yaml's own, and per settings group the union of its files' keys."""
-    declared = {key: value for key, value in _load(CONF_DIR / "config.yaml").items() if key not in ("defaults", "hydra")}
+    """The declared keys: those of conf/config.yaml and of the files placed at the root (``# @package _global_``,
+    e.g. a dataset's ``features``), and per settings group the union of its files' keys."""
+    files = [CONF_DIR / "config.yaml", *(path for path in sorted(CONF_DIR.glob("*/*.yaml")) if _is_global(path))]
+    declared = {
+        key: value for key, value in _union(_load(path) for path in files).items() if key not in ("defaults", "hydra")
+    }
     for group in SETTINGS_GROUPS:
-        declared[group] = _union(_load(path) for path in sorted((CONF_DIR / group).glob("*.yaml")))
+        placed = [declared[group]] if isinstance(declared.get(group), Mapping) else []
+        declared[group] = _union(iter([*placed, *(_load(path) for path in sorted((CONF_DIR / group).glob("*.yaml")))]))
     for group in OBJECT_GROUPS:
         declared[group] = None  # checked against its target
     return declared
+
+
+def _is_global(path: Path) -> bool:
+    with open(path) as handle:
+        return any(line.strip() == "# @package _global_" for line in handle)
 
 
 def _unknown_keys(node: Mapping[str, Any], declared: Mapping[str, Any], where: str) -> Iterator[str]:
@@ -84,12 +94,10 @@ def _unknown_arguments(node: Mapping[str, Any], where: str, mechanism: bool = Fa
         return
     try:
         factory = locate(target)
-    except ImportError as error:
+    except Exception as error:  # noqa: BLE001  (the user's module may raise anything while it is imported)
         group = where.split(".")[0]
-        if mechanism and where == "mechanism":
-            return  # the mechanism loader reports it, with the built-in names
         raise ConfigTargetError(
-            f"{where}._target_={target} cannot be imported ({error}); pick a config with {group}=NAME "
+            f"{where}._target_={target} cannot be imported ({type(error).__name__}: {error}); pick a config with {group}=NAME "
             f"(conf/{group}/NAME.yaml), or put the module that defines it on PYTHONPATH"
         ) from None
     known = _parameters(factory)

@@ -13,7 +13,6 @@ from dpbench.privacy.calibration import PrivacyConfigError
 from dpbench.privacy.mechanism import MechanismContractError
 from dpbench.training.checkpoint import CheckpointError
 from dpbench.training.experiment import RunDirectoryError, run_experiment
-from dpbench.training.plugin_loader import MechanismNotFoundError
 from mechanisms.examples.flat_clip_plugin import FlatClipPlugin
 
 
@@ -173,7 +172,7 @@ def target_of(cls: type) -> str:
         (["privacy.target_epsilon=-2"], PrivacyConfigError, "target epsilon must be"),
         (["privacy.target_delta=0.001"], PrivacyConfigError, "1/N"),
         (["train.batch_size=5000"], PrivacyConfigError, "q must be in"),
-        (["mechanism._target_=no_such_module.Mechanism"], MechanismNotFoundError, "cannot import mechanism class"),
+        (["mechanism._target_=no_such_module.Mechanism"], ConfigTargetError, "mechanism=NAME .*conf/mechanism/NAME"),
         ([target_of(WrongShapePlugin)], MechanismContractError, "shape"),
         ([target_of(NaNPlugin)], MechanismContractError, "NaN"),
         ([target_of(NoSigmaPlugin)], MechanismContractError, "get_effective_sigma"),
