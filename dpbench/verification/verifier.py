@@ -36,7 +36,7 @@ import torch
 from dpbench.privacy.ledger import PrivacyLedger, StepRecord
 from dpbench.privacy.mechanism import check_plugin_output, claimed_sigma
 from dpbench.verification.measurement import combined_multiplier, flatten, measure_direction, noise_scale, std_upper
-from dpbench.verification.neighbours import probe_examples, with_example
+from dpbench.verification.neighbours import PROBE_EXAMPLES, probe_examples, with_example
 from dpbench.verification.plugin_state import Channel, changed_leaves, deterministic, separate_channel, snapshot
 from dpbench.verification.randomness import (
     call_under_seed,
@@ -140,7 +140,8 @@ class PluginVerifier:
         """Call instead of the real ``plugin.clip_and_noise(per_sample_grads, step, epoch)``: if this step
         is probed, returns the copy of ``plugin`` that made the first measured draw and that draw, which
         the caller must release (so the release is one of the measured calls), else None. The first step
-        of every epoch is always probed; the overhead cap drops only the other scheduled probes (counted).
+        of every epoch is always probed, and with ``probe_rate=1`` every step; otherwise the overhead cap
+        drops only the other scheduled probes (counted).
         Raises a :class:`VerificationError` at a finding in strict mode."""
         started = time.perf_counter()
         if self._returned_at is not None:
@@ -149,7 +150,7 @@ class PluginVerifier:
         try:
             if not self.should_probe(step, epoch) or per_sample_grads[0].shape[0] == 0:
                 return None
-            if step % self.steps_per_epoch != 0 and self._over_budget():
+            if step % self.steps_per_epoch != 0 and self.probe_rate < 1.0 and self._over_budget():
                 self._skipped_for_budget += 1
                 return None
             with isolated_randomness(), torch.no_grad():
@@ -313,7 +314,7 @@ class PluginVerifier:
             self._probe_seconds,
             {
                 "probe_rate": self.probe_rate, "draws": self.draws, "alpha": self.alpha, "threshold": self.threshold,
-                "probes_per_step": 4, "seed": self.seed, "fresh_instance_check": self.plugin_factory is not None,
+                "probes_per_step": len(PROBE_EXAMPLES), "seed": self.seed, "fresh_instance_check": self.plugin_factory is not None,
                 "max_overhead": self.max_overhead, "skipped_for_budget": self._skipped_for_budget,
                 "channel_draws": self.channel_draws,
                 "training_seconds": self._training_seconds,

@@ -16,6 +16,7 @@ ZOO = Path(__file__).resolve().parent / "plugin_zoo.py"
     [
         (f"{ZOO}:PerLayerOwnThreshold", "VIOLATION"),
         (f"{ZOO}:RawGradientEMA", "LEAK"),
+        (f"{ZOO}:UnpaidUncentredCount", "VIOLATION"),
     ],
 )
 def test_cli_prints_the_verdict_and_exits_accordingly(spec, verdict):
