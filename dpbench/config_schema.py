@@ -1,4 +1,4 @@
-"""The keys a run's config may hold: an unknown key (a typo, or ``+privacy.epsilon=...``) is refused before the run starts.
+"""The keys a run's config may hold: an unknown key (a typo, ``+privacy.epsilon=...``) is refused before the run starts.
 
 Hydra refuses ``privacy.epsilon=-1`` (no such key) but accepts ``+privacy.epsilon=-1``, which adds a key that no
 code reads: the run would silently train at the configured target. :func:`check_config_keys` closes that gap.
@@ -97,8 +97,8 @@ def _unknown_arguments(node: Mapping[str, Any], where: str, mechanism: bool = Fa
     except Exception as error:  # noqa: BLE001  (the user's module may raise anything while it is imported)
         group = where.split(".")[0]
         raise ConfigTargetError(
-            f"{where}._target_={target} cannot be imported ({type(error).__name__}: {error}); pick a config with {group}=NAME "
-            f"(conf/{group}/NAME.yaml), or put the module that defines it on PYTHONPATH"
+            f"{where}._target_={target} cannot be imported ({type(error).__name__}: {error}); pick a config with "
+            f"{group}=NAME (conf/{group}/NAME.yaml), or put the module that defines it on PYTHONPATH"
         ) from None
     known = _parameters(factory)
     for key, value in node.items():
@@ -152,7 +152,8 @@ def _union(trees: Iterator[Mapping[str, Any]]) -> dict[str, Any]:
     for tree in trees:
         for key, value in tree.items():
             if isinstance(value, Mapping):
-                merged[key] = _union(iter([merged[key], value])) if isinstance(merged.get(key), Mapping) else dict(value)
+                known = merged.get(key)
+                merged[key] = _union(iter([known, value])) if isinstance(known, Mapping) else dict(value)
             else:
                 merged.setdefault(key, None)
     return merged

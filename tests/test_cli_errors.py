@@ -1,4 +1,4 @@
-"""``python -m dpbench`` with bad input: one paragraph on stderr, exit status 1, the traceback in error.txt, a failed row."""
+"""``python -m dpbench`` with bad input: one paragraph on stderr, exit 1, the traceback in error.txt, a failed row."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def target_of(cls: type) -> str:
 
 
 def failed_rows(results: Path) -> list[dict]:
-    return [row for row in map(json.loads, (results / "results.jsonl").read_text().splitlines()) if row["status"] == "failed"]
+    rows = map(json.loads, (results / "results.jsonl").read_text().splitlines())
+    return [row for row in rows if row["status"] == "failed"]
 
 
 def test_an_unknown_key_is_one_paragraph_with_the_nearest_key_and_the_traceback_in_error_txt(tmp_path):

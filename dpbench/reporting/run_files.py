@@ -3,10 +3,12 @@
 - ``config.yaml``: the resolved configuration.
 - ``metrics.jsonl``: one JSON object per finished epoch (rewritten whole after every epoch, so a
   killed run never leaves a half line or a duplicate).
-- ``summary.json``: written once, when the run has finished.
+- ``summary.json``: written once, when the run has finished (``wall_seconds``: the whole run;
+  ``training_seconds``: its training epochs).
 - ``checkpoint.pt``: see :mod:`dpbench.training.checkpoint`.
-- ``<results>/results.jsonl``: one row per finished run, appended under a file lock; read it with
-  ``pandas.read_json(path, lines=True)``.
+- ``error.txt``: the full traceback of a run that failed (removed when it later succeeds), see :mod:`dpbench.cli`.
+- ``<results>/results.jsonl``: one row per finished run (and a ``status: failed`` row per failed one),
+  appended under a file lock; read it with ``pandas.read_json(path, lines=True)``.
 """
 
 from __future__ import annotations

@@ -2,18 +2,15 @@
 
 This is orchestration only: it wires the data, model, mechanism, kernel and loop together and keeps
 the run directory's promises (nothing already computed is lost, a finished run is never redone by
-accident, a resumed run continues exactly).
+accident, a resumed run continues exactly; :mod:`dpbench.training.run_directory`). The record it writes
+is :mod:`dpbench.training.run_summary`'s, its console lines :mod:`dpbench.training.console`'s.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import random
-import subprocess
 import time
-from dataclasses import asdict
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
@@ -23,14 +20,12 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-import dpbench
 from dpbench.config_schema import check_config_keys
 from dpbench.data import DatasetSplits
 from dpbench.data.augmentation import random_crop_flip
 from dpbench.engine import FunctorchEngine, GhostEngine, GradientEngine
 from dpbench.engine.augmentation_multiplicity import AugmentationMultiplicity
 from dpbench.engine.independence import check_engine
-from dpbench.errors import DpbenchError
 from dpbench.privacy.calibration import TrainingPlan, validate_privacy_target
 from dpbench.privacy.noise import entropy_seed, noise_source
 from dpbench.search.trial import prepare_trial
@@ -39,19 +34,16 @@ from dpbench.reporting.run_files import RunFiles, append_result_row
 from dpbench.runtime import pick_device
 from dpbench.training.checkpoint import load_checkpoint, save_checkpoint
 from dpbench.training.loop import TrainingState, swapped_in, train
-from dpbench.training.plugin_loader import PreparedMechanism, prepare_mechanism
+from dpbench.training.console import format_duration, format_epsilon, format_test_metrics
+from dpbench.training.plugin_loader import prepare_mechanism
+from dpbench.training.run_directory import RunDirectoryError, check_run_directory
+from dpbench.training.run_summary import result_row, run_summary
 from dpbench.training.schedule import learning_rate_schedule
-from dpbench.verification import cross_checked_epsilon, epsilon_check
 from dpbench.verification.audit import prepare_audit
 
 log = logging.getLogger("dpbench")
 
-# Keys that change how (or where) a run is executed but not what it computes: a resumed run may change them.
-EXECUTION_KEYS = ("resume", "overwrite", "progress", "device", "paths")
-
-
-class RunDirectoryError(DpbenchError, RuntimeError):
-    """The run directory holds work that this invocation would otherwise destroy."""
+__all__ = ["RunDirectoryError", "run_experiment"]
 
 
 def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
@@ -62,7 +54,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     if files.summary.exists() and not cfg.overwrite:
         log.info("run already finished: %s (overwrite=true to run it again)", files.summary)
         return files.read_summary()
-    resume = _check_run_directory(cfg, files)
+    resume = check_run_directory(cfg, files)
     files.dir.mkdir(parents=True, exist_ok=True)
     files.config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
@@ -129,8 +121,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         remaining = (plan.epochs - state.epoch) * state.seconds / max(len(state.epochs), 1)
         log.info(
             "epoch %d/%d | %s | eps %.3f (%s) | z %.3f | %.1f s (%.0f samples/s) | ETA %s",
-            row["epoch"], plan.epochs, _format_test_metrics(row), row["epsilon"], prepared.verdict(), row["noise_multiplier"],
-            row["seconds"], row["samples_per_second"], _duration(remaining),
+            row["epoch"], plan.epochs, format_test_metrics(row), row["epsilon"], prepared.verdict(),
+            row["noise_multiplier"],
+            row["seconds"], row["samples_per_second"], format_duration(remaining),
         )
 
     state = train(
@@ -148,7 +141,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         with swapped_in(parameters, state.parameter_average):
             score, record = trial.release_score(model, noise_source(secure, cfg.seed + 4, device))
         state.ledger.append(record)
-    summary = _summary(cfg, run_dir, data.name, plan, prepared, state)
+    summary = run_summary(cfg, run_dir, data.name, plan, prepared, state)
     if trial is not None:
         summary.update(trial.summary(score, prepared.accountable_ledger(state.ledger)))
     if hasattr(data, "utility"):  # datasets whose utility is measured on the trained (averaged, if kept) model's output
@@ -158,47 +151,13 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         summary["audit"] = audit.report(model, summary["epsilon"])
     summary["wall_seconds"] = time.perf_counter() - started
     files.write_summary(summary)
-    append_result_row(Path(cfg.paths.results) / "results.jsonl", _result_row(summary))
+    append_result_row(Path(cfg.paths.results) / "results.jsonl", result_row(summary))
     log.info(
         "done: %s | epsilon %s (target %g, delta %g) | %s; epsilon basis: %s | %s",
-        _format_test_metrics(state.epochs[-1]), _format_epsilon(summary["epsilon"]), summary["target_epsilon"],
-        summary["delta"], summary["verdict_detail"], summary["epsilon_basis"], _duration(summary["wall_seconds"]),
+        format_test_metrics(state.epochs[-1]), format_epsilon(summary["epsilon"]), summary["target_epsilon"],
+        summary["delta"], summary["verdict_detail"], summary["epsilon_basis"], format_duration(summary["wall_seconds"]),
     )
     return summary
-
-
-def _check_run_directory(cfg: DictConfig, files: RunFiles) -> bool:
-    """True if the run should resume from its checkpoint."""
-    if not files.checkpoint.exists() or cfg.overwrite:
-        if cfg.resume:
-            log.info("resume=true but %s holds no checkpoint: starting from scratch", files.dir)
-        return False
-    if not cfg.resume:
-        raise RunDirectoryError(
-            f"{files.dir} holds an unfinished run (checkpoint.pt); pass resume=true to continue it "
-            "or overwrite=true to start it again"
-        )
-    differing = _differing_keys(
-        OmegaConf.to_container(OmegaConf.load(files.config)), OmegaConf.to_container(cfg, resolve=True)
-    )
-    if differing:
-        raise RunDirectoryError(
-            f"resume=true, but the config differs from the one the run in {files.dir} started with "
-            f"({files.config}) at {', '.join(differing)}; resume with the same settings, or pass overwrite=true"
-        )
-    return True
-
-
-def _differing_keys(stored: object, current: object, where: str = "") -> list[str]:
-    """The dotted keys whose values differ between two config trees, execution keys (EXECUTION_KEYS) left out."""
-    if not (isinstance(stored, dict) and isinstance(current, dict)):
-        return [] if stored == current else [f"{where.rstrip('.')} (then {stored!r}, now {current!r})"]
-    return [
-        key
-        for name in sorted(set(stored) | set(current))
-        if not (not where and name in EXECUTION_KEYS)
-        for key in _differing_keys(stored.get(name, "absent"), current.get(name, "absent"), f"{where}{name}.")
-    ]
 
 
 ENGINES = {"ghost": GhostEngine, "functorch": FunctorchEngine}
@@ -230,91 +189,3 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _summary(cfg: DictConfig, run_dir: Path, dataset: str, plan: TrainingPlan, prepared: PreparedMechanism, state: TrainingState) -> dict:
-    """The run's record. ``epsilon`` is the verified epsilon: the kernel's for a structured mechanism,
-    for a plugin the one accounted with min(claimed, measured) multipliers (None if unbounded).
-    ``training_seconds`` is the time spent in the training epochs (over every session of a resumed run);
-    ``wall_seconds``, added by :func:`run_experiment`, the whole invocation from its start to the summary
-    (data, model, calibration, engine check, training, evaluation, audit and utility; the last session only)."""
-    delta = cfg.privacy.target_delta
-    if prepared.verifier is None:
-        estimate = cross_checked_epsilon(state.ledger, delta, accountant=prepared.accountant)
-        claimed, basis = None, "the kernel's ledger"
-        verification = None
-    else:
-        check = epsilon_check(prepared.verifier, state.ledger, delta, prepared.accountant)
-        estimate, claimed, basis = check.verified, check.claimed, check.basis
-        verification = prepared.verifier.report().to_dict()
-    accuracies = [row["test_accuracy"] for row in state.epochs if "test_accuracy" in row] or [None]
-    finite = lambda value: value if math.isfinite(value) else None  # noqa: E731  (JSON has no infinity)
-    return {
-        "status": "finished",
-        "dataset": dataset,
-        "model": cfg.model._target_.rsplit(".", 1)[-1],
-        "mechanism": prepared.name,
-        "mechanism_class": prepared.mechanism_class,
-        "contract": prepared.contract,
-        "seed": cfg.seed,
-        "noise": "os-entropy" if cfg.privacy.secure_noise else "seeded: reproducible from the seed; never release the model",
-        "final_accuracy": accuracies[-1],
-        "best_accuracy": max(accuracies) if accuracies[0] is not None else None,
-        "target_epsilon": cfg.privacy.target_epsilon,
-        "epsilon": finite(estimate.primary),
-        "epsilon_dp_accounting_rdp": finite(estimate.rdp),
-        "epsilon_dp_accounting_pld": finite(estimate.pld),
-        "epsilon_claimed": finite(claimed.primary) if claimed is not None else None,
-        "verdict": prepared.verdict(),
-        "verdict_detail": prepared.verdict_detail(),
-        "epsilon_basis": basis,
-        "verification": verification,
-        "delta": delta,
-        "noise_multiplier": prepared.noise_multiplier,
-        "statistics_releases": [asdict(release) for release in plan.releases],
-        "sampling_rate": plan.sampling_rate,
-        "expected_batch_size": plan.expected_batch_size,
-        "epochs": plan.epochs,
-        "steps": state.step,
-        "training_seconds": state.seconds,
-        "run_dir": str(run_dir),
-        "dpbench_version": dpbench.__version__,
-        "git_commit": _git_commit(),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-
-
-def _result_row(summary: dict) -> dict:
-    utility = summary.get("utility")
-    nested = ("config", "verification", "utility", "statistics_releases")
-    return {key: value for key, value in summary.items() if key not in nested} | {
-        "lr": summary["config"]["train"]["lr"],
-        "max_grad_norm": summary["config"]["mechanism"].get("max_grad_norm"),
-    } | ({f"utility_{key}": utility[key] for key in ("queries_passed", "queries_evaluable", "mean_score")}
-         if utility else {})
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _format_test_metrics(row: dict) -> str:
-    if "test_accuracy" in row:
-        return f"test acc {100 * row['test_accuracy']:.2f}%"
-    return " | ".join(f"{key.replace('_', ' ')} {value:.4g}" for key, value in row.items() if key.startswith("test_"))
-
-
-def _format_epsilon(value: float | None) -> str:
-    return "unbounded" if value is None else f"{value:.4f}"
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

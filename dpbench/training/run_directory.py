@@ -1,0 +1,54 @@
+"""A run directory's promises: nothing already computed is lost, and a run resumes only with the settings it
+started with (execution keys such as paths and the device may change)."""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig, OmegaConf
+
+from dpbench.errors import DpbenchError
+from dpbench.reporting.run_files import RunFiles
+
+log = logging.getLogger("dpbench")
+
+# Keys that change how (or where) a run is executed but not what it computes: a resumed run may change them.
+EXECUTION_KEYS = ("resume", "overwrite", "progress", "device", "paths")
+
+
+class RunDirectoryError(DpbenchError, RuntimeError):
+    """The run directory holds work that this invocation would otherwise destroy."""
+
+
+def check_run_directory(cfg: DictConfig, files: RunFiles) -> bool:
+    """True if the run should resume from its checkpoint."""
+    if not files.checkpoint.exists() or cfg.overwrite:
+        if cfg.resume:
+            log.info("resume=true but %s holds no checkpoint: starting from scratch", files.dir)
+        return False
+    if not cfg.resume:
+        raise RunDirectoryError(
+            f"{files.dir} holds an unfinished run (checkpoint.pt); pass resume=true to continue it "
+            "or overwrite=true to start it again"
+        )
+    differing = _differing_keys(
+        OmegaConf.to_container(OmegaConf.load(files.config)), OmegaConf.to_container(cfg, resolve=True)
+    )
+    if differing:
+        raise RunDirectoryError(
+            f"resume=true, but the config differs from the one the run in {files.dir} started with "
+            f"({files.config}) at {', '.join(differing)}; resume with the same settings, or pass overwrite=true"
+        )
+    return True
+
+
+def _differing_keys(stored: object, current: object, where: str = "") -> list[str]:
+    """The dotted keys whose values differ between two config trees, execution keys (EXECUTION_KEYS) left out."""
+    if not (isinstance(stored, dict) and isinstance(current, dict)):
+        return [] if stored == current else [f"{where.rstrip('.')} (then {stored!r}, now {current!r})"]
+    return [
+        key
+        for name in sorted(set(stored) | set(current))
+        if not (not where and name in EXECUTION_KEYS)
+        for key in _differing_keys(stored.get(name, "absent"), current.get(name, "absent"), f"{where}{name}.")
+    ]
