@@ -98,10 +98,19 @@ def separate_channel(
     gain = shift_a / release_shift_a if release_shift_a > 0 else math.inf
     if math.isfinite(observed) and observed <= CHANNEL_MARGIN * gain * release_difference_ab + SHIFT_TOLERANCE * largest:
         return None
-    values = [d.get(path) for d in draws]
-    if not math.isfinite(largest) or any(v is None or v.shape != values[0].shape for v in values):
+    spread = leaf_spread(path, draws)
+    if not math.isfinite(largest) or spread is None:
         return Channel(path, 0.0, 0.0, largest)
-    stacked = torch.stack(values)
-    dof = (stacked.shape[0] - 1) * stacked.shape[1]
-    std = math.sqrt(float((stacked - stacked.mean(dim=0)).pow(2).sum()) / dof)
+    squares, dof = spread
+    std = math.sqrt(squares / dof)
     return Channel(path, std / largest, std_upper(std, dof, alpha) / largest, largest)
+
+
+def leaf_spread(path: str, draws: list[Snapshot], scale: float = 1.0) -> tuple[float, int] | None:
+    """Sum of squared deviations of the leaf / ``scale`` from its mean across draws, and its degrees of
+    freedom; None if a draw lacks the leaf or changes its shape."""
+    values = [d.get(path) for d in draws]
+    if any(v is None or v.shape != values[0].shape for v in values):
+        return None
+    stacked = torch.stack(values) / scale
+    return float((stacked - stacked.mean(dim=0)).pow(2).sum()), (stacked.shape[0] - 1) * stacked.shape[1]

@@ -37,7 +37,14 @@ from dpbench.privacy.ledger import PrivacyLedger, StepRecord
 from dpbench.privacy.mechanism import check_plugin_output, claimed_sigma
 from dpbench.verification.measurement import combined_multiplier, flatten, measure_direction, noise_scale, std_upper
 from dpbench.verification.neighbours import PROBE_EXAMPLES, probe_examples, with_example
-from dpbench.verification.plugin_state import Channel, changed_leaves, deterministic, separate_channel, snapshot
+from dpbench.verification.plugin_state import (
+    Channel,
+    changed_leaves,
+    deterministic,
+    leaf_spread,
+    separate_channel,
+    snapshot,
+)
 from dpbench.verification.randomness import (
     call_under_seed,
     copy_with_streams,
@@ -278,13 +285,11 @@ class PluginVerifier:
         ]
         measured = []
         for channel in channels:
-            values = [s.get(channel.path) for s in states + extra]
-            if channel.shift == 0 or not all(v is not None and v.shape == values[0].shape for v in values):
+            spread = leaf_spread(channel.path, states + extra, channel.shift) if 0 < channel.shift < math.inf else None
+            if spread is None:
                 measured.append(channel)
                 continue
-            stacked = torch.stack(values) / channel.shift
-            squares = float((stacked - stacked.mean(dim=0)).pow(2).sum())
-            dof = (stacked.shape[0] - 1) * stacked.shape[1]
+            squares, dof = spread
             pooled_squares, pooled_dof = self._channel_pool.get(channel.path, (0.0, 0))
             pooled_squares, pooled_dof = pooled_squares + squares, pooled_dof + dof
             self._channel_pool[channel.path] = (pooled_squares, pooled_dof)
