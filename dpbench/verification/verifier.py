@@ -1,11 +1,12 @@
 """The plugin verifier: measures, during a run, the privacy a researcher-form plugin actually gives.
 
-On sampled steps (the first step of every epoch, and each other step with probability
-``probe_rate``, decided by a hash of (seed, step) so a resumed run probes the same steps; a scheduled
-probe is skipped, and counted, while probing has cost more than ``max_overhead`` x the training
-time measured between calls, so on tiny models the first step of an epoch may go unprobed) it probes
-deep copies of the plugin in its current state, before the real call, inside a saved-and-restored
-random state, so the real run's randomness and the plugin's own state are untouched:
+On sampled steps (the first step of every epoch, always, and each other step with probability
+``probe_rate``, decided by a hash of (seed, step) so a resumed run probes the same steps; below
+``probe_rate=1`` such an extra probe is dropped, and counted, while probing has cost more than
+``max_overhead`` x the training time measured between calls) it probes deep copies of the plugin in
+its current state, inside a saved-and-restored random state, so the run's randomness is untouched.
+The first draw's copy and output are handed back to be released, so what is released at a probed
+step is one of the measured calls:
 
 1. ``draws`` calls on the real batch under different random streams: the noise scale per tensor;
 2. one call per probe example (see :mod:`dpbench.verification.neighbours`) on the batch plus that
