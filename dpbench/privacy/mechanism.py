@@ -167,14 +167,21 @@ def check_plugin_output(
 def claimed_sigma(plugin: ResearcherMechanism, mechanism: str, step: int, epoch: int) -> float:
     """What a researcher-form plugin reports through ``get_effective_sigma``, checked to be a usable
     noise multiplier (a finite number > 0)."""
-    reported = plugin.get_effective_sigma(step, epoch)
+    return positive_number(
+        plugin.get_effective_sigma(step, epoch), mechanism, step,
+        "get_effective_sigma", "the noise multiplier (noise std / max_grad_norm) used at that step",
+    )
+
+
+def positive_number(reported: object, mechanism: str, step: int, hook: str, meaning: str) -> float:
+    """``reported`` as a float, or a :class:`MechanismContractError` unless it is finite and > 0."""
     try:
-        sigma = float(reported)
+        value = float(reported)
     except (TypeError, ValueError):
-        sigma = math.nan
-    if not (math.isfinite(sigma) and sigma > 0):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
         raise MechanismContractError(
-            f"mechanism '{mechanism}' at step {step}: get_effective_sigma returned {reported!r}; it must return "
-            "the noise multiplier (noise std / max_grad_norm) used at that step, a finite number > 0"
+            f"mechanism '{mechanism}' at step {step}: {hook} returned {reported!r}; it must return {meaning}, "
+            "a finite number > 0"
         )
-    return sigma
+    return value

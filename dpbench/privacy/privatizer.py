@@ -4,7 +4,6 @@ record out. This is where the two mechanism contracts meet the kernel."""
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Iterable, Protocol, Sequence
 
@@ -20,6 +19,7 @@ from dpbench.privacy.mechanism import (
     call_plugin,
     check_plugin_output,
     claimed_sigma,
+    positive_number,
 )
 from dpbench.privacy.noise import (
     NoiseSource,
@@ -84,19 +84,13 @@ class StructuredPrivatizer:
 
     def noise_multiplier_at(self, step: int, epoch: int) -> float:
         """z_t = z * s(t). The shape s is data-independent by contract, and enforced to be: the first
-        value seen for a (step, epoch) (before training, from :meth:`check_schedule`) is the only one accepted, so
+        value seen for a (step, epoch) (before training, by :meth:`check_schedule`) is the only one accepted, so
         a schedule that later follows released values (an adaptively chosen noise level, which standard
         composition does not cover) or raw data is refused."""
-        reported = self.mechanism.noise_shape(step, epoch)
-        try:
-            shape = float(reported)
-        except (TypeError, ValueError):
-            shape = math.nan
-        if not (math.isfinite(shape) and shape > 0):
-            raise MechanismContractError(
-                f"mechanism '{self.mechanism.name}' at step {step}: noise_shape returned {reported!r}; it must be a "
-                "finite number > 0"
-            )
+        shape = positive_number(
+            self.mechanism.noise_shape(step, epoch), self.mechanism.name, step, "noise_shape",
+            "the data-independent factor of the noise multiplier at that step",
+        )
         planned = self._planned_shapes.setdefault((step, epoch), shape)
         if shape != planned:
             raise MechanismContractError(
