@@ -79,13 +79,6 @@ def entropy_seed() -> int:
     return int.from_bytes(os.urandom(8), "little") >> 1
 
 
-def entropy_seed() -> int:
-    """A 63-bit seed from OS entropy, for generators whose output must not follow from the config seed
-    (the Poisson sampler of a ``secure_noise`` run: amplification by subsampling assumes the batches are
-    secret)."""
-    return int.from_bytes(os.urandom(8), "little") >> 1
-
-
 def standard_normal(
     shape: torch.Size, dtype: torch.dtype, device: torch.device | str, source: NoiseSource
 ) -> torch.Tensor:
