@@ -24,6 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dpbench.errors import DpbenchError
+from dpbench.extras import MissingExtraError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 SETTINGS_GROUPS = ("privacy", "train", "tune")
@@ -94,6 +95,8 @@ def _unknown_arguments(node: Mapping[str, Any], where: str, mechanism: bool = Fa
         return
     try:
         factory = locate(target)
+    except MissingExtraError:
+        raise  # a shipped feature whose optional packages are not installed: the message names the extra
     except Exception as error:  # noqa: BLE001  (the user's module may raise anything while it is imported)
         group = where.split(".")[0]
         raise ConfigTargetError(

@@ -10,12 +10,59 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import dpbench.cli  # noqa: F401  (registers the config resolvers)
+from dpbench.extras import EXTRAS, MissingExtraError, import_errors
 from synthetic_vision import build_synthetic_root
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DPBENCH_SHARED", REPO_ROOT.parent / "shared"))
 # CI sets this: tests that need the shared datasets fail instead of being skipped when they are missing.
 REQUIRE_SHARED = os.environ.get("DPBENCH_REQUIRE_SHARED") == "1"
+
+# The tests of a feature whose optional packages are not installed (a core install, `pip install -e .`) are not
+# collected; the report header says which, and the install that brings them. CI installs everything.
+TESTS_OF_EXTRA = {
+    "telemetry": ["telemetry"],
+    "scatter": ["data/test_scattering_dataset.py", "training/test_scattering_run.py"],
+}
+assert TESTS_OF_EXTRA.keys() == EXTRAS.keys()
+MISSING_EXTRAS = [extra for extra in EXTRAS if import_errors(extra)]
+collect_ignore = [path for extra in MISSING_EXTRAS for path in TESTS_OF_EXTRA[extra]]
+
+
+def pytest_report_header() -> list[str]:
+    return [
+        f"not collected: {', '.join(TESTS_OF_EXTRA[extra])} (needs pip install -e '.[{extra}]')"
+        for extra in MISSING_EXTRAS
+    ]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    return (yield from skip_if_an_extra_is_missing())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    return (yield from skip_if_an_extra_is_missing())
+
+
+def skip_if_an_extra_is_missing():
+    """A test that reaches a feature whose extra is not installed here is skipped, naming the extra (where the
+    extra is installed, as in CI, the error stays a failure)."""
+    try:
+        return (yield)
+    except MissingExtraError as error:
+        if error.extra not in MISSING_EXTRAS:
+            raise
+        pytest.skip(f"needs pip install -e '.[{error.extra}]'")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that need the real datasets (``-m shared_data`` selects them, ``-m 'not shared_data'``
+    leaves them out)."""
+    for item in items:
+        if "real_vision_data_root" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared_data)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ normalisation (GroupNorm without parameters, in :mod:`dpbench.models.scatter_net
 property; normalisation by dataset statistics would not, and is not offered.
 
 The transform is computed once per dataset and cached under ``<data root>/scattering/``, keyed by
-a fingerprint of the pixels, so later runs load it in seconds.
+a fingerprint of the pixels, so later runs load it in seconds (and need kymatio, the ``dpbench[scatter]``
+extra, only to compute it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 
 from dpbench.data.registry import load_dataset, resolve_root
 from dpbench.data.splits import DatasetSplits
+from dpbench.extras import require_extra
 from dpbench.runtime import pick_device
 
 CACHE_FOLDER = "scattering"
@@ -35,6 +37,7 @@ def scattering_transform(images: torch.Tensor, J: int = 2, L: int = 8, batch_siz
     """
     if images.dim() != 4:
         raise ValueError(f"scattering expects images shaped [N, C, H, W], got {tuple(images.shape)}")
+    require_extra("scatter")
     # kymatio.torch also imports the 3-D frontend, whose filter bank needs scipy.special.sph_harm
     # (removed in SciPy 1.17); the 2-D frontend alone does not.
     from kymatio.scattering2d.frontend.torch_frontend import ScatteringTorch2D

@@ -15,3 +15,7 @@ queries), ``query_runner``, ``scoring``, ``baselines``, ``truth``; for the DP-VA
 ``dataset`` (``dataset=telemetry``), ``marginals`` (the DP release synthesis is calibrated to),
 ``synthesis`` and ``decoder``.
 """
+
+from dpbench.extras import require_extra
+
+require_extra("telemetry")  # before any module of the workload imports duckdb or pyarrow

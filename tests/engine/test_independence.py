@@ -9,7 +9,7 @@ from torch import nn
 
 from dpbench.engine import FunctorchEngine, GhostEngine
 from dpbench.engine.independence import ExampleMixingError, check_engine
-from dpbench.models import Cifar10TanhCNN, DigitsTanhCNN, HurdleVAE, MnistTanhCNN, ScatterCNN, ScatterLinear, TabularVAE
+from dpbench.models import Cifar10TanhCNN, DigitsTanhCNN, MnistTanhCNN, ScatterCNN, ScatterLinear
 
 ENGINES = [GhostEngine, FunctorchEngine]
 
@@ -133,15 +133,6 @@ def test_the_built_in_models_pass(engine_class, build, shape):
     model = build()
     features, labels = torch.randn(5, *shape), torch.tensor([0, 1, 2, 3, 4])
     check_engine(engine_class(model, F.cross_entropy), model, features, labels)
-
-
-@pytest.mark.parametrize("model_class", [TabularVAE, HurdleVAE])
-def test_the_telemetry_vaes_pass_with_their_latent_noise(model_class):
-    """Their forward draws latent noise: the check draws the same noise for both batches."""
-    torch.manual_seed(0)
-    model = model_class(hidden=(32, 16), latent=4)
-    rows = torch.rand(5, model.encoder[0].in_features)
-    check_engine(GhostEngine(model, model.loss), model, rows, torch.zeros(5, dtype=torch.long))
 
 
 def test_the_refusal_names_the_module_path_and_the_fix():

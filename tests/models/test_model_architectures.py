@@ -63,7 +63,7 @@ def test_vmapped_per_sample_gradients_match_one_at_a_time(architecture: Architec
 
 
 def test_registry_builds_each_model_by_name() -> None:
-    assert {"cifar10_cnn", "digits_cnn", "mnist_cnn", "vae", "vae_hurdle"} <= set(model_names())
+    assert {"cifar10_cnn", "digits_cnn", "mnist_cnn", "scatter_cnn", "scatter_linear"} <= set(model_names())
     assert isinstance(build_model("mnist_cnn"), MnistTanhCNN)
     assert build_model("digits_cnn", num_classes=3)(torch.zeros(1, 1, 8, 8)).shape == (1, 3)
 
