@@ -30,9 +30,16 @@ from dpbench.data.splits import DatasetSplits
 from dpbench.privacy.ledger import StepRecord
 from dpbench.privacy.statistics_release import StatisticsRelease
 from dpbench.reporting.run_files import RunFiles
-from dpbench.telemetry.corpus import open_table
-from dpbench.telemetry.marginals import (RELEASED_FILE, Marginals, load_released, marginals_release, release_marginals,
-                                         save_released)
+from dpbench.telemetry.corpus import open_corpus
+from dpbench.telemetry.marginals import (
+    RELEASED_FILE,
+    Marginals,
+    load_released,
+    marginals_release,
+    release_marginals,
+    save_released,
+)
+from dpbench.telemetry.schema import DEVICE_TABLE
 from dpbench.telemetry.simulator import simulated_corpus
 from dpbench.telemetry.synthesis import synthesize_and_score
 from dpbench.telemetry.wide_table import build_wide_table
@@ -131,7 +138,7 @@ def synthesize_run(run_dir: Path | str, out_dir: Path | str | None = None, seed:
     tables_dir = corpus_dir(cfg.dataset.path, cfg.dataset.devices, cfg.dataset.simulation_seed, cfg.dataset.root)
     model = instantiate(cfg.model)
     epoch, averaged = load_released_model(files.checkpoint, model)
-    n_devices = open_table(tables_dir, "system_sysinfo_unique_normalized").num_rows
+    n_devices = open_corpus(tables_dir, [DEVICE_TABLE])[DEVICE_TABLE].num_rows
     released = files.dir / RELEASED_FILE
     marginals = load_released(released) if released.exists() else None
     utility = synthesize_and_score(model, n_devices, tables_dir, Path(out_dir or files.dir / "synthetic"),

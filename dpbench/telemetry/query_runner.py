@@ -1,7 +1,8 @@
 """Run the benchmark queries with DuckDB over a directory of parquet tables.
 
-Each reporting table becomes a view of the same name over its parquet file(s),
-so the SQL in ``queries/`` runs unchanged on simulated, synthetic or real tables.
+Each reporting table becomes a view of the same name over its parquet file(s): the columns the
+workload reads, at their schema types (:func:`dpbench.telemetry.corpus.open_corpus`), so the SQL in
+``queries/`` runs unchanged on simulated, synthetic or real tables.
 A ``half`` restricts every view to one of two fixed random halves of the devices
 (by the md5 of the guid), which the real-vs-real noise floor uses.
 """
@@ -13,7 +14,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from dpbench.telemetry.corpus import open_table
+from dpbench.telemetry.corpus import open_corpus
+from dpbench.telemetry.schema import quote
 from dpbench.telemetry.workload import WORKLOAD, QuerySpec
 
 HALVES = (0, 1)
@@ -21,22 +23,21 @@ HALVES = (0, 1)
 
 def connect(tables_dir: Path | str, queries: tuple[QuerySpec, ...] = WORKLOAD,
             half: int | None = None, allow_empty: bool = False) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with a validated view per table the queries need."""
+    """A DuckDB connection with a view per table the queries need (see :func:`open_corpus`)."""
     if half is not None and half not in HALVES:
         raise ValueError(f"half must be 0 or 1, got {half}")
-    needed = dict.fromkeys(t for q in queries for t in q.tables)
-    sources = {name: open_table(tables_dir, name, allow_empty) for name in needed}
+    needed = list(dict.fromkeys(t for q in queries for t in q.tables))
+    sources = open_corpus(tables_dir, needed, allow_empty)
     con = duckdb.connect()
     for name, source in sources.items():
-        glob = source.parquet_glob.replace("'", "''")
         where = f" WHERE ascii(right(md5(guid), 1)) % 2 = {half}" if half is not None else ""
-        con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet(\'{glob}\'){where}')
+        con.execute(f"CREATE VIEW {quote(name)} AS SELECT * FROM ({source.select_sql()}){where}")
     return con
 
 
 def run_queries(tables_dir: Path | str, queries: tuple[QuerySpec, ...] = WORKLOAD,
                 half: int | None = None, allow_empty: bool = False) -> dict[str, pd.DataFrame]:
-    """Results of the queries, keyed by query name (``allow_empty``: see :func:`open_table`)."""
+    """Results of the queries, keyed by query name (``allow_empty``: see :func:`open_corpus`)."""
     con = connect(tables_dir, queries, half, allow_empty)
     try:
         return {q.name: con.execute(q.sql).df() for q in queries}

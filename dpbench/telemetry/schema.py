@@ -2,17 +2,23 @@
 
 One description serves every producer and consumer of the tables: the
 simulator writes these columns, a decoder of synthetic data can write them,
-the reader (:mod:`dpbench.telemetry.corpus`) checks that a directory of parquet
-files has them, and the benchmark queries read them by these names.
+the reader (:mod:`dpbench.telemetry.corpus`) presents a directory of parquet
+files to the queries at these types, and the benchmark queries read them by
+these names.
 
-Each column has a *kind* (string, date, integer, float) and a canonical Arrow
-type that writers use. Readers accept any Arrow type of the same kind, so real
-tables stored with, say, int32 sample counts or large strings still validate;
-a float column also accepts integers.
+Each column has a *kind* (string, date, integer, float), the canonical Arrow
+type that writers use and the SQL type the queries see. Which found types a
+reader accepts for a kind, and how it casts them, is
+:mod:`dpbench.telemetry.column_cast`. Only
+``system_sysinfo_unique_normalized`` is *required*: it lists the devices (the
+wide table has one row per sysinfo device, synthesis samples as many). Every
+other table is optional: a device may have no rows in it, so a corpus without
+it is read as if no device reported to it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -25,10 +31,12 @@ CANONICAL_TYPES: dict[str, pa.DataType] = {
     INTEGER: pa.int64(),
     FLOAT: pa.float64(),
 }
+SQL_TYPES: dict[str, str] = {STRING: "VARCHAR", DATE: "DATE", INTEGER: "BIGINT", FLOAT: "DOUBLE"}
+"""The DuckDB type of each kind: what every reader of a corpus sees, whatever the parquet files hold."""
 
 
 class SchemaError(ValueError):
-    """A table is missing, empty or has a column of the wrong name or type."""
+    """A table is missing or empty, or has a column missing or of a type that cannot be cast losslessly."""
 
 
 @dataclass(frozen=True)
@@ -39,54 +47,43 @@ class Column:
     kind: str
 
 
+def quote(name: str) -> str:
+    """``name`` as a quoted SQL identifier (column names such as ``#ofcores`` need it)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 @dataclass(frozen=True)
 class TableSchema:
-    """One reporting table: its name, its grain and its columns in order."""
+    """One reporting table: its name, its grain, its columns in order and whether a corpus must have it."""
 
     name: str
     grain: str
     columns: tuple[Column, ...]
+    required: bool = False
 
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
 
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
     def arrow_schema(self) -> pa.Schema:
         """The canonical Arrow schema that writers of this table use."""
         return pa.schema([pa.field(c.name, CANONICAL_TYPES[c.kind]) for c in self.columns])
 
-    def validate(self, schema: pa.Schema) -> None:
-        """Raise SchemaError naming the table, column and fix if ``schema`` does not fit."""
-        for column in self.columns:
-            if column.name not in schema.names:
-                raise SchemaError(
-                    f"table {self.name}: column {column.name!r} is missing (found {schema.names}); "
-                    f"add it as a {column.kind} column"
-                )
-            found = schema.field(column.name).type
-            if not _kind_accepts(column.kind, found):
-                raise SchemaError(
-                    f"table {self.name}: column {column.name!r} has type {found}, expected a "
-                    f"{column.kind} column; cast it to {CANONICAL_TYPES[column.kind]} when writing the parquet file"
-                )
+    def empty_sql(self, names: Iterable[str] | None = None) -> str:
+        """A SELECT of no rows with the named columns (default all) at their SQL types."""
+        columns = self.columns if names is None else [self.column(n) for n in names]
+        return f"SELECT {', '.join(f'CAST(NULL AS {SQL_TYPES[c.kind]}) AS {quote(c.name)}' for c in columns)} WHERE false"
 
 
-def _kind_accepts(kind: str, dtype: pa.DataType) -> bool:
-    if pa.types.is_dictionary(dtype):
-        dtype = dtype.value_type
-    if kind == STRING:
-        return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
-    if kind == DATE:
-        return pa.types.is_date(dtype) or pa.types.is_timestamp(dtype)
-    if kind == INTEGER:
-        return pa.types.is_integer(dtype)
-    return pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype)
+def _table(name: str, grain: str, *columns: tuple[str, str], required: bool = False) -> TableSchema:
+    return TableSchema(name, grain, tuple(Column(n, k) for n, k in columns), required)
 
 
-def _table(name: str, grain: str, *columns: tuple[str, str]) -> TableSchema:
-    return TableSchema(name, grain, tuple(Column(n, k) for n, k in columns))
-
-
+DEVICE_TABLE = "system_sysinfo_unique_normalized"
+"""The required table: one row per device, the population every other table's rows belong to."""
 GUID = ("guid", STRING)
 DT = ("dt", DATE)
 NRS = ("nrs", INTEGER)
@@ -128,10 +125,11 @@ TABLES: dict[str, TableSchema] = {
     t.name: t
     for t in (
         _table(
-            "system_sysinfo_unique_normalized", "guid",
+            DEVICE_TABLE, "guid",
             GUID, ("chassistype", STRING), ("countryname_normalized", STRING), ("modelvendor_normalized", STRING),
             ("model_normalized", STRING), ("ram", FLOAT), ("os", STRING), ("#ofcores", STRING), ("cpuname", STRING),
             ("cpucode", STRING), ("cpu_family", STRING), ("processornumber", STRING), ("persona", STRING),
+            required=True,
         ),
         _table(
             "system_cpu_metadata", "guid",
@@ -192,4 +190,4 @@ TABLES: dict[str, TableSchema] = {
         ),
     )
 }
-"""The 13 reporting tables, by name."""
+"""The 13 reporting tables, by name (the sysinfo table required, the others optional)."""

@@ -173,6 +173,8 @@ _DEVICES_SQL = """SELECT s.guid, s.chassistype AS chassis, s.countryname_normali
     s.cpuname || '|' || COALESCE(c.cpugen, '') || '|' || COALESCE(c.marketcodename, '') AS cpu
     FROM system_sysinfo_unique_normalized s LEFT JOIN system_cpu_metadata c ON s.guid = c.guid
     ORDER BY s.guid"""
+WIDE_TABLE_SQL: dict[str, str] = {"devices": _DEVICES_SQL, **_PER_DEVICE_SQL}
+"""Every query the wide table runs over a corpus, by block (the columns they read: :mod:`.column_usage`)."""
 _COMPOSITION_SOURCES = {
     "power_states.state_share": POWER_STATES,
     "browsing.browser_row_share": tuple(f"rows_{b}" for b in BROWSERS),
@@ -190,12 +192,13 @@ class WideTable:
 
 
 def build_wide_table(tables_dir: Path | str, layout: WideLayout = WIDE_LAYOUT) -> WideTable:
-    """One wide row per sysinfo device of a directory of reporting tables (validated against the schema)."""
+    """One wide row per sysinfo device of a directory of reporting tables (read by :func:`.corpus.open_corpus`:
+    a missing optional table leaves its block empty, i.e. no device is present in it)."""
     from dpbench.telemetry.query_runner import connect  # DuckDB only when a corpus is read
     con = connect(tables_dir, WORKLOAD)
     try:
-        devices = con.execute(_DEVICES_SQL).df()
-        per_family = {family: con.execute(sql).df() for family, sql in _PER_DEVICE_SQL.items()}
+        devices = con.execute(WIDE_TABLE_SQL["devices"]).df()
+        per_family = {family: con.execute(WIDE_TABLE_SQL[family]).df() for family in _PER_DEVICE_SQL}
     finally:
         con.close()
     features = np.zeros((len(devices), layout.width), dtype=np.float32)

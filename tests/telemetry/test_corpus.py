@@ -1,85 +1,244 @@
-"""The reader validates a directory of tables and says clearly what is wrong."""
+"""A user's tables are read as they come: unread columns ignored, read columns cast when no value changes (one
+warning each), every problem of every table in one error, optional tables allowed to be missing.
+
+Each test damages a copy of a tiny simulated corpus the way a real corpus differs from the simulator's output
+and compares what the readers (the queries, the wide table) see with what they see on the undamaged corpus."""
 
 from __future__ import annotations
 
+import re
 import shutil
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from dpbench.telemetry.corpus import load_tables, open_corpus
+from dpbench.telemetry.corpus import CorpusWarning, open_corpus
 from dpbench.telemetry.query_runner import run_queries
 from dpbench.telemetry.schema import TABLES, SchemaError
+from dpbench.telemetry.simulator import simulate
+from dpbench.telemetry.wide_table import WIDE_LAYOUT, build_wide_table
 from dpbench.telemetry.workload import QUERIES
 
-
-def _copy(corpus: Path, tmp_path: Path) -> Path:
-    target = tmp_path / "tables"
-    shutil.copytree(corpus, target)
-    return target
+SYSINFO, BATTERY, PKG_POWER = "system_sysinfo_unique_normalized", "system_batt_dc_events", "system_hw_pkg_power"
+pytestmark = pytest.mark.filterwarnings("ignore::dpbench.telemetry.corpus.CorpusWarning")  # counted where expected
+PERCENT_COLUMNS = tuple(f"{s}_power_{o}_battery_percent" for o in ("on", "off") for s in ("min", "avg", "max"))
 
 
-def test_simulated_corpus_has_all_tables_with_schema_columns(small_corpus):
-    corpus, report = small_corpus
-    sources = open_corpus(corpus)
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """2,000 simulated devices: every table has rows."""
+    out = tmp_path_factory.mktemp("sim2k")
+    simulate(2_000, out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tiny):
+    """What the readers see on the undamaged corpus."""
+    return run_queries(tiny), build_wide_table(tiny)
+
+
+def _damaged(tiny: Path, tmp_path: Path, changes: dict[str, Callable[[pa.Table], pa.Table]]) -> Path:
+    corpus = tmp_path / "tables"
+    shutil.copytree(tiny, corpus)
+    for table, change in changes.items():
+        path = corpus / f"{table}.parquet"
+        pq.write_table(change(pq.read_table(path)), path)
+    return corpus
+
+
+def _retype(**columns: Callable[[pa.Array], pa.Array]) -> Callable[[pa.Table], pa.Table]:
+    def change(table: pa.Table) -> pa.Table:
+        for name, new in columns.items():
+            table = table.set_column(table.schema.get_field_index(name), name, new(table[name].combine_chunks()))
+        return table
+    return change
+
+
+def _to(dtype: pa.DataType) -> Callable[[pa.Array], pa.Array]:
+    return lambda array: pc.cast(array, dtype)
+
+
+def _replace_first(value, dtype: pa.DataType) -> Callable[[pa.Array], pa.Array]:
+    """The column as ``dtype`` with its first value replaced by ``value``."""
+    def change(array: pa.Array) -> pa.Array:
+        values = pc.cast(array, dtype).to_pylist()
+        return pa.array([value, *values[1:]], dtype)
+    return change
+
+
+def _open_with_warnings(corpus: Path) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        open_corpus(corpus)
+    return [str(w.message) for w in caught if issubclass(w.category, CorpusWarning)]
+
+
+def _assert_same_readings(corpus: Path, reference) -> None:
+    answers, wide = reference
+    for name, answer in run_queries(corpus).items():
+        pd.testing.assert_frame_equal(answer, answers[name], obj=name)
+    damaged_wide = build_wide_table(corpus)
+    np.testing.assert_array_equal(damaged_wide.guids, wide.guids)
+    np.testing.assert_array_equal(damaged_wide.features, wide.features)
+
+
+def test_simulated_corpus_has_all_tables_and_is_read_without_warnings(tiny):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CorpusWarning)
+        sources = open_corpus(tiny)
     assert set(sources) == set(TABLES)
     for name, source in sources.items():
-        assert source.num_rows == report.rows[name]
-    tables = load_tables(corpus, ["system_pkg_C0"])
-    assert tables["system_pkg_C0"].column_names == TABLES["system_pkg_C0"].column_names
+        assert source.num_rows == pq.read_metadata(tiny / f"{name}.parquet").num_rows > 0
+    assert not _open_with_warnings(tiny)
 
 
-def test_missing_table_is_named(small_corpus, tmp_path):
-    corpus = _copy(small_corpus[0], tmp_path)
-    (corpus / "system_batt_dc_events.parquet").unlink()
-    with pytest.raises(SchemaError, match="system_batt_dc_events is missing"):
+def test_unread_columns_are_ignored_whatever_their_type(tiny, tmp_path, reference):
+    """The two columns that stopped a real corpus (pkg power instance as text, battery percents as doubles with
+    fractions), plus unread columns of other types and unread columns left out."""
+    fractional = {c: (lambda a: pc.add(pc.cast(a, pa.float64()), 0.63)) for c in PERCENT_COLUMNS}
+    corpus = _damaged(tiny, tmp_path, {
+        PKG_POWER: _retype(instance=lambda a: pc.binary_join_element_wise("pkg", pc.cast(a, pa.string()), "")),
+        BATTERY: _retype(**fractional),
+        "system_web_cat_usage": _retype(page_load_count=_to(pa.string()), parent_category=_to(pa.binary())),
+        "system_network_consumption": lambda t: t.drop_columns(["min_bytes_sec", "max_bytes_sec"]),
+        SYSINFO: lambda t: t.drop_columns(["cpu_family"]),
+    })
+    assert pq.read_table(corpus / f"{BATTERY}.parquet")["avg_power_on_battery_percent"][0].as_py() % 1 == \
+        pytest.approx(0.63)
+    assert _open_with_warnings(corpus) == []
+    _assert_same_readings(corpus, reference)
+
+
+def test_lossless_forms_of_read_columns_are_cast_with_one_warning_per_column(tiny, tmp_path, reference):
+    casts = {
+        PKG_POWER: {"nrs": pa.float64(), "mean": pa.string()},                 # 3.0 -> 3; '1.685...' -> 1.685...
+        BATTERY: {"num_power_ons": pa.string(), "duration_mins": pa.decimal128(12, 3)},  # decimal: silent
+        "system_memory_utilization": {"sysinfo_ram": pa.decimal128(22, 2), "dt": pa.timestamp("us")},
+        "system_web_cat_pivot_duration": {"dt": pa.string()},                  # '2020-06-10'
+        SYSINFO: {"#ofcores": pa.int32()},                                     # 4 -> '4'
+        "system_cpu_metadata": {"cpugen": pa.large_string()},                  # silent
+    }
+    corpus = _damaged(tiny, tmp_path, {t: _retype(**{c: _to(d) for c, d in cols.items()}) for t, cols in casts.items()})
+    messages = _open_with_warnings(corpus)
+    warned = {(t, c) for t, cols in casts.items() for c in cols} - {(BATTERY, "duration_mins"),
+                                                                      ("system_cpu_metadata", "cpugen")}
+    assert len(messages) == len(warned)
+    for table, column in warned:
+        (message,) = [m for m in messages if m.startswith(f"{table}.{column} is ")]
+        assert str(casts[table][column]) in message
+    _assert_same_readings(corpus, reference)
+
+
+def test_lossy_values_in_read_columns_are_refused_all_in_one_error(tiny, tmp_path):
+    corpus = _damaged(tiny, tmp_path, {
+        PKG_POWER: _retype(nrs=_replace_first(3.5, pa.float64())),
+        BATTERY: _retype(num_power_ons=_replace_first("n/a", pa.string())),
+        "system_network_consumption": _retype(dt=lambda a: pc.add(pc.cast(a, pa.timestamp("ms")),
+                                                                  pa.scalar(13 * 3600_000, pa.duration("ms")))),
+        SYSINFO: _retype(ram=_replace_first("lots", pa.string())),
+        "system_memory_utilization": _retype(avg_percentage_used=lambda a: pc.greater(a, 50.0)),
+    })
+    with pytest.raises(SchemaError) as raised:
         open_corpus(corpus)
-    with pytest.raises(SchemaError, match="system_batt_dc_events is missing"):
-        run_queries(corpus, (QUERIES["BatteryGeo"],))
+    message = str(raised.value)
+    assert message.startswith("5 problems in the tables of")
+    expected = [(PKG_POWER, "nrs", "double", "int64", "'3.5'"),
+                (BATTERY, "num_power_ons", "string", "int64", "'n/a'"),
+                ("system_network_consumption", "dt", "timestamp[ms]", "date32", "13:00:00"),
+                (SYSINFO, "ram", "string", "double", "'lots'"),
+                ("system_memory_utilization", "avg_percentage_used", "bool", "double", "no cast")]
+    lines = message.splitlines()[1:]
+    assert len(lines) == 5
+    for table, column, found, target, example in expected:
+        (line,) = [x for x in lines if x.startswith(f"- {table}: column {column!r}")]
+        assert f"type {found}" in line and target in line and example in line, line
+    assert "1 of" in next(x for x in lines if "'n/a'" in x)  # how many values would change
+    with pytest.raises(SchemaError, match="5 problems"):
+        run_queries(corpus)
 
 
-def test_wrong_column_type_names_table_column_and_fix(small_corpus, tmp_path):
-    corpus = _copy(small_corpus[0], tmp_path)
-    path = corpus / "system_hw_pkg_power.parquet"
-    table = pq.read_table(path)
-    table = table.set_column(table.schema.get_field_index("mean"), "mean", table["mean"].cast(pa.string()))
-    pq.write_table(table, path)
-    with pytest.raises(SchemaError, match=r"system_hw_pkg_power: column 'mean' has type string.*cast it to double"):
+def test_missing_optional_table_is_an_empty_block_with_a_warning(tiny, tmp_path, reference):
+    corpus = _damaged(tiny, tmp_path, {})
+    (corpus / f"{BATTERY}.parquet").unlink()
+    messages = _open_with_warnings(corpus)
+    assert len(messages) == 1
+    assert f"table {BATTERY} is missing" in messages[0] and "BatteryGeo, BatteryDemo" in messages[0]
+    _assert_battery_is_empty(corpus, reference)
+
+
+def test_empty_optional_table_is_an_empty_block_with_a_warning(tiny, tmp_path, reference):
+    corpus = _damaged(tiny, tmp_path, {BATTERY: lambda t: t.slice(0, 0)})
+    (message,) = _open_with_warnings(corpus)
+    assert f"table {BATTERY}" in message and "has no rows" in message
+    _assert_battery_is_empty(corpus, reference)
+    assert _open_with_warnings(corpus) == [message]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CorpusWarning)
+        open_corpus(corpus, allow_empty=True)  # synthetic output: an empty table is no news
+
+
+def _assert_battery_is_empty(corpus: Path, reference) -> None:
+    answers, wide = reference
+    results = run_queries(corpus)
+    for name in ("BatteryGeo", "BatteryDemo"):
+        assert results[name].empty and list(results[name].columns) == list(answers[name].columns)
+    for name in ("PowerGeo", "RamHist", "NetAsym"):
+        pd.testing.assert_frame_equal(results[name], answers[name])
+    damaged = build_wide_table(corpus).features
+    battery = [i for i, n in enumerate(WIDE_LAYOUT.names) if n.startswith("battery.")]
+    others = [i for i in range(WIDE_LAYOUT.width) if i not in battery]
+    assert wide.features[:, battery].any() and not damaged[:, battery].any()
+    np.testing.assert_array_equal(damaged[:, others], wide.features[:, others])
+
+
+def test_missing_required_table_or_read_column_is_an_error_naming_it(tiny, tmp_path):
+    corpus = _damaged(tiny, tmp_path, {"system_cpu_metadata": lambda t: t.drop_columns(["cpugen"]),
+                                       PKG_POWER: lambda t: t.drop_columns(["nrs", "instance"])})
+    (corpus / f"{SYSINFO}.parquet").unlink()
+    with pytest.raises(SchemaError) as raised:
         open_corpus(corpus)
+    lines = str(raised.value).splitlines()
+    assert lines[0].startswith("3 problems") and len(lines) == 4
+    assert re.search(rf"table {SYSINFO} is missing .*required", lines[1])
+    assert "system_cpu_metadata: column 'cpugen' is missing (read by BatteryDemo, SleepPivot, wide table: devices)" \
+        in str(raised.value)
+    assert f"{PKG_POWER}: column 'nrs' is missing" in str(raised.value) and "instance" not in str(raised.value)
+    with pytest.raises(SchemaError, match=f"table {SYSINFO} is missing"):
+        run_queries(corpus, (QUERIES["RamHist"], QUERIES["PowerGeo"]))
 
 
-def test_missing_column_is_named(small_corpus, tmp_path):
-    corpus = _copy(small_corpus[0], tmp_path)
-    path = corpus / "system_cpu_metadata.parquet"
-    pq.write_table(pq.read_table(path).drop(["cpugen"]), path)
-    with pytest.raises(SchemaError, match="system_cpu_metadata: column 'cpugen' is missing"):
+def test_empty_required_table_is_an_error(tiny, tmp_path):
+    corpus = _damaged(tiny, tmp_path, {SYSINFO: lambda t: t.slice(0, 0)})
+    with pytest.raises(SchemaError, match=f"table {SYSINFO} at .* is empty; it lists the devices"):
         open_corpus(corpus)
+    with pytest.raises(SchemaError, match="is empty"):
+        open_corpus(corpus, allow_empty=True)  # synthetic output, too, has at least one device
 
 
-def test_empty_table_is_rejected(small_corpus, tmp_path):
-    corpus = _copy(small_corpus[0], tmp_path)
-    path = corpus / "system_psys_rap_watts.parquet"
-    pq.write_table(pq.read_table(path).slice(0, 0), path)
-    with pytest.raises(SchemaError, match="system_psys_rap_watts .* is empty"):
-        open_corpus(corpus)
-    with pytest.raises(SchemaError, match="system_psys_rap_watts .* is empty"):
-        run_queries(corpus, (QUERIES["ChassisAgg"],))
-    (answer,) = run_queries(corpus, (QUERIES["ChassisAgg"],), allow_empty=True).values()  # synthetic output
-    assert answer.empty and "number_of_systems" in answer.columns
-
-
-def test_folder_of_parts_and_compatible_types_are_accepted(small_corpus, tmp_path):
-    corpus = _copy(small_corpus[0], tmp_path)
-    table = pq.read_table(corpus / "system_batt_dc_events.parquet")
-    (corpus / "system_batt_dc_events.parquet").unlink()
-    parts = corpus / "system_batt_dc_events"
-    parts.mkdir()
-    table = table.set_column(1, "dt", table["dt"].cast(pa.timestamp("us")))
-    table = table.set_column(3, "num_power_ons", table["num_power_ons"].cast(pa.int32()))
+def test_folder_of_parts_is_read_with_nested_parts(tiny, tmp_path, reference):
+    corpus = _damaged(tiny, tmp_path, {})
+    table = pq.read_table(corpus / f"{BATTERY}.parquet")
+    (corpus / f"{BATTERY}.parquet").unlink()
+    parts = corpus / BATTERY / "year=2021"
+    parts.mkdir(parents=True)
     half = table.num_rows // 2
-    pq.write_table(table.slice(0, half), parts / "part-0.parquet")
+    pq.write_table(table.slice(0, half), corpus / BATTERY / "part-0.parquet")
     pq.write_table(table.slice(half), parts / "part-1.parquet")
-    assert open_corpus(corpus)["system_batt_dc_events"].num_rows == table.num_rows
-    assert len(run_queries(corpus, (QUERIES["BatteryGeo"],))["BatteryGeo"].columns) == 4
+    (corpus / BATTERY / "_SUCCESS").write_text("")
+    assert open_corpus(corpus)[BATTERY].num_rows == table.num_rows
+    _assert_same_readings(corpus, reference)
+
+
+def test_unreadable_file_is_named(tiny, tmp_path):
+    corpus = _damaged(tiny, tmp_path, {})
+    (corpus / f"{BATTERY}.parquet").write_text("not parquet")
+    with pytest.raises(SchemaError, match=f"table {BATTERY}: .* is not readable parquet"):
+        open_corpus(corpus)
