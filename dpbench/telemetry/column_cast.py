@@ -17,7 +17,8 @@ date       date32, date64                                  timestamps at midnigh
                                                            date with no time of day
 =========  ==============================================  ===========================================
 
-Any other pair (booleans, binary, lists, a date for a number, ...) has no cast. Nulls stay null.
+A column of nulls only (Arrow type null) is read as nulls of the kind, with a warning. Any other pair
+(booleans, binary, lists, a date for a number, ...) has no cast. Nulls stay null.
 A cast that could change a value carries the SQL predicate that is true on such a value, which the
 reader evaluates over the column before it accepts the cast (:mod:`dpbench.telemetry.corpus`).
 """
@@ -80,6 +81,8 @@ def plan_cast(column: Column, found: pa.DataType) -> ColumnCast | None:
     cast = f"CAST({name} AS {target})"
     whole = (f"TRY_CAST({name} AS BIGINT) IS NULL"
              f" OR TRY_CAST({name} AS BIGINT) IS DISTINCT FROM TRY_CAST({name} AS DOUBLE)")
+    if pa.types.is_null(found):
+        return ColumnCast(column, found, cast, warn=True)
     if source == kind or (kind == FLOAT and source in (INTEGER, DECIMAL)):
         overflow = f"TRY_CAST({name} AS BIGINT) IS NULL" if pa.types.is_uint64(found) else None
         return ColumnCast(column, found, cast, overflow)

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dpbench.telemetry.corpus import CorpusWarning, open_corpus
-from dpbench.telemetry.query_runner import run_queries
+from dpbench.telemetry.query_runner import connect, run_queries
 from dpbench.telemetry.schema import TABLES, SchemaError
 from dpbench.telemetry.simulator import simulate
 from dpbench.telemetry.wide_table import WIDE_LAYOUT, build_wide_table
@@ -135,6 +135,18 @@ def test_lossless_forms_of_read_columns_are_cast_with_one_warning_per_column(tin
         (message,) = [m for m in messages if m.startswith(f"{table}.{column} is ")]
         assert str(casts[table][column]) in message
     _assert_same_readings(corpus, reference)
+
+
+def test_read_column_of_nulls_only_is_read_as_nulls_with_a_warning(tiny, tmp_path):
+    corpus = _damaged(tiny, tmp_path, {"system_cpu_metadata": _retype(marketcodename=lambda a: pa.nulls(len(a)))})
+    assert pq.read_schema(corpus / "system_cpu_metadata.parquet").field("marketcodename").type == pa.null()
+    (message,) = _open_with_warnings(corpus)
+    assert message.startswith("system_cpu_metadata.marketcodename is stored as null and read as string")
+    con = connect(corpus, (QUERIES["SleepPivot"],))
+    rows, named, dtype = con.execute("SELECT count(*), count(marketcodename), any_value(typeof(marketcodename)) "
+                                     "FROM system_cpu_metadata").fetchone()
+    con.close()
+    assert (rows, named, dtype) == (2_000, 0, "VARCHAR")
 
 
 def test_lossy_values_in_read_columns_are_refused_all_in_one_error(tiny, tmp_path):
