@@ -3,8 +3,9 @@ link in it and in docs/ points to a file that exists, and the cheap code runs as
 ``python -m dpbench ...`` and ``python -m dpbench.search ...`` command composes against conf/ and passes the
 run's key check (each value of a sweep at least once), ``python -m dpbench.verify FILE:Class`` names a class
 that exists, other ``python -m dpbench.<module>`` commands name a module (the telemetry CLI parses its
-arguments), ``python scripts/...`` names a script, every Python block compiles (those without ``...`` run,
-a structured mechanism through the kernel), and a YAML block that shows a shipped mechanism config matches it."""
+arguments), ``python scripts/...`` names a script, a path into the repository in backticks exists, every Python
+block compiles (those without ``...`` run, a structured mechanism through the kernel), and a YAML block that
+shows a shipped mechanism config matches it."""
 
 from __future__ import annotations
 
@@ -114,7 +115,11 @@ def user_modules(command: Command, directory: Path) -> list[str]:
     return written
 
 
-RUNS = [c for c in COMMANDS if c.module in ("dpbench", "dpbench.search") and not PLACEHOLDER.search(" ".join(c.words))]
+def is_template(command: Command) -> bool:
+    return bool(PLACEHOLDER.search(" ".join(command.words)))
+
+
+RUNS = [c for c in COMMANDS if c.module in ("dpbench", "dpbench.search") and not is_template(c)]
 
 
 @pytest.mark.parametrize("command", RUNS, ids=str)
@@ -164,7 +169,7 @@ def test_documented_modules_exist(module):
     assert importlib.util.find_spec(module) is not None, f"python -m {module}: no such module"
 
 
-TELEMETRY = [c for c in COMMANDS if c.module == "dpbench.telemetry" and c.words and not PLACEHOLDER.search(" ".join(c.words))]
+TELEMETRY = [c for c in COMMANDS if c.module == "dpbench.telemetry" and c.words and not is_template(c)]
 
 
 @pytest.mark.parametrize("command", TELEMETRY, ids=str)
@@ -180,6 +185,28 @@ def test_documented_scripts_exist():
     for page in PAGES:
         for script in SCRIPT.findall(page.read_text()):
             assert (REPO / script).is_file(), f"{page.name} runs missing {script}"
+
+
+REPO_PATH = re.compile(r"`((?:dpbench|tests|mechanisms|conf|scripts|docs)/[^`\s:]*)")
+
+
+def brace_expansions(path: str) -> list[str]:
+    """``conf/train/{mnist,fmnist}.yaml`` -> both paths."""
+    match = re.search(r"\{([^}]*)\}", path)
+    if match is None:
+        return [path]
+    choices = [path.replace(match.group(0), choice, 1) for choice in match.group(1).split(",")]
+    return [expanded for choice in choices for expanded in brace_expansions(choice)]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_repository_paths_exist(page):
+    """Every path into the repository a page names in backticks exists (a glob matches something)."""
+    for mention in REPO_PATH.findall(page.read_text()):
+        if PLACEHOLDER.search(mention) or "<" in mention:
+            continue
+        for path in brace_expansions(mention.rstrip("/")):
+            assert any(REPO.glob(path)), f"{page.name} names {path}, which does not exist"
 
 
 def code_blocks(language: str) -> list[tuple[str, str]]:
@@ -198,12 +225,13 @@ def test_python_blocks_run(page, source):
     if "..." in source:
         return
     namespace: dict = {}
-    exec(code, namespace)
+    exec(code, namespace)  # noqa: S102  (the repository's own documentation, run as a reader would)
     shapes = [torch.Size([4, 3]), torch.Size([3]), torch.Size([2, 2, 2])]
     for value in list(namespace.values()):
         if isinstance(value, type) and issubclass(value, Mechanism) and value is not Mechanism:
             mechanism = value(max_grad_norm=1.0)
-            privatizer = StructuredPrivatizer(mechanism, shapes, 1.0, 8.0, 0.1, generator=torch.Generator().manual_seed(0))
+            generator = torch.Generator().manual_seed(0)
+            privatizer = StructuredPrivatizer(mechanism, shapes, 1.0, 8.0, 0.1, generator=generator)
             grads = [100 * torch.randn(8, *shape) for shape in shapes]
             record = privatizer.release([MaterializedGradients(grads)], step=0, epoch=0).record
             thresholds = mechanism.thresholds(0, 0)
