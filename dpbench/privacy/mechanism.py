@@ -6,9 +6,9 @@ of the noise schedule, and the post-processing of the released gradient. Its pri
 the mechanism returns, because the kernel enforces every step of the argument:
 
 - **sampling**: Poisson, by the kernel's own sampler (:mod:`dpbench.privacy.sampler`);
-- **the clipping bound**: ``factor * norm <= C_g`` for every example and group, with norms computed
-  exactly to rounding at any scale and the product checked in float64; a non-finite gradient refuses
-  the step (:mod:`dpbench.privacy.clipping`, :mod:`dpbench.engine.norms`);
+- **the clipping bound**: ``factor * norm <= C_g`` for every example and group, with norms in float64
+  (recomputed in float64 wherever float32 under- or overflows) and the product checked in float64; a
+  non-finite gradient refuses the step (:mod:`dpbench.privacy.clipping`, :mod:`dpbench.engine.norms`);
 - **independence of examples**: the engines refuse layers that mix examples (BatchNorm and the like)
   and check before the first step that one example's gradient does not move another's;
 - **noise and the ledger**: N(0, (z_t sqrt(sum_g C_g^2))^2) added by the kernel, every step recorded;
@@ -26,7 +26,9 @@ verifier (:mod:`dpbench.verification`) *measures* them on probed steps and the Î
 it verified, with the number of steps it measured.
 
 What a user *assumes* (nothing else): the accountants are correct (two independent implementations
-are cross-checked on every run); outside the isolation fingerprint (another library's module state,
+are cross-checked on every run); the ghost engine's float32 norm identities for layers applied at many
+positions (convolutions, sequences) lose no more than float32 rounding to cancellation (the engine check
+compares them with autograd before training, not on every batch); outside the isolation fingerprint (another library's module state,
 files, the network) a structured mechanism is trusted; a researcher-form plugin behaves on unprobed
 steps as it did on probed ones; and a seeded run's noise is reproducible from its published seed
 (``privacy.secure_noise=true`` draws it from OS entropy instead: use that for a model you release).
