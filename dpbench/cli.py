@@ -31,7 +31,7 @@ from dpbench.reporting.run_files import append_result_row, write_atomic
 from dpbench.runtime import tune_allocator
 from dpbench.training.experiment import run_experiment
 from dpbench.training.plugin_loader import MechanismNotFoundError
-from dpbench.verification.report import VerificationError
+from dpbench.verification.findings import VerificationError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger("dpbench")

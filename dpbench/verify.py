@@ -14,8 +14,8 @@ import ast
 import json
 import sys
 
+from dpbench.verification.findings import VERIFIED
 from dpbench.verification.preflight import FakeRun, load_class, plugin_factory, preflight
-from dpbench.verification.report import VERIFIED
 
 
 def _value(text: str):

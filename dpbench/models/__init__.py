@@ -1,15 +1,13 @@
 """DP-SGD-compatible models: tanh CNNs without BatchNorm (which would mix examples) for images,
-classifiers on ScatterNet features (:mod:`dpbench.models.scatter_net`), and
-variational autoencoders of the telemetry wide table (:mod:`dpbench.models.vae`, imported by name: it needs
-the ``dpbench[telemetry]`` extra).
+and classifiers on ScatterNet features (:mod:`dpbench.models.scatter_net`). A workload's own models live
+with the workload (the telemetry VAEs: :mod:`dpbench.telemetry.vae`).
 
-Build one with Hydra (``conf/model/*.yaml``) or by name with :func:`build_model`.
+Build one with Hydra (``conf/model/*.yaml``, ``_target_`` the class).
 """
 
 from dpbench.models.cifar10_cnn import Cifar10TanhCNN
 from dpbench.models.digits_cnn import DigitsTanhCNN
 from dpbench.models.mnist_cnn import MnistTanhCNN
-from dpbench.models.registry import build_model, model_names, register_model
 from dpbench.models.scatter_net import ScatterCNN, ScatterLinear
 
 __all__ = [
@@ -18,7 +16,4 @@ __all__ = [
     "MnistTanhCNN",
     "ScatterCNN",
     "ScatterLinear",
-    "build_model",
-    "model_names",
-    "register_model",
 ]

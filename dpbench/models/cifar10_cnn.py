@@ -2,7 +2,6 @@
 
 from torch import Tensor, nn
 
-from dpbench.models.registry import register_model
 from dpbench.models.mnist_cnn import conv_tanh
 
 
@@ -16,7 +15,6 @@ def _conv_block(in_channels: int, out_channels: int, groups: int) -> list[nn.Mod
     ]
 
 
-@register_model("cifar10_cnn")
 class Cifar10TanhCNN(nn.Module):
     """Three VGG-style tanh blocks (32, 64, 128 channels) and two linear layers; 550,570 parameters.
 

@@ -2,10 +2,7 @@
 
 from torch import Tensor, nn
 
-from dpbench.models.registry import register_model
 
-
-@register_model("digits_cnn")
 class DigitsTanhCNN(nn.Module):
     """Two 3x3 tanh convolutions with 2x2 max pooling and one linear layer; 6,090 parameters.
 

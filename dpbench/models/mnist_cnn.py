@@ -2,8 +2,6 @@
 
 from torch import Tensor, nn
 
-from dpbench.models.registry import register_model
-
 
 def conv_tanh(conv: nn.Conv2d, groups: int) -> list[nn.Module]:
     """``conv`` then tanh, with a GroupNorm of ``groups`` groups between them if ``groups > 0``.
@@ -12,7 +10,6 @@ def conv_tanh(conv: nn.Conv2d, groups: int) -> list[nn.Module]:
     return [conv, *norm, nn.Tanh()]
 
 
-@register_model("mnist_cnn")
 class MnistTanhCNN(nn.Module):
     """Two strided tanh convolutions and two linear layers; 26,010 parameters for 10 classes.
 

@@ -6,10 +6,7 @@ statistics, so no example's features depend on another's and normalisation costs
 
 from torch import Tensor, nn
 
-from dpbench.models.registry import register_model
 
-
-@register_model("scatter_linear")
 class ScatterLinear(nn.Module):
     """Logistic regression on GroupNorm-ed scattering coefficients ``[channels, height, width]``.
 
@@ -27,7 +24,6 @@ class ScatterLinear(nn.Module):
         return self.classifier(self.normalize(coefficients).flatten(1))
 
 
-@register_model("scatter_cnn")
 class ScatterCNN(nn.Module):
     """A small tanh CNN on GroupNorm-ed scattering coefficients (Tramèr & Boneh's "ScatterNet + CNN").
 

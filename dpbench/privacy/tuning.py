@@ -19,8 +19,8 @@ import math
 from dataclasses import dataclass
 
 import dp_accounting
-from dp_accounting import dp_event
 import numpy as np
+from dp_accounting import dp_event
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ analysts' benchmark queries, run by DuckDB and scored against the published answ
     python -m dpbench.telemetry synthesize --run RUN_DIR            # sample a trained run's model again
 
 Modules: ``schema`` (the 13 tables), ``corpus`` (reading and validating a
-directory of parquet tables), ``calibration`` (every calibrated number),
+directory of parquet tables), ``world`` (every number the simulator draws from),
 ``population``/``coverage``/``reporting_days`` and one module per table family
 (the simulator's parts), ``simulator``, ``workload`` and ``queries/`` (the 11
 queries), ``query_runner``, ``scoring``, ``baselines``, ``truth``; for the DP-VAE, ``wide_table``,
-``dataset`` (``dataset=telemetry``), ``marginals`` (the DP release synthesis is calibrated to),
+``dataset`` (``dataset=telemetry``), ``marginals`` (the DP release synthesis is matched to), ``vae`` and ``raking`` (the models),
 ``synthesis`` and ``decoder``.
 """
 

@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa
 
-from dpbench.telemetry import calibration as cal
+from dpbench.telemetry import world
 from dpbench.telemetry.coverage import battery_group_targets
 from dpbench.telemetry.population import COUNTRIES, CPU_GROUPS, Population
 from dpbench.telemetry.reporting_days import draw_day_counts, expand_days, mean_one_lognormal
@@ -26,7 +26,7 @@ TABLE = "system_batt_dc_events"
 def _country_targets(column: str) -> tuple[np.ndarray, np.ndarray]:
     """Published per-country means and battery device counts; unpublished countries get the
     count-weighted mean of the published ones."""
-    published = cal.TARGETS["battery_by_country"]
+    published = world.TARGETS["battery_by_country"]
     counts = np.array([published.get(c, {}).get("number_of_systems", 0.0) for c in COUNTRIES.values], dtype=float)
     values = np.array([published.get(c, {}).get(column, np.nan) for c in COUNTRIES.values], dtype=float)
     listed = ~np.isnan(values)
@@ -38,10 +38,10 @@ def _country_targets(column: str) -> tuple[np.ndarray, np.ndarray]:
 def group_factors() -> np.ndarray:
     """Multiplicative duration factor per CPU group, with mean one over the table's group mix."""
     durations, counts = _country_targets("avg_duration")
-    overall = np.average(durations, weights=np.where(counts > 0, counts, cal.UNPUBLISHED_STRATUM_CAP))
+    overall = np.average(durations, weights=np.where(counts > 0, counts, world.UNPUBLISHED_STRATUM_CAP))
     share = battery_group_targets() / battery_group_targets().sum()
     factors = np.full(len(CPU_GROUPS.values), np.nan)
-    for key, row in cal.TARGETS["battery_by_cpugen"].items():
+    for key, row in world.TARGETS["battery_by_cpugen"].items():
         factors[CPU_GROUPS.index(key)] = row["avg_duration_mins_on_battery"] / overall
     listed = ~np.isnan(factors)
     factors[~listed] = (1 - (share[listed] * factors[listed]).sum()) / share[~listed].sum()
@@ -55,11 +55,11 @@ def battery_rows(rng: np.random.Generator, pop: Population, devices: np.ndarray)
     power_on_level, _ = _country_targets("avg_number_of_dc_powerons")
     country = pop.country[devices]
     device_minutes = (duration_level[country] * group_factors()[pop.cpu_group[devices]]
-                      * mean_one_lognormal(rng, cal.BATTERY_DEVICE_SIGMA, n))
-    device_power_ons = power_on_level[country] * mean_one_lognormal(rng, cal.POWER_ONS_DEVICE_SIGMA, n)
-    days = expand_days(rng, draw_day_counts(rng, cal.VOLUMES[TABLE].rows_per_device, n))
+                      * mean_one_lognormal(rng, world.BATTERY_DEVICE_SIGMA, n))
+    device_power_ons = power_on_level[country] * mean_one_lognormal(rng, world.POWER_ONS_DEVICE_SIGMA, n)
+    days = expand_days(rng, draw_day_counts(rng, world.VOLUMES[TABLE].rows_per_device, n))
     k = len(days)
-    shape = cal.BATTERY_DAY_SHAPE
+    shape = world.BATTERY_DAY_SHAPE
     minutes = np.rint(device_minutes[days.device] * rng.gamma(shape, 1 / shape, k))
     power_ons = 1 + rng.poisson(np.maximum(device_power_ons[days.device] - 1, 0))
     on_avg = np.clip(rng.normal(75, 15, n)[days.device] + rng.normal(0, 8, k), 5, 100)

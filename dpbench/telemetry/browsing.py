@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from dpbench.telemetry import calibration as cal
+from dpbench.telemetry import world
 from dpbench.telemetry.population import COUNTRIES, PERSONAS, Population
 from dpbench.telemetry.reporting_days import draw_day_counts, expand_days
 from dpbench.telemetry.schema import TABLES, WEB_CATEGORIES
@@ -26,7 +26,7 @@ CATEGORIES = tuple(WEB_CATEGORIES)
 
 def persona_mixes() -> np.ndarray:
     """Category mix (rows sum to one) per persona; personas without a published mix get the mean mix."""
-    published = cal.TARGETS["persona_browsing"]
+    published = world.TARGETS["persona_browsing"]
     mixes = np.array([[published[p][c] if published[p][c] is not None else np.nan for c in CATEGORIES]
                       for p in PERSONAS.values], dtype=float)
     known = ~np.isnan(mixes).any(axis=1)
@@ -37,33 +37,33 @@ def persona_mixes() -> np.ndarray:
 
 def persona_days() -> np.ndarray:
     """Mean browsing days per device for each persona (published days / devices)."""
-    published = cal.TARGETS["persona_browsing"]
+    published = world.TARGETS["persona_browsing"]
     return np.array([published[p]["days"] / published[p]["number_of_systems"] for p in PERSONAS.values])
 
 
 def edge_first_countries() -> np.ndarray:
     """Country codes whose published top browser is edge."""
-    top = cal.TARGETS["top_browser_by_country"]
+    top = world.TARGETS["top_browser_by_country"]
     return np.array([top[c] == "edge" for c in COUNTRIES.values])
 
 
 def browser_weights(rng: np.random.Generator, country: np.ndarray) -> np.ndarray:
     """(n, 3) row weights over BROWSERS: 1 for the primary browser, a small weight for secondary ones."""
-    sets = list(cal.BROWSER_SETS)
-    p = np.array(list(cal.BROWSER_SETS.values()))
+    sets = list(world.BROWSER_SETS)
+    p = np.array(list(world.BROWSER_SETS.values()))
     chosen = rng.choice(len(sets), size=len(country), p=p / p.sum())
     member = np.array([[b in s for b in BROWSERS] for s in sets])[chosen]
     swap = edge_first_countries()[country]
     member[swap] = member[swap][:, [1, 0, 2]]
-    preference = [BROWSERS.index(b) for b in cal.BROWSER_PREFERENCE]
+    preference = [BROWSERS.index(b) for b in world.BROWSER_PREFERENCE]
     preference_edge_first = [BROWSERS.index({"chrome": "edge", "edge": "chrome"}.get(b, b))
-                             for b in cal.BROWSER_PREFERENCE]
+                             for b in world.BROWSER_PREFERENCE]
     rank = np.empty((len(country), 3))
     rank[:, preference] = np.arange(3)
     rank[np.ix_(swap, preference_edge_first)] = np.arange(3)
     rank = np.where(member, rank, np.inf)
     primary = np.argmin(rank, axis=1)
-    weights = member * cal.SECONDARY_BROWSER_WEIGHT
+    weights = member * world.SECONDARY_BROWSER_WEIGHT
     weights[np.arange(len(country)), primary] = 1.0
     return weights
 
@@ -80,15 +80,15 @@ def browsing_rows(rng: np.random.Generator, pop: Population, devices: np.ndarray
     """Usage and pivot rows for the given devices (indices into the population)."""
     n = len(devices)
     persona = pop.persona[devices]
-    mix = persona_mixes()[persona] * rng.gamma(cal.CATEGORY_DEVICE_SHAPE, 1 / cal.CATEGORY_DEVICE_SHAPE, (n, 28))
+    mix = persona_mixes()[persona] * rng.gamma(world.CATEGORY_DEVICE_SHAPE, 1 / world.CATEGORY_DEVICE_SHAPE, (n, 28))
     browsers = browser_weights(rng, pop.country[devices])
     days = expand_days(rng, draw_day_counts(rng, persona_days()[persona], n))
-    per_day = 1 + rng.poisson(cal.USAGE_ROWS_PER_DAY_EXTRA, len(days))
+    per_day = 1 + rng.poisson(world.USAGE_ROWS_PER_DAY_EXTRA, len(days))
     day = np.repeat(np.arange(len(days)), per_day)
     owner = days.device[day]
     browser = _inverse_cdf(rng, browsers, owner)
     category = _inverse_cdf(rng, mix, owner)
-    duration = np.rint(rng.lognormal(np.log(cal.USAGE_DURATION_MEDIAN_MS), cal.USAGE_DURATION_SIGMA, len(day)))
+    duration = np.rint(rng.lognormal(np.log(world.USAGE_DURATION_MEDIAN_MS), world.USAGE_DURATION_SIGMA, len(day)))
 
     key = (day * len(BROWSERS) + browser) * len(CATEGORIES) + category
     unique_key, row = np.unique(key, return_inverse=True)

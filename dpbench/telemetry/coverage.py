@@ -9,7 +9,7 @@ attribute matches a second published marginal.
 
 Quotas at the reference size reproduce published coverage counts (devices per
 country in the battery table, per RAM size in the memory table, ...). They are
-calibration, not measurement: see :mod:`dpbench.telemetry.calibration`.
+calibration, not measurement: see :mod:`dpbench.telemetry.world`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dpbench.telemetry import calibration as cal
+from dpbench.telemetry import world
 from dpbench.telemetry.population import (
     CHASSIS,
     COUNTRIES,
@@ -33,7 +33,7 @@ from dpbench.telemetry.population import (
 
 def scale_counts(rng: np.random.Generator, counts: np.ndarray, n_devices: int) -> np.ndarray:
     """Scale reference-population counts to n_devices with unbiased stochastic rounding."""
-    scaled = np.asarray(counts, dtype=float) * n_devices / cal.REFERENCE_DEVICES
+    scaled = np.asarray(counts, dtype=float) * n_devices / world.REFERENCE_DEVICES
     floor = np.floor(scaled)
     return (floor + (rng.random(len(scaled)) < scaled - floor)).astype(np.int64)
 
@@ -88,7 +88,7 @@ def _group_shares(pop: Population, codes: np.ndarray, n: int) -> np.ndarray:
 def draw_coverage(rng: np.random.Generator, pop: Population) -> Coverage:
     """Choose the devices of every per-day table."""
     n = pop.size
-    t = cal.TARGETS
+    t = world.TARGETS
     members: dict[str, np.ndarray] = {}
 
     # Network: quotas per (processor class, OS) as published by the Xeon query; other pairs absent.
@@ -117,8 +117,8 @@ def draw_coverage(rng: np.random.Generator, pop: Population) -> Coverage:
     groups = pop.cpu_group
     listed = {CPU_GROUPS.index(k): v["number_of_systems"] for k, v in t["sleep_by_cpugen"].items()}
     quotas = quotas_with_remainder(listed, len(CPU_GROUPS.values),
-                                   cal.VOLUMES["system_on_off_suspend_time_day"].devices,
-                                   _group_shares(pop, groups, len(CPU_GROUPS.values)), cal.UNPUBLISHED_STRATUM_CAP)
+                                   world.VOLUMES["system_on_off_suspend_time_day"].devices,
+                                   _group_shares(pop, groups, len(CPU_GROUPS.values)), world.UNPUBLISHED_STRATUM_CAP)
     members["system_on_off_suspend_time_day"] = stratified_sample(rng, groups, scale_counts(rng, quotas, n))
 
     # Browsing: quotas per persona (published); usage and pivot cover the same devices.
@@ -131,11 +131,11 @@ def draw_coverage(rng: np.random.Generator, pop: Population) -> Coverage:
 
 def _battery_coverage(rng: np.random.Generator, pop: Population) -> dict[str, np.ndarray]:
     """Battery devices: quotas per country, weighted by CPU group towards the published group mix."""
-    t = cal.TARGETS
-    total = cal.VOLUMES["system_batt_dc_events"].devices
+    t = world.TARGETS
+    total = world.VOLUMES["system_batt_dc_events"].devices
     listed = {COUNTRIES.index(c): v["number_of_systems"] for c, v in t["battery_by_country"].items()}
     quotas = quotas_with_remainder(listed, len(COUNTRIES.values), total,
-                                   _group_shares(pop, pop.country, len(COUNTRIES.values)), cal.UNPUBLISHED_STRATUM_CAP)
+                                   _group_shares(pop, pop.country, len(COUNTRIES.values)), world.UNPUBLISHED_STRATUM_CAP)
     return {"system_batt_dc_events": stratified_sample(
         rng, pop.country, scale_counts(rng, quotas, pop.size), weights=battery_group_weights(pop)[pop.cpu_group])}
 
@@ -143,12 +143,12 @@ def _battery_coverage(rng: np.random.Generator, pop: Population) -> dict[str, np
 def battery_group_targets() -> np.ndarray:
     """Battery devices per CPU group at reference size: published groups, a small prior count for the
     other named groups, and the remainder for 'Unknown|Unknown' (which the battery query excludes)."""
-    targets = np.full(len(CPU_GROUPS.values), float(cal.UNPUBLISHED_BATTERY_DEVICES))
-    for key, row in cal.TARGETS["battery_by_cpugen"].items():
+    targets = np.full(len(CPU_GROUPS.values), float(world.UNPUBLISHED_BATTERY_DEVICES))
+    for key, row in world.TARGETS["battery_by_cpugen"].items():
         targets[CPU_GROUPS.index(key)] = row["number_of_systems"]
     unknown = CPU_GROUPS.index("Unknown|Unknown")
     targets[unknown] = 0.0
-    targets[unknown] = max(cal.VOLUMES["system_batt_dc_events"].devices - targets.sum(), 1.0)
+    targets[unknown] = max(world.VOLUMES["system_batt_dc_events"].devices - targets.sum(), 1.0)
     return targets
 
 
@@ -164,7 +164,7 @@ def _hardware_coverage(rng: np.random.Generator, pop: Population) -> dict[str, n
     """The four hardware tables: a core in all four (quotas per chassis, published), a shared
     core of the three small tables, and each table's own devices (sizes from the SPEC)."""
     n = pop.size
-    quotas = np.array([cal.TARGETS["hardware_by_chassis"].get(c, {}).get("number_of_systems", 0)
+    quotas = np.array([world.TARGETS["hardware_by_chassis"].get(c, {}).get("number_of_systems", 0)
                        for c in CHASSIS.values], dtype=float)
     core = stratified_sample(rng, pop.chassis, scale_counts(rng, quotas, n))
     taken = np.zeros(n, dtype=bool)
@@ -176,12 +176,12 @@ def _hardware_coverage(rng: np.random.Generator, pop: Population) -> dict[str, n
         taken[chosen] = True
         return chosen
 
-    all_four = cal.HARDWARE_ALL_FOUR
-    triple = draw_extra(cal.HARDWARE_TRIPLE_SHARED)
+    all_four = world.HARDWARE_ALL_FOUR
+    triple = draw_extra(world.HARDWARE_TRIPLE_SHARED)
     shared = np.concatenate([core, triple])
     tables = {}
     for name in ("system_psys_rap_watts", "system_pkg_avg_freq_mhz", "system_pkg_temp_centigrade"):
-        own = draw_extra(cal.VOLUMES[name].devices - all_four - cal.HARDWARE_TRIPLE_SHARED)
+        own = draw_extra(world.VOLUMES[name].devices - all_four - world.HARDWARE_TRIPLE_SHARED)
         tables[name] = np.sort(np.concatenate([shared, own]))
-    tables["system_pkg_C0"] = np.sort(np.concatenate([core, draw_extra(cal.VOLUMES["system_pkg_C0"].devices - all_four)]))
+    tables["system_pkg_C0"] = np.sort(np.concatenate([core, draw_extra(world.VOLUMES["system_pkg_C0"].devices - all_four)]))
     return tables

@@ -5,10 +5,10 @@ devices, written once under ``root/telemetry/`` and reused. Each device is one e
 example-level DP is device-level DP); a fixed share is held out to measure the model's test loss.
 Labels are zeros: the models are generative and read their target from the row itself.
 
-For a model that can be calibrated to marginals (the hurdle VAE), the run first releases the one-way
+For a model that can be matched to marginals (the hurdle VAE), the run first releases the one-way
 marginals of the training rows with DP (:mod:`dpbench.telemetry.marginals`; the release's cost is part
 of the calibrated budget and of the ledger) and keeps them in the run directory. After training,
-:meth:`TelemetrySplits.utility` samples as many synthetic devices as the corpus has, calibrated to
+:meth:`TelemetrySplits.utility` samples as many synthetic devices as the corpus has, matched to
 those marginals, decodes them into reporting tables in the run directory and scores the benchmark
 queries against the same queries on the input corpus (:mod:`dpbench.telemetry.synthesis`);
 :func:`synthesize_run` does the same later from a run directory's configuration, checkpointed model
@@ -57,8 +57,8 @@ class TelemetrySplits(DatasetSplits):
     marginals_noise_multiplier: float | None = None
 
     def statistics_releases(self, model: torch.nn.Module) -> tuple[StatisticsRelease, ...]:
-        """What this run releases before training: the marginals, for a model that is calibrated to them."""
-        if self.marginals_noise_multiplier is None or not hasattr(model, "calibrate"):
+        """What this run releases before training: the marginals, for a model that is matched to them."""
+        if self.marginals_noise_multiplier is None or not hasattr(model, "match_marginals"):
             return ()
         return (marginals_release(self.marginals_noise_multiplier),)
 
@@ -87,7 +87,7 @@ def _released_marginals(run_dir: Path, expected: bool) -> Marginals | None:
     path = run_dir / RELEASED_FILE
     if expected and not path.exists():
         raise FileNotFoundError(f"{path} is missing: this run released the training rows' marginals before "
-                                "training and synthesis is calibrated to them; start the run again (overwrite=true)")
+                                "training and synthesis is matched to them; start the run again (overwrite=true)")
     return load_released(path) if expected else None
 
 
@@ -103,7 +103,7 @@ def load_telemetry(path: str | None = None, devices: int = 20_000, simulation_se
                    marginals_noise_multiplier: float | None = None) -> TelemetrySplits:
     """The wide table of the tables in ``path``, or of ``devices`` simulated devices cached under ``root``;
     ``marginals_noise_multiplier``: release the training rows' marginals at that noise for synthesis
-    to be calibrated to (None: synthesis uses the model alone)."""
+    to be matched to (None: synthesis uses the model alone)."""
     tables_dir = corpus_dir(path, devices, simulation_seed, root)
     wide = build_wide_table(tables_dir)
     n = len(wide.guids)
@@ -120,7 +120,7 @@ def load_telemetry(path: str | None = None, devices: int = 20_000, simulation_se
 
 
 def synthesize_run(run_dir: Path | str, out_dir: Path | str | None = None, seed: int | None = None) -> dict:
-    """Sample from a telemetry run's checkpointed model (its parameter EMA when the run kept one), calibrated
+    """Sample from a telemetry run's checkpointed model (its parameter EMA when the run kept one), matched
     to the run's released marginals if it released them, decode into ``out_dir/tables`` (default
     ``run_dir/synthetic``), score against the run's input corpus.
 

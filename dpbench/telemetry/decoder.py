@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dpbench.telemetry import calibration as cal
+from dpbench.telemetry import world
 from dpbench.telemetry.browsing import BROWSERS, CATEGORIES, PIVOT_TABLE, USAGE_TABLE
 from dpbench.telemetry.population import RAM_SIZES_GB, random_guids
 from dpbench.telemetry.schema import TABLES, WEB_CATEGORIES
@@ -29,7 +29,7 @@ from dpbench.telemetry.wide_table import OTHER, POWER_STATES, SAMPLES_PER_DAY, W
 ROW_SPREAD = {"nrs": 0.3, "rate": 0.6, "sensor": 0.08, "power": 0.2, "battery": 0.6, "percent": 7.0,
               "states": 20.0, "seconds": 600.0, "browsing": 0.6}
 """Within-device spreads of row values (log-normal sigmas, percentage points, Dirichlet concentration, seconds)."""
-_FIRST_DAY = np.datetime64(cal.FIRST_DAY, "D")
+_FIRST_DAY = np.datetime64(world.FIRST_DAY, "D")
 _RECEIVED, _SENT = "OS:NETWORK INTERFACE::BYTES RECEIVED/SEC::", "OS:NETWORK INTERFACE::BYTES SENT/SEC::"
 _SENSOR_TABLES = {"psys": ("system_psys_rap_watts", "psys_rap_watts"), "c0": ("system_pkg_C0", "pkg_c0"),
                   "freq": ("system_pkg_avg_freq_mhz", "avg_freq_mhz"),
@@ -92,7 +92,7 @@ def _values_of(layout_name: str) -> tuple[str, ...]:
 
 def _device_tables(decoded: DecodedDevices, guid: pa.Array, rng: np.random.Generator) -> dict[str, pa.Table]:
     c = decoded.categories
-    variants = (*cal.CPU_VARIANTS, None)
+    variants = (*world.CPU_VARIANTS, None)
     cpu = [variants[i] for i in c["cpu"]]
 
     def attribute(name: str, unknown: str = "Unknown") -> list[str]:

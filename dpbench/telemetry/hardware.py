@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from dpbench.telemetry import calibration as cal
+from dpbench.telemetry import world
 from dpbench.telemetry.population import CHASSIS, COUNTRIES, Population
 from dpbench.telemetry.reporting_days import (
     draw_active_fraction,
@@ -40,19 +40,19 @@ class ChassisMetric:
 CHASSIS_METRICS: dict[str, ChassisMetric] = {
     m.table: m
     for m in (
-        ChassisMetric("system_psys_rap_watts", "avg_psys_rap_watts", "psys_rap_watts", "psys", cal.SHORT_TABLE_DAYS_CAP),
+        ChassisMetric("system_psys_rap_watts", "avg_psys_rap_watts", "psys_rap_watts", "psys", world.SHORT_TABLE_DAYS_CAP),
         ChassisMetric("system_pkg_C0", "avg_pkg_c0", "pkg_c0", "c0", 365, 100.0),
-        ChassisMetric("system_pkg_avg_freq_mhz", "avg_freq_mhz", "avg_freq_mhz", "freq", cal.SHORT_TABLE_DAYS_CAP),
+        ChassisMetric("system_pkg_avg_freq_mhz", "avg_freq_mhz", "avg_freq_mhz", "freq", world.SHORT_TABLE_DAYS_CAP),
         ChassisMetric("system_pkg_temp_centigrade", "avg_temp_centigrade", "temp_centigrade", "temp",
-                      cal.SHORT_TABLE_DAYS_CAP),
+                      world.SHORT_TABLE_DAYS_CAP),
     )
 }
 
 
 def chassis_targets(target: str) -> np.ndarray:
     """Published mean of ``target`` for each chassis, similar chassis standing in for unpublished ones."""
-    published = cal.TARGETS["hardware_by_chassis"]
-    return np.array([published[cal.HARDWARE_CHASSIS_FALLBACK.get(c, c)][target] for c in CHASSIS.values])
+    published = world.TARGETS["hardware_by_chassis"]
+    return np.array([published[world.HARDWARE_CHASSIS_FALLBACK.get(c, c)][target] for c in CHASSIS.values])
 
 
 def _min_avg_max(rng: np.random.Generator, avg: np.ndarray, upper: float) -> tuple[np.ndarray, ...]:
@@ -67,11 +67,11 @@ def chassis_metric_rows(table: str):
 
     def rows(rng: np.random.Generator, pop: Population, devices: np.ndarray) -> pa.Table:
         n = len(devices)
-        sigma = cal.HARDWARE_DEVICE_SIGMA[metric.sigma_key]
+        sigma = world.HARDWARE_DEVICE_SIGMA[metric.sigma_key]
         level = chassis_targets(metric.target)[pop.chassis[devices]] * mean_one_lognormal(rng, sigma, n)
-        counts = draw_day_counts(rng, cal.VOLUMES[table].rows_per_device, n, cap=metric.days_cap)
+        counts = draw_day_counts(rng, world.VOLUMES[table].rows_per_device, n, cap=metric.days_cap)
         days = expand_days(rng, counts)
-        avg = np.minimum(level[days.device] * mean_one_lognormal(rng, cal.HARDWARE_DAY_SIGMA, len(days)),
+        avg = np.minimum(level[days.device] * mean_one_lognormal(rng, world.HARDWARE_DAY_SIGMA, len(days)),
                          metric.upper_bound)
         low, avg, high = _min_avg_max(rng, avg, metric.upper_bound)
         columns = {
@@ -92,7 +92,7 @@ PKG_POWER_TABLE = "system_hw_pkg_power"
 
 def country_power_targets() -> np.ndarray:
     """Published mean package watts per country (median of published countries where unpublished)."""
-    published = cal.TARGETS["pkg_power_by_country"]
+    published = world.TARGETS["pkg_power_by_country"]
     fallback = float(np.median([v["avg_pkg_power_consumed"] for v in published.values()]))
     return np.array([published.get(c, {}).get("avg_pkg_power_consumed", fallback) for c in COUNTRIES.values])
 
@@ -100,16 +100,16 @@ def country_power_targets() -> np.ndarray:
 def pkg_power_rows(rng: np.random.Generator, pop: Population, devices: np.ndarray) -> pa.Table:
     """system_hw_pkg_power rows; a few devices report a second processor instance."""
     n = len(devices)
-    level = country_power_targets()[pop.country[devices]] * mean_one_lognormal(rng, cal.PKG_POWER_DEVICE_SIGMA, n)
-    mean_days = cal.VOLUMES[PKG_POWER_TABLE].rows_per_device / (1 + cal.PKG_POWER_TWO_SOCKETS)
+    level = country_power_targets()[pop.country[devices]] * mean_one_lognormal(rng, world.PKG_POWER_DEVICE_SIGMA, n)
+    mean_days = world.VOLUMES[PKG_POWER_TABLE].rows_per_device / (1 + world.PKG_POWER_TWO_SOCKETS)
     days = expand_days(rng, draw_day_counts(rng, mean_days, n))
     nrs = draw_sample_counts(rng, draw_active_fraction(rng, n), days)
-    second = (rng.random(n) < cal.PKG_POWER_TWO_SOCKETS)[days.device]
+    second = (rng.random(n) < world.PKG_POWER_TWO_SOCKETS)[days.device]
     device = np.concatenate([days.device, days.device[second]])
     instance = np.concatenate([np.zeros(len(days), np.int64), np.ones(int(second.sum()), np.int64)])
     dt = np.concatenate([days.dt, days.dt[second]])
     order = np.lexsort((instance, dt, device))
-    mean = level[device] * mean_one_lognormal(rng, cal.PKG_POWER_DAY_SIGMA, len(device))
+    mean = level[device] * mean_one_lognormal(rng, world.PKG_POWER_DAY_SIGMA, len(device))
     columns = {
         "guid": pop.guid.take(pa.array(devices[device[order]])),
         "dt": pa.array(dt[order]),

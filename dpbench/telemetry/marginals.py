@@ -7,8 +7,8 @@ weights makes their means vary at random with the latent, and the learned spread
 which inflates every mean of a heavy-tailed value several-fold; and how a table's presence depends
 on the device's attributes is lost (the latent collapses to the prior), while the queries count
 devices per attribute among those with a table. So the run spends a part of its budget, once,
-before training, on marginals, and synthesis is calibrated to them
-(:meth:`dpbench.models.vae.HurdleVAE.calibrate`).
+before training, on marginals, and synthesis is matched to them
+(:meth:`dpbench.telemetry.vae.HurdleVAE.match_marginals`).
 
 The statistic vector of one device (training rows only) has one block per marginal:
 
@@ -140,7 +140,7 @@ def statistic_vectors(rows: torch.Tensor, layout: WideLayout = WIDE_LAYOUT) -> t
 
 @dataclass(frozen=True)
 class Marginals:
-    """The released marginals, post-processed: what synthesis is calibrated to.
+    """The released marginals, post-processed: what synthesis is matched to.
 
     categories: attribute -> shares of its values. bit_rates: one per bit of the layout (a gated bit's
     rate among the rows whose gate is set). histograms: day count or value -> bin masses summing to

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from dpbench.telemetry import calibration as cal
+from dpbench.telemetry import world
 from dpbench.telemetry.population import Population
 from dpbench.telemetry.reporting_days import draw_active_fraction, draw_day_counts, draw_sample_counts, expand_days
 from dpbench.telemetry.schema import TABLES
@@ -23,11 +23,11 @@ def memory_rows(rng: np.random.Generator, pop: Population, devices: np.ndarray) 
     """Rows for the given devices (indices into the population)."""
     n = len(devices)
     ram_gb = pop.ram_gb[devices]
-    hist = cal.TARGETS["ram_histogram"]
+    hist = world.TARGETS["ram_histogram"]
     target = np.array([hist[f"{g:g}"]["avg_percentage_used"] for g in ram_gb], dtype=float)
-    device_mean = np.clip(target + cal.RAM_DEVICE_SD * rng.standard_normal(n), 1.0, 99.0)
-    days = expand_days(rng, draw_day_counts(rng, cal.VOLUMES[TABLE].rows_per_device, n))
-    percent = np.clip(device_mean[days.device] + cal.RAM_DAY_SD * rng.standard_normal(len(days)), 0.0, 100.0)
+    device_mean = np.clip(target + world.RAM_DEVICE_SD * rng.standard_normal(n), 1.0, 99.0)
+    days = expand_days(rng, draw_day_counts(rng, world.VOLUMES[TABLE].rows_per_device, n))
+    percent = np.clip(device_mean[days.device] + world.RAM_DAY_SD * rng.standard_normal(len(days)), 0.0, 100.0)
     sysinfo_ram = np.rint(ram_gb * 1024).astype(np.int64)[days.device]
     free = sysinfo_ram * (1 - percent / 100)
     utilized = sysinfo_ram - free

@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa
 
-from dpbench.telemetry import calibration as cal
+from dpbench.telemetry import world
 from dpbench.telemetry.population import OPERATING_SYSTEMS, PROCESSOR_CLASSES, Population
 from dpbench.telemetry.reporting_days import (
     draw_active_fraction,
@@ -33,7 +33,7 @@ SECONDS_PER_SAMPLE = 5
 
 def mean_days() -> float:
     """Days per device that give the SPEC's rows per device (about two rows a day)."""
-    return cal.VOLUMES[TABLE].rows_per_device / (1 + cal.SENT_ROW_PRESENT)
+    return world.VOLUMES[TABLE].rows_per_device / (1 + world.SENT_ROW_PRESENT)
 
 
 @lru_cache(maxsize=1)
@@ -55,7 +55,7 @@ def _stratum_targets(column: str) -> np.ndarray:
     """Published mean bytes per (class, OS) stratum, indexed class * n_os + os (NaN if unpublished)."""
     n_os = len(OPERATING_SYSTEMS.values)
     out = np.full(len(PROCESSOR_CLASSES.values) * n_os, np.nan)
-    for key, row in cal.TARGETS["network_by_class_os"].items():
+    for key, row in world.TARGETS["network_by_class_os"].items():
         cls, os_name = key.split("|")
         out[PROCESSOR_CLASSES.index(cls) * n_os + OPERATING_SYSTEMS.index(os_name)] = row[column]
     return out
@@ -69,7 +69,7 @@ def network_rows(rng: np.random.Generator, pop: Population, devices: np.ndarray)
     fallback = np.nanmedian(_stratum_targets("avg_bytes_received"))
     received_mean = np.nan_to_num(_stratum_targets("avg_bytes_received"), nan=fallback)[stratum] / scale
     sent_mean = np.nan_to_num(_stratum_targets("avg_bytes_sent"), nan=fallback)[stratum] / scale
-    sigma, rho = cal.DEVICE_RATE_SIGMA, cal.SENT_RECEIVED_CORRELATION
+    sigma, rho = world.DEVICE_RATE_SIGMA, world.SENT_RECEIVED_CORRELATION
     z_received = rng.standard_normal(n)
     z_sent = rho * z_received + np.sqrt(1 - rho**2) * rng.standard_normal(n)
     received_rate = received_mean * np.exp(sigma * z_received - sigma**2 / 2)
@@ -77,10 +77,10 @@ def network_rows(rng: np.random.Generator, pop: Population, devices: np.ndarray)
 
     days = expand_days(rng, draw_day_counts(rng, mean_days(), n))
     nrs = draw_sample_counts(rng, draw_active_fraction(rng, n), days)
-    has_sent = rng.random(len(days)) < cal.SENT_ROW_PRESENT
+    has_sent = rng.random(len(days)) < world.SENT_ROW_PRESENT
     device = np.concatenate([days.device, days.device[has_sent]])
     rate = np.concatenate([received_rate[days.device], sent_rate[days.device[has_sent]]])
-    avg = rate * mean_one_lognormal(rng, cal.ROW_RATE_SIGMA, len(device))
+    avg = rate * mean_one_lognormal(rng, world.ROW_RATE_SIGMA, len(device))
     desc = np.concatenate([np.zeros(len(days), np.int32), np.ones(int(has_sent.sum()), np.int32)])
     order = np.lexsort((desc, np.concatenate([days.dt, days.dt[has_sent]]), device))
     columns = {

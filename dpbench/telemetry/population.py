@@ -2,7 +2,7 @@
 
 Attributes are drawn independently except where a dependency is documented:
 chassis depends on the CPU's market segment, the OS on the processor class
-(Xeon or not). Marginals come from :mod:`dpbench.telemetry.calibration`.
+(Xeon or not). Marginals come from :mod:`dpbench.telemetry.world`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dpbench.telemetry import calibration as cal
+from dpbench.telemetry import world
 from dpbench.telemetry.schema import TABLES
 
 SERVER_CLASS, NON_SERVER_CLASS = "Server Class", "Non-Server Class"
@@ -33,14 +33,14 @@ class Vocabulary:
         return pc.take(pa.array(self.values, pa.string()), pa.array(codes, pa.int32()))
 
 
-COUNTRIES = Vocabulary(tuple(sorted(cal.TARGETS["top_browser_by_country"])))
-PERSONAS = Vocabulary(tuple(sorted(cal.TARGETS["persona_browsing"])))
+COUNTRIES = Vocabulary(tuple(sorted(world.TARGETS["top_browser_by_country"])))
+PERSONAS = Vocabulary(tuple(sorted(world.TARGETS["persona_browsing"])))
 CHASSIS = Vocabulary(("Notebook", "Desktop", "2 in 1", "Intel NUC/STK", "Server/WS", "Tablet", "Other"))
 OPERATING_SYSTEMS = Vocabulary(("Win10", "Win11", "Win8.1", "Win7", "Win Server", "n/a", "Win Vista"))
-VENDORS = Vocabulary(cal.VENDORS)
-CPU_GROUPS = Vocabulary(tuple(dict.fromkeys(f"{v.marketcodename}|{v.cpugen}" for v in cal.CPU_VARIANTS)))
+VENDORS = Vocabulary(world.VENDORS)
+CPU_GROUPS = Vocabulary(tuple(dict.fromkeys(f"{v.marketcodename}|{v.cpugen}" for v in world.CPU_VARIANTS)))
 """(marketcodename, cpugen) groups of cpu_metadata, as 'a|b' keys."""
-RAM_SIZES_GB = np.array(sorted(float(k) for k in cal.TARGETS["ram_histogram"]))
+RAM_SIZES_GB = np.array(sorted(float(k) for k in world.TARGETS["ram_histogram"]))
 PROCESSOR_CLASSES = Vocabulary((NON_SERVER_CLASS, SERVER_CLASS))
 
 
@@ -75,13 +75,13 @@ class Population:
 
     def sysinfo_table(self) -> pa.Table:
         """The system_sysinfo_unique_normalized rows."""
-        variants = cal.CPU_VARIANTS
+        variants = world.CPU_VARIANTS
         columns = {
             "guid": self.guid,
             "chassistype": CHASSIS.arrow(self.chassis),
             "countryname_normalized": COUNTRIES.arrow(self.country),
             "modelvendor_normalized": VENDORS.arrow(self.vendor),
-            "model_normalized": _MODELS.arrow(self.vendor * cal.MODELS_PER_VENDOR + self.model),
+            "model_normalized": _MODELS.arrow(self.vendor * world.MODELS_PER_VENDOR + self.model),
             "ram": pa.array(self.ram_gb, pa.float64()),
             "os": OPERATING_SYSTEMS.arrow(self.os),
             "#ofcores": _variant_attribute(self.cpu_variant, [v.cores for v in variants]),
@@ -95,7 +95,7 @@ class Population:
 
     def cpu_metadata_table(self) -> pa.Table:
         """The system_cpu_metadata rows."""
-        variants = cal.CPU_VARIANTS
+        variants = world.CPU_VARIANTS
         columns = {
             "guid": self.guid,
             "cpucode": _CPU_CODES.arrow(self.cpu_code),
@@ -107,12 +107,12 @@ class Population:
         return pa.table(columns, schema=TABLES["system_cpu_metadata"].arrow_schema())
 
 
-_VARIANT_GROUP = np.array([CPU_GROUPS.index(f"{v.marketcodename}|{v.cpugen}") for v in cal.CPU_VARIANTS])
-_VARIANT_IS_XEON = np.array([v.cpuname == "Xeon" for v in cal.CPU_VARIANTS])
-_CPU_CODES = Vocabulary(tuple(dict.fromkeys(code for v in cal.CPU_VARIANTS for code in v.codes)))
-_VARIANT_CODE_INDEX = [np.array([_CPU_CODES.index(c) for c in v.codes]) for v in cal.CPU_VARIANTS]
+_VARIANT_GROUP = np.array([CPU_GROUPS.index(f"{v.marketcodename}|{v.cpugen}") for v in world.CPU_VARIANTS])
+_VARIANT_IS_XEON = np.array([v.cpuname == "Xeon" for v in world.CPU_VARIANTS])
+_CPU_CODES = Vocabulary(tuple(dict.fromkeys(code for v in world.CPU_VARIANTS for code in v.codes)))
+_VARIANT_CODE_INDEX = [np.array([_CPU_CODES.index(c) for c in v.codes]) for v in world.CPU_VARIANTS]
 _MODEL_SERIES = ("14", "15", "Pro", "Mini", "All-in-One", "Workstation")
-_MODELS = Vocabulary(tuple(f"{vendor} {series}" for vendor in cal.VENDORS for series in _MODEL_SERIES))
+_MODELS = Vocabulary(tuple(f"{vendor} {series}" for vendor in world.VENDORS for series in _MODEL_SERIES))
 
 
 def _variant_attribute(variant: np.ndarray, values: list[str]) -> pa.Array:
@@ -126,26 +126,26 @@ def _shares(weights: dict[str, float], vocabulary: Vocabulary) -> np.ndarray:
 
 def country_shares() -> np.ndarray:
     """Population share of each country (battery device counts as weights; see calibration)."""
-    battery = cal.TARGETS["battery_by_country"]
-    weights = {c: float(battery[c]["number_of_systems"]) if c in battery else cal.COUNTRY_WEIGHT_UNLISTED
+    battery = world.TARGETS["battery_by_country"]
+    weights = {c: float(battery[c]["number_of_systems"]) if c in battery else world.COUNTRY_WEIGHT_UNLISTED
                for c in COUNTRIES.values}
     return _shares(weights, COUNTRIES)
 
 
 def persona_shares() -> np.ndarray:
     """Population share of each persona (its published browsing device count as weight)."""
-    return _shares({p: float(v["number_of_systems"]) for p, v in cal.TARGETS["persona_browsing"].items()}, PERSONAS)
+    return _shares({p: float(v["number_of_systems"]) for p, v in world.TARGETS["persona_browsing"].items()}, PERSONAS)
 
 
 def cpu_variant_shares() -> np.ndarray:
     """Population share of each CPU catalogue entry."""
-    w = np.array([v.weight for v in cal.CPU_VARIANTS])
+    w = np.array([v.weight for v in world.CPU_VARIANTS])
     return w / w.sum()
 
 
 def ram_shares() -> np.ndarray:
     """Population share of each RAM size (published memory-table histogram)."""
-    hist = cal.TARGETS["ram_histogram"]
+    hist = world.TARGETS["ram_histogram"]
     w = np.array([float(hist[f"{g:g}"]["devices"]) for g in RAM_SIZES_GB])
     return w / w.sum()
 
@@ -172,22 +172,22 @@ def _conditional_draw(rng: np.random.Generator, given: np.ndarray, given_values:
 
 def draw_population(rng: np.random.Generator, n_devices: int) -> Population:
     """Draw n_devices devices."""
-    variant = rng.choice(len(cal.CPU_VARIANTS), size=n_devices, p=cpu_variant_shares())
+    variant = rng.choice(len(world.CPU_VARIANTS), size=n_devices, p=cpu_variant_shares())
     code = np.empty(n_devices, dtype=np.int64)
     for v, code_index in enumerate(_VARIANT_CODE_INDEX):
         idx = np.flatnonzero(variant == v)
         code[idx] = code_index[rng.integers(0, len(code_index), size=len(idx))]
-    segments = tuple(cal.CHASSIS_BY_SEGMENT)
-    segment = np.array([segments.index(v.segment) for v in cal.CPU_VARIANTS])[variant]
+    segments = tuple(world.CHASSIS_BY_SEGMENT)
+    segment = np.array([segments.index(v.segment) for v in world.CPU_VARIANTS])[variant]
     processor_class = _VARIANT_IS_XEON[variant].astype(np.int64)
-    vendor_w = 1.0 / np.arange(1, len(cal.VENDORS) + 1) ** cal.VENDOR_ZIPF
+    vendor_w = 1.0 / np.arange(1, len(world.VENDORS) + 1) ** world.VENDOR_ZIPF
     return Population(
         guid=random_guids(rng, n_devices),
         country=rng.choice(len(COUNTRIES.values), size=n_devices, p=country_shares()),
-        chassis=_conditional_draw(rng, segment, segments, cal.CHASSIS_BY_SEGMENT, CHASSIS),
-        os=_conditional_draw(rng, processor_class, PROCESSOR_CLASSES.values, cal.OS_MIX, OPERATING_SYSTEMS),
-        vendor=rng.choice(len(cal.VENDORS), size=n_devices, p=vendor_w / vendor_w.sum()),
-        model=rng.integers(0, cal.MODELS_PER_VENDOR, size=n_devices),
+        chassis=_conditional_draw(rng, segment, segments, world.CHASSIS_BY_SEGMENT, CHASSIS),
+        os=_conditional_draw(rng, processor_class, PROCESSOR_CLASSES.values, world.OS_MIX, OPERATING_SYSTEMS),
+        vendor=rng.choice(len(world.VENDORS), size=n_devices, p=vendor_w / vendor_w.sum()),
+        model=rng.integers(0, world.MODELS_PER_VENDOR, size=n_devices),
         ram_gb=RAM_SIZES_GB[rng.choice(len(RAM_SIZES_GB), size=n_devices, p=ram_shares())],
         persona=rng.choice(len(PERSONAS.values), size=n_devices, p=persona_shares()),
         cpu_variant=variant,

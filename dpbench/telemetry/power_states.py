@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from dpbench.telemetry import calibration as cal
+from dpbench.telemetry import world
 from dpbench.telemetry.population import CPU_GROUPS, Population
 from dpbench.telemetry.reporting_days import draw_day_counts, expand_days
 from dpbench.telemetry.schema import TABLES
@@ -23,7 +23,7 @@ _PUBLISHED = ("avg_on_time", "avg_off_time", "avg_modern_sleep_time", "avg_sleep
 
 def group_profiles() -> tuple[np.ndarray, np.ndarray]:
     """(share of each state, total seconds) per CPU group."""
-    published = cal.TARGETS["sleep_by_cpugen"]
+    published = world.TARGETS["sleep_by_cpugen"]
     rows = [published.get(g, published["Unknown|Unknown"]) for g in CPU_GROUPS.values]
     seconds = np.array([[row[c] for c in _PUBLISHED] for row in rows], dtype=float)
     return seconds / seconds.sum(axis=1, keepdims=True), seconds.sum(axis=1)
@@ -38,10 +38,10 @@ def power_state_rows(rng: np.random.Generator, pop: Population, devices: np.ndar
     """Rows for the given devices (indices into the population)."""
     shares, totals = group_profiles()
     group = pop.cpu_group[devices]
-    device_shares = _tilt(rng, shares[group], cal.SLEEP_DEVICE_CONCENTRATION)
-    days = expand_days(rng, draw_day_counts(rng, cal.VOLUMES[TABLE].rows_per_device, len(devices)))
-    day_shares = _tilt(rng, device_shares[days.device], cal.SLEEP_DAY_CONCENTRATION)
-    total = np.minimum(totals[group][days.device] + cal.SLEEP_TOTAL_SD * rng.standard_normal(len(days)), 86_400)
+    device_shares = _tilt(rng, shares[group], world.SLEEP_DEVICE_CONCENTRATION)
+    days = expand_days(rng, draw_day_counts(rng, world.VOLUMES[TABLE].rows_per_device, len(devices)))
+    day_shares = _tilt(rng, device_shares[days.device], world.SLEEP_DAY_CONCENTRATION)
+    total = np.minimum(totals[group][days.device] + world.SLEEP_TOTAL_SD * rng.standard_normal(len(days)), 86_400)
     seconds = np.floor(day_shares * total[:, None])
     columns = {
         "guid": pop.guid.take(pa.array(devices[days.device])),

@@ -13,9 +13,9 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import ndtri
 
-from dpbench.telemetry import calibration as cal
+from dpbench.telemetry import world
 
-FIRST_DAY = np.datetime64(cal.FIRST_DAY, "D")
+FIRST_DAY = np.datetime64(world.FIRST_DAY, "D")
 _GRID = ndtri((np.arange(4000) + 0.5) / 4000)
 
 
@@ -31,7 +31,7 @@ def _log_location(mean_days: float, sigma: float, cap: int) -> float:
 
 
 def draw_day_counts(rng: np.random.Generator, mean_days: np.ndarray | float, n: int,
-                    sigma: float = cal.DAYS_SIGMA, cap: int = cal.WINDOW_DAYS) -> np.ndarray:
+                    sigma: float = world.DAYS_SIGMA, cap: int = world.WINDOW_DAYS) -> np.ndarray:
     """Days reported by each of n devices; ``mean_days`` is a scalar or one target per device."""
     means = np.broadcast_to(np.asarray(mean_days, dtype=float), (n,))
     unique, inverse = np.unique(means, return_inverse=True)
@@ -52,7 +52,7 @@ class DayRows:
 
 def expand_days(rng: np.random.Generator, counts: np.ndarray) -> DayRows:
     """Rows for runs of ``counts[i]`` consecutive days starting at a random day of the window."""
-    starts = (rng.random(len(counts)) * (cal.WINDOW_DAYS - counts + 1)).astype(np.int64)
+    starts = (rng.random(len(counts)) * (world.WINDOW_DAYS - counts + 1)).astype(np.int64)
     device = np.repeat(np.arange(len(counts)), counts)
     first_row = np.concatenate([[0], np.cumsum(counts)[:-1]])
     offset = np.arange(len(device)) - first_row[device]
@@ -67,8 +67,8 @@ def draw_active_fraction(rng: np.random.Generator, n: int) -> np.ndarray:
 def draw_sample_counts(rng: np.random.Generator, active_fraction: np.ndarray, rows: DayRows) -> np.ndarray:
     """nrs of each row: samples taken that day (one per 5 s), around the device's active fraction."""
     day_factor = rng.lognormal(-0.08, 0.4, size=len(rows))
-    return np.clip(np.rint(cal.SAMPLES_PER_DAY * active_fraction[rows.device] * day_factor), 1,
-                   cal.SAMPLES_PER_DAY).astype(np.int64)
+    return np.clip(np.rint(world.SAMPLES_PER_DAY * active_fraction[rows.device] * day_factor), 1,
+                   world.SAMPLES_PER_DAY).astype(np.int64)
 
 
 def mean_one_lognormal(rng: np.random.Generator, sigma: float, size: int) -> np.ndarray:

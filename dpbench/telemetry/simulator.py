@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dpbench.telemetry import calibration as cal
+from dpbench.telemetry import world
 from dpbench.telemetry.battery import battery_rows
 from dpbench.telemetry.browsing import PIVOT_TABLE, USAGE_TABLE, browsing_rows
 from dpbench.telemetry.coverage import draw_coverage
@@ -52,7 +52,7 @@ class RowSource:
 
 def _single(table: str, maker: RowMaker) -> RowSource:
     return RowSource((table,), lambda rng, pop, dev: {table: maker(rng, pop, dev)},
-                     cal.VOLUMES[table].rows_per_device)
+                     world.VOLUMES[table].rows_per_device)
 
 
 ROW_SOURCES: tuple[RowSource, ...] = (
@@ -62,7 +62,7 @@ ROW_SOURCES: tuple[RowSource, ...] = (
     _single(PKG_POWER_TABLE, pkg_power_rows),
     _single("system_batt_dc_events", battery_rows),
     _single("system_on_off_suspend_time_day", power_state_rows),
-    RowSource((USAGE_TABLE, PIVOT_TABLE), browsing_rows, cal.VOLUMES[USAGE_TABLE].rows_per_device),
+    RowSource((USAGE_TABLE, PIVOT_TABLE), browsing_rows, world.VOLUMES[USAGE_TABLE].rows_per_device),
 )
 
 

@@ -25,20 +25,20 @@ from dpbench.telemetry.wide_table import decode_columns
 from dpbench.telemetry.workload import WORKLOAD
 
 EMPTY_REFERENCE = "reference answer has no rows at this population size"
-CALIBRATION_ROWS = 16_384
-"""Latent draws over which a model's sampling is calibrated to released marginals."""
+MATCHING_ROWS = 16_384
+"""Latent draws over which a model's sampling is matched to released marginals."""
 
 
 def synthesize(model: torch.nn.Module, n_devices: int, out_dir: Path | str, seed: int,
                marginals: Marginals | None = None) -> dict[str, int]:
     """Sample ``n_devices`` wide rows from ``model`` (which has ``sample(n, generator)``) and write the tables.
 
-    With ``marginals`` (a DP release), a model that can be calibrated (``calibrate``: the hurdle VAE)
-    is calibrated to them first (:mod:`.marginals`).
+    With ``marginals`` (a DP release), a model that can match them (``match_marginals``: the hurdle VAE)
+    is matched to them first (:mod:`.marginals`).
     """
     generator = torch.Generator().manual_seed(seed)
-    if marginals is not None and hasattr(model, "calibrate"):
-        model.calibrate(marginals, CALIBRATION_ROWS, generator)
+    if marginals is not None and hasattr(model, "match_marginals"):
+        model.match_marginals(marginals, MATCHING_ROWS, generator)
     decoded = decode_columns(model.sample(n_devices, generator).numpy())
     return write_tables(decoded, out_dir, np.random.default_rng([seed, 7]))
 
@@ -85,7 +85,7 @@ def synthesize_and_score(model: torch.nn.Module, n_devices: int, reference_dir: 
     write_results(answers, out_dir / "answers")
     return utility_metrics(scores) | {"synthetic_devices": n_devices, "synthetic_rows": rows,
                                       "reference": str(reference_dir), "synthetic_tables": str(out_dir / "tables"),
-                                      "calibrated_to_marginals": marginals is not None and hasattr(model, "calibrate"),
+                                      "matched_to_marginals": marginals is not None and hasattr(model, "match_marginals"),
                                       "seconds": time.perf_counter() - started}
 
 

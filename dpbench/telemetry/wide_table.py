@@ -22,16 +22,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dpbench.telemetry import calibration as cal
+from dpbench.telemetry import world
 from dpbench.telemetry.browsing import BROWSERS, CATEGORIES
 from dpbench.telemetry.population import CHASSIS, COUNTRIES, OPERATING_SYSTEMS, PERSONAS, RAM_SIZES_GB, VENDORS
 from dpbench.telemetry.workload import WORKLOAD
 
 OTHER = "Other"
-WINDOW_DAYS = cal.WINDOW_DAYS
-SAMPLES_PER_DAY = cal.SAMPLES_PER_DAY
+WINDOW_DAYS = world.WINDOW_DAYS
+SAMPLES_PER_DAY = world.SAMPLES_PER_DAY
 SECONDS_PER_DAY = 86_400.0
-CPU_KEYS = tuple(f"{v.cpuname}|{v.cpugen}|{v.marketcodename}" for v in cal.CPU_VARIANTS)
+CPU_KEYS = tuple(f"{v.cpuname}|{v.cpugen}|{v.marketcodename}" for v in world.CPU_VARIANTS)
 """The CPU vocabulary: (sysinfo cpuname, cpu_metadata cpugen, marketcodename) of each catalogue entry."""
 POWER_STATES = ("on_time", "off_time", "mods_time", "sleep_time")
 

@@ -28,13 +28,13 @@ from dpbench.engine.augmentation_multiplicity import AugmentationMultiplicity
 from dpbench.engine.independence import check_engine
 from dpbench.privacy.calibration import TrainingPlan, validate_privacy_target
 from dpbench.privacy.noise import entropy_seed, noise_source
-from dpbench.search.trial import prepare_trial
 from dpbench.privacy.sampler import PoissonSampler
 from dpbench.reporting.run_files import RunFiles, append_result_row
 from dpbench.runtime import pick_device
+from dpbench.search.trial import prepare_trial
 from dpbench.training.checkpoint import load_checkpoint, save_checkpoint
-from dpbench.training.loop import TrainingState, swapped_in, train
 from dpbench.training.console import format_duration, format_epsilon, format_test_metrics
+from dpbench.training.loop import TrainingState, swapped_in, train
 from dpbench.training.plugin_loader import prepare_mechanism
 from dpbench.training.run_directory import RunDirectoryError, check_run_directory
 from dpbench.training.run_summary import result_row, run_summary

@@ -25,7 +25,6 @@ from dpbench.privacy.mechanism import Mechanism, MechanismContractError, build_p
 from dpbench.privacy.privatizer import PluginPrivatizer, StructuredPrivatizer
 from dpbench.verification import UNVERIFIED, VERIFIED, PluginVerifier, UnverifiableLedgerError
 
-
 BUILTIN_CONFIGS = Path(__file__).resolve().parents[2] / "conf" / "mechanism"
 
 

@@ -2,7 +2,7 @@
 and the epsilon that follows from what was measured rather than from what the plugin claims."""
 
 from dpbench.verification.epsilon import EpsilonCheck, EpsilonEstimate, cross_checked_epsilon, epsilon_check
-from dpbench.verification.report import (
+from dpbench.verification.findings import (
     LEAK,
     UNVERIFIED,
     VERIFIED,

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 from dpbench.privacy.accountant import check_accountants_agree, epsilon, epsilon_independent
 from dpbench.privacy.ledger import PrivacyLedger
-from dpbench.verification.report import LEAK
+from dpbench.verification.findings import LEAK
 from dpbench.verification.verifier import PluginVerifier, UnverifiableLedgerError
 
 # Below this multiplier dp_accounting's PLD takes tens of seconds per distinct multiplier and epsilon

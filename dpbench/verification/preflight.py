@@ -28,8 +28,8 @@ from dpbench.privacy.ledger import PrivacyLedger, StepRecord
 from dpbench.privacy.mechanism import Mechanism, build_plugin
 from dpbench.privacy.privatizer import PluginPrivatizer
 from dpbench.verification.epsilon import EpsilonCheck, epsilon_check
+from dpbench.verification.findings import VerificationReport
 from dpbench.verification.randomness import isolated_randomness, seed_globals
-from dpbench.verification.report import VerificationReport
 from dpbench.verification.verifier import PluginVerifier
 
 FAKE_SHAPES = (torch.Size([16, 8]), torch.Size([16]), torch.Size([4, 16]), torch.Size([4]))

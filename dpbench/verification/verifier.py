@@ -36,6 +36,15 @@ import torch
 
 from dpbench.privacy.ledger import PrivacyLedger, StepRecord
 from dpbench.privacy.mechanism import check_plugin_output, claimed_sigma
+from dpbench.verification.findings import (
+    LEAK,
+    Finding,
+    PrivacyLeakError,
+    PrivacyViolationError,
+    ProbeRecord,
+    VerificationReport,
+    verdict_of,
+)
 from dpbench.verification.measurement import combined_multiplier, flatten, measure_direction, noise_scale, std_upper
 from dpbench.verification.neighbours import PROBE_EXAMPLES, probe_examples, with_example
 from dpbench.verification.plugin_state import (
@@ -52,15 +61,6 @@ from dpbench.verification.randomness import (
     derive_seed,
     fresh_instances_agree,
     isolated_randomness,
-)
-from dpbench.verification.report import (
-    LEAK,
-    Finding,
-    PrivacyLeakError,
-    PrivacyViolationError,
-    ProbeRecord,
-    VerificationReport,
-    verdict_of,
 )
 
 # x_b, the matched example of the state-channel test, sits this fraction inside x_a's clipped contribution.

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from dpbench.data import load_dataset
-from dpbench.data import scattering
+from dpbench.data import load_dataset, scattering
 from dpbench.data.scattering import load_scattered_dataset, scattering_transform
 
 

@@ -8,7 +8,7 @@ from opacus.validators import ModuleValidator
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from dpbench.models import Cifar10TanhCNN, DigitsTanhCNN, MnistTanhCNN, build_model, model_names
+from dpbench.models import Cifar10TanhCNN, DigitsTanhCNN, MnistTanhCNN
 
 
 class Architecture(NamedTuple):
@@ -60,14 +60,3 @@ def test_vmapped_per_sample_gradients_match_one_at_a_time(architecture: Architec
         nn.functional.cross_entropy(model(images[i : i + 1]), labels[i : i + 1]).backward()
         for name, p in model.named_parameters():
             torch.testing.assert_close(batched[name][i], p.grad, rtol=1e-4, atol=1e-6)
-
-
-def test_registry_builds_each_model_by_name() -> None:
-    assert {"cifar10_cnn", "digits_cnn", "mnist_cnn", "scatter_cnn", "scatter_linear"} <= set(model_names())
-    assert isinstance(build_model("mnist_cnn"), MnistTanhCNN)
-    assert build_model("digits_cnn", num_classes=3)(torch.zeros(1, 1, 8, 8)).shape == (1, 3)
-
-
-def test_unknown_model_error_lists_known_names() -> None:
-    with pytest.raises(ValueError, match="Unknown model 'resnet18'. Known models: cifar10_cnn, digits_cnn, mnist_cnn"):
-        build_model("resnet18")

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from dpbench.engine import FunctorchEngine, GhostEngine
-from dpbench.models import ScatterCNN, ScatterLinear, build_model
+from dpbench.models import ScatterCNN, ScatterLinear
 
 
 def test_scatter_linear_is_one_linear_layer_on_the_coefficients():
@@ -16,7 +16,6 @@ def test_scatter_linear_is_one_linear_layer_on_the_coefficients():
 def test_scatter_cnn_output_shape_for_mnist_and_cifar_coefficients():
     assert ScatterCNN(channels=81, widths=(16, 32), hidden=32)(torch.randn(2, 81, 7, 7)).shape == (2, 10)
     assert ScatterCNN(channels=243, widths=(64, "M", 64))(torch.randn(2, 243, 8, 8)).shape == (2, 10)
-    assert isinstance(build_model("scatter_linear", channels=81, height=7, width=7), ScatterLinear)
 
 
 def test_normalisation_uses_each_example_alone():

@@ -3,7 +3,6 @@
 import pytest
 
 from dpbench.privacy.accountant import epsilon, epsilon_independent
-from dpbench.privacy.statistics_release import StatisticsRelease
 from dpbench.privacy.calibration import (
     PrivacyConfigError,
     TrainingPlan,
@@ -11,6 +10,7 @@ from dpbench.privacy.calibration import (
     planned_ledger,
     validate_privacy_target,
 )
+from dpbench.privacy.statistics_release import StatisticsRelease
 
 
 @pytest.mark.parametrize("target", [0.5, 3.0, 8.0])

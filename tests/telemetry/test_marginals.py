@@ -1,4 +1,4 @@
-"""The DP release of the wide table's one-way marginals, and sampling calibrated to them."""
+"""The DP release of the wide table's one-way marginals, and sampling matched to them."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from dpbench.models.vae import HurdleVAE
 from dpbench.telemetry.marginals import (
-    HISTOGRAM_BINS,
-    Marginals,
     COMPOSITION_WEIGHT,
+    HISTOGRAM_BINS,
     PRESENCE_GIVEN,
+    Marginals,
     load_released,
     marginals_from_sum,
     marginals_release,
@@ -22,6 +21,7 @@ from dpbench.telemetry.marginals import (
     sensitivity,
     statistic_vectors,
 )
+from dpbench.telemetry.vae import HurdleVAE
 from dpbench.telemetry.wide_table import WIDE_LAYOUT, build_wide_table, decode_columns
 
 
@@ -123,7 +123,7 @@ def test_calibrated_samples_have_the_released_marginals(rows):
     torch.manual_seed(0)
     model = HurdleVAE(hidden=(32, 16), latent=4)
     marginals = _exact(rows)
-    model.calibrate(marginals, 20_000, torch.Generator().manual_seed(1))
+    model.match_marginals(marginals, 20_000, torch.Generator().manual_seed(1))
     sample = model.sample(60_000, torch.Generator().manual_seed(2))
     decoded = decode_columns(sample.numpy())
     country = np.bincount(decoded.categories["country"], minlength=len(marginals.categories["country"])) / 60_000

@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from dpbench.telemetry import calibration as cal
+from dpbench.telemetry import world
 from dpbench.telemetry.schema import TABLES
 from dpbench.telemetry.simulator import simulate
 
@@ -30,8 +30,8 @@ def test_same_seed_same_tables_other_seed_differs(tmp_path, table):
 
 def test_device_counts_scale_with_population(small_corpus):
     _, report = small_corpus
-    scale = report.n_devices / cal.REFERENCE_DEVICES
-    for table, volume in cal.VOLUMES.items():
+    scale = report.n_devices / world.REFERENCE_DEVICES
+    for table, volume in world.VOLUMES.items():
         expected = volume.devices * scale
         assert abs(report.devices[table] - expected) <= 4 * np.sqrt(expected) + 2, table
 
@@ -41,7 +41,7 @@ def test_rows_per_device_match_spec(small_corpus):
     for table in ("system_network_consumption", "system_memory_utilization", "system_batt_dc_events",
                   "system_on_off_suspend_time_day", "system_web_cat_usage", "system_web_cat_pivot_duration"):
         ratio = report.rows[table] / report.devices[table]
-        assert ratio == pytest.approx(cal.VOLUMES[table].rows_per_device, rel=0.2), table
+        assert ratio == pytest.approx(world.VOLUMES[table].rows_per_device, rel=0.2), table
 
 
 @pytest.mark.parametrize("table", TABLES)

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 
 from dpbench.cli import CONFIG_DIR
 from dpbench.engine import GhostEngine
-from dpbench.models.vae import HurdleVAE, TabularVAE
+from dpbench.telemetry.vae import HurdleVAE, TabularVAE
 from dpbench.telemetry.wide_table import WIDE_LAYOUT, build_wide_table
 from dpbench.training.experiment import run_experiment
 
@@ -88,7 +88,7 @@ def test_private_run_writes_synthetic_tables_and_utility(model, tmp_path, monkey
         assert summary["statistics_releases"] == [{"name": "telemetry_marginals", "bound": releases[0]["sensitivity"],
                                                    "noise_multiplier": 2.0}]
         assert 0.99 * 4.0 <= summary["epsilon"] and (tmp_path / "run" / "released_marginals.npz").exists()
-        assert utility["calibrated_to_marginals"]
+        assert utility["matched_to_marginals"]
     else:  # the published baseline cannot use them: nothing is released
         assert releases == [] and summary["statistics_releases"] == []
         assert not (tmp_path / "run" / "released_marginals.npz").exists()
@@ -120,7 +120,7 @@ def test_a_resumed_run_does_not_release_the_marginals_again(tmp_path, monkeypatc
     ledger = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["state"]["ledger"]
     assert [r["mechanism"] for r in ledger].count("telemetry_marginals") == 1
     assert (tmp_path / "run" / "released_marginals.npz").read_bytes() == released
-    assert summary["epsilon"] <= 4.0 and summary["utility"]["calibrated_to_marginals"]
+    assert summary["epsilon"] <= 4.0 and summary["utility"]["matched_to_marginals"]
 
 
 def test_a_researcher_form_plugin_is_verified_with_the_release_in_its_ledger(tmp_path, monkeypatch, tiny_run_overrides):

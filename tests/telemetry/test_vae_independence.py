@@ -6,7 +6,7 @@ import torch
 
 from dpbench.engine import GhostEngine
 from dpbench.engine.independence import check_engine
-from dpbench.models.vae import HurdleVAE, TabularVAE
+from dpbench.telemetry.vae import HurdleVAE, TabularVAE
 
 
 @pytest.mark.parametrize("model_class", [TabularVAE, HurdleVAE])

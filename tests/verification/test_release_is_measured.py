@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from plugin_zoo import NoiseOnlyWhenCopied, NoisedMomentum
+from plugin_zoo import NoisedMomentum, NoiseOnlyWhenCopied
 
 from dpbench.engine.per_sample import MaterializedGradients
 from dpbench.privacy.privatizer import PluginPrivatizer

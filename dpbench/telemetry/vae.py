@@ -12,7 +12,7 @@ the likelihood of a wide row given the latent:
   summary in its fixed log1p scale (a log-normal: heavy tails are a shift of the mean, not outliers
   of a squared error), and a categorical for each composition (soft-target cross-entropy); absent
   tables contribute nothing but their presence bit. Sampling draws from these distributions;
-  :meth:`HurdleVAE.calibrate` fits them to marginals released with DP (see
+  :meth:`HurdleVAE.match_marginals` fits them to marginals released with DP (see
   :mod:`dpbench.telemetry.marginals` for why DP-SGD needs it).
 
 The harness hands the loss ``(model(x), y)`` per example, with ``y`` a class index, so ``forward``
@@ -31,9 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dpbench.models.fast_elu import FastELU
-from dpbench.models.registry import register_model
-from dpbench.models.sampling_calibration import bit_offset, interpolate, rake_softmax, weighted_quantiles
 from dpbench.telemetry.marginals import Marginals
+from dpbench.telemetry.raking import bit_offset, interpolate, rake_softmax, weighted_quantiles
 from dpbench.telemetry.wide_table import WIDE_LAYOUT, WideLayout
 
 LOG_SIGMA_MIN, LOG_SIGMA_MAX = -4.0, -1.0
@@ -43,7 +42,7 @@ stop the gradient of every output outside the bounds, and an untrained decoder's
 
 
 QUANTILE_POINTS = 257
-"""Points of the monotone maps that calibrate sampled values to released histograms."""
+"""Points of the monotone maps that take sampled values to released histograms."""
 RAKING_CYCLES = 10
 """Passes over the attributes when raking presence rates to the released 2-way marginals."""
 
@@ -137,7 +136,6 @@ class _WideVAE(nn.Module, ABC):
         return torch.cat(rows) if rows else torch.zeros(0, self.width)
 
 
-@register_model("vae")
 class TabularVAE(_WideVAE):
     """The published baseline: cross-entropy + squared error + KL, cells decoded by their means."""
 
@@ -158,7 +156,6 @@ class TabularVAE(_WideVAE):
         return out
 
 
-@register_model("vae_hurdle")
 class HurdleVAE(_WideVAE):
     """Presence as Bernoulli, day counts and values given presence as log-normal, compositions as
     categoricals; rows are sampled from these distributions.
@@ -180,18 +177,18 @@ class HurdleVAE(_WideVAE):
                             ("_gauss_gates", [g for _, g, _ in gaussians])):
             self.register_buffer(name, torch.tensor(index, dtype=torch.long), persistent=False)
         self.register_buffer("logit_offsets", torch.zeros(layout.width), persistent=False)
-        """Added to the logits of categories, bits and compositions when sampling (set by :meth:`calibrate`)."""
+        """Added to the logits of categories, bits and compositions when sampling (set by :meth:`match_marginals`)."""
         self._categories_width = sum(columns.stop - columns.start for _, columns in layout.categories.values())
         if any(columns.stop > self._categories_width for _, columns in layout.categories.values()):
             raise ValueError("the layout's categories must come first, in its leading columns")
         self.register_buffer("conditional_offsets", torch.zeros(self._categories_width, layout.width),
                              persistent=False)
         """Added to the logits of a row by the category values drawn for it (row ``c``: the offsets that
-        category column ``c`` adds); set by :meth:`calibrate`."""
+        category column ``c`` adds); set by :meth:`match_marginals`."""
         self.register_buffer("value_maps", torch.zeros(len(gaussians), 2, QUANTILE_POINTS), persistent=False)
         self.register_buffer("value_mapped", torch.zeros(len(gaussians), dtype=torch.bool), persistent=False)
         """Per day count and value: whether sampled values go through the monotone map through the
-        points (value_maps[j, 0], value_maps[j, 1]) (set by :meth:`calibrate`; no map until then)."""
+        points (value_maps[j, 0], value_maps[j, 1]) (set by :meth:`match_marginals`; no map until then)."""
 
     def _gate(self, rows: Tensor, gates: Tensor) -> Tensor:
         ones = torch.ones_like(rows[:, :1])
@@ -231,7 +228,7 @@ class HurdleVAE(_WideVAE):
         return out
 
     @torch.no_grad()
-    def calibrate(self, marginals: Marginals, n: int, generator: torch.Generator) -> None:
+    def match_marginals(self, marginals: Marginals, n: int, generator: torch.Generator) -> None:
         """Calibrate sampling to released ``marginals`` (:mod:`dpbench.telemetry.marginals`).
 
         Over ``n`` latent draws from the prior, with their categories drawn as sampling will draw them:
@@ -249,7 +246,7 @@ class HurdleVAE(_WideVAE):
         logits, sigma = decoded[:, :self.width], _log_sigma(decoded[:, self.width:]).exp()
         offsets = torch.zeros(self.width, dtype=torch.float64)
         conditional = torch.zeros(self._categories_width, self.width, dtype=torch.float64)
-        groups = self._calibrate_categories(logits, offsets, marginals, generator)
+        groups = self._match_categories(logits, offsets, marginals, generator)
         drawn = torch.zeros(n, self._categories_width, dtype=torch.float64)
         for name, (_, columns) in self.layout.categories.items():
             drawn[torch.arange(n), columns.start + groups[name]] = 1.0
@@ -257,15 +254,15 @@ class HurdleVAE(_WideVAE):
         def probability(column: int) -> Tensor:
             return torch.sigmoid(logits[:, column] + offsets[column] + drawn @ conditional[:, column])
 
-        presence = self._calibrate_bits(logits, offsets, conditional, groups, probability, marginals)
+        presence = self._match_bits(logits, offsets, conditional, groups, probability, marginals)
         for name, (_, columns, gate) in self.layout.compositions.items():
             offsets[columns] = rake_softmax(logits[:, columns], presence[gate],
                                             torch.from_numpy(marginals.compositions[name]))
         self.logit_offsets.copy_(offsets)
         self.conditional_offsets.copy_(conditional)
-        self._calibrate_values(logits, sigma, presence, marginals, generator)
+        self._match_values(logits, sigma, presence, marginals, generator)
 
-    def _calibrate_categories(self, logits: Tensor, offsets: Tensor, marginals: Marginals,
+    def _match_categories(self, logits: Tensor, offsets: Tensor, marginals: Marginals,
                               generator: torch.Generator) -> dict[str, Tensor]:
         """Set the category offsets; returns each row's category values drawn with them."""
         ones = torch.ones(len(logits), dtype=torch.float64)
@@ -276,7 +273,7 @@ class HurdleVAE(_WideVAE):
             groups[name] = torch.multinomial(probabilities, 1, generator=generator)[:, 0]
         return groups
 
-    def _calibrate_bits(self, logits: Tensor, offsets: Tensor, conditional: Tensor, groups: dict[str, Tensor],
+    def _match_bits(self, logits: Tensor, offsets: Tensor, conditional: Tensor, groups: dict[str, Tensor],
                         probability: Callable[[int], Tensor], marginals: Marginals) -> dict[int, Tensor]:
         """Set the bits' offsets (presence bits raked to their 2-way rates, then the gated bits);
         returns each bit's probability per row."""
@@ -303,7 +300,7 @@ class HurdleVAE(_WideVAE):
                 presence[column] = probability(column)
         return presence
 
-    def _calibrate_values(self, logits: Tensor, sigma: Tensor, presence: dict[int, Tensor], marginals: Marginals,
+    def _match_values(self, logits: Tensor, sigma: Tensor, presence: dict[int, Tensor], marginals: Marginals,
                           generator: torch.Generator) -> None:
         """Set the monotone maps of the day counts and values that have a released histogram."""
         quantiles = torch.linspace(0.0, 1.0, QUANTILE_POINTS, dtype=torch.float64)

@@ -1,10 +1,10 @@
-"""Every number the simulator is calibrated with, in one place.
+"""The calibrated world: every number the simulator draws its corpus from, in one place.
 
 Two sources, kept apart:
 
 * ``TARGETS`` -- the published answers of the benchmark queries on the real
-  1M-device sample, read from ``calibration_targets.json`` (written by
-  ``scripts/telemetry_calibrate.py`` from the ground-truth CSVs). The simulator
+  1M-device sample, read from ``world_targets.json`` (written by
+  ``scripts/telemetry_world_targets.py`` from the ground-truth CSVs). The simulator
   uses them as *parameters* of its generative model: per-stratum coverage of
   each table (e.g. battery devices per country), and per-stratum means of the
   row-level values (e.g. mean battery minutes per country and CPU generation).
@@ -28,8 +28,8 @@ from pathlib import Path
 REFERENCE_DEVICES = 1_000_000
 """Population size of the real sample that all counts below refer to."""
 
-TARGETS: dict[str, dict] = json.loads((Path(__file__).with_name("calibration_targets.json")).read_text())
-"""Published answers keyed by section (see scripts/telemetry_calibrate.py); group keys 'a|b'."""
+TARGETS: dict[str, dict] = json.loads((Path(__file__).with_name("world_targets.json")).read_text())
+"""Published answers keyed by section (see scripts/telemetry_world_targets.py); group keys 'a|b'."""
 
 
 @dataclass(frozen=True)

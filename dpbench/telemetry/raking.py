@@ -1,4 +1,4 @@
-"""The arithmetic of calibrating a generative model's sampling to given one-way marginals.
+"""The arithmetic of matching a generative model's sampling to given one-way marginals.
 
 Three tools, each changing only *how many* samples fall where, never which latent draws they come
 from, so whatever dependence on the latent the model learned is kept:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dpbench.models.sampling_calibration import bit_offset, interpolate, rake_softmax, weighted_quantiles
+from dpbench.telemetry.raking import bit_offset, interpolate, rake_softmax, weighted_quantiles
 
 
 def test_raked_softmax_has_the_target_mean_and_keeps_the_ranking_within_a_class():

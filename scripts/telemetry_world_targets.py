@@ -1,11 +1,11 @@
 """Derive the simulator's calibration targets from the published answers.
 
 Reads the ground-truth CSVs of the real 1M-device sample (the published answers
-of the benchmark queries) and writes ``dpbench/telemetry/calibration_targets.json``,
+of the benchmark queries) and writes ``dpbench/telemetry/world_targets.json``,
 the only place the simulator takes published numbers from. Re-run it when the
 ground truth changes:
 
-    python scripts/telemetry_calibrate.py --truth ../shared/telemetry/ground_truth
+    python scripts/telemetry_world_targets.py --truth ../shared/telemetry/ground_truth
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pandas as pd
 
 from dpbench.telemetry.truth import locate_truth_dir
 
-TARGETS_PATH = Path(__file__).resolve().parents[1] / "dpbench" / "telemetry" / "calibration_targets.json"
+TARGETS_PATH = Path(__file__).resolve().parents[1] / "dpbench" / "telemetry" / "world_targets.json"
 
 
 def _records(frame: pd.DataFrame, key_cols: list[str]) -> dict[str, dict[str, float | None]]:
