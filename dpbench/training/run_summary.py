@@ -75,13 +75,15 @@ def run_summary(
 
 
 def result_row(summary: dict) -> dict:
-    utility = summary.get("utility")
+    """The results-table row of a run: the summary's flat entries, the learning rate and clipping threshold,
+    and each number at the top level of the workload's utility (as ``utility_<key>``)."""
+    utility = summary.get("utility") or {}
     nested = ("config", "verification", "utility", "statistics_releases")
     return {key: value for key, value in summary.items() if key not in nested} | {
         "lr": summary["config"]["train"]["lr"],
         "max_grad_norm": summary["config"]["mechanism"].get("max_grad_norm"),
-    } | ({f"utility_{key}": utility[key] for key in ("queries_passed", "queries_evaluable", "mean_score")}
-         if utility else {})
+    } | {f"utility_{key}": value for key, value in utility.items()
+         if isinstance(value, int | float) and not isinstance(value, bool)}
 
 
 def git_commit() -> str:
