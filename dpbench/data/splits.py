@@ -1,54 +1,52 @@
-"""The in-memory train/test tensors that the trainer samples from."""
+"""The classification workload: images (or features) and class labels held in memory as tensors."""
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dpbench.workload import LossFunction, Workload
 
 
 @dataclass(frozen=True)
-class DatasetSplits:
-    """A whole dataset held as tensors, ready for Poisson-sampled indexing.
+class DatasetSplits(Workload):
+    """A classification dataset held as tensors, ready for Poisson-sampled indexing: cross-entropy loss,
+    test accuracy as its evaluation.
 
-    Features are float32, already normalized, shaped ``[N, *input_shape]``;
-    labels are int64 class indices shaped ``[N]``.
+    Features are float32, already normalized, shaped ``[N, *input_shape]``; labels are int64 class indices
+    shaped ``[N]``.
     """
 
-    name: str
-    train_features: torch.Tensor
-    train_labels: torch.Tensor
-    test_features: torch.Tensor
-    test_labels: torch.Tensor
     num_classes: int
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for split in ("train", "test"):
-            features = getattr(self, f"{split}_features")
             labels = getattr(self, f"{split}_labels")
-            if features.dtype != torch.float32 or labels.dtype != torch.int64:
-                raise TypeError(
-                    f"{self.name} {split}: expected float32 features and int64 labels, "
-                    f"got {features.dtype} and {labels.dtype}"
-                )
-            if features.shape[0] != labels.shape[0] or labels.dim() != 1:
-                raise ValueError(
-                    f"{self.name} {split}: {features.shape[0]} feature rows but labels of shape "
-                    f"{tuple(labels.shape)}"
-                )
-        if self.train_features.shape[1:] != self.test_features.shape[1:]:
-            raise ValueError(
-                f"{self.name}: train inputs {tuple(self.train_features.shape[1:])} and test inputs "
-                f"{tuple(self.test_features.shape[1:])} differ in shape"
-            )
+            if labels.dtype != torch.int64:
+                raise TypeError(f"{self.name} {split}: expected int64 labels (class indices), got {labels.dtype}")
 
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """Shape of one example, without the batch dimension."""
-        return tuple(self.train_features.shape[1:])
+    def loss(self, model: nn.Module) -> LossFunction:
+        return F.cross_entropy
 
-    @property
-    def train_size(self) -> int:
-        """Number of training examples (the N in the sampling rate q = B / N)."""
-        return self.train_features.shape[0]
+    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        return {"test_accuracy": accuracy(model, self.test_features, self.test_labels, device)}
+
+
+@torch.no_grad()
+def accuracy(
+    model: nn.Module, features: torch.Tensor, labels: torch.Tensor, device: torch.device, batch_size: int = 2048
+) -> float:
+    """Share of ``features`` whose arg-max logit is the label, with the model in evaluation mode."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(labels), batch_size):
+        logits = model(features[i : i + batch_size].to(device))
+        correct += int((logits.argmax(dim=1) == labels[i : i + batch_size].to(device)).sum())
+    model.train(was_training)
+    return correct / len(labels)
 
 
 def normalize(

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from dpbench.engine.independence import refuse_batch_mixing_modules
-from dpbench.engine.per_sample import MaterializedGradients
-
-LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from dpbench.engine.per_sample import LossFunction, MaterializedGradients
 
 
 class FunctorchEngine:

@@ -23,8 +23,7 @@ from torch.func import vmap
 
 from dpbench.engine.independence import refuse_batch_mixing_modules
 from dpbench.engine.layer_rules import LayerCall, ParameterGradients, Policy, Rule, rule_for, torch_func_rule
-
-LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from dpbench.engine.per_sample import LossFunction
 
 
 class GhostEngine:

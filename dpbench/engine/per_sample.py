@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
 
 from dpbench.engine.norms import squared_norms
+
+LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(model output, targets) -> mean loss over the batch``: per-example gradients are taken of it."""
 
 
 class PerSampleGradients(Protocol):

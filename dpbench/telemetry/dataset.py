@@ -26,7 +26,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from dpbench.data.splits import DatasetSplits
 from dpbench.privacy.ledger import StepRecord
 from dpbench.privacy.statistics_release import StatisticsRelease
 from dpbench.reporting.run_files import RunFiles
@@ -44,17 +43,29 @@ from dpbench.telemetry.simulator import simulated_corpus
 from dpbench.telemetry.synthesis import synthesize_and_score
 from dpbench.telemetry.wide_table import build_wide_table
 from dpbench.training.checkpoint import load_released_model
+from dpbench.workload import LossFunction, Workload, WorkloadError, mean_test_loss
 
 log = logging.getLogger("dpbench")
 
 
 @dataclass(frozen=True)
-class TelemetrySplits(DatasetSplits):
-    """Wide rows of a telemetry corpus, with where the corpus lives (the utility reference)."""
+class TelemetrySplits(Workload):
+    """Wide rows of a telemetry corpus (one per device; labels are placeholders the generative models ignore),
+    with where the corpus lives (the utility reference). Loss: the model's own (a VAE's negative ELBO);
+    evaluation: its mean on the test devices."""
 
     tables_dir: Path = Path()
     n_devices: int = 0
     marginals_noise_multiplier: float | None = None
+
+    def loss(self, model: torch.nn.Module) -> LossFunction:
+        if not callable(getattr(model, "loss", None)):
+            raise WorkloadError(f"dataset=telemetry trains a generative model that defines its own loss; "
+                                f"{type(model).__name__} does not: use model=vae_hurdle or model=vae")
+        return model.loss
+
+    def evaluate(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        return {"test_loss": mean_test_loss(model, model.loss, self.test_features, self.test_labels, device)}
 
     def statistics_releases(self, model: torch.nn.Module) -> tuple[StatisticsRelease, ...]:
         """What this run releases before training: the marginals, for a model that is matched to them."""
@@ -114,7 +125,7 @@ def load_telemetry(path: str | None = None, devices: int = 20_000, simulation_se
     zeros = torch.zeros(n, dtype=torch.int64)
     return TelemetrySplits(
         name="telemetry", train_features=features[train], train_labels=zeros[train],
-        test_features=features[test], test_labels=zeros[test], num_classes=1, tables_dir=tables_dir, n_devices=n,
+        test_features=features[test], test_labels=zeros[test], tables_dir=tables_dir, n_devices=n,
         marginals_noise_multiplier=marginals_noise_multiplier,
     )
 

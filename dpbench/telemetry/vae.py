@@ -111,18 +111,6 @@ class _WideVAE(nn.Module, ABC):
             out[:, s] = F.one_hot(choice[:, 0], s.stop - s.start).to(out.dtype)
 
     @torch.no_grad()
-    def evaluate(self, features: Tensor, labels: Tensor, batch_size: int = 4096) -> dict[str, float]:
-        """Test metrics: the mean negative ELBO of the rows (one latent draw each)."""
-        was_training = self.training
-        self.eval()
-        total = 0.0
-        for i in range(0, len(features), batch_size):
-            rows = features[i:i + batch_size]
-            total += float(self.loss(self(rows), labels[i:i + batch_size])) * len(rows)
-        self.train(was_training)
-        return {"test_loss": total / max(len(features), 1)}
-
-    @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator, batch_size: int = 8192) -> Tensor:
         """``n`` synthetic wide rows (on the CPU): latents from the prior, rows drawn by :meth:`draw`."""
         device = next(self.parameters()).device

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,8 +26,10 @@ from dpbench.engine import FunctorchEngine, GhostEngine, GradientEngine
 from dpbench.engine.augmentation_multiplicity import AugmentationMultiplicity
 from dpbench.engine.independence import check_engine
 from dpbench.privacy.calibration import TrainingPlan, validate_privacy_target
+from dpbench.privacy.ledger import StepRecord
 from dpbench.privacy.noise import entropy_seed, noise_source
 from dpbench.privacy.sampler import PoissonSampler
+from dpbench.privacy.statistics_release import StatisticsRelease
 from dpbench.reporting.run_files import RunFiles, append_result_row
 from dpbench.runtime import pick_device
 from dpbench.search.trial import prepare_trial
@@ -40,6 +41,7 @@ from dpbench.training.run_directory import RunDirectoryError, check_run_director
 from dpbench.training.run_summary import result_row, run_summary
 from dpbench.training.schedule import learning_rate_schedule
 from dpbench.verification.audit import prepare_audit
+from dpbench.workload import Workload, WorkloadError
 
 log = logging.getLogger("dpbench")
 
@@ -60,10 +62,10 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
 
     _seed_everything(cfg.seed)
     device = pick_device(cfg.device)
-    data = instantiate(cfg.dataset)
+    data = _workload(instantiate(cfg.dataset), cfg)
     model = instantiate(cfg.model).to(device)
     data, audit = prepare_audit(cfg.audit, data, cfg.seed, cfg.privacy.target_delta)
-    releases = data.statistics_releases(model) if hasattr(data, "statistics_releases") else ()
+    releases = data.statistics_releases(model)
     trial = None
     if cfg.get("tune") is not None:  # a trial of a private search (python -m dpbench.search)
         data, trial = prepare_trial(
@@ -103,7 +105,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         )
         log.info("resumed %s after epoch %d (step %d)", run_dir, state.epoch, state.step)
     elif releases:  # statistics of the training data released once, before training, and accounted with it
-        for record in data.release_statistics(model, files.dir, noise_source(secure, cfg.seed + 3)):
+        for record in _released(data, model, releases, files.dir, noise_source(secure, cfg.seed + 3)):
             state.ledger.append(record)
     log.info(
         "%s on %s (%s): N=%d, q=%.5f, %d steps/epoch x %d epochs, calibrated noise multiplier z=%.4f for "
@@ -144,9 +146,10 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     summary = run_summary(cfg, run_dir, data.name, plan, prepared, state)
     if trial is not None:
         summary.update(trial.summary(score, prepared.accountable_ledger(state.ledger)))
-    if hasattr(data, "utility"):  # datasets whose utility is measured on the trained (averaged, if kept) model's output
-        with swapped_in(parameters, state.parameter_average):
-            summary["utility"] = data.utility(model, files.dir, cfg.seed)
+    with swapped_in(parameters, state.parameter_average):  # measured on the trained (averaged, if kept) model
+        utility = data.utility(model, files.dir, cfg.seed)
+    if utility is not None:
+        summary["utility"] = utility
     if audit is not None:  # an audited run: its training set holds the included canaries (see verification/audit.py)
         summary["audit"] = audit.report(model, summary["epsilon"])
     summary["wall_seconds"] = time.perf_counter() - started
@@ -163,13 +166,46 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
 ENGINES = {"ghost": GhostEngine, "functorch": FunctorchEngine}
 
 
+def _workload(data: object, cfg: DictConfig) -> Workload:
+    """``cfg.dataset``'s object, refused unless it is a :class:`~dpbench.workload.Workload`, and unless it is a
+    classification workload where an audit or a search needs one (canaries and validation counts are labels)."""
+    if not isinstance(data, Workload):
+        raise WorkloadError(
+            f"dataset._target_ built a {type(data).__name__}, not a dpbench Workload; a dataset's _target_ must "
+            "return a subclass of dpbench.workload.Workload (see docs/workloads.md)"
+        )
+    needs = [what for what, asked in (("audit", cfg.audit.enabled), ("tune", cfg.get("tune") is not None)) if asked]
+    if needs and not isinstance(data, DatasetSplits):
+        raise WorkloadError(
+            f"{' and '.join(needs)} need a classification workload (labelled examples); {data.name} is a "
+            f"{type(data).__name__}: drop the {' and '.join(needs)} settings for this dataset"
+        )
+    return data
+
+
+def _released(
+    data: Workload, model: torch.nn.Module, releases: tuple[StatisticsRelease, ...], run_dir: Path,
+    generator: torch.Generator,
+) -> list[StepRecord]:
+    """Make the workload's declared releases; its records must be exactly the declared ones, which noise
+    calibration already accounted for (anything else would spend budget the plan does not know about)."""
+    records = data.release_statistics(model, run_dir, generator)
+    if records != [release.record() for release in releases]:
+        raise RuntimeError(
+            f"workload {data.name} declared the releases {[r.name for r in releases]} but recorded "
+            f"{[r.mechanism for r in records]} (or with other parameters); a workload's release_statistics must "
+            "make exactly the releases statistics_releases declares"
+        )
+    return records
+
+
 def _engine(
-    name: str, model: torch.nn.Module, augmentation: DictConfig | None, data: DatasetSplits
+    name: str, model: torch.nn.Module, augmentation: DictConfig | None, data: Workload
 ) -> GradientEngine:
     """The configured engine, checked on public (test) examples to keep examples independent."""
     if name not in ENGINES:
         raise ValueError(f"unknown train.engine '{name}'; use one of {sorted(ENGINES)}")
-    engine = ENGINES[name](model, getattr(model, "loss", F.cross_entropy))
+    engine = ENGINES[name](model, data.loss(model))
     check_engine(engine, model, data.test_features, data.test_labels)
     if augmentation is None or augmentation.views == 0:
         return engine

@@ -2,9 +2,8 @@
 
 Per step: draw a Poisson sample, compute per-sample gradients in physical chunks, let the
 privatizer (the kernel, running the mechanism) release one private gradient, record the release in
-the ledger, take an optimizer step. Per epoch: evaluate (test accuracy, or the model's own
-``evaluate``), compute epsilon from the whole ledger, hand the state to ``on_epoch_end`` (metrics,
-checkpoint, ETA). The epsilon printed is ``spent_epsilon`` of the whole ledger: the kernel's, or
+the ledger, take an optimizer step. Per epoch: evaluate (the workload's test metrics), compute
+epsilon from the whole ledger, hand the state to ``on_epoch_end`` (metrics, checkpoint, ETA). The epsilon printed is ``spent_epsilon`` of the whole ledger: the kernel's, or
 for a plugin the verified one.
 """
 
@@ -20,13 +19,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dpbench.data import DatasetSplits
 from dpbench.engine.per_sample import GradientEngine
 from dpbench.privacy.calibration import TrainingPlan
 from dpbench.privacy.ledger import PrivacyLedger
 from dpbench.privacy.privatizer import Release
 from dpbench.privacy.sampler import PoissonSampler
 from dpbench.training.schedule import LearningRate
+from dpbench.workload import Workload
 
 
 class Privatizer(Protocol):
@@ -47,7 +46,7 @@ class TrainingState:
 
 def train(
     model: nn.Module,
-    data: DatasetSplits,
+    data: Workload,
     engine: GradientEngine,
     privatizer: Privatizer,
     optimizer: torch.optim.Optimizer,
@@ -101,7 +100,7 @@ def train(
         seconds = time.perf_counter() - started
         state.seconds += seconds
         with swapped_in(parameters, state.parameter_average):
-            test_metrics = evaluate(model, data.test_features, data.test_labels, device)
+            test_metrics = data.evaluate(model, device)
         diagnostics = {"train_loss_nonprivate": loss_sum / max(examples, 1)} if nonprivate_diagnostics else {}
         state.epochs.append(
             {
@@ -135,22 +134,3 @@ def swapped_in(parameters: list[torch.Tensor], average: list[torch.Tensor] | Non
         with torch.no_grad():
             for parameter, value in zip(parameters, current):
                 parameter.copy_(value)
-
-
-def evaluate(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, device: torch.device) -> dict[str, float]:
-    """The model's own test metrics if it defines ``evaluate(features, labels) -> dict`` (e.g. a generative
-    model's test loss), else a classifier's ``test_accuracy``."""
-    if hasattr(model, "evaluate"):
-        return model.evaluate(features.to(device), labels.to(device))
-    return {"test_accuracy": accuracy(model, features, labels, device)}
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, device: torch.device, batch_size: int = 2048) -> float:
-    model.eval()
-    correct = 0
-    for i in range(0, len(labels), batch_size):
-        logits = model(features[i : i + batch_size].to(device))
-        correct += int((logits.argmax(dim=1) == labels[i : i + batch_size].to(device)).sum())
-    model.train()
-    return correct / len(labels)
