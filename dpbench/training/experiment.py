@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dpbench.config_schema import check_config_keys
 from dpbench.data import DatasetSplits
-from dpbench.data.augmentation import random_crop_flip
-from dpbench.engine import FunctorchEngine, GhostEngine, GradientEngine
-from dpbench.engine.augmentation_multiplicity import AugmentationMultiplicity
-from dpbench.engine.independence import check_engine
+from dpbench.engine.choice import build_engine
 from dpbench.privacy.calibration import TrainingPlan, validate_privacy_target
 from dpbench.privacy.ledger import StepRecord
 from dpbench.privacy.noise import entropy_seed, noise_source
@@ -36,6 +32,7 @@ from dpbench.search.trial import prepare_trial
 from dpbench.training.checkpoint import load_checkpoint, save_checkpoint
 from dpbench.training.console import format_duration, format_epsilon, format_test_metrics
 from dpbench.training.loop import TrainingState, swapped_in, train
+from dpbench.training.optimizer import build_optimizer
 from dpbench.training.plugin_loader import prepare_mechanism
 from dpbench.training.run_directory import RunDirectoryError, check_run_directory
 from dpbench.training.run_summary import result_row, run_summary
@@ -95,9 +92,11 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         seed=cfg.seed,
         calibrate=trial.noise_multiplier if trial else None,
     )
-    optimizer = _optimizer(cfg.train, parameters)
+    optimizer = build_optimizer(cfg.train, parameters)
     sampler = PoissonSampler(plan.dataset_size, plan.sampling_rate, seed=entropy_seed() if secure else cfg.seed + 2)
-    engine = _engine(cfg.train.engine, model, cfg.train.get("augmentation"), data)
+    engine = build_engine(
+        cfg.train.engine, model, data.loss(model), cfg.train.get("augmentation"), data.test_features, data.test_labels
+    )
     state = TrainingState()
     if resume:
         state = load_checkpoint(
@@ -163,9 +162,6 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     return summary
 
 
-ENGINES = {"ghost": GhostEngine, "functorch": FunctorchEngine}
-
-
 def _workload(data: object, cfg: DictConfig) -> Workload:
     """``cfg.dataset``'s object, refused unless it is a :class:`~dpbench.workload.Workload`, and unless it is a
     classification workload where an audit or a search needs one (canaries and validation counts are labels)."""
@@ -197,28 +193,6 @@ def _released(
             "make exactly the releases statistics_releases declares"
         )
     return records
-
-
-def _engine(
-    name: str, model: torch.nn.Module, augmentation: DictConfig | None, data: Workload
-) -> GradientEngine:
-    """The configured engine, checked on public (test) examples to keep examples independent."""
-    if name not in ENGINES:
-        raise ValueError(f"unknown train.engine '{name}'; use one of {sorted(ENGINES)}")
-    engine = ENGINES[name](model, data.loss(model))
-    check_engine(engine, model, data.test_features, data.test_labels)
-    if augmentation is None or augmentation.views == 0:
-        return engine
-    augment = partial(random_crop_flip, padding=augmentation.crop_padding, flip=augmentation.flip)
-    return AugmentationMultiplicity(engine, augment, augmentation.views)
-
-
-def _optimizer(train_cfg: DictConfig, parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    if train_cfg.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=train_cfg.lr, momentum=train_cfg.momentum)
-    if train_cfg.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=train_cfg.lr)
-    raise ValueError(f"unknown optimizer '{train_cfg.optimizer}'; use train.optimizer=sgd or adam")
 
 
 def _seed_everything(seed: int) -> None:
