@@ -25,8 +25,11 @@ MISSING_EXTRAS = [extra for extra in EXTRAS if import_errors(extra)]
 collect_ignore = ["telemetry"] if "telemetry" in MISSING_EXTRAS else []
 
 
-def pytest_report_header() -> list[str]:
-    return [f"not collected: tests/{path} (needs pip install -e '.[telemetry]')" for path in collect_ignore]
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = [f"not collected: tests/{path} (needs pip install -e '.[telemetry]')" for path in collect_ignore]
+    if config.option.markexpr == "not slow":
+        lines.append("the slow tests are left out (the default): -m slow runs only them, -m '' runs everything")
+    return lines
 
 
 @pytest.hookimpl(wrapper=True)

@@ -35,6 +35,7 @@ def failed_rows(results: Path) -> list[dict]:
     return [row for row in rows if row["status"] == "failed"]
 
 
+@pytest.mark.slow
 def test_an_unknown_key_is_one_paragraph_with_the_nearest_key_and_the_traceback_in_error_txt(tmp_path):
     results = tmp_path / "results"
     finished = subprocess.run(

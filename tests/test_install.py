@@ -39,6 +39,7 @@ def test_the_optional_packages_are_refused_by_the_test_interpreter() -> None:
     assert result.returncode != 0 and "No module named 'pyarrow'" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_default_job_runs_without_the_optional_packages(tmp_path: Path) -> None:
     result = run_without_extras(
         "import runpy; runpy.run_module('dpbench', run_name='__main__')",
@@ -49,6 +50,7 @@ def test_the_default_job_runs_without_the_optional_packages(tmp_path: Path) -> N
     assert len(list(tmp_path.glob("runs/*/summary.json"))) == 1
 
 
+@pytest.mark.slow
 def test_every_module_outside_the_optional_features_imports_without_their_packages() -> None:
     script = """
 import importlib, pkgutil
@@ -95,6 +97,7 @@ for name, attempt in [
     assert "pip install 'dpbench[scatter]'" in lines["scatter"] and "kymatio" in lines["scatter"]
 
 
+@pytest.mark.slow
 def test_a_run_of_a_feature_without_its_extra_is_one_paragraph_naming_it(tmp_path: Path) -> None:
     result = run_without_extras(
         "import runpy; runpy.run_module('dpbench', run_name='__main__')",

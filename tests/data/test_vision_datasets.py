@@ -52,6 +52,7 @@ def _assert_standardized(features: torch.Tensor, std_tolerance: float) -> None:
     assert (per_channel.std(1) - 1).abs().max() < std_tolerance
 
 
+@pytest.mark.slow
 def test_mnist(mnist: DatasetSplits) -> None:
     assert (mnist.train_size, len(mnist.test_labels)) == (60000, 10000)
     assert mnist.input_shape == (1, 28, 28) and mnist.num_classes == 10
@@ -67,6 +68,7 @@ def test_fashion_mnist(fmnist: DatasetSplits) -> None:
     _assert_standardized(fmnist.train_features, std_tolerance=0.01)
 
 
+@pytest.mark.slow
 def test_cifar10_stand_in_loads_unverified(cifar10: DatasetSplits) -> None:
     assert (cifar10.train_size, len(cifar10.test_labels)) == (50000, 10000)
     assert cifar10.input_shape == (3, 32, 32) and cifar10.num_classes == 10

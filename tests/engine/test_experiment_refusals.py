@@ -41,6 +41,7 @@ class DigitsTiedClassifier(DigitsTanhCNN):
         return logits + F.linear(torch.tanh(F.linear(logits, weight.t())), weight)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "model, engine, message",
     [

@@ -115,6 +115,7 @@ def test_tied_weights_would_get_wrong_norms_and_are_refused():
     check_engine(FunctorchEngine(model, F.cross_entropy), model, x, y)  # exact: accepted
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "build, shape",
     [

@@ -8,6 +8,7 @@ import pytest
 from dpbench.training.experiment import run_experiment
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name", ["perlayer", "noise_decay", "momentum", "normalized", "perlayer_decay", "fixed_momentum"]
 )

@@ -25,6 +25,7 @@ def test_abadi_setting_matches_dp_accounting_rdp():
     assert 2.0 < primary < 3.5
 
 
+@pytest.mark.slow
 def test_heterogeneous_schedule_matches_dp_accounting_rdp():
     q = 512 / 60000
     multipliers = [0.8 + 1.2 * math.cos(math.pi * t / 300) ** 2 for t in range(300)]
@@ -92,6 +93,7 @@ def test_pld_and_prv_are_independent_implementations_that_agree():
         check_accountants_agree(ledger, 1e-5, accountant=accountant)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accountant", ["pld", "prv"])
 def test_calibration_spends_the_target_under_the_chosen_accountant(accountant):
     from dpbench.privacy.calibration import TrainingPlan, calibrate_noise_multiplier, planned_ledger

@@ -51,6 +51,7 @@ def test_a_seeded_release_can_be_denoised_from_the_seed_and_a_secure_one_cannot(
     assert recovered_clipped_sum(secure=True) > 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("secure", [False, True])
 def test_runs_record_their_noise_source_and_only_seeded_runs_repeat(make_config, tmp_path, secure):
     summaries = []

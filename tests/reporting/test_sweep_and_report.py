@@ -29,6 +29,7 @@ def sweep(tmp_path_factory, vision_data_root):
     return results, env, overrides
 
 
+@pytest.mark.slow
 def test_sweep_writes_one_finished_row_per_run(sweep):
     results, _, _ = sweep
     rows = pd.read_json(results / "results.jsonl", lines=True)
@@ -39,6 +40,7 @@ def test_sweep_writes_one_finished_row_per_run(sweep):
     assert all(0.99 * 3 <= e <= 3 for e in rows["epsilon"])
 
 
+@pytest.mark.slow
 def test_relaunching_a_sweep_skips_finished_runs(sweep):
     results, env, overrides = sweep
     again = dpbench("dpbench", "-m", *overrides, env=env)
@@ -47,6 +49,7 @@ def test_relaunching_a_sweep_skips_finished_runs(sweep):
     assert len(pd.read_json(results / "results.jsonl", lines=True)) == 8
 
 
+@pytest.mark.slow
 def test_report_tables_and_plots_match_the_runs(sweep, tmp_path):
     results, env, _ = sweep
     done = dpbench("dpbench.report", str(results), "--out", str(tmp_path), env=env)
@@ -66,6 +69,7 @@ def test_report_tables_and_plots_match_the_runs(sweep, tmp_path):
     assert "| 3 | fixed |" in (tmp_path / "leaderboard.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_failing_run_does_not_stop_the_sweep(tmp_path):
     results = tmp_path / "results"
     done = dpbench(
@@ -80,6 +84,7 @@ def test_a_failing_run_does_not_stop_the_sweep(tmp_path):
     assert "PrivacyConfigError" in (Path(failed["run_dir"]) / "error.txt").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_parallel_and_cluster_launchers_run_a_sweep(launcher, tmp_path):
     results = tmp_path / "results"

@@ -25,6 +25,7 @@ def search(tmp_path_factory):
     return overrides, directory
 
 
+@pytest.mark.slow
 def test_the_search_spends_the_target_with_tuning_included(search):
     _, directory = search
     result = json.loads((directory / "result.json").read_text())["released"]
@@ -43,6 +44,7 @@ def test_the_best_trial_is_the_best_noised_validation_score(search):
     assert json.loads((directory / "result.json").read_text())["released"]["trial"] == best["trial"]
 
 
+@pytest.mark.slow
 def test_a_relaunched_search_keeps_its_plan_and_finished_trials(search):
     overrides, directory = search
     plan = (directory / "search.json").read_text()

@@ -117,6 +117,7 @@ def test_a_release_round_trips_through_the_run_directory(rows, tmp_path):
     assert all(np.array_equal(again.categories[k], v) for k, v in expected.categories.items())
 
 
+@pytest.mark.slow
 def test_calibrated_samples_have_the_released_marginals(rows):
     """An untrained model's samples, once calibrated, have the corpus's shares, rates, compositions and
     value distributions (here the noiseless marginals, so the only error is sampling)."""

@@ -61,6 +61,7 @@ def test_every_table_device_is_a_known_device(small_corpus):
     assert orphans == 0
 
 
+@pytest.mark.slow
 def test_hardware_tables_overlap_in_a_small_core(tmp_path):
     # 104 of 1M devices are in all four tables, 8,943 in C0: at 100k devices about 10 and 894.
     simulate(100_000, tmp_path, seed=3)

@@ -22,6 +22,7 @@ def tiny_run(tmp_path_factory, tiny_run_overrides):
     return root / "run", summary
 
 
+@pytest.mark.slow
 def test_resynthesis_reproduces_the_runs_own_scores(tiny_run, tmp_path, capsys):
     run_dir, summary = tiny_run
     main(["synthesize", "--run", str(run_dir), "--out", str(tmp_path / "again")])
@@ -34,6 +35,7 @@ def test_resynthesis_reproduces_the_runs_own_scores(tiny_run, tmp_path, capsys):
     assert summary["utility"]["headline"] in out
 
 
+@pytest.mark.slow
 def test_another_seed_gives_other_tables(tiny_run, tmp_path, capsys):
     run_dir, _ = tiny_run
     main(["synthesize", "--run", str(run_dir), "--out", str(tmp_path / "a"), "--seed", "5"])

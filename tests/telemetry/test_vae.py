@@ -64,6 +64,7 @@ def test_samples_are_valid_wide_rows():
         assert torch.all(sample[sample[:, gate] == 0, column] == 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["vae", "vae_hurdle"])
 def test_private_run_writes_synthetic_tables_and_utility(model, tmp_path, monkeypatch):
     monkeypatch.setenv("DPBENCH_DATA_ROOT", str(tmp_path / "data"))
@@ -108,6 +109,7 @@ def test_value_spreads_are_learnable_from_any_start(rows):
         assert torch.all(decoded.grad[:, model.width + torch.tensor(network)] != 0), start
 
 
+@pytest.mark.slow
 def test_a_resumed_run_does_not_release_the_marginals_again(tmp_path, monkeypatch, run_killed_after_first_checkpoint,
                                                             tiny_run_overrides):
     monkeypatch.setenv("DPBENCH_DATA_ROOT", str(tmp_path / "data"))
@@ -123,6 +125,7 @@ def test_a_resumed_run_does_not_release_the_marginals_again(tmp_path, monkeypatc
     assert summary["epsilon"] <= 4.0 and summary["utility"]["matched_to_marginals"]
 
 
+@pytest.mark.slow
 def test_a_researcher_form_plugin_is_verified_with_the_release_in_its_ledger(tmp_path, monkeypatch, tiny_run_overrides):
     monkeypatch.setenv("DPBENCH_DATA_ROOT", str(tmp_path / "data"))
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

@@ -64,6 +64,7 @@ def test_zero_views_is_refused():
         AugmentationMultiplicity(FunctorchEngine(DigitsTanhCNN(), F.cross_entropy), random_crop_flip, views=0)
 
 
+@pytest.mark.slow
 def test_run_with_augmentation_multiplicity(make_config, tmp_path):
     overrides = ("+train.augmentation.views=2", "+train.augmentation.crop_padding=1", "+train.augmentation.flip=false")
     summary = run_experiment(make_config(*overrides), tmp_path / "run")

@@ -37,6 +37,7 @@ def test_run_writes_metrics_summary_and_results_row(make_config, tmp_path):
     assert table.loc[0, "final_accuracy"] == pytest.approx(summary["final_accuracy"], rel=1e-12)
 
 
+@pytest.mark.slow
 def test_same_seed_same_run_other_seed_other_run(make_config, tmp_path):
     first = run_experiment(make_config("seed=5"), tmp_path / "a")
     again = run_experiment(make_config("seed=5"), tmp_path / "b")
@@ -47,6 +48,7 @@ def test_same_seed_same_run_other_seed_other_run(make_config, tmp_path):
     assert not all(torch.equal(weights("a")[k], weights("c")[k]) for k in weights("a"))
 
 
+@pytest.mark.slow
 def test_kill_and_resume_reproduces_the_uninterrupted_run(make_config, tmp_path, run_killed_after_first_checkpoint):
     schedule = ("train.epochs=3", "train.lr_schedule=cosine", "train.warmup_epochs=1")  # the rate depends on the step
     straight = run_experiment(make_config(*schedule), tmp_path / "straight")
@@ -82,6 +84,7 @@ def test_a_run_resumes_after_its_results_folder_moved(make_config, tmp_path, run
     assert resumed["steps"] == 2 * round(1437 / 256)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kept", [0.0, 0.5], ids=["empty", "truncated"])
 def test_a_damaged_checkpoint_is_named_with_the_fix(make_config, tmp_path, run_killed_after_first_checkpoint, kept):
     run_killed_after_first_checkpoint(make_config(), tmp_path / "run")
@@ -95,10 +98,10 @@ def test_a_damaged_checkpoint_is_named_with_the_fix(make_config, tmp_path, run_k
 
 
 def test_wall_seconds_measure_the_whole_run_and_training_seconds_the_epochs(make_config, tmp_path, monkeypatch):
-    import dpbench.training.experiment as experiment
+    import dpbench.engine.choice as choice
 
-    real_check = experiment.check_engine
-    monkeypatch.setattr(experiment, "check_engine", lambda *a: (time.sleep(1.0), real_check(*a)))  # before training
+    real_check = choice.check_engine
+    monkeypatch.setattr(choice, "check_engine", lambda *a: (time.sleep(1.0), real_check(*a)))  # before training
     summary = run_experiment(make_config("train.epochs=1"), tmp_path / "run")
     assert 0 < summary["training_seconds"]
     assert summary["wall_seconds"] >= summary["training_seconds"] + 1.0

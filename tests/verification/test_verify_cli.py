@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 ZOO = Path(__file__).resolve().parent / "plugin_zoo.py"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "spec,verdict",
     [
@@ -45,6 +46,7 @@ def test_cli_adapts_a_structured_mechanism_and_takes_hyperparameters(capsys):
     assert capsys.readouterr().out.startswith("VERIFIED")
 
 
+@pytest.mark.slow
 def test_cli_runs_the_whole_schedule_so_a_late_shortfall_is_seen(capsys):
     """A noise schedule normalised to its mean looks right over a short run and is caught late in the
     default whole schedule (60 epochs, every epoch's first step probed)."""

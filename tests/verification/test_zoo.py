@@ -64,6 +64,7 @@ def factory_of(cls):
     return plugin_factory(cls, RUN)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls,verdict,reason,ratio", BROKEN, ids=[c.__name__ for c, *_ in BROKEN])
 def test_broken_plugin_is_flagged_for_its_reason(cls, verdict, reason, ratio):
     result = preflight(factory_of(cls), RUN, seed=0, name=cls.__name__)
@@ -77,6 +78,7 @@ def test_broken_plugin_is_flagged_for_its_reason(cls, verdict, reason, ratio):
     assert result.epsilon.verified.primary > result.epsilon.claimed.primary
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls", correct_factories(), ids=lambda c: c.__name__)
 def test_correct_plugin_is_verified_over_five_seeds(cls):
     for seed in range(5):
