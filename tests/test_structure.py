@@ -74,3 +74,25 @@ def test_the_scan_sees_every_form_of_import(source):
 @pytest.mark.parametrize("source", ["import dpbench.training", "from dpbench import telemetry_like", "from . import x"])
 def test_the_scan_does_not_flag_other_imports(source):
     assert not imports_the_workload(source, "dpbench.data")
+
+
+LOOP_AND_EXPERIMENT = ("dpbench/training/loop.py", "dpbench/training/experiment.py")
+
+
+def attribute_probes(source: str) -> list[str]:
+    """Every ``hasattr``/``getattr`` call in ``source``: how code asks an object what it happens to have."""
+    return [
+        f"{node.func.id}(...) on line {node.lineno}"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("hasattr", "getattr")
+    ]
+
+
+@pytest.mark.parametrize("path", LOOP_AND_EXPERIMENT)
+def test_the_loop_and_the_experiment_call_the_workload_interface_only(path):
+    """They call dpbench.workload.Workload's methods; asking a workload or model what it has would bypass it."""
+    assert attribute_probes((REPO / path).read_text()) == []
+
+
+def test_the_probe_scan_sees_hasattr_and_getattr():
+    assert len(attribute_probes("if hasattr(data, 'utility'):\n    f(getattr(model, 'loss', None))")) == 2
