@@ -21,6 +21,7 @@ from dpbench.telemetry.decoder import write_tables
 from dpbench.telemetry.marginals import Marginals
 from dpbench.telemetry.query_runner import run_queries, write_results
 from dpbench.telemetry.scoring import QueryScore, headline, score_answers, summary_table
+from dpbench.telemetry.stage_memory import stage
 from dpbench.telemetry.wide_table import decode_columns
 from dpbench.telemetry.workload import WORKLOAD
 
@@ -37,10 +38,12 @@ def synthesize(model: torch.nn.Module, n_devices: int, out_dir: Path | str, seed
     is matched to them first (:mod:`.marginals`).
     """
     generator = torch.Generator().manual_seed(seed)
-    if marginals is not None and hasattr(model, "match_marginals"):
-        model.match_marginals(marginals, MATCHING_ROWS, generator)
-    decoded = decode_columns(model.sample(n_devices, generator).numpy())
-    return write_tables(decoded, out_dir, np.random.default_rng([seed, 7]))
+    with stage("sample synthetic devices"):
+        if marginals is not None and hasattr(model, "match_marginals"):
+            model.match_marginals(marginals, MATCHING_ROWS, generator)
+        features = model.sample(n_devices, generator).numpy()
+    with stage("decode and write synthetic tables"):
+        return write_tables(decode_columns(features), out_dir, np.random.default_rng([seed, 7]))
 
 
 def score_tables(reference_dir: Path | str, candidate_dir: Path | str) -> list[QueryScore]:
@@ -50,7 +53,8 @@ def score_tables(reference_dir: Path | str, candidate_dir: Path | str) -> list[Q
 
 def score_candidate_answers(reference_dir: Path | str, answers: dict[str, pd.DataFrame]) -> list[QueryScore]:
     """Score already computed candidate ``answers`` against the queries on ``reference_dir``."""
-    references = run_queries(reference_dir, WORKLOAD)
+    with stage("queries on the input tables"):
+        references = run_queries(reference_dir, WORKLOAD)
     scores = score_answers(references, answers, WORKLOAD)
     for score in scores:
         if references[score.query] is not None and references[score.query].empty:
@@ -79,7 +83,8 @@ def synthesize_and_score(model: torch.nn.Module, n_devices: int, reference_dir: 
     out_dir = Path(out_dir)
     started = time.perf_counter()
     rows = synthesize(model, n_devices, out_dir / "tables", seed, marginals)
-    answers = run_queries(out_dir / "tables", WORKLOAD, allow_empty=True)
+    with stage("queries on the synthetic tables"):
+        answers = run_queries(out_dir / "tables", WORKLOAD, allow_empty=True)
     scores = score_candidate_answers(reference_dir, answers)
     summary_table(scores).to_csv(out_dir / "scores.csv", index=False)
     write_results(answers, out_dir / "answers")

@@ -25,6 +25,7 @@ import pandas as pd
 from dpbench.telemetry import world
 from dpbench.telemetry.browsing import BROWSERS, CATEGORIES
 from dpbench.telemetry.population import CHASSIS, COUNTRIES, OPERATING_SYSTEMS, PERSONAS, RAM_SIZES_GB, VENDORS
+from dpbench.telemetry.stage_memory import stage
 from dpbench.telemetry.workload import WORKLOAD
 
 OTHER = "Other"
@@ -194,6 +195,11 @@ class WideTable:
 def build_wide_table(tables_dir: Path | str, layout: WideLayout = WIDE_LAYOUT) -> WideTable:
     """One wide row per sysinfo device of a directory of reporting tables (read by :func:`.corpus.open_corpus`:
     a missing optional table leaves its block empty, i.e. no device is present in it)."""
+    with stage("wide table"):
+        return _build(tables_dir, layout)
+
+
+def _build(tables_dir: Path | str, layout: WideLayout) -> WideTable:
     from dpbench.telemetry.query_runner import connect  # DuckDB only when a corpus is read
     con = connect(tables_dir, WORKLOAD)
     try:
