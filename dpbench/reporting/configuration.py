@@ -25,6 +25,12 @@ EXECUTION_PREFIXES = ("paths.",)
 MECHANISM_CLASS = "mechanism_class"
 MECHANISM_PREFIX = "mechanism."
 TARGET_EPSILON = "privacy.target_epsilon"
+# A tuned result's configuration also holds how it was tuned (``tuning``) and, for a private search's released
+# model, which search released it (``tuning.search``): one search's result never shares a row with another's.
+TUNING = "tuning"
+SEARCH = "tuning.search"
+# Keys that identify one search's trial rather than the settings two tuned results are compared under.
+PER_SEARCH_KEYS = frozenset({"tune.trial", "tune.seed", "tune.space", SEARCH})
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -62,6 +68,13 @@ def config_id(flat: Mapping[str, Any], without: Iterable[str] = ()) -> str:
     }
     text = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def confounding_keys(configs: Iterable[Mapping[str, Any]], free: Iterable[str] = ()) -> list[str]:
+    """Keys outside the mechanism group and outside ``free`` whose values differ between ``configs``: what a
+    comparison of their mechanisms would also compare (``free``: the hyper-parameters tuning chose)."""
+    free = set(free)
+    return [key for key in differing_keys(configs) if not is_mechanism_key(key) and key not in free]
 
 
 def differing_keys(configs: Iterable[Mapping[str, Any]]) -> list[str]:

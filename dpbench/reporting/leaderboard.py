@@ -6,6 +6,12 @@ learning rate or mechanism class never share a row. Every mechanism row is teste
 (Welch's t-test and a bootstrap confidence interval of the difference in means) only when the two configs are
 identical outside the mechanism group; a table whose rows differ in anything else says which keys.
 Claimed gains that vanish under seed variance show up here as wide intervals and large p-values.
+
+How a result was tuned (:mod:`dpbench.search.tuning_record`) splits the tables: untuned runs, models released
+by a private search (one row per search; ε is the whole search's, tuning included), runs at hyper-parameters
+chosen on a public proxy. A row is compared only with a baseline tuned the same way (for tuned rows the
+hyper-parameters each side's search chose may differ, nothing else); a tuned row is never compared with an
+untuned one.
 """
 
 from __future__ import annotations
@@ -17,14 +23,22 @@ import pandas as pd
 from omegaconf import OmegaConf
 from scipy import stats
 
-from dpbench.reporting.configuration import describe, differing_keys, is_mechanism_key
+from dpbench.reporting.configuration import (
+    PER_SEARCH_KEYS,
+    confounding_keys,
+    describe,
+    differing_keys,
+    is_mechanism_key,
+)
+from dpbench.search.tuning_record import PRIVATE_SEARCH, PUBLIC_PROXY, UNTUNED
 from dpbench.training.plugin_loader import BUILTIN_CONFIGS
 
 MECHANISM_TARGET = "mechanism._target_"
 
-TABLE = ["dataset", "target_epsilon"]
+TABLE = ["dataset", "target_epsilon", "tuning"]
 GROUP = TABLE + ["mechanism", "config_id"]
 NOT_AVAILABLE = "n/a"
+TRIAL_LAWS = {0.0: "logarithmic", 1.0: "geometric", math.inf: "Poisson"}
 
 
 def leaderboard(results: pd.DataFrame) -> pd.DataFrame:
@@ -43,21 +57,37 @@ def leaderboard(results: pd.DataFrame) -> pd.DataFrame:
             wall_seconds=("wall_seconds", "mean"),
             mechanism_class=("mechanism_class", "first"),
             context_id=("context_id", "first"),
+            tuned_on=("tuned_on", "first"),
+            search_id=("search_id", "first"),
+            trials_mean=("trials_mean", "first"),
+            trials_shape=("trials_shape", "first"),
+            trials_run=("trials_run", "first"),
+            epsilon_trial=("epsilon_trial", "max"),
         )
         .reset_index()
     )
     described = _distinctions(results)
     board["differs"] = [described[tuple(key)] for key in board[GROUP].itertuples(index=False)]
-    return board.sort_values(TABLE + ["accuracy_mean"], ascending=[True, True, False], ignore_index=True)
+    chosen = {(row["config_id"]): describe(row["config"], _searched(row)) for _, row in results.iterrows()}
+    board["chosen"] = [chosen[config] if tuning != UNTUNED else "" for config, tuning
+                       in zip(board["config_id"], board["tuning"])]
+    return board.sort_values(TABLE + ["accuracy_mean"], ascending=[True, True, True, False], ignore_index=True)
 
 
 def confounders(results: pd.DataFrame) -> dict[tuple, list[str]]:
-    """Per dataset/ε table: the config keys outside the mechanism group whose values differ between its rows.
-    Non-empty means the table compares more than mechanisms."""
-    return {
-        table: [key for key in differing_keys(_configs(runs).values()) if not is_mechanism_key(key)]
-        for table, runs in results.groupby(TABLE)
-    }
+    """Per table (dataset, ε, how tuned): the config keys outside the mechanism group, and outside what tuning
+    chose, whose values differ between its rows. Non-empty means the table compares more than mechanisms."""
+    return {table: confounding_keys(_configs(runs).values(), _free_keys(runs)) for table, runs in results.groupby(TABLE)}
+
+
+def comparable(run: pd.Series, baseline: pd.Series) -> bool:
+    """Whether two runs may be compared as mechanisms: tuned the same way (untuned, private search, public proxy
+    on the same dataset), at the same target ε, and with configs identical outside the mechanism group and the
+    hyper-parameters that either side's tuning chose."""
+    if run["tuning"] != baseline["tuning"] or run["target_epsilon"] != baseline["target_epsilon"]:
+        return False
+    free = _free_keys(pd.DataFrame([run, baseline]))
+    return not confounding_keys([run["config"], baseline["config"]], free)
 
 
 def compare_to_baseline(
@@ -72,11 +102,11 @@ def compare_to_baseline(
     builtin = _builtin_target(baseline)
     is_baseline = (results["mechanism"] == baseline) & results["config"].map(
         lambda config: builtin is None or config.get(MECHANISM_TARGET, builtin) == builtin)
-    for (dataset, target), group in results.groupby(TABLE):
+    for (dataset, target, tuning), group in results.groupby(TABLE):
         references = group[is_baseline[group.index]].groupby("config_id")
         for (mechanism, config), runs in group[~is_baseline[group.index]].groupby(["mechanism", "config_id"]):
             for baseline_config, reference_runs in references:
-                if reference_runs["context_id"].iloc[0] != runs["context_id"].iloc[0]:
+                if not comparable(runs.iloc[0], reference_runs.iloc[0]):
                     continue
                 values = runs["final_accuracy"].dropna().to_numpy()
                 reference = reference_runs["final_accuracy"].dropna().to_numpy()
@@ -89,44 +119,132 @@ def compare_to_baseline(
                             - rng.choice(reference, (resamples, len(reference))).mean(1))
                     low, high = np.quantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2])
                 rows.append({
-                    "dataset": dataset, "target_epsilon": target, "mechanism": mechanism, "config_id": config,
-                    "baseline": baseline, "baseline_config_id": baseline_config,
+                    "dataset": dataset, "target_epsilon": target, "tuning": tuning, "mechanism": mechanism,
+                    "config_id": config, "baseline": baseline, "baseline_config_id": baseline_config,
+                    "baseline_tuning": reference_runs["tuning"].iloc[0],
                     "difference": values.mean() - reference.mean(), "ci_low": float(low), "ci_high": float(high),
                     "welch_p_value": p_value, "n_runs": len(values), "baseline_n_runs": len(reference),
                 })
-    columns = ["dataset", "target_epsilon", "mechanism", "config_id", "baseline", "baseline_config_id", "difference",
-               "ci_low", "ci_high", "welch_p_value", "n_runs", "baseline_n_runs"]
+    columns = ["dataset", "target_epsilon", "tuning", "mechanism", "config_id", "baseline", "baseline_config_id",
+               "baseline_tuning", "difference", "ci_low", "ci_high", "welch_p_value", "n_runs", "baseline_n_runs"]
     return pd.DataFrame(rows, columns=columns)
 
 
+HEADINGS = {
+    UNTUNED: "{dataset}, ε target {target:g}, untuned (every run at the hyper-parameters it was given)",
+    PRIVATE_SEARCH: "{dataset}, ε {target:g} in total, tuning included: tuned by a private search on {dataset}",
+    PUBLIC_PROXY: "{dataset}, ε target {target:g}, tuned on a public proxy (no tuning cost charged to {dataset})",
+}
+
+
 def to_markdown(board: pd.DataFrame, comparisons: pd.DataFrame, notes: dict[tuple, list[str]],
-                baseline: str = "fixed") -> str:
-    """Human-readable tables, one per dataset and target ε: accuracy as mean ± std (%), runs averaged, and a
-    note when the rows differ in more than the mechanism."""
+                baseline: str = "fixed", show_trial_count: bool = False) -> str:
+    """Human-readable tables, one per dataset, target ε and way of tuning: accuracy as mean ± std (%), runs
+    averaged, and a note when the rows differ in more than the mechanism. A tuned table says how each row was
+    tuned, the hyper-parameters chosen, K and the ε of the whole search; K itself (the operator's secret) only
+    with ``show_trial_count``, else its law."""
     lines = []
-    for (dataset, target), rows in board.groupby(TABLE, sort=True):
-        lines += [f"### {dataset}, ε target {target:g}", ""]
-        if notes.get((dataset, target)):
+    tunings = board.groupby(["dataset", "target_epsilon"])["tuning"].agg(set)
+    for (dataset, target, tuning), rows in board.groupby(TABLE, sort=True):
+        lines += [f"### {HEADINGS[tuning].format(dataset=dataset, target=target)}", ""]
+        if tuning != UNTUNED:
             lines += [
-                f"> **Note:** these rows differ in more than the mechanism: {', '.join(notes[(dataset, target)])}. "
-                f"Δ vs {baseline} pairs a row only with a {baseline} row whose configuration is otherwise identical; "
-                "rows without one show –.",
+                (f"> Δ vs {baseline} compares a row only with a {baseline} row tuned the same way ({tuning}"
+                 f"{' on the same public dataset' if tuning == PUBLIC_PROXY else ''}) whose configuration differs "
+                 "in nothing but the mechanism and the hyper-parameters each search chose; never with an untuned "
+                 "run."),
                 "",
             ]
-        lines += [
-            "| ε target | mechanism | config | differs | test accuracy (%) | n runs | ε spent | verdict "
-            f"| wall time (s) | Δ vs {baseline} (95% CI) | Welch p |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
+        elif len(tunings[(dataset, target)]) > 1:
+            lines += [("> Tuned results at this ε are in their own tables: an untuned row is never compared with a "
+                       "tuned one."), ""]
+        if notes.get((dataset, target, tuning)):
+            lines += [
+                (f"> **Note:** these rows differ in more than the mechanism: {', '.join(notes[(dataset, target, tuning)])}"
+                 f". Δ vs {baseline} pairs a row only with a {baseline} row whose configuration is otherwise identical; "
+                 "rows without one show –."),
+                "",
+            ]
+        columns = _columns(tuning, baseline, show_trial_count)
+        lines += ["| " + " | ".join(header for header, _ in columns) + " |", "|" + "---|" * len(columns)]
         for _, row in rows.iterrows():
-            delta, p = _comparison_cells(comparisons, row)
-            lines.append(
-                f"| {row['target_epsilon']:g} | {row['mechanism']} | {row['config_id']} | {row['differs'] or '–'} "
-                f"| {_percent(row['accuracy_mean'])} ± {_percent(row['accuracy_std'])} | {row['n_runs']} "
-                f"| {row['epsilon_spent']:.3f} | {row['verdict']} | {row['wall_seconds']:.0f} | {delta} | {p} |"
-            )
+            cells = {"comparison": _comparison_cells(comparisons, row)}
+            lines.append("| " + " | ".join(cell(row, cells) for _, cell in columns) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _columns(tuning: str, baseline: str, show_trial_count: bool) -> list[tuple[str, object]]:
+    """(header, cell function) per column of a table of rows tuned this way."""
+    common_head = [
+        ("ε target", lambda row, _: f"{row['target_epsilon']:g}"),
+        ("mechanism", lambda row, _: row["mechanism"]),
+        ("config", lambda row, _: row["config_id"]),
+        ("differs", lambda row, _: row["differs"] or "–"),
+    ]
+    accuracy = [
+        ("test accuracy (%)", lambda row, _: f"{_percent(row['accuracy_mean'])} ± {_percent(row['accuracy_std'])}"),
+        ("n runs", lambda row, _: str(row["n_runs"])),
+    ]
+    common_tail = [
+        ("verdict", lambda row, _: row["verdict"]),
+        ("wall time (s)", lambda row, _: f"{row['wall_seconds']:.0f}"),
+        (f"Δ vs {baseline} (95% CI)", lambda _, cells: cells["comparison"][0]),
+        ("Welch p", lambda _, cells: cells["comparison"][1]),
+    ]
+    if tuning == UNTUNED:
+        return [*common_head, *accuracy, ("ε spent", lambda row, _: _epsilon(row["epsilon_spent"])), *common_tail]
+    tuned = [
+        ("tuned", lambda row, _: _tuned_on(row)),
+        ("chosen", lambda row, _: row["chosen"] or "–"),
+    ]
+    if tuning == PRIVATE_SEARCH:
+        spent = [
+            ("K", lambda row, _: _trial_count(row, show_trial_count)),
+            ("ε spent, tuning included", lambda row, _: _epsilon(row["epsilon_spent"])),
+            ("ε per trial", lambda row, _: _epsilon(row["epsilon_trial"])),
+        ]
+    else:
+        spent = [
+            ("K", lambda row, _: _trial_count(row, show_trial_count)),
+            ("ε spent (tuning: none charged)", lambda row, _: _epsilon(row["epsilon_spent"])),
+        ]
+    return [*common_head[:2], *tuned, *common_head[2:], *accuracy, *spent, *common_tail]
+
+
+def _tuned_on(row: pd.Series) -> str:
+    if row["tuning"] == PRIVATE_SEARCH:
+        return f"private search on {row['tuned_on']}"
+    return f"public proxy: {row['tuned_on']}"
+
+
+def _trial_count(row: pd.Series, show: bool) -> str:
+    """K for a public proxy (public); for a private search its law, and K itself only in the operator's view."""
+    if row["tuning"] == PUBLIC_PROXY:
+        return NOT_AVAILABLE if pd.isna(row["trials_run"]) else f"{int(row['trials_run'])}"
+    shape, mean = float(row["trials_shape"]), float(row["trials_mean"])
+    law = f"{TRIAL_LAWS.get(shape, f'negative binomial η={shape:g}')}, mean {mean:g}"
+    if show and not pd.isna(row["trials_run"]):
+        return f"{int(row['trials_run'])} (operator only; {law})"
+    return f"secret ({law})"
+
+
+def _epsilon(value: float) -> str:
+    return "unbounded" if value is None or pd.isna(value) or math.isinf(value) else f"{value:.3f}"
+
+
+def _searched(row: pd.Series) -> list[str]:
+    searched = row.get("searched")
+    return list(searched) if isinstance(searched, (list, tuple)) else []
+
+
+def _free_keys(runs: pd.DataFrame) -> set[str]:
+    """What tuning chose in these runs (their searched keys) and what identifies a search's trial: free to
+    differ between tuned rows that are compared. Nothing for untuned runs."""
+    tuned = runs[runs["tuning"] != UNTUNED]
+    if tuned.empty:
+        return set()
+    return set(PER_SEARCH_KEYS).union(*(_searched(row) for _, row in tuned.iterrows()))
 
 
 def _builtin_target(mechanism: str) -> str | None:
@@ -140,23 +258,24 @@ def _configs(runs: pd.DataFrame) -> dict[str, dict]:
 
 
 def _distinctions(results: pd.DataFrame) -> dict[tuple, str]:
-    """Per configuration: its values of the keys that differ within its table, mechanism keys counted only
-    where rows of the same mechanism differ in them (a my.Class run beside the real ``fixed``)."""
+    """Per configuration: its values of the keys that differ within its table (less what tuning chose), mechanism
+    keys counted only where rows of the same mechanism differ in them (a my.Class run beside the real ``fixed``)."""
     described = {}
     for table, runs in results.groupby(TABLE):
         configs = _configs(runs)
-        shared = [key for key in differing_keys(configs.values()) if not is_mechanism_key(key)]
+        free = _free_keys(runs)
+        shared = confounding_keys(configs.values(), free)
         for mechanism, own in runs.groupby("mechanism"):
             own_configs = _configs(own)
-            keys = shared + [key for key in differing_keys(own_configs.values()) if is_mechanism_key(key)]
+            keys = shared + [key for key in differing_keys(own_configs.values())
+                             if is_mechanism_key(key) and key not in free]
             for config, values in own_configs.items():
                 described[(*table, mechanism, config)] = describe(values, keys)
     return described
 
 
 def _comparison_cells(comparisons: pd.DataFrame, row: pd.Series) -> tuple[str, str]:
-    keys = TABLE + ["mechanism", "config_id"]
-    match = comparisons[(comparisons[keys] == row[keys]).all(axis=1)]
+    match = comparisons[(comparisons[GROUP] == row[GROUP]).all(axis=1)]
     if match.empty:
         return "–", "–"
     several = len(match) > 1

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import OmegaConf
 
-from dpbench.reporting.configuration import MECHANISM_CLASS, TARGET_EPSILON, config_id, defining, flatten
+from dpbench.reporting.configuration import (
+    MECHANISM_CLASS,
+    SEARCH,
+    TARGET_EPSILON,
+    TUNING,
+    config_id,
+    defining,
+    flatten,
+)
 from dpbench.reporting.run_files import RunFiles
+from dpbench.search.tuning_record import PRIVATE_SEARCH, UNTUNED
 
 RUN_KEYS = ["dataset", "mechanism", "target_epsilon", "seed", "config_id", "sweep_id"]
 # Columns of a results row that stand in for the config when a run directory no longer holds one.
@@ -19,6 +29,11 @@ ROW_CONFIG_KEYS = {
     "target_epsilon": TARGET_EPSILON, "delta": "privacy.target_delta", "epochs": "train.epochs", "lr": "train.lr",
     "expected_batch_size": "train.batch_size",
 }
+
+
+# How a result was tuned (dpbench/search/tuning_record.py); absent (None, "untuned") for an untuned run.
+TUNING_COLUMNS = ["tuning", "tuned_on", "search_id", "searched", "trials_mean", "trials_shape", "trials_run",
+                  "epsilon_trial"]
 
 
 class NoResultsError(FileNotFoundError):
@@ -41,17 +56,37 @@ def load_results(results_dir: Path) -> pd.DataFrame:
     if "audit" in rows:  # audited runs train on canaries too: a different dataset, not a benchmark entry
         rows = rows[rows["audit"].isna()]
     rows = rows.drop_duplicates(subset="run_dir", keep="last").reset_index(drop=True)
+    rows = _without_search_trials(rows, table)
+    rows = rows.assign(**{column: rows.get(column, None) for column in TUNING_COLUMNS})
+    rows["tuning"] = rows["tuning"].fillna(UNTUNED)
     # Rows written before the verdict was recorded: a structured run's noise is the kernel's own.
     kernel_verdict = rows["contract"].map({"structured": "VERIFIED"})
     rows["verdict"] = rows["verdict"].fillna(kernel_verdict) if "verdict" in rows else kernel_verdict
     return with_configuration(rows)
 
 
+def _without_search_trials(rows: pd.DataFrame, table: Path) -> pd.DataFrame:
+    """The rows less a search's trials: only the model a search selected may be published (its row, written
+    by the search into the results table it was started with, has ``tuning``); the trials' rows live in the
+    search's own directory, with K, and are the operator's."""
+    if "trial" not in rows:
+        return rows
+    tuned = rows["tuning"] == PRIVATE_SEARCH if "tuning" in rows else False
+    released = rows[rows["trial"].isna() | tuned].reset_index(drop=True)
+    if released.empty:
+        raise NoResultsError(
+            f"{table} holds only the trials of a search, which are not for publication (their number and scores "
+            "would void the tuning bound): report the results folder the search was started with, where it "
+            "wrote the row of the model it selected"
+        )
+    return released
+
+
 def with_configuration(rows: pd.DataFrame) -> pd.DataFrame:
     """Adds each run's defining config (``config``, flat dotted keys) and its ids: ``config_id`` (everything but
     the seed and execution-only keys), ``context_id`` (the same without the mechanism group: runs a mechanism
     comparison may pair) and ``sweep_id`` (without the target ε: points of one ε sweep)."""
-    configs = [run_configuration(row) for _, row in rows.iterrows()]
+    configs = [run_configuration(row) | _tuning_identity(row) for _, row in rows.iterrows()]
     rows = rows.assign(config=configs)
     rows[MECHANISM_CLASS] = [config.get(MECHANISM_CLASS) for config in configs]
     rows["config_id"] = [config_id(config) for config in configs]
@@ -77,9 +112,19 @@ def run_configuration(row: pd.Series) -> dict:
     return defining(config)
 
 
+def _tuning_identity(row: pd.Series) -> dict:
+    """How a tuned result was tuned, and by which search: part of its configuration (nothing for an untuned run,
+    whose config id stays what it was)."""
+    tuning = _plain(row.get("tuning"))
+    if tuning in (None, UNTUNED):
+        return {}
+    search = _plain(row.get("search_id"))
+    return {TUNING: tuning} | ({SEARCH: search} if search is not None else {})
+
+
 def _plain(value):
     """A pandas cell as a JSON value: NaN (absent) becomes None, numpy scalars Python ones."""
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     return value.item() if hasattr(value, "item") else value
 

@@ -9,13 +9,23 @@ launched again resumes with the same trials), runs the trials as one Hydra multi
 configured launcher (basic, joblib, submitit), each calibrated so that the whole search spends
 ``privacy.target_epsilon``, and selects the trial with the best noised validation score. The result
 (``result.json`` beside the plan) names the trial, its test accuracy and the search's epsilon; only
-the selected trial may be published, and K never.
+the selected trial may be published, and K never. The selected model's row is appended to
+``<results>/results.jsonl`` as a tuned result (:mod:`dpbench.search.tuning_record`), where
+``python -m dpbench.report`` shows it with the search's epsilon, tuning included.
+
+Public-proxy tuning (``tune=public tune.tuned_on=DATASET``) runs ``tune.trials`` trials on that public
+dataset instead, each one run at the target, then applies the best trial's hyper-parameters to the private
+dataset in one ordinary run (``<results>/runs/public_proxy,<overrides>``), whose summary records
+``tuned_on``: no tuning cost is charged to the private data.
+
+    python -m dpbench.search tune=public tune.tuned_on=mnist_scattering dataset=fmnist_scattering
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,9 +36,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from dpbench.privacy.noise import entropy_seed
 from dpbench.privacy.tuning import TrialCount
+from dpbench.reporting.run_files import RunFiles, append_result_row
 from dpbench.search.plan import TRIAL_GROUP, SearchPlan, draw_plan
 from dpbench.search.selection import RESULT_FILE, select_best
 from dpbench.search.space import SearchSpaceError, load_space
+from dpbench.search.tuning_record import private_search_row
+from dpbench.training.run_summary import result_row
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 LAUNCHER_PREFIXES = ("hydra/launcher=", "hydra.launcher.")
@@ -41,29 +54,66 @@ class SearchDirectoryError(RuntimeError):
 
 
 EXECUTION_PREFIXES = ("paths.", "progress=", "device=", "resume=", "overwrite=")
+TUNE_PRESET = re.compile(r"^\+?tune=(?P<preset>\w+)$")
+DATASET = re.compile(r"^\+?dataset=")
+PRIVATE, PUBLIC = "private", "public"
 
 
-def search_name(overrides: list[str]) -> str:
-    """The search's directory name: its overrides, less those that change only how it runs."""
-    defining = sorted(o for o in overrides if not o.startswith(EXECUTION_PREFIXES))
+def search_name(overrides: list[str], preset: str = PRIVATE) -> str:
+    """The search's directory name: its overrides (and a public proxy's preset), less those that change only how
+    it runs."""
+    named = overrides if preset == PRIVATE else [f"tune={preset}", *overrides]
+    defining = sorted(o for o in named if not o.startswith(EXECUTION_PREFIXES))
     return ",".join(defining).replace("/", "_") or "default"
 
 
-def compose_base(overrides: list[str]) -> DictConfig:
+def split_preset(arguments: list[str]) -> tuple[str, list[str]]:
+    """The conf/tune/ preset named by ``tune=NAME`` (private unless given) and the other arguments."""
+    presets = [match["preset"] for match in map(TUNE_PRESET.match, arguments) if match]
+    if len(presets) > 1 or presets and presets[0] not in (PRIVATE, PUBLIC):
+        raise ValueError(f"give at most one of tune=private (the default) or tune=public, got tune={presets}")
+    return (presets[0] if presets else PRIVATE), [a for a in arguments if not TUNE_PRESET.match(a)]
+
+
+def compose_base(overrides: list[str], preset: str = PRIVATE) -> DictConfig:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=["+tune=private", *overrides])
+        return compose("config", overrides=[f"+tune={preset}", *overrides])
 
 
-def plan_search(cfg: DictConfig, overrides: list[str], directory: Path) -> SearchPlan:
+def proxy_overrides(overrides: list[str], tuned_on: str) -> list[str]:
+    """The overrides of a public proxy's trials: the private run's, on the public dataset instead."""
+    return [o for o in overrides if not DATASET.match(o)] + [f"dataset={tuned_on}"]
+
+
+def check_proxy(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The trials' base config of a public proxy; refused if the public dataset is the private one."""
+    tuned_on = cfg.tune.get("tuned_on")
+    if OmegaConf.is_missing(cfg.tune, "tuned_on") or tuned_on is None:
+        raise ValueError("tune=public needs the public dataset to tune on: tune.tuned_on=NAME (a conf/dataset/ name)")
+    public = compose_base(proxy_overrides(overrides, str(tuned_on)), PUBLIC)
+    if public.dataset.name == cfg.dataset.name:
+        raise ValueError(
+            f"tune.tuned_on={tuned_on} reads the same data ({public.dataset.name}) as the private run: tuning on it "
+            "would charge no cost for tuning on private data. Name a public dataset, or run a private search "
+            "(drop tune=public)"
+        )
+    return public
+
+
+def plan_search(cfg: DictConfig, overrides: list[str], directory: Path, preset: str = PRIVATE) -> SearchPlan:
     """The kept plan, or a new one drawn now (from OS entropy unless ``tune.seed`` is set)."""
     plan = SearchPlan.load(directory)
     if plan is not None:
-        if plan.base_overrides != overrides:
+        if plan.base_overrides != overrides or plan.tune != preset:
             raise SearchDirectoryError(
                 f"{directory} holds a search planned for {plan.base_overrides}, not {overrides}; a plan is never "
                 "re-drawn (that would void the tuning bound): use another paths.results"
             )
         return plan
+    tuned_on = None
+    if preset == PUBLIC:
+        tuned_on = str(cfg.tune.tuned_on)
+        cfg = check_proxy(cfg, overrides)
     tune = cfg.tune
     space = load_space(str(tune.space))
     fixed_by_hand = sorted({o.split("=", 1)[0].lstrip("+~") for o in overrides} & {d.key for d in space.dimensions})
@@ -74,9 +124,12 @@ def plan_search(cfg: DictConfig, overrides: list[str], directory: Path) -> Searc
         )
     base_values = {d.key: OmegaConf.select(cfg, d.key) for d in space.dimensions}
     seed = entropy_seed() if tune.seed is None else int(tune.seed)
-    law = TrialCount(float(tune.trials_mean), float(tune.trials_shape))
+    law = TrialCount(float(tune.trials_mean), float(tune.trials_shape)) if tuned_on is None else TrialCount(
+        float(tune.trials))
     rng = np.random.default_rng(seed)
-    plan = draw_plan(space, base_values, law, rng, overrides, int(cfg.train.batch_size), int(cfg.train.epochs))
+    plan = draw_plan(
+        space, base_values, law, rng, overrides, int(cfg.train.batch_size), int(cfg.train.epochs), tuned_on
+    )
     plan.save(directory)
     return plan
 
@@ -84,29 +137,70 @@ def plan_search(cfg: DictConfig, overrides: list[str], directory: Path) -> Searc
 def trial_command(plan: SearchPlan, directory: Path, launcher: list[str]) -> list[str]:
     """One Hydra multirun over the trials' config files, through the configured launcher."""
     ids = ",".join(plan.trial_id(i) for i in range(plan.count))
+    if plan.tune == PUBLIC:
+        base = proxy_overrides(plan.base_overrides, str(plan.tuned_on))
+    else:
+        base = [*plan.base_overrides, f"tune.reference_batch_size={plan.reference_batch_size}",
+                f"tune.reference_epochs={plan.reference_epochs}"]
     return [
         sys.executable, "-m", "dpbench", "-m",
-        "+tune=private",
+        f"+tune={plan.tune}",
         f"+{TRIAL_GROUP}={ids}",  # after tune: a trial's file sets tune.trial
         f"hydra.searchpath=['file://{directory / 'configs'}']",
-        *plan.base_overrides,
-        f"tune.reference_batch_size={plan.reference_batch_size}",
-        f"tune.reference_epochs={plan.reference_epochs}",
+        *base,
         f"paths.results='{directory}'",
         "resume=true",
         *launcher,
     ]
 
 
+def apply_command(plan: SearchPlan, chosen: dict, run_dir: Path) -> list[str]:
+    """The private run of a public proxy: the search's overrides (the private dataset) and the chosen values."""
+    return [
+        sys.executable, "-m", "dpbench", f"+tune={PUBLIC}", *plan.base_overrides,
+        *(f"{key}={json.dumps(value)}" for key, value in chosen.items()),
+        f"hydra.run.dir='{run_dir}'", "resume=true",
+    ]
+
+
+def record_private_search(result: dict, plan: SearchPlan, directory: Path, results: Path) -> None:
+    """Appends the selected model's row, as a tuned result with the search's epsilon, to the results table."""
+    best = result["released"]
+    summary = RunFiles(Path(best["run_dir"])).read_summary()
+    row = private_search_row(result_row(summary), directory.name, list(best["overrides"]), plan.count,
+                             result["trials_finished"])
+    append_result_row(results / "results.jsonl", row)
+
+
+def apply_public_choice(result: dict, plan: SearchPlan, directory: Path, results: Path) -> int:
+    """Runs the public proxy's choice on the private data; adds the run to ``result``."""
+    run_dir = results / "runs" / f"public_proxy,{directory.name}"
+    done = subprocess.run(apply_command(plan, result["released"]["overrides"], run_dir), check=False)
+    files = RunFiles(run_dir)
+    if done.returncode != 0 or not files.summary.exists():
+        log.error("the private run of the chosen hyper-parameters failed; see %s", run_dir)
+        return 1
+    summary = files.read_summary()
+    result["applied"] = {key: summary.get(key) for key in ("run_dir", "dataset", "final_accuracy", "epsilon",
+                                                           "tuned_on", "tuning_cost")}
+    log.info(
+        "applied to %s: test accuracy %.2f%% | epsilon %.4g (the run's own; tuning on %s: no cost charged to %s)",
+        summary["dataset"], 100 * summary["final_accuracy"], summary["epsilon"], plan.tuned_on, summary["dataset"],
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     arguments = list(sys.argv[1:] if argv is None else argv)
     launcher = [a for a in arguments if a.startswith(LAUNCHER_PREFIXES)]
-    overrides = [a for a in arguments if a not in launcher and not a.startswith(PINNED_TUNE_KEYS)]
     try:
-        cfg = compose_base(overrides)
-        directory = Path(cfg.paths.results) / "searches" / search_name(overrides)
-        plan = plan_search(cfg, overrides, directory)
+        preset, arguments = split_preset(arguments)
+        overrides = [a for a in arguments if a not in launcher and not a.startswith(PINNED_TUNE_KEYS)]
+        cfg = compose_base(overrides, preset)
+        results = Path(cfg.paths.results)
+        directory = results / "searches" / search_name(overrides, preset)
+        plan = plan_search(cfg, overrides, directory, preset)
     except (SearchSpaceError, SearchDirectoryError, ValueError) as error:
         print(f"dpbench.search: {error}", file=sys.stderr)
         return 1
@@ -114,19 +208,31 @@ def main(argv: list[str] | None = None) -> int:
         (directory / RESULT_FILE).write_text(json.dumps({"released": None, "reason": "K = 0"}) + "\n")
         log.info("the search drew no trial (a Poisson K of 0): nothing is released")
         return 0
-    log.info("search in %s: %d trials planned (keep this number private)", directory, plan.count)
+    if plan.tune == PUBLIC:
+        log.info("public-proxy search in %s: %d trials on %s", directory, plan.count, plan.tuned_on)
+    else:
+        log.info("search in %s: %d trials planned (keep this number private)", directory, plan.count)
     subprocess.run(trial_command(plan, directory, launcher), check=False)
     result = select_best(directory, plan)
-    (directory / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
     if result["released"] is None:
+        (directory / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
         log.error("no trial finished; see the run directories under %s", directory / "runs")
         return 1
     best = result["released"]
+    chosen = ", ".join(f"{k}={v}" for k, v in best["overrides"].items())
+    if plan.tune == PUBLIC:
+        log.info("best trial %s on %s (%s): validation score %.4f", best["trial"], plan.tuned_on, chosen,
+                 best["validation_score"])
+        status = apply_public_choice(result, plan, directory, results)
+        (directory / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
+        return status
+    (directory / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    record_private_search(result, plan, directory, results)
     log.info(
         "best trial %s (%s): noised validation score %.4f | test accuracy %.2f%% | epsilon %.4g for the whole "
-        "search (tuning included)",
-        best["trial"], ", ".join(f"{k}={v}" for k, v in best["overrides"].items()), best["validation_score"],
-        100 * best["final_accuracy"], best["epsilon_search"],
+        "search (tuning included); its row is in %s",
+        best["trial"], chosen, best["validation_score"], 100 * best["final_accuracy"], best["epsilon_search"],
+        results / "results.jsonl",
     )
     return 0
 

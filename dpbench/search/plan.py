@@ -8,9 +8,10 @@ void the tuning bound). The plan is the operator's private record: K must not be
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import yaml
@@ -33,6 +34,8 @@ class SearchPlan:
     reference_batch_size: int
     reference_epochs: int
     trials: list[dict[str, Any]] = field(default_factory=list)
+    tune: str = "private"  # the conf/tune/ preset: private (on the private data) or public (a public proxy)
+    tuned_on: str | None = None  # a public proxy's dataset
 
     @property
     def count(self) -> int:
@@ -69,12 +72,15 @@ def draw_plan(
     base_overrides: list[str],
     reference_batch_size: int,
     reference_epochs: int,
+    tuned_on: str | None = None,
 ) -> SearchPlan:
-    """Draw K from ``law`` and K trials from ``space`` (relative ranges around ``base_values``)."""
-    count = law.sample(rng)
+    """Draw K from ``law`` and K trials from ``space`` (relative ranges around ``base_values``); a public proxy
+    (``tuned_on``) runs exactly ``law.mean`` trials, as its K need be neither random nor secret."""
+    count = law.sample(rng) if tuned_on is None else int(law.mean)
     trials = [space.draw(rng, base_values) for _ in range(count)]
     return SearchPlan(
-        list(base_overrides), space.name, law.mean, law.shape, reference_batch_size, reference_epochs, trials
+        list(base_overrides), space.name, law.mean, law.shape, reference_batch_size, reference_epochs, trials,
+        "private" if tuned_on is None else "public", tuned_on,
     )
 
 

@@ -14,9 +14,10 @@ tuned preset), so one space serves every dataset. Every file says where its rang
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import yaml
@@ -53,7 +54,7 @@ class Dimension:
             if not isinstance(base, (int, float)) or isinstance(base, bool):
                 raise SearchSpaceError(f"'{self.key}' is relative but the base configuration's value is {base!r}")
             value *= base
-        return int(round(value)) if self.integer else float(f"{value:.4g}")
+        return round(value) if self.integer else float(f"{value:.4g}")
 
 
 def parse_dimension(key: str, spec: Mapping[str, Any]) -> Dimension:

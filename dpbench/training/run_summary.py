@@ -12,6 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import dpbench
 from dpbench.privacy.calibration import TrainingPlan
+from dpbench.search.space import load_space
+from dpbench.search.tuning_record import public_proxy_record
 from dpbench.training.loop import TrainingState
 from dpbench.training.plugin_loader import PreparedMechanism
 from dpbench.verification import cross_checked_epsilon, epsilon_check
@@ -71,7 +73,18 @@ def run_summary(
         "git_commit": git_commit(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": OmegaConf.to_container(cfg, resolve=True),
-    }
+    } | tuning(cfg)
+
+
+def tuning(cfg: DictConfig) -> dict:
+    """How the run's hyper-parameters were tuned, for a run applying a public proxy's choice (``tune=public``
+    with no trial): ``tuned_on`` and the statement that no tuning cost is charged to this data. Nothing for an
+    untuned run, or for a search's trial (whose summary the trial completes)."""
+    tune = cfg.get("tune")
+    if tune is None or tune.get("tuned_on") is None or tune.get("trial") is not None:
+        return {}
+    searched = [dimension.key for dimension in load_space(str(tune.space)).dimensions]
+    return public_proxy_record(str(tune.tuned_on), searched, int(tune.trials))
 
 
 def result_row(summary: dict) -> dict:

@@ -144,10 +144,10 @@ def test_delta_pairs_only_an_otherwise_identical_fixed_configuration(loaded):
 
 def test_the_report_notes_keys_that_differ_besides_the_mechanism(loaded):
     notes = confounders(loaded)
-    assert notes == {("digits", 3.0): ["model._target_", "train.epochs", "train.lr"]}
+    assert notes == {("digits", 3.0, "untuned"): ["model._target_", "train.epochs", "train.lr"]}
     same = loaded[loaded["config"].map(lambda c: c["train.epochs"] == 30 and c["train.lr"] == 0.1
                                        and c["model._target_"] == "dpbench.models.DigitsCNN")]
-    assert confounders(same) == {("digits", 3.0): []}
+    assert confounders(same) == {("digits", 3.0, "untuned"): []}
 
 
 def test_markdown_shows_config_ids_run_counts_notes_and_na_for_one_run(results, tmp_path):
