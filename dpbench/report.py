@@ -1,9 +1,11 @@
-"""``python -m dpbench.report [RESULTS] [--out DIR] [--baseline fixed]``: leaderboards and plots.
+"""``python -m dpbench.report [RESULTS] [--out DIR] [--baseline fixed] [--show-trial-count]``: leaderboards and plots.
 
 Reads ``RESULTS/results.jsonl`` (default ``results/``), each run's ``summary.json`` (its config: one leaderboard
 row per configuration, see docs/leaderboard.md) and ``metrics.jsonl``; writes
 ``leaderboard.md``, ``leaderboard.csv``, ``comparisons.csv`` and PNG plots into ``--out``
-(default ``RESULTS/report``) and prints the markdown leaderboard.
+(default ``RESULTS/report``) and prints the markdown leaderboard. A private search's released model is a tuned
+row with the search's ε, tuning included; its K is shown as its law unless ``--show-trial-count`` asks for the
+operator's view (K itself must not be published: that voids the tuning bound), and the CSV holds K only then.
 """
 
 from __future__ import annotations
@@ -15,19 +17,25 @@ from pathlib import Path
 from dpbench.reporting.leaderboard import compare_to_baseline, confounders, leaderboard, to_markdown
 from dpbench.reporting.plots import plot_accuracy_vs_epsilon, plot_per_epoch
 from dpbench.reporting.results_table import load_epoch_metrics, load_results
+from dpbench.search.tuning_record import PRIVATE_SEARCH
 
 
-def write_report(results_dir: Path, out: Path, baseline: str = "fixed") -> dict[str, Path]:
+def write_report(results_dir: Path, out: Path, baseline: str = "fixed", show_trial_count: bool = False
+                 ) -> dict[str, Path]:
     results = load_results(results_dir)
     epochs = load_epoch_metrics(results)
     out.mkdir(parents=True, exist_ok=True)
     board, comparisons = leaderboard(results), compare_to_baseline(results, baseline)
+    if not show_trial_count:
+        board = board.assign(trials_run=board["trials_run"].where(board["tuning"] != PRIVATE_SEARCH))
     files = {
         "leaderboard_md": out / "leaderboard.md",
         "leaderboard_csv": out / "leaderboard.csv",
         "comparisons_csv": out / "comparisons.csv",
     }
-    files["leaderboard_md"].write_text(to_markdown(board, comparisons, confounders(results), baseline))
+    files["leaderboard_md"].write_text(
+        to_markdown(board, comparisons, confounders(results), baseline, show_trial_count)
+    )
     board.to_csv(files["leaderboard_csv"], index=False)
     comparisons.to_csv(files["comparisons_csv"], index=False)
     if not epochs.empty:
@@ -44,8 +52,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("results", nargs="?", default=os.environ.get("DPBENCH_RESULTS", "results"), type=Path)
     parser.add_argument("--out", type=Path, default=None, help="output folder (default RESULTS/report)")
     parser.add_argument("--baseline", default="fixed", help="mechanism every other one is tested against")
+    parser.add_argument("--show-trial-count", action="store_true",
+                        help="operator's view: show each private search's K (never publish it: that voids the "
+                             "tuning bound)")
     args = parser.parse_args(argv)
-    files = write_report(args.results, args.out or args.results / "report", args.baseline)
+    files = write_report(args.results, args.out or args.results / "report", args.baseline, args.show_trial_count)
     print(files["leaderboard_md"].read_text())
     print("wrote " + ", ".join(str(p) for p in files.values()))
 

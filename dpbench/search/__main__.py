@@ -87,10 +87,10 @@ def proxy_overrides(overrides: list[str], tuned_on: str) -> list[str]:
 
 def check_proxy(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     """The trials' base config of a public proxy; refused if the public dataset is the private one."""
-    tuned_on = cfg.tune.get("tuned_on")
-    if OmegaConf.is_missing(cfg.tune, "tuned_on") or tuned_on is None:
+    if OmegaConf.is_missing(cfg.tune, "tuned_on") or cfg.tune.tuned_on is None:
         raise ValueError("tune=public needs the public dataset to tune on: tune.tuned_on=NAME (a conf/dataset/ name)")
-    public = compose_base(proxy_overrides(overrides, str(tuned_on)), PUBLIC)
+    tuned_on = str(cfg.tune.tuned_on)
+    public = compose_base(proxy_overrides(overrides, tuned_on), PUBLIC)
     if public.dataset.name == cfg.dataset.name:
         raise ValueError(
             f"tune.tuned_on={tuned_on} reads the same data ({public.dataset.name}) as the private run: tuning on it "
@@ -112,8 +112,7 @@ def plan_search(cfg: DictConfig, overrides: list[str], directory: Path, preset: 
         return plan
     tuned_on = None
     if preset == PUBLIC:
-        tuned_on = str(cfg.tune.tuned_on)
-        cfg = check_proxy(cfg, overrides)
+        cfg, tuned_on = check_proxy(cfg, overrides), str(cfg.tune.tuned_on)
     tune = cfg.tune
     space = load_space(str(tune.space))
     fixed_by_hand = sorted({o.split("=", 1)[0].lstrip("+~") for o in overrides} & {d.key for d in space.dimensions})

@@ -4,9 +4,15 @@ only, and a search launched again keeps its plan (K and the trials are never re-
 trials."""
 
 import json
+import math
+from pathlib import Path
 
+import dp_accounting
+import pandas as pd
 import pytest
+from dp_accounting import dp_event
 
+from dpbench.report import write_report
 from dpbench.search.__main__ import main
 from dpbench.search.plan import SearchPlan
 
@@ -52,3 +58,30 @@ def test_a_relaunched_search_keeps_its_plan_and_finished_trials(search):
     assert main(overrides) == 0
     assert (directory / "search.json").read_text() == plan
     assert {p: p.stat().st_mtime for p in directory.glob("runs/*/summary.json")} == finished
+
+
+def test_the_leaderboard_shows_the_released_model_with_the_search_epsilon(search, tmp_path):
+    """The search appends its released model to the results table it was started with; the report shows it as
+    a tuned row whose ε is the whole search's, recomputed here with dp_accounting from the trial's record (the
+    reference trial's Poisson-sampled Gaussian steps after the Gaussian score release, repeated and selected
+    under K's law), and not the trial's own ε."""
+    _, directory = search
+    results = directory.parents[1]
+    released = json.loads((directory / "result.json").read_text())["released"]
+    trial = json.loads((Path(released["run_dir"]) / "summary.json").read_text())
+    record = trial["search"]
+    step = dp_event.PoissonSampledDpEvent(
+        trial["sampling_rate"], dp_event.GaussianDpEvent(record["reference_noise_multiplier"]))
+    one_trial = dp_event.ComposedDpEvent(
+        [dp_event.GaussianDpEvent(record["score_noise"]), dp_event.SelfComposedDpEvent(step, trial["steps"])])
+    accountant = dp_accounting.rdp.RdpAccountant()
+    accountant.compose(dp_event.RepeatAndSelectDpEvent(one_trial, record["trials_mean"], record["trials_shape"]))
+    total = accountant.get_epsilon(trial["delta"])
+
+    board = pd.read_csv(write_report(results, tmp_path / "report")["leaderboard_csv"])
+    (row,) = board.itertuples()
+    assert row.tuning == "private search"
+    assert row.accuracy_mean == pytest.approx(trial["final_accuracy"])
+    assert row.epsilon_spent == pytest.approx(total, rel=0.01)
+    assert row.epsilon_trial == pytest.approx(trial["epsilon"]) and trial["epsilon"] < 0.9 * total
+    assert math.isnan(row.trials_run)  # K is not published

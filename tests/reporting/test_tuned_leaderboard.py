@@ -1,0 +1,176 @@
+"""Tuned results in the leaderboard, from rows written as a search writes them (no training): a private search's
+released model is its own row with the whole search's ε (never the per-trial ε) and K's law (K itself only in the
+operator's view); it is never averaged with untuned runs or with another search's result, and compared only with a
+baseline tuned the same way. A public-proxy row shows what it was tuned on, and a search's trial rows are never
+read as results."""
+
+import copy
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dpbench.report import write_report
+from dpbench.reporting.leaderboard import compare_to_baseline, leaderboard
+from dpbench.reporting.results_table import NoResultsError, load_results
+from dpbench.search.tuning_record import PRIVATE_SEARCH, PUBLIC_PROXY, private_search_row, public_proxy_record
+
+FIXED = {"_target_": "mechanisms.fixed.FixedClipping", "name": "fixed", "max_grad_norm": 1.0}
+ADAPTIVE = {"_target_": "mechanisms.adaptive.AdaptiveClipping", "name": "adaptive", "max_grad_norm": 1.0,
+            "target_quantile": 0.5, "learning_rate": 0.2}
+BASE = {
+    "seed": 0, "paths": {"results": "results"},
+    "dataset": {"_target_": "dpbench.data.load_dataset", "name": "digits"},
+    "model": {"_target_": "dpbench.models.DigitsCNN"},
+    "train": {"epochs": 30, "lr": 0.1, "batch_size": 256, "momentum": 0.9},
+    "privacy": {"target_epsilon": 3.0, "target_delta": 1e-5},
+}
+PRIVATE_TUNE = {"trial": "t0", "space": "fixed", "trials_mean": 2, "trials_shape": 1, "validation_fraction": 0.1,
+                "score_noise": 10, "split_seed": 0, "reference_batch_size": 256, "reference_epochs": 30, "seed": None}
+TOTAL, PER_TRIAL = 2.987, 2.021  # a search's ε, tuning included, and the ε of its selected trial alone
+SEARCHED = {"fixed": ["train.lr", "mechanism.max_grad_norm"],
+            "adaptive": ["train.lr", "mechanism.max_grad_norm", "mechanism.target_quantile", "train.momentum"]}
+
+
+def write_run(results: Path, name: str, mechanism: dict, accuracy: float, seed: int = 0, tune: dict | None = None,
+              train: dict | None = None, table: Path | None = None, **record) -> dict:
+    """A run's summary.json and its results row (``record`` adds summary entries); returns the row."""
+    config = copy.deepcopy(BASE) | {"seed": seed, "mechanism": copy.deepcopy(mechanism)}
+    config["train"] |= train or {}
+    if tune is not None:
+        config["tune"] = tune
+    run_dir = results / "runs" / name
+    run_dir.mkdir(parents=True)
+    summary = {
+        "status": "finished", "dataset": "digits", "mechanism": mechanism["name"], "seed": seed,
+        "mechanism_class": mechanism["_target_"], "contract": "structured", "final_accuracy": accuracy,
+        "target_epsilon": 3.0, "epsilon": PER_TRIAL if tune and "trials_mean" in tune else 2.99,
+        "verdict": "VERIFIED", "wall_seconds": 10.0, "run_dir": str(run_dir), "config": config, **record,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    row = {key: value for key, value in summary.items() if key != "config"}
+    with open(table or results / "results.jsonl", "a") as handle:
+        handle.write(json.dumps(row) + "\n")
+    return row
+
+
+def write_search(results: Path, search: str, mechanism: dict, accuracy: float, chosen: dict, trials_run: int = 3):
+    """A private search's selected trial (its summary, as a trial writes it) and the released row the search
+    appends to the results table (built by the search's own function)."""
+    trial = {"trial": "t1", "validation_score": accuracy - 0.05, "epsilon_search": TOTAL,
+             "search": {"trials_mean": 2, "trials_shape": 1, "reference_noise_multiplier": 5.4,
+                        "within_reference_curve": True, "validation_size": 144, "score_noise": 10}}
+    tune = PRIVATE_TUNE | {"trial": "t1", "space": mechanism["name"]}
+    mechanism = mechanism | {key.split(".", 1)[1]: value for key, value in chosen.items() if key.startswith("mech")}
+    train = {key.split(".", 1)[1]: value for key, value in chosen.items() if key.startswith("train.")}
+    search_dir = results / "searches" / search
+    search_dir.mkdir(parents=True)
+    row = write_run(search_dir, "t1", mechanism, accuracy, tune=tune, train=train, **trial)
+    released = private_search_row(row, search, SEARCHED[mechanism["name"]], trials_run, trials_run)
+    with open(results / "results.jsonl", "a") as handle:
+        handle.write(json.dumps(released) + "\n")
+
+
+@pytest.fixture
+def results(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    for seed, accuracy in enumerate((0.90, 0.92)):  # untuned runs at the preset
+        write_run(results, f"fixed-seed{seed}", FIXED, accuracy, seed=seed)
+        write_run(results, f"adaptive-seed{seed}", ADAPTIVE, accuracy - 0.05, seed=seed)
+    # two searches of fixed that happen to choose the same values: two results, never one row
+    write_search(results, "mechanism=fixed,seed=0", FIXED, 0.93, {"train.lr": 0.1, "mechanism.max_grad_norm": 1.0})
+    write_search(results, "mechanism=fixed,seed=1", FIXED, 0.95, {"train.lr": 0.1, "mechanism.max_grad_norm": 1.0})
+    write_search(results, "mechanism=adaptive", ADAPTIVE, 0.96,
+                 {"train.lr": 0.3, "mechanism.target_quantile": 0.7, "train.momentum": 0.0})
+    return results
+
+
+def row_of(board: pd.DataFrame, **match) -> pd.Series:
+    rows = board[(board[list(match)] == pd.Series(match)).all(axis=1)]
+    assert len(rows) == 1, rows
+    return rows.iloc[0]
+
+
+def test_a_search_result_is_its_own_row_never_averaged(results):
+    board = leaderboard(load_results(results))
+    tuned = board[board["tuning"] == PRIVATE_SEARCH]
+    assert sorted(tuned["accuracy_mean"]) == pytest.approx([0.93, 0.95, 0.96])
+    assert set(tuned["n_runs"]) == {1} and tuned["config_id"].nunique() == 3
+    untuned = row_of(board, tuning="untuned", mechanism="fixed")
+    assert untuned["n_runs"] == 2 and untuned["accuracy_mean"] == pytest.approx(0.91)
+
+
+def test_a_tuned_row_shows_the_whole_search_epsilon_not_the_trial_epsilon(results, tmp_path):
+    board = leaderboard(load_results(results))
+    tuned = board[board["tuning"] == PRIVATE_SEARCH]
+    assert list(tuned["epsilon_spent"]) == pytest.approx([TOTAL] * 3)
+    assert list(tuned["epsilon_trial"]) == pytest.approx([PER_TRIAL] * 3)
+    text = write_report(results, tmp_path / "report")["leaderboard_md"].read_text()
+    lines = [line for line in text.splitlines() if "| private search on digits |" in line]
+    assert len(lines) == 3
+    header = next(line for line in text.splitlines() if "ε spent, tuning included" in line).split(" | ")
+    for line in lines:
+        cells = line.split(" | ")
+        assert cells[header.index("ε spent, tuning included")] == f"{TOTAL:.3f}"
+        assert cells[header.index("ε per trial")] == f"{PER_TRIAL:.3f}"
+        assert cells[header.index("K")] == "secret (geometric, mean 2)"
+    assert "ε 3 in total, tuning included: tuned by a private search on digits" in text
+    assert "train.lr=0.3" in next(line for line in lines if "| adaptive |" in line)  # the chosen values
+
+
+def test_k_appears_only_in_the_operator_view(results, tmp_path):
+    public = write_report(results, tmp_path / "public")
+    assert pd.read_csv(public["leaderboard_csv"])["trials_run"].isna().all()
+    operator = write_report(results, tmp_path / "operator", show_trial_count=True)
+    board = pd.read_csv(operator["leaderboard_csv"])
+    assert set(board.loc[board["tuning"] == PRIVATE_SEARCH, "trials_run"]) == {3}
+    assert "3 (operator only; geometric, mean 2)" in operator["leaderboard_md"].read_text()
+
+
+def test_tuned_rows_are_compared_only_with_a_baseline_tuned_the_same_way(results):
+    loaded = load_results(results)
+    comparisons = compare_to_baseline(loaded, resamples=200)
+    assert (comparisons["tuning"] == comparisons["baseline_tuning"]).all()
+    tuned = comparisons[comparisons["tuning"] == PRIVATE_SEARCH]
+    # the tuned adaptive against each tuned fixed: the searched keys (lr, momentum, quantile) may differ
+    assert sorted(tuned["difference"]) == pytest.approx([0.96 - 0.95, 0.96 - 0.93])
+    untuned = comparisons[comparisons["tuning"] == "untuned"]
+    assert list(untuned["difference"]) == pytest.approx([-0.05])
+
+
+def test_a_tuned_row_without_a_tuned_baseline_is_not_compared(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    write_run(results, "fixed", FIXED, 0.90)
+    write_search(results, "mechanism=adaptive", ADAPTIVE, 0.96, {"train.lr": 0.3})
+    assert compare_to_baseline(load_results(results), resamples=200).empty
+    text = write_report(results, tmp_path / "report")["leaderboard_md"].read_text()
+    assert "an untuned row is never compared with a tuned one" in text
+    adaptive = next(line for line in text.splitlines() if "| adaptive |" in line)
+    assert adaptive.endswith("| – | – |")
+
+
+def test_a_public_proxy_row_shows_what_it_was_tuned_on(results, tmp_path):
+    record = public_proxy_record("mnist", SEARCHED["fixed"], 8)
+    tune = {"trial": None, "tuned_on": "mnist", "space": "fixed", "trials": 8}
+    for seed in (0, 1):
+        write_run(results, f"proxy-seed{seed}", FIXED, 0.94, seed=seed, tune=tune, train={"lr": 0.2}, **record)
+    board = leaderboard(load_results(results))
+    proxy = row_of(board, tuning=PUBLIC_PROXY)
+    assert proxy["tuned_on"] == "mnist" and proxy["n_runs"] == 2 and proxy["epsilon_spent"] == pytest.approx(2.99)
+    text = write_report(results, tmp_path / "report")["leaderboard_md"].read_text()
+    assert "tuned on a public proxy (no tuning cost charged to digits)" in text
+    line = next(line for line in text.splitlines() if "| public proxy: mnist |" in line)
+    assert "| 8 |" in line and "train.lr=0.2" in line
+
+
+def test_a_search_s_trials_are_never_read_as_results(results):
+    loaded = load_results(results)
+    from_searches = loaded[loaded["run_dir"].str.contains("/searches/")]
+    assert len(loaded) == 4 + 3 and len(from_searches) == 3  # each search's released row, once
+    assert (from_searches["tuning"] == PRIVATE_SEARCH).all()
+    search = results / "searches" / "mechanism=adaptive"
+    with pytest.raises(NoResultsError, match="only the trials of a search"):
+        load_results(search)
