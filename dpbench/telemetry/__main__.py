@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dpbench.telemetry.baselines import halves_noise_floor, trivial_baseline_scores
+from dpbench.telemetry.baselines import BASELINE, HALVES, format_margins, halves_noise_floor, trivial_baseline_scores
 from dpbench.telemetry.query_runner import read_results, run_queries, write_results
 from dpbench.telemetry.schema import SchemaError
 from dpbench.telemetry.scoring import QueryScore, format_scores, score_answers, summary_table
@@ -37,17 +37,31 @@ def _query(args: argparse.Namespace) -> None:
 
 def _score(args: argparse.Namespace) -> None:
     queries = select_queries(args.queries)
-    truth = read_results(locate_truth_dir(args.truth), queries)
+    if args.reference_tables:
+        reference_name = f"the queries on {args.reference_tables}"
+        references = run_queries(args.reference_tables, queries, allow_empty=True)
+    else:
+        reference_name = str(locate_truth_dir(args.truth))
+        references = read_results(locate_truth_dir(args.truth), queries)
     answers = read_results(args.results, queries) if args.results else run_queries(args.tables, queries)
-    _print_scores(f"{args.results or args.tables} against {locate_truth_dir(args.truth)}",
-                  score_answers(truth, answers, queries), args.out)
+    scores = score_answers(references, answers, queries)
+    _print_scores(f"{args.results or args.tables} against {reference_name}", scores, args.out)
+    points = {BASELINE: trivial_baseline_scores(references, queries)}
+    if args.reference_tables:
+        points[HALVES] = halves_noise_floor(args.reference_tables, queries)
+    print(format_margins(scores, points))
+    if not args.reference_tables:
+        print(f"({HALVES}: the real corpus is not here; the capstone's real halves passed 16 of 21 queries. "
+              "--reference-tables DIR scores against a corpus of tables and reports its halves too)")
 
 
 def _baselines(args: argparse.Namespace) -> None:
     queries = select_queries(args.queries)
-    _print_scores("trivial baselines against the published answers",
+    _print_scores("keys-and-counts baseline against the published answers",
                   trivial_baseline_scores(read_results(locate_truth_dir(args.truth), queries), queries))
     if args.tables:
+        _print_scores(f"keys-and-counts baseline of {args.tables} (its own answers' keys and counts, global means)",
+                      trivial_baseline_scores(run_queries(args.tables, queries, allow_empty=True), queries))
         _print_scores(f"halves noise floor of {args.tables} (one half of the devices against the other)",
                       halves_noise_floor(args.tables, queries))
 
@@ -65,10 +79,10 @@ def _synthesize(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dpbench.telemetry", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    query_names = dict(nargs="*", choices=list(QUERIES), metavar="QUERY",
-                       help=f"queries to run (default all): {', '.join(QUERIES)}")
-    truth = dict(type=Path, default=None, help="ground-truth directory (default: $DPBENCH_TELEMETRY_TRUTH or "
-                                               "../shared/telemetry/ground_truth beside the repository)")
+    query_names = {"nargs": "*", "choices": list(QUERIES), "metavar": "QUERY",
+                   "help": f"queries to run (default all): {', '.join(QUERIES)}"}
+    truth = {"type": Path, "default": None, "help": "ground-truth directory (default: $DPBENCH_TELEMETRY_TRUTH or "
+                                                    "../shared/telemetry/ground_truth beside the repository)"}
 
     p = sub.add_parser("simulate", help="write the 13 reporting tables as parquet")
     p.add_argument("--devices", type=int, default=1_000_000)
@@ -87,11 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--tables", type=Path, help="directory of parquet tables")
     source.add_argument("--results", type=Path, help="directory of answer CSVs written by 'query'")
     p.add_argument("--truth", **truth)
+    p.add_argument("--reference-tables", type=Path, default=None,
+                   help="score against the queries on this corpus instead of the published answers (and report "
+                        "its halves noise floor beside its keys-and-counts baseline)")
     p.add_argument("--out", type=Path, default=None, help="also write the score table as CSV")
     p.add_argument("--queries", **query_names)
     p.set_defaults(run=_score)
 
-    p = sub.add_parser("baselines", help="trivial baselines, and the halves noise floor of --tables")
+    p = sub.add_parser("baselines", help="keys-and-counts baselines, and those and the halves noise floor of --tables")
     p.add_argument("--truth", **truth)
     p.add_argument("--tables", type=Path, default=None, help="tables whose halves noise floor to report")
     p.add_argument("--queries", **query_names)

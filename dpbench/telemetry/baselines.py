@@ -1,14 +1,19 @@
 """Reference points to report beside any method: trivial baselines and the halves noise floor.
 
-Trivial baselines answer each query knowing only the published answer's group
-keys and one number per column, never the data:
+The keys-and-counts baseline (the trivial baseline) answers each query knowing the
+reference answer's group keys and its counts of devices and rows exactly
+(``QuerySpec.counts``), and one number per other column, never the data:
 
-* aggregate and histogram -- every group gets the mean over groups of each column,
-  so only between-group structure is missing;
+* aggregate and histogram -- every group gets the mean over groups of each value
+  column (a histogram's bin shares too, so equal shares), so only between-group
+  structure is missing;
 * distribution -- equal shares for every category;
-* categorical ranking -- the most common top item everywhere ("chrome everywhere").
+* categorical ranking -- the most common top item everywhere ("chrome everywhere");
+* row-level -- the reference's rows (so its row count), each metric column set to
+  its mean and each descriptor column to its most common value.
 
-Row-level output has no trivial baseline.
+What a method scores above it (:func:`margins`), on values only above all, is what
+it knows about the data beyond keys and counts.
 
 The noise floor scores one random half of the devices against the other half
 (every table filtered to the same guids), so it measures how much the scoring
@@ -25,23 +30,27 @@ from pathlib import Path
 import pandas as pd
 
 from dpbench.telemetry.query_runner import run_queries
-from dpbench.telemetry.scoring import QueryScore, score_answers, score_query
+from dpbench.telemetry.scoring import Headline, QueryScore, score_answers, score_query
 from dpbench.telemetry.workload import (
     AGGREGATE,
     DISTRIBUTION,
     HISTOGRAM,
     RANKING_CATEGORICAL,
+    ROW_LEVEL,
     WORKLOAD,
     QuerySpec,
 )
 
 
-def trivial_answer(spec: QuerySpec, reference: pd.DataFrame) -> pd.DataFrame | None:
-    """The trivial baseline's answer to a query, or None where none is defined (row-level)."""
+def trivial_answer(spec: QuerySpec, reference: pd.DataFrame) -> pd.DataFrame:
+    """The keys-and-counts baseline's answer to a query."""
     answer = reference[list(spec.keys)].copy()
-    if spec.kind in (AGGREGATE, HISTOGRAM):
+    if spec.kind in (AGGREGATE, HISTOGRAM, ROW_LEVEL):
         for column in spec.metrics + spec.shares:
-            answer[column] = pd.to_numeric(reference[column], errors="coerce").mean()
+            values = pd.to_numeric(reference[column], errors="coerce")
+            answer[column] = values if column in spec.counts else values.mean()
+        for column in spec.categorical:
+            answer[column] = reference[column].mode().iloc[0] if len(reference) else None
         return answer
     if spec.kind == DISTRIBUTION:
         for column in spec.shares:
@@ -57,17 +66,33 @@ def trivial_answer(spec: QuerySpec, reference: pd.DataFrame) -> pd.DataFrame | N
 def trivial_baseline_scores(references: dict[str, pd.DataFrame | None],
                             queries: tuple[QuerySpec, ...] = WORKLOAD) -> list[QueryScore]:
     """Scores of the trivial baselines against the reference answers."""
-    scores = []
-    for spec in queries:
-        reference = references.get(spec.name)
-        candidate = trivial_answer(spec, reference) if reference is not None else None
-        score = score_query(spec, reference, candidate)
-        if reference is not None and candidate is None:
-            score.error = "no trivial baseline for row-level output"
-        scores.append(score)
-    return scores
+    return [score_query(spec, references.get(spec.name),
+                        None if references.get(spec.name) is None else trivial_answer(spec, references[spec.name]))
+            for spec in queries]
 
 
 def halves_noise_floor(tables_dir: Path | str, queries: tuple[QuerySpec, ...] = WORKLOAD) -> list[QueryScore]:
     """Scores of half 1 of the devices against half 0 of the same tables."""
     return score_answers(run_queries(tables_dir, queries, half=0), run_queries(tables_dir, queries, half=1), queries)
+
+
+BASELINE, HALVES = "keys_and_counts", "halves"
+"""Names of the two reference points in reports and in ``summary.json["utility"]``."""
+
+
+def margins(scores: list[QueryScore], reference_points: dict[str, list[QueryScore]]) -> dict[str, dict]:
+    """Each reference point's headline and the candidate's margin over it (candidate minus reference point)."""
+    candidate = Headline.of(scores)
+    return {name: {"headline": Headline.of(points).as_dict(), "margin": candidate.margin_over(Headline.of(points))}
+            for name, points in reference_points.items()}
+
+
+def format_margins(scores: list[QueryScore], reference_points: dict[str, list[QueryScore]]) -> str:
+    """One line per reference point: its headline and the candidate's margin over it."""
+    lines = []
+    for name, entry in margins(scores, reference_points).items():
+        m = entry["margin"]
+        lines.append(f"margin over {name} ({Headline(**entry['headline'])}): {m['queries_passed']:+d} queries, "
+                     f"{m['mean_score']:+.3f} mean score; on values only {m['value_queries_passed']:+d} queries, "
+                     f"{m['value_mean_score']:+.3f}")
+    return "\n".join(lines)

@@ -3,8 +3,10 @@
 Per query kind:
 
 * aggregate -- Jaccard overlap of the group keys (pass >= 0.5), and for each metric
-  column the median relative error over shared groups (pass <= 0.25). Groups
-  where either answer is missing (NULL) are skipped for that column.
+  column the median relative error over shared groups (pass <= 0.25). A group
+  whose reference value is missing (NULL) is skipped for that column; a group
+  where only the candidate's value is missing counts as an infinite error (the
+  candidate did not answer it).
 * histogram -- total variation distance of the count shares over the union of
   bins (pass <= 0.15), and the median relative error of each metric column over
   shared bins (pass <= 0.25).
@@ -12,18 +14,24 @@ Per query kind:
   sum to one over the union of categories (pass <= 0.15).
 * ranking_categorical -- share of reference keys whose top item is among the
   candidate's top items for that key (ties kept; pass >= 0.5).
-* row_level -- relative error of the row count (pass <= 0.5), total variation
-  distance of each descriptor column (pass <= 0.2) and relative error of each
-  metric column's mean (pass <= 0.5).
+* row_level -- the SPEC gives no rule for row-level output, so its own thresholds
+  are used: relative error of the row count (pass <= 0.25), total variation
+  distance of each descriptor column's distribution over rows (pass <= 0.15) and
+  relative error of each metric column's mean (pass <= 0.25).
 
 A query's score is the share of its metrics that pass; it passes when at least
 half pass. Relative error is |candidate - reference| / |reference|; it is 0 when
 both are 0 and infinite when only the reference is 0.
+
+Value-only scoring applies the same rule to the metrics about values alone:
+key overlap, device and row counts (``QuerySpec.counts``) and a row-level
+answer's row count are left out, because an answer that knows only the
+reference's keys and counts gets them right (see :mod:`.baselines`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -42,9 +50,9 @@ JACCARD_PASS = 0.5
 RELATIVE_ERROR_PASS = 0.25
 TVD_PASS = 0.15
 TOP_ITEM_PASS = 0.5
-ROW_COUNT_ERROR_PASS = 0.5
-ROW_TVD_PASS = 0.2
-ROW_MEAN_ERROR_PASS = 0.5
+ROW_COUNT_ERROR_PASS = RELATIVE_ERROR_PASS
+ROW_TVD_PASS = TVD_PASS
+ROW_MEAN_ERROR_PASS = RELATIVE_ERROR_PASS
 QUERY_PASS = 0.5
 
 
@@ -58,6 +66,8 @@ class MetricScore:
     threshold: float
     higher_is_better: bool
     detail: str = ""
+    about_values: bool = True
+    """False for key overlap and for counts of devices or rows (left out of value-only scoring)."""
 
     @property
     def passed(self) -> bool:
@@ -90,6 +100,20 @@ class QueryScore:
     @property
     def passed(self) -> bool:
         return not self.error and bool(self.metrics) and self.score >= QUERY_PASS
+
+    @property
+    def value_metrics(self) -> list[MetricScore]:
+        return [m for m in self.metrics if m.about_values]
+
+    @property
+    def value_score(self) -> float:
+        """The share of value metrics that pass (NaN if the query has none or could not be scored)."""
+        values = self.value_metrics
+        return sum(m.passed for m in values) / len(values) if values and not self.error else float("nan")
+
+    @property
+    def value_passed(self) -> bool:
+        return not self.error and bool(self.value_metrics) and self.value_score >= QUERY_PASS
 
 
 def relative_error(reference: float, candidate: float) -> float:
@@ -137,9 +161,9 @@ def _median_relative_errors(spec: QuerySpec, ref: pd.DataFrame, cand: pd.DataFra
                             shared: list) -> list[MetricScore]:
     scores = []
     for column in spec.metrics:
-        errors = [relative_error(float(r), float(c))
+        errors = [float("inf") if pd.isna(c) else relative_error(float(r), float(c))
                   for r, c in zip(ref.loc[shared, column], cand.loc[shared, column])
-                  if not (pd.isna(r) or pd.isna(c))]
+                  if not pd.isna(r)]
         value = float(np.median(errors)) if errors else float("inf")
         scores.append(MetricScore(column, "median_relative_error", value, RELATIVE_ERROR_PASS, False,
                                   f"{len(errors)} groups compared"))
@@ -182,10 +206,13 @@ def _score_ranking_categorical(spec: QuerySpec, ref: pd.DataFrame, cand: pd.Data
     (group,), (item,) = spec.keys, spec.metrics
     ref_top = ref.groupby(group)[item].apply(set).to_dict()
     cand_top = cand.groupby(group)[item].apply(set).to_dict()
-    matches = sum(bool(items & cand_top.get(key, set())) for key, items in ref_top.items())
-    value = matches / len(ref_top) if ref_top else float("nan")
+    matched = {key for key, items in ref_top.items() if items & cand_top.get(key, set())}
+    value = len(matched) / len(ref_top) if ref_top else float("nan")
+    modal = ref[item].mode().iloc[0] if len(ref) else None
+    unusual = {key for key, items in ref_top.items() if modal not in items}
     return [MetricScore(item, "top_item_accuracy", value, TOP_ITEM_PASS, True,
-                        f"{matches} of {len(ref_top)} reference {group} values matched")]
+                        f"{len(matched)} of {len(ref_top)} reference {group} values matched; "
+                        f"{len(matched & unusual)} of the {len(unusual)} whose top is not {modal!r}")]
 
 
 def _score_row_level(spec: QuerySpec, ref: pd.DataFrame, cand: pd.DataFrame) -> list[MetricScore]:
@@ -226,8 +253,14 @@ def score_query(spec: QuerySpec, reference: pd.DataFrame | None, candidate: pd.D
     needed = spec.keys + spec.metrics + spec.shares + spec.categorical
     _require_columns(reference, needed, f"{spec.name} reference")
     _require_columns(candidate, needed, f"{spec.name} candidate")
-    result.metrics = _SCORERS[spec.kind](spec, reference, candidate)
+    result.metrics = [replace(m, about_values=is_value_metric(spec, m))
+                      for m in _SCORERS[spec.kind](spec, reference, candidate)]
     return result
+
+
+def is_value_metric(spec: QuerySpec, metric: MetricScore) -> bool:
+    """Whether ``metric`` is about values: not key overlap, not a count of devices or rows."""
+    return metric.measure != "jaccard" and metric.column not in (*spec.counts, "row_count")
 
 
 def score_answers(references: dict[str, pd.DataFrame | None], candidates: dict[str, pd.DataFrame | None],
@@ -245,10 +278,12 @@ def summary_table(scores: list[QueryScore]) -> pd.DataFrame:
             "kind": s.kind,
             "passed": s.passed,
             "score": s.score,
+            "value_passed": s.value_passed,
+            "value_score": s.value_score,
             "n_passed": s.n_passed,
             "n_metrics": s.n_metrics,
-            "metrics": "; ".join(f"{m.column}={m.value:.3g}{'' if m.passed else '(fail)'}" for m in s.metrics)
-                       or s.error,
+            "metrics": "; ".join(f"{m.column}={m.value:.3g}{'' if m.passed else '(fail)'}"
+                                 f"{'' if m.about_values else '[not a value]'}" for m in s.metrics) or s.error,
         })
     return pd.DataFrame(rows)
 
@@ -261,8 +296,45 @@ def format_scores(title: str, scores: list[QueryScore]) -> str:
     return "\n".join([*lines, headline(scores)])
 
 
+@dataclass(frozen=True)
+class Headline:
+    """Passes and mean score over the evaluable queries, on all metrics and on value metrics only."""
+
+    queries_passed: int
+    queries_evaluable: int
+    mean_score: float
+    value_queries_passed: int
+    value_queries_evaluable: int
+    value_mean_score: float
+
+    @classmethod
+    def of(cls, scores: list[QueryScore]) -> Headline:
+        evaluable = [s for s in scores if not s.error]
+        valued = [s for s in evaluable if s.value_metrics]
+        return cls(sum(s.passed for s in evaluable), len(evaluable), _mean([s.score for s in evaluable]),
+                   sum(s.value_passed for s in valued), len(valued), _mean([s.value_score for s in valued]))
+
+    def margin_over(self, other: Headline) -> dict[str, float]:
+        """This headline minus ``other``'s: passes and mean scores, all metrics and values only."""
+        return {"queries_passed": self.queries_passed - other.queries_passed,
+                "mean_score": self.mean_score - other.mean_score,
+                "value_queries_passed": self.value_queries_passed - other.value_queries_passed,
+                "value_mean_score": self.value_mean_score - other.value_mean_score}
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return (f"{self.queries_passed} of {self.queries_evaluable} evaluable queries pass, mean score "
+                f"{self.mean_score:.3f}; on values only {self.value_queries_passed} of "
+                f"{self.value_queries_evaluable}, mean {self.value_mean_score:.3f}")
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
 def headline(scores: list[QueryScore]) -> str:
-    """'k of n evaluable queries pass, mean score x' (queries without a reference are not evaluable)."""
-    evaluable = [s for s in scores if not s.error]
-    mean = np.mean([s.score for s in evaluable]) if evaluable else float("nan")
-    return f"{sum(s.passed for s in evaluable)} of {len(evaluable)} evaluable queries pass, mean score {mean:.3f}"
+    """'k of n evaluable queries pass, mean score x; on values only k of n, mean y' (queries without a
+    reference are not evaluable)."""
+    return str(Headline.of(scores))

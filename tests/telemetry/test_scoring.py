@@ -7,8 +7,15 @@ import math
 import pandas as pd
 import pytest
 
-from dpbench.telemetry.baselines import trivial_baseline_scores
-from dpbench.telemetry.scoring import MetricScore, QueryScore, relative_error, score_query, total_variation
+from dpbench.telemetry.baselines import margins, trivial_baseline_scores
+from dpbench.telemetry.scoring import (
+    Headline,
+    MetricScore,
+    QueryScore,
+    relative_error,
+    score_query,
+    total_variation,
+)
 from dpbench.telemetry.workload import QUERIES
 
 
@@ -94,15 +101,53 @@ def test_categorical_ranking_keeps_ties_and_counts_missing_keys():
     assert metric.passed
 
 
+def _net_rows(n_rows, nrs, os):
+    return pd.DataFrame({"guid": [f"g{i}" for i in range(n_rows)], "nrs": nrs, "received_bytes": [1.0] * n_rows,
+                         "sent_bytes": [2.0] * n_rows, "chassistype": ["Notebook"] * n_rows, "vendor": ["HP"] * n_rows,
+                         "os": os})
+
+
 def test_row_level():
-    reference = pd.DataFrame({"guid": list("abcd"), "nrs": [1000, 2000, 3000, 4000], "received_bytes": [1.0] * 4,
-                              "sent_bytes": [2.0] * 4, "chassistype": ["Notebook"] * 4, "vendor": ["HP"] * 4,
-                              "os": ["Win10", "Win10", "Win11", "Win11"]})
+    reference = _net_rows(4, [1000, 2000, 3000, 4000], ["Win10", "Win10", "Win11", "Win11"])
     candidate = reference.iloc[:2]
     metrics = {m.column: m for m in score_query(QUERIES["NetAsym"], reference, candidate).metrics}
-    assert metrics["row_count"].value == pytest.approx(0.5) and metrics["row_count"].passed
+    assert metrics["row_count"].value == pytest.approx(0.5) and not metrics["row_count"].passed
     assert metrics["os"].value == pytest.approx(0.5) and not metrics["os"].passed
-    assert metrics["mean_nrs"].value == pytest.approx(0.4) and metrics["mean_nrs"].passed   # 1500 vs 2500
+    assert metrics["mean_nrs"].value == pytest.approx(0.4) and not metrics["mean_nrs"].passed   # 1500 vs 2500
+    assert metrics["mean_received_bytes"].passed and metrics["vendor"].passed
+
+
+def test_row_level_uses_the_specs_relative_error_and_distribution_thresholds():
+    """The SPEC has no row-level rule; NetAsym takes its relative-error (0.25) and TVD (0.15) thresholds."""
+    reference = _net_rows(20, [1000] * 20, ["Win10"] * 10 + ["Win11"] * 10)
+    # 15 rows (row count off 25%), 13 Win10 of 15 (TVD 13/15 - 1/2 = 0.367), nrs mean 1240 (24% off)
+    candidate = _net_rows(15, [1240] * 15, ["Win10"] * 13 + ["Win11"] * 2)
+    metrics = {m.column: m for m in score_query(QUERIES["NetAsym"], reference, candidate).metrics}
+    assert metrics["row_count"].value == pytest.approx(0.25) and metrics["row_count"].passed
+    assert metrics["os"].value == pytest.approx(13 / 15 - 0.5) and not metrics["os"].passed
+    assert metrics["mean_nrs"].value == pytest.approx(0.24) and metrics["mean_nrs"].passed
+    # 14 rows (30% off), 9 Win10 of 14 (TVD 9/14 - 1/2 = 0.143), nrs mean 1300 (30% off)
+    candidate = _net_rows(14, [1300] * 14, ["Win10"] * 9 + ["Win11"] * 5)
+    metrics = {m.column: m for m in score_query(QUERIES["NetAsym"], reference, candidate).metrics}
+    assert not metrics["row_count"].passed and not metrics["mean_nrs"].passed
+    assert metrics["os"].value == pytest.approx(9 / 14 - 0.5) and metrics["os"].passed
+    # value metrics: 3 descriptors and 3 means; the row count is not a value
+    score = score_query(QUERIES["NetAsym"], reference, candidate)
+    assert [m.column for m in score.metrics if not m.about_values] == ["row_count"]
+    assert score.value_score == pytest.approx(5 / 6)   # everything but mean_nrs
+
+
+def test_a_group_the_candidate_leaves_null_is_a_miss_not_skipped():
+    """A reference value with no candidate value (e.g. NaN from a zero total) is an infinite error."""
+    reference = REFERENCE.assign(avg_duration=[100.0, 200.0, 300.0, None])
+    candidate = REFERENCE.assign(avg_duration=[None, None, 310.0, 5.0])
+    metrics = {m.column: m for m in score_query(QUERIES["BatteryGeo"], reference, candidate).metrics}
+    # D is skipped (no reference value); A and B are misses; C is 1/30 off: median of inf, inf, 0.033
+    assert math.isinf(metrics["avg_duration"].value) and not metrics["avg_duration"].passed
+    assert metrics["avg_duration"].detail == "3 groups compared"
+    candidate = REFERENCE.assign(avg_duration=[None, 200.0, 310.0, None])   # one miss of three: median 1/30
+    metrics = {m.column: m for m in score_query(QUERIES["BatteryGeo"], reference, candidate).metrics}
+    assert metrics["avg_duration"].value == pytest.approx(1 / 30)
 
 
 def test_missing_answers_are_reported_and_bad_columns_raise():
@@ -117,15 +162,70 @@ def test_chrome_everywhere_baseline():
     reference = pd.DataFrame({"country": countries, "browser": ["edge"] * 3 + ["chrome"] * 48})
     (score,) = trivial_baseline_scores({"BrowserRank": reference}, (QUERIES["BrowserRank"],))
     assert score.metrics[0].value == pytest.approx(48 / 51)
+    assert score.metrics[0].detail.endswith("0 of the 3 whose top is not 'chrome'")
 
 
-def test_trivial_aggregate_baseline_misses_between_group_structure():
+def test_ranking_detail_counts_the_keys_whose_top_is_not_the_common_one():
+    reference = pd.DataFrame({"country": list("ABCDE"), "browser": ["edge", "firefox", "chrome", "chrome", "chrome"]})
+    candidate = pd.DataFrame({"country": list("ABCDE"), "browser": ["edge", "chrome", "chrome", "chrome", "edge"]})
+    (metric,) = score_query(QUERIES["BrowserRank"], reference, candidate).metrics
+    assert metric.value == pytest.approx(3 / 5)
+    assert metric.detail == "3 of 5 reference country values matched; 1 of the 2 whose top is not 'chrome'"
+
+
+def test_trivial_aggregate_baseline_keeps_keys_and_counts_and_misses_between_group_structure():
     (score,) = trivial_baseline_scores({"BatteryGeo": REFERENCE}, (QUERIES["BatteryGeo"],))
     values = {m.column: m.value for m in score.metrics}
-    assert values["group_keys"] == 1.0
+    assert values["group_keys"] == 1.0 and values["number_of_systems"] == 0.0   # counts kept exactly
     # mean 250 against 100..400: errors 1.5, .25, .167, .375, median .3125
     assert values["avg_duration"] == pytest.approx(0.3125)
-    assert not score.metrics[-1].passed
+    # powerons mean 3.5 against 2..5: errors .75, .1667, .125, .3, median .2333
+    assert values["avg_number_of_dc_powerons"] == pytest.approx(0.7 / 3)
+    assert score.passed and score.n_passed == 3             # keys, counts and powerons pass
+    assert score.value_score == pytest.approx(1 / 2) and score.value_passed
+
+
+def test_trivial_row_level_baseline_keeps_rows_means_and_most_common_descriptor():
+    reference = _net_rows(4, [1000, 2000, 3000, 6000], ["Win10", "Win10", "Win10", "Win11"])
+    (score,) = trivial_baseline_scores({"NetAsym": reference}, (QUERIES["NetAsym"],))
+    metrics = {m.column: m.value for m in score.metrics}
+    assert metrics["row_count"] == 0 and metrics["mean_nrs"] == pytest.approx(0)
+    assert metrics["os"] == pytest.approx(0.25)   # all Win10 against 3 of 4
+
+
+def test_value_only_scoring_leaves_out_keys_and_counts():
+    spec = QUERIES["PersonaPivot"]
+    assert spec.counts == ("number_of_systems", "days")
+    reference = pd.DataFrame([{"persona": p, "number_of_systems": 100, "days": 1000,
+                               **{c: 10.0 for c in spec.metrics[2:]}} for p in "AB"])
+    # keys and counts right; 13 of 28 categories right, 15 off by half
+    candidate = reference.copy()
+    candidate[list(spec.metrics[2 + 13:])] = 15.0
+    score = score_query(spec, reference, candidate)
+    assert score.n_metrics == 31 and len(score.value_metrics) == 28
+    assert score.n_passed == 16 and score.passed                       # 16 of 31
+    assert score.value_score == pytest.approx(13 / 28) and not score.value_passed
+
+
+def test_headline_and_margins_count_values_only_beside_all_metrics():
+    def query(name, passes, about_values):
+        return QueryScore(name, "aggregate", [MetricScore(f"m{i}", "x", 0.0 if ok else 1.0, 0.5, False,
+                                                          about_values=v)
+                                              for i, (ok, v) in enumerate(zip(passes, about_values))])
+    candidate = [query("a", [True, True, False], [False, True, True]),     # 2/3 pass; values 1/2 pass
+                 query("b", [True, False, False], [False, False, True]),   # 1/3 fail; values 0/1 fail
+                 QueryScore("c", "aggregate", error="no reference")]
+    head = Headline.of(candidate)
+    assert (head.queries_passed, head.queries_evaluable, head.value_queries_passed, head.value_queries_evaluable) == (
+        1, 2, 1, 2)
+    assert head.mean_score == pytest.approx(0.5) and head.value_mean_score == pytest.approx(0.25)
+    baseline = [query("a", [True, False, False], [False, True, True]), query("b", [True, True, True], [False] * 3)]
+    (entry,) = margins(candidate, {"keys_and_counts": baseline}).values()
+    # baseline: a 1/3 (values 0/2), b 3/3 with no value metric (not value-evaluable)
+    assert entry["headline"]["value_queries_evaluable"] == 1 and entry["headline"]["value_mean_score"] == 0
+    assert entry["margin"] == pytest.approx({"queries_passed": 0, "mean_score": 0.5 - 2 / 3,
+                                             "value_queries_passed": 1, "value_mean_score": 0.25})
+    assert "on values only 1 of 2, mean 0.250" in str(head)
 
 
 @pytest.mark.parametrize("n_metrics, n_passed, published", [

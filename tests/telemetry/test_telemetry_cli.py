@@ -37,3 +37,15 @@ def test_missing_truth_dir_is_a_clear_error(small_corpus, tmp_path):
 def test_missing_tables_dir_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="is missing from"):
         main(["query", "--tables", str(tmp_path), "--out", str(tmp_path / "o")])
+
+
+def test_score_against_a_corpus_shows_value_only_counts_and_margins(small_corpus, capsys):
+    tables = str(small_corpus[0])
+    main(["score", "--tables", tables, "--reference-tables", tables, "--queries", "BrowserHist", "BrowserRank"])
+    out = capsys.readouterr().out
+    # the corpus against itself: every metric passes; the baseline (equal shares, chrome everywhere) passes
+    # BrowserRank only, and one half against the other passes both
+    assert "2 of 2 evaluable queries pass, mean score 1.000; on values only 2 of 2, mean 1.000" in out
+    assert ("margin over keys_and_counts (1 of 2 evaluable queries pass, mean score 0.500; on values only 1 of 2, "
+            "mean 0.500): +1 queries, +0.500 mean score; on values only +1 queries, +0.500") in out
+    assert "margin over halves (2 of 2 evaluable queries pass, mean score 1.000;" in out
