@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from scipy import stats
 
 from dpbench.reporting.configuration import (
+    MECHANISM_PREFIX,
     PER_SEARCH_KEYS,
     confounding_keys,
     describe,
@@ -239,12 +240,16 @@ def _searched(row: pd.Series) -> list[str]:
 
 
 def _free_keys(runs: pd.DataFrame) -> set[str]:
-    """What tuning chose in these runs (their searched keys) and what identifies a search's trial: free to
-    differ between tuned rows that are compared. Nothing for untuned runs."""
+    """What tuning chose in these runs (their searched keys, and the mechanism's settings, which a space sets
+    directly or through an interpolation such as ``max_grad_norm: ${train.max_grad_norm}``) and what identifies
+    a search's trial: free to differ between tuned rows that are compared. Nothing for untuned runs. The
+    mechanism's class (``_target_``, ``mechanism_class``) is never free."""
     tuned = runs[runs["tuning"] != UNTUNED]
     if tuned.empty:
         return set()
-    return set(PER_SEARCH_KEYS).union(*(_searched(row) for _, row in tuned.iterrows()))
+    settings = {key for config in tuned["config"] for key in config
+                if key.startswith(MECHANISM_PREFIX) and key != MECHANISM_TARGET}
+    return set(PER_SEARCH_KEYS).union(settings, *(_searched(row) for _, row in tuned.iterrows()))
 
 
 def _builtin_target(mechanism: str) -> str | None:

@@ -190,7 +190,7 @@ def apply_public_choice(result: dict, plan: SearchPlan, directory: Path, results
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)  # opacus configures logging on import
     arguments = list(sys.argv[1:] if argv is None else argv)
     launcher = [a for a in arguments if a.startswith(LAUNCHER_PREFIXES)]
     try:

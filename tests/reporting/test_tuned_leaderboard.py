@@ -29,7 +29,7 @@ BASE = {
 PRIVATE_TUNE = {"trial": "t0", "space": "fixed", "trials_mean": 2, "trials_shape": 1, "validation_fraction": 0.1,
                 "score_noise": 10, "split_seed": 0, "reference_batch_size": 256, "reference_epochs": 30, "seed": None}
 TOTAL, PER_TRIAL = 2.987, 2.021  # a search's ε, tuning included, and the ε of its selected trial alone
-SEARCHED = {"fixed": ["train.lr", "mechanism.max_grad_norm"],
+SEARCHED = {"fixed": ["train.lr", "train.max_grad_norm"],
             "adaptive": ["train.lr", "mechanism.max_grad_norm", "mechanism.target_quantile", "train.momentum"]}
 
 
@@ -174,3 +174,20 @@ def test_a_search_s_trials_are_never_read_as_results(results):
     search = results / "searches" / "mechanism=adaptive"
     with pytest.raises(NoResultsError, match="only the trials of a search"):
         load_results(search)
+
+
+def test_what_a_search_chose_is_not_a_difference_but_the_mechanism_class_is(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    for name, bound in (("a", 0.5), ("b", 2.0)):  # the clipping bound reaches the mechanism through ${train...}
+        write_search(results, f"mechanism=fixed,seed={name}", FIXED, 0.9,
+                     {"train.lr": 0.1, "train.max_grad_norm": bound, "mechanism.max_grad_norm": bound})
+    plugin = FIXED | {"_target_": "my.Class"}  # a plugin recorded under the name fixed
+    write_search(results, "mechanism=my.Class", plugin, 0.8, {"train.lr": 0.1, "train.max_grad_norm": 1.0})
+    board = leaderboard(load_results(results))
+    builtin = board[board["mechanism_class"] == FIXED["_target_"]]
+    expected = "mechanism._target_=mechanisms.fixed.FixedClipping, mechanism_class=mechanisms.fixed.FixedClipping"
+    assert list(builtin["differs"]) == [expected] * 2
+    assert {"train.max_grad_norm=0.5", "train.max_grad_norm=2.0"} <= {
+        part for chosen in builtin["chosen"] for part in chosen.split(", ")}
+    assert "mechanism_class=my.Class" in row_of(board, mechanism_class="my.Class")["differs"]
