@@ -10,6 +10,7 @@ summary per device, so the row-level spread is the one thing the decoder has to 
 usage rows are drawn per day (browser from the device's browsers by its row shares, category from
 its time shares) and the pivot table is summed from them, as the reporting pipeline does.
 Columns no query reads (min/max, battery percentages, page counts) are filled plausibly.
+Devices are decoded and written a chunk at a time, so a million synthetic devices take the memory of a chunk.
 """
 
 from __future__ import annotations
@@ -24,11 +25,21 @@ from dpbench.telemetry import world
 from dpbench.telemetry.browsing import BROWSERS, CATEGORIES, PIVOT_TABLE, USAGE_TABLE
 from dpbench.telemetry.population import RAM_SIZES_GB, random_guids
 from dpbench.telemetry.schema import TABLES, WEB_CATEGORIES
-from dpbench.telemetry.wide_table import OTHER, POWER_STATES, SAMPLES_PER_DAY, WIDE_LAYOUT, WINDOW_DAYS, DecodedDevices
+from dpbench.telemetry.wide_table import (
+    OTHER,
+    POWER_STATES,
+    SAMPLES_PER_DAY,
+    WIDE_LAYOUT,
+    WINDOW_DAYS,
+    DecodedDevices,
+    decode_columns,
+)
 
 ROW_SPREAD = {"nrs": 0.3, "rate": 0.6, "sensor": 0.08, "power": 0.2, "battery": 0.6, "percent": 7.0,
               "states": 20.0, "seconds": 600.0, "browsing": 0.6}
 """Within-device spreads of row values (log-normal sigmas, percentage points, Dirichlet concentration, seconds)."""
+CHUNK_DEVICES = 65_536
+"""Devices decoded and written at a time: the decoder's memory grows with the chunk, not with the devices."""
 _FIRST_DAY = np.datetime64(world.FIRST_DAY, "D")
 _RECEIVED, _SENT = "OS:NETWORK INTERFACE::BYTES RECEIVED/SEC::", "OS:NETWORK INTERFACE::BYTES SENT/SEC::"
 _SENSOR_TABLES = {"psys": ("system_psys_rap_watts", "psys_rap_watts"), "c0": ("system_pkg_C0", "pkg_c0"),
@@ -74,16 +85,30 @@ def _nrs(rng: np.random.Generator, rows: _Rows, device_nrs: np.ndarray) -> np.nd
     return np.clip(np.rint(nrs), 1, SAMPLES_PER_DAY).astype(np.int64)
 
 
-def write_tables(decoded: DecodedDevices, out_dir: Path | str, rng: np.random.Generator) -> dict[str, int]:
-    """Write ``out_dir/<table>.parquet`` for all 13 tables; returns the row count of each."""
+def write_tables(features: np.ndarray, out_dir: Path | str, rng: np.random.Generator,
+                 chunk_devices: int = CHUNK_DEVICES) -> dict[str, int]:
+    """Decode wide rows (:func:`.decode_columns`) into ``out_dir/<table>.parquet`` for all 13 tables,
+    ``chunk_devices`` devices at a time (a row group per table and chunk); returns the row count of each."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    n = decoded.size
+    n = len(features)
     guid = random_guids(rng, n)
-    tables = {**_device_tables(decoded, guid, rng), **_family_tables(decoded, guid, rng)}
-    for name, table in tables.items():
-        pq.write_table(table, out_dir / f"{name}.parquet")
-    return {name: table.num_rows for name, table in tables.items()}
+    writers: dict[str, pq.ParquetWriter] = {}
+    rows: dict[str, int] = {}
+    try:
+        for start in range(0, max(n, 1), chunk_devices):
+            decoded = decode_columns(features[start:start + chunk_devices])
+            chunk_guid = guid.slice(start, decoded.size)
+            tables = {**_device_tables(decoded, chunk_guid, rng), **_family_tables(decoded, chunk_guid, rng)}
+            for name, table in tables.items():
+                if name not in writers:
+                    writers[name] = pq.ParquetWriter(out_dir / f"{name}.parquet", table.schema)
+                writers[name].write_table(table)
+                rows[name] = rows.get(name, 0) + table.num_rows
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return rows
 
 
 def _values_of(layout_name: str) -> tuple[str, ...]:

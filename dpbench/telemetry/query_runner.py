@@ -19,6 +19,9 @@ from dpbench.telemetry.schema import quote
 from dpbench.telemetry.workload import WORKLOAD, QuerySpec
 
 HALVES = (0, 1)
+MEMORY_LIMIT = "1GB"
+"""DuckDB's memory limit per connection: a query that needs more spills to a temporary directory on disk
+(DuckDB's default, 80% of the machine's memory, would let one aggregation take a laptop's memory)."""
 
 
 def connect(tables_dir: Path | str, queries: tuple[QuerySpec, ...] = WORKLOAD,
@@ -28,7 +31,7 @@ def connect(tables_dir: Path | str, queries: tuple[QuerySpec, ...] = WORKLOAD,
         raise ValueError(f"half must be 0 or 1, got {half}")
     needed = list(dict.fromkeys(t for q in queries for t in q.tables))
     sources = open_corpus(tables_dir, needed, allow_empty)
-    con = duckdb.connect()
+    con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT})
     for name, source in sources.items():
         where = f" WHERE ascii(right(md5(guid), 1)) % 2 = {half}" if half is not None else ""
         con.execute(f"CREATE VIEW {quote(name)} AS SELECT * FROM ({source.select_sql()}){where}")

@@ -69,7 +69,7 @@ class StageMeter:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        """Measure the peak RSS of the ``with`` block and log it (INFO, logger ``dpbench``)."""
+        """Measure the peak RSS of the ``with`` block and log it (logger ``dpbench``: INFO, DEBUG when nested)."""
         if not self._open:
             self._record(f"between {self._last} and {name}", rss_bytes()[1], self._last_ended)
         _, mark = rss_bytes()
@@ -84,15 +84,15 @@ class StageMeter:
             _, mark = rss_bytes()
             for outer in self._open:
                 outer.peak = max(outer.peak, mark)
-            self._record(name, max(current.peak, mark), current.started)
+            self._record(name, max(current.peak, mark), current.started, logging.DEBUG if self._open else logging.INFO)
             if not self._open:
                 self._last, self._last_ended = name, time.perf_counter()
                 self._resettable = reset_peak()
 
-    def _record(self, name: str, peak: int, started: float) -> None:
+    def _record(self, name: str, peak: int, started: float, level: int = logging.INFO) -> None:
         seconds = time.perf_counter() - started
         self.peaks.append((name, peak, seconds))
-        log.info("memory: %s: peak RSS %.2f GiB%s, now %.2f GiB (%.1f s)", name, peak / _GIB,
+        log.log(level, "memory: %s: peak RSS %.2f GiB%s, now %.2f GiB (%.1f s)", name, peak / _GIB,
                  "" if self._resettable else " (the process's peak so far: the mark cannot be reset here)",
                  rss_bytes()[0] / _GIB, seconds)
 

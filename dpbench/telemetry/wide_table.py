@@ -16,17 +16,22 @@ before the data is read, and lets :func:`decode_columns` invert any row, real or
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from dpbench.telemetry import world
 from dpbench.telemetry.browsing import BROWSERS, CATEGORIES
 from dpbench.telemetry.population import CHASSIS, COUNTRIES, OPERATING_SYSTEMS, PERSONAS, RAM_SIZES_GB, VENDORS
+from dpbench.telemetry.schema import DEVICE_TABLE, SchemaError, quote
 from dpbench.telemetry.stage_memory import stage
 from dpbench.telemetry.workload import WORKLOAD
+
+if TYPE_CHECKING:
+    import duckdb
 
 OTHER = "Other"
 WINDOW_DAYS = world.WINDOW_DAYS
@@ -133,36 +138,57 @@ def _build_layout() -> WideLayout:
 WIDE_LAYOUT = _build_layout()
 """The layout of every wide table (a constant: see the module docstring)."""
 
+
+def _per_day(table: str, sums: dict[str, str]) -> str:
+    """``table`` summed per (guid, day), for a per-device aggregate over it: there, ``COUNT(dt)`` counts the
+    distinct days with a date, and means are sums over sums (a mean's count is summed as a sum of 0/1).
+    Only plain sums, which DuckDB streams over the parquet files and spills to disk when memory is short."""
+    terms = ", ".join(f"SUM({expression}) AS {name}" for name, expression in sums.items())
+    return f"(SELECT guid, dt, {terms} FROM {table} GROUP BY guid, dt)"
+
+
+_NRS = {"nrs_sum": "nrs", "nrs_count": "CAST(nrs IS NOT NULL AS INTEGER)"}
+_DAYS_NRS = "COUNT(dt) AS days, SUM(nrs_sum) / NULLIF(SUM(nrs_count), 0) AS nrs"
 _RECEIVED, _SENT = "OS:NETWORK INTERFACE::BYTES RECEIVED/SEC::", "OS:NETWORK INTERFACE::BYTES SENT/SEC::"
 _SENSORS = {"psys": ("system_psys_rap_watts", "avg_psys_rap_watts"), "c0": ("system_pkg_C0", "avg_pkg_c0"),
             "freq": ("system_pkg_avg_freq_mhz", "avg_avg_freq_mhz"),
             "temp": ("system_pkg_temp_centigrade", "avg_temp_centigrade")}
+
+
+def _weighted(table: str, column: str, name: str) -> str:
+    """Days, mean sample count and the nrs-weighted mean of ``column`` per device."""
+    per_day = _per_day(table, {**_NRS, "weighted": f"nrs * {column}"})
+    return (f"SELECT guid, {_DAYS_NRS}, SUM(weighted) / NULLIF(SUM(nrs_sum), 0) AS {name} "
+            f"FROM {per_day} GROUP BY guid")
+
+
+_NETWORK_SUMS = {**_NRS, **{f"{side}_{what}": f"CASE WHEN input_desc = '{desc}' THEN {term} END"
+                            for side, desc in (("received", _RECEIVED), ("sent", _SENT))
+                            for what, term in (("weighted", "nrs * avg_bytes_sec"), ("weight", "nrs"))}}
 _PER_DEVICE_SQL: dict[str, str] = {
-    "network": f"""SELECT guid, COUNT(DISTINCT dt) AS days, AVG(nrs) AS nrs,
-        COALESCE(SUM(CASE WHEN input_desc = '{_RECEIVED}' THEN nrs * avg_bytes_sec END)
-                 / SUM(CASE WHEN input_desc = '{_RECEIVED}' THEN nrs END), 0) AS received_rate,
-        COALESCE(SUM(CASE WHEN input_desc = '{_SENT}' THEN nrs * avg_bytes_sec END)
-                 / SUM(CASE WHEN input_desc = '{_SENT}' THEN nrs END), 0) AS sent_rate
-        FROM system_network_consumption GROUP BY guid""",
-    "memory": """SELECT guid, COUNT(DISTINCT dt) AS days, AVG(nrs) AS nrs,
-        SUM(nrs * avg_percentage_used) / NULLIF(SUM(nrs), 0) AS percent_used
-        FROM system_memory_utilization GROUP BY guid""",
-    **{family: f"""SELECT guid, COUNT(DISTINCT dt) AS days, AVG(nrs) AS nrs,
-        SUM(nrs * {column}) / NULLIF(SUM(nrs), 0) AS value FROM "{table}" GROUP BY guid"""
-       for family, (table, column) in _SENSORS.items()},
-    "pkg_power": """SELECT guid, COUNT(DISTINCT dt) AS days, AVG(nrs) AS nrs,
-        SUM(nrs * mean) / NULLIF(SUM(nrs), 0) AS value FROM system_hw_pkg_power GROUP BY guid""",
-    "battery": """SELECT guid, COUNT(DISTINCT dt) AS days, AVG(duration_mins) AS duration_mins,
-        AVG(num_power_ons) AS power_ons FROM system_batt_dc_events GROUP BY guid""",
-    "power_states": f"""SELECT guid, COUNT(DISTINCT dt) AS days,
-        AVG(on_time + off_time + mods_time + sleep_time) AS seconds_per_day,
+    "network": f"""SELECT guid, {_DAYS_NRS},
+        COALESCE(SUM(received_weighted) / SUM(received_weight), 0) AS received_rate,
+        COALESCE(SUM(sent_weighted) / SUM(sent_weight), 0) AS sent_rate
+        FROM {_per_day("system_network_consumption", _NETWORK_SUMS)} GROUP BY guid""",
+    "memory": _weighted("system_memory_utilization", "avg_percentage_used", "percent_used"),
+    **{family: _weighted(f'"{table}"', column, "value") for family, (table, column) in _SENSORS.items()},
+    "pkg_power": _weighted("system_hw_pkg_power", "mean", "value"),
+    "battery": f"""SELECT guid, COUNT(dt) AS days, SUM(duration_sum) / NULLIF(SUM(duration_count), 0) AS duration_mins,
+        SUM(ons_sum) / NULLIF(SUM(ons_count), 0) AS power_ons
+        FROM {_per_day("system_batt_dc_events", {
+            "duration_sum": "duration_mins", "duration_count": "CAST(duration_mins IS NOT NULL AS INTEGER)",
+            "ons_sum": "num_power_ons", "ons_count": "CAST(num_power_ons IS NOT NULL AS INTEGER)"})} GROUP BY guid""",
+    "power_states": f"""SELECT guid, COUNT(dt) AS days, SUM(total_sum) / NULLIF(SUM(total_count), 0) AS seconds_per_day,
         {", ".join(f"SUM({s}) AS {s}" for s in POWER_STATES)}
-        FROM system_on_off_suspend_time_day GROUP BY guid""",
+        FROM {_per_day("system_on_off_suspend_time_day", {
+            "total_sum": " + ".join(POWER_STATES), "total_count": f"CAST({' + '.join(POWER_STATES)} IS NOT NULL AS "
+                                                                  "INTEGER)", **{s: s for s in POWER_STATES}})}
+        GROUP BY guid""",
     "browsing": f"""SELECT p.guid, p.days, u.usage_rows / p.days AS rows_per_day,
         u.duration_ms / p.days AS duration_ms_per_day,
         {", ".join(f"u.rows_{b}, u.ms_{b}" for b in BROWSERS)}, {", ".join(f"p.{c}" for c in CATEGORIES)}
-        FROM (SELECT guid, COUNT(DISTINCT dt) AS days, {", ".join(f"SUM({c}) AS {c}" for c in CATEGORIES)}
-              FROM system_web_cat_pivot_duration GROUP BY guid) p
+        FROM (SELECT guid, COUNT(dt) AS days, {", ".join(f"SUM({c}) AS {c}" for c in CATEGORIES)}
+              FROM {_per_day("system_web_cat_pivot_duration", {c: c for c in CATEGORIES})} GROUP BY guid) p
         JOIN (SELECT guid, COUNT(*) AS usage_rows, SUM(duration_ms) AS duration_ms,
               {", ".join(f"COUNT(*) FILTER (WHERE browser = '{b}') AS rows_{b}, "
                          f"COALESCE(SUM(duration_ms) FILTER (WHERE browser = '{b}'), 0) AS ms_{b}"
@@ -203,42 +229,72 @@ def _build(tables_dir: Path | str, layout: WideLayout) -> WideTable:
     from dpbench.telemetry.query_runner import connect  # DuckDB only when a corpus is read
     con = connect(tables_dir, WORKLOAD)
     try:
-        devices = con.execute(WIDE_TABLE_SQL["devices"]).df()
-        per_family = {family: con.execute(WIDE_TABLE_SQL[family]).df() for family in _PER_DEVICE_SQL}
+        con.execute(f"CREATE TEMP TABLE {_DEVICES} AS SELECT row_number() OVER (ORDER BY guid) - 1 AS row, * "
+                    f"FROM ({WIDE_TABLE_SQL['devices']})")
+        n, distinct = con.sql(f"SELECT COUNT(*), COUNT(DISTINCT guid) FROM {_DEVICES}").fetchall()[0]
+        if n != distinct:
+            raise SchemaError(f"{n - distinct:,d} devices of {DEVICE_TABLE} appear more than once (in it or in "
+                              "system_cpu_metadata); each table lists a device (guid) once: remove the duplicates")
+        features = np.zeros((n, layout.width), dtype=np.float32)
+        for batch in _batches(con, f"SELECT row, {', '.join(layout.categories)} FROM {_DEVICES}"):
+            for name, (values, columns) in layout.categories.items():
+                features[batch["row"], columns.start + _category_codes(name, batch[name], values)] = 1.0
+        for family in _PER_DEVICE_SQL:
+            with stage(f"wide table: {family}"):
+                _fill_family(con, family, features, layout)
+        guids = con.sql(f"SELECT guid FROM {_DEVICES} ORDER BY row").fetchnumpy()["guid"]
     finally:
         con.close()
-    features = np.zeros((len(devices), layout.width), dtype=np.float32)
-    for name, (values, columns) in layout.categories.items():
-        features[np.arange(len(devices)), columns.start + _category_codes(name, devices[name], values)] = 1.0
-    row_of = pd.Series(np.arange(len(devices)), index=devices["guid"].to_numpy())
-    for family, frame in per_family.items():
-        rows = row_of.reindex(frame["guid"].to_numpy()).dropna().astype(int).to_numpy()
-        frame = frame[frame["guid"].isin(row_of.index)]
+    return WideTable(np.asarray(guids, dtype=object), features)
+
+
+_DEVICES = "wide_table_devices"
+"""The temporary table of the devices with their row in the wide table (rows in guid order)."""
+BATCH_ROWS = 262_144
+"""Rows of a DuckDB result read into Python at a time."""
+
+
+def _batches(con: duckdb.DuckDBPyConnection, sql: str) -> Iterator[dict[str, np.ndarray]]:
+    """The result of ``sql`` in batches of :data:`BATCH_ROWS` rows, as numpy columns (nulls as None or NaN)."""
+    reader = con.sql(sql).to_arrow_reader(BATCH_ROWS)
+    for batch in reader:
+        yield {name: column.to_numpy(zero_copy_only=False) for name, column in zip(batch.schema.names, batch.columns)}
+
+
+def _fill_family(con: duckdb.DuckDBPyConnection, family: str, features: np.ndarray, layout: WideLayout) -> None:
+    """Write one family's block of the wide rows from its per-device query, joined to the devices' rows in DuckDB
+    (a device of the family that sysinfo does not list has no row and is left out)."""
+    gaussians = {name: spec for name, spec in layout.gaussians.items() if name.startswith(f"{family}.")}
+    compositions = {name: spec for name, spec in layout.compositions.items() if name.startswith(f"{family}.")}
+    browsers = tuple(f"rows_{b}" for b in BROWSERS) if family == "browsing" else ()
+    sources = dict.fromkeys([name.split(".", 1)[1] for name in gaussians]
+                            + [c for name in compositions for c in _COMPOSITION_SOURCES[name]] + list(browsers))
+    select = ", ".join(f"CAST(f.{quote(c)} AS DOUBLE) AS {quote(c)}" for c in sources)
+    sql = f"SELECT d.row, {select} FROM ({WIDE_TABLE_SQL[family]}) f JOIN {_DEVICES} d ON f.guid = d.guid"
+    for batch in _batches(con, sql):
+        rows = batch["row"]
+        values = {c: np.nan_to_num(batch[c].astype(np.float64), nan=0.0) for c in sources}
         features[rows, layout.bits[f"{family}.present"][0]] = 1.0
-        for name, (column, _, scale) in layout.gaussians.items():
-            if name.startswith(f"{family}."):
-                values = frame[name.split(".", 1)[1]].fillna(0.0).to_numpy(dtype=float)
-                features[rows, column] = scale.forward(values)
-        for name, (_, columns, _) in layout.compositions.items():
-            if name.startswith(f"{family}."):
-                parts = frame[list(_COMPOSITION_SOURCES[name])].fillna(0.0).to_numpy(dtype=float)
-                total = parts.sum(axis=1, keepdims=True)
-                features[rows, columns] = np.where(total > 0, parts / np.where(total > 0, total, 1.0), 0.0)
-        if family == "browsing":
-            for browser in BROWSERS:
-                seen = frame[f"rows_{browser}"].to_numpy() > 0
-                features[rows, layout.bits[f"browser.{browser}"][0]] = seen
-    return WideTable(devices["guid"].to_numpy(), features)
+        for name, (column, _, scale) in gaussians.items():
+            features[rows, column] = scale.forward(values[name.split(".", 1)[1]])
+        for name, (_, columns, _) in compositions.items():
+            parts = np.stack([values[c] for c in _COMPOSITION_SOURCES[name]], axis=1)
+            total = parts.sum(axis=1, keepdims=True)
+            features[rows, columns] = np.where(total > 0, parts / np.where(total > 0, total, 1.0), 0.0)
+        for browser, source in zip(BROWSERS, browsers):
+            features[rows, layout.bits[f"browser.{browser}"][0]] = values[source] > 0
 
 
-def _category_codes(name: str, column: pd.Series, values: tuple[str, ...]) -> np.ndarray:
+def _category_codes(name: str, column: np.ndarray, values: tuple[str, ...]) -> np.ndarray:
+    """Each device's index into ``values`` (RAM: the nearest listed size, 8 GB if unknown; others: "Other" if
+    unknown or unlisted)."""
     if name == "ram":
-        sizes = column.fillna(8.0).to_numpy(dtype=float)
+        sizes = np.nan_to_num(np.asarray(column, dtype=float), nan=8.0)
         distance = np.abs(np.log2(np.maximum(sizes, 0.5))[:, None] - np.log2(RAM_SIZES_GB)[None, :])
         return distance.argmin(axis=1)
     index = {v: i for i, v in enumerate(values)}
     other = index[OTHER]
-    return column.fillna(OTHER).map(lambda v: index.get(v, other)).to_numpy(dtype=np.int64)
+    return np.fromiter((index.get(v, other) for v in column), dtype=np.int64, count=len(column))
 
 
 @dataclass
