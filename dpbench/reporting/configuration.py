@@ -29,8 +29,9 @@ TARGET_EPSILON = "privacy.target_epsilon"
 # model, which search released it (``tuning.search``): one search's result never shares a row with another's.
 TUNING = "tuning"
 SEARCH = "tuning.search"
+TRIAL = "tune.trial"
 # Keys that identify one search's trial rather than the settings two tuned results are compared under.
-PER_SEARCH_KEYS = frozenset({"tune.trial", "tune.seed", "tune.space", SEARCH})
+PER_SEARCH_KEYS = frozenset({TRIAL, "tune.seed", "tune.space", SEARCH})
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

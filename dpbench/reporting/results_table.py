@@ -13,6 +13,7 @@ from dpbench.reporting.configuration import (
     MECHANISM_CLASS,
     SEARCH,
     TARGET_EPSILON,
+    TRIAL,
     TUNING,
     config_id,
     defining,
@@ -86,7 +87,7 @@ def with_configuration(rows: pd.DataFrame) -> pd.DataFrame:
     """Adds each run's defining config (``config``, flat dotted keys) and its ids: ``config_id`` (everything but
     the seed and execution-only keys), ``context_id`` (the same without the mechanism group: runs a mechanism
     comparison may pair) and ``sweep_id`` (without the target ε: points of one ε sweep)."""
-    configs = [run_configuration(row) | _tuning_identity(row) for _, row in rows.iterrows()]
+    configs = [_released(run_configuration(row), row) for _, row in rows.iterrows()]
     rows = rows.assign(config=configs)
     rows[MECHANISM_CLASS] = [config.get(MECHANISM_CLASS) for config in configs]
     rows["config_id"] = [config_id(config) for config in configs]
@@ -112,14 +113,16 @@ def run_configuration(row: pd.Series) -> dict:
     return defining(config)
 
 
-def _tuning_identity(row: pd.Series) -> dict:
-    """How a tuned result was tuned, and by which search: part of its configuration (nothing for an untuned run,
-    whose config id stays what it was)."""
+def _released(config: dict, row: pd.Series) -> dict:
+    """A run's configuration as the report may publish it. A tuned result's also holds how it was tuned and by
+    which search, and not which trial the search selected (the trial's index bounds K from below, and K is
+    secret; the config id, a hash, must not encode it either). An untuned run's is unchanged."""
     tuning = _plain(row.get("tuning"))
     if tuning in (None, UNTUNED):
-        return {}
+        return config
     search = _plain(row.get("search_id"))
-    return {TUNING: tuning} | ({SEARCH: search} if search is not None else {})
+    released = {key: value for key, value in config.items() if key != TRIAL}
+    return released | {TUNING: tuning} | ({SEARCH: search} if search is not None else {})
 
 
 def _plain(value):

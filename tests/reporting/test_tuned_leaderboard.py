@@ -191,3 +191,21 @@ def test_what_a_search_chose_is_not_a_difference_but_the_mechanism_class_is(tmp_
     assert {"train.max_grad_norm=0.5", "train.max_grad_norm=2.0"} <= {
         part for chosen in builtin["chosen"] for part in chosen.split(", ")}
     assert "mechanism_class=my.Class" in row_of(board, mechanism_class="my.Class")["differs"]
+
+
+def test_nothing_published_tells_which_trial_was_selected(tmp_path):
+    """The selected trial's index bounds the secret K from below: it is in no published column, and the config id
+    (a hash anyone could recompute for t0, t1, ...) does not depend on it."""
+    ids = []
+    for index in (1, 7):
+        results = tmp_path / f"t{index}"
+        results.mkdir()
+        write_search(results, "mechanism=fixed", FIXED, 0.9, {"train.lr": 0.1})
+        summary = next(results.glob("searches/*/runs/*/summary.json"))
+        summary.write_text(summary.read_text().replace('"trial": "t1"', f'"trial": "t{index}"'))
+        loaded = load_results(results)
+        assert "tune.trial" not in loaded["config"].iloc[0]
+        files = write_report(results, tmp_path / f"report{index}")
+        assert f"t{index}" not in files["leaderboard_md"].read_text() + files["leaderboard_csv"].read_text()
+        ids.append(loaded["config_id"].iloc[0])
+    assert ids[0] == ids[1]
