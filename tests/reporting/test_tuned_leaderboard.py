@@ -6,6 +6,7 @@ read as results."""
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -55,10 +56,11 @@ def write_run(results: Path, name: str, mechanism: dict, accuracy: float, seed: 
     return row
 
 
-def write_search(results: Path, search: str, mechanism: dict, accuracy: float, chosen: dict, trials_run: int = 3):
+def write_search(results: Path, search: str, mechanism: dict, accuracy: float, chosen: dict, trials_run: int = 3,
+                 total: float = TOTAL):
     """A private search's selected trial (its summary, as a trial writes it) and the released row the search
     appends to the results table (built by the search's own function)."""
-    trial = {"trial": "t1", "validation_score": accuracy - 0.05, "epsilon_search": TOTAL,
+    trial = {"trial": "t1", "validation_score": accuracy - 0.05, "epsilon_search": total,
              "search": {"trials_mean": 2, "trials_shape": 1, "reference_noise_multiplier": 5.4,
                         "within_reference_curve": True, "validation_size": 144, "score_noise": 10}}
     tune = PRIVATE_TUNE | {"trial": "t1", "space": mechanism["name"]}
@@ -209,3 +211,14 @@ def test_nothing_published_tells_which_trial_was_selected(tmp_path):
         assert f"t{index}" not in files["leaderboard_md"].read_text() + files["leaderboard_csv"].read_text()
         ids.append(loaded["config_id"].iloc[0])
     assert ids[0] == ids[1]
+
+
+def test_a_search_whose_trial_left_the_reference_curve_has_no_bound(tmp_path):
+    """A trial outside the search's reference curve (a plugin's verified ledger above the planned one) records an
+    infinite search ε: the row says unbounded, never the trial's own finite ε."""
+    results = tmp_path / "results"
+    results.mkdir()
+    write_search(results, "mechanism=fixed", FIXED, 0.9, {"train.lr": 0.1}, total=math.inf)
+    text = write_report(results, tmp_path / "report")["leaderboard_md"].read_text()
+    line = next(line for line in text.splitlines() if "| private search on digits |" in line)
+    assert "| unbounded | 2.021 |" in line
