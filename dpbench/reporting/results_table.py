@@ -87,7 +87,7 @@ def with_configuration(rows: pd.DataFrame) -> pd.DataFrame:
     """Adds each run's defining config (``config``, flat dotted keys) and its ids: ``config_id`` (everything but
     the seed and execution-only keys), ``context_id`` (the same without the mechanism group: runs a mechanism
     comparison may pair) and ``sweep_id`` (without the target ε: points of one ε sweep)."""
-    configs = [_released(run_configuration(row), row) for _, row in rows.iterrows()]
+    configs = [_publishable(run_configuration(row), row) for _, row in rows.iterrows()]
     rows = rows.assign(config=configs)
     rows[MECHANISM_CLASS] = [config.get(MECHANISM_CLASS) for config in configs]
     rows["config_id"] = [config_id(config) for config in configs]
@@ -113,7 +113,7 @@ def run_configuration(row: pd.Series) -> dict:
     return defining(config)
 
 
-def _released(config: dict, row: pd.Series) -> dict:
+def _publishable(config: dict, row: pd.Series) -> dict:
     """A run's configuration as the report may publish it. A tuned result's also holds how it was tuned and by
     which search, and not which trial the search selected (the trial's index bounds K from below, and K is
     secret; the config id, a hash, must not encode it either). An untuned run's is unchanged."""
