@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from dpbench.telemetry.query_runner import run_queries
-from dpbench.telemetry.scoring import Headline, QueryScore, score_answers, score_query
+from dpbench.telemetry.scoring import Headline, QueryScore, score_answers
 from dpbench.telemetry.workload import (
     AGGREGATE,
     DISTRIBUTION,
@@ -50,7 +50,7 @@ def trivial_answer(spec: QuerySpec, reference: pd.DataFrame) -> pd.DataFrame:
             values = pd.to_numeric(reference[column], errors="coerce")
             answer[column] = values if column in spec.counts else values.mean()
         for column in spec.categorical:
-            answer[column] = reference[column].mode().iloc[0] if len(reference) else None
+            answer[column] = reference[column].mode().iloc[0]
         return answer
     if spec.kind == DISTRIBUTION:
         for column in spec.shares:
@@ -66,9 +66,9 @@ def trivial_answer(spec: QuerySpec, reference: pd.DataFrame) -> pd.DataFrame:
 def trivial_baseline_scores(references: dict[str, pd.DataFrame | None],
                             queries: tuple[QuerySpec, ...] = WORKLOAD) -> list[QueryScore]:
     """Scores of the trivial baselines against the reference answers."""
-    return [score_query(spec, references.get(spec.name),
-                        None if references.get(spec.name) is None else trivial_answer(spec, references[spec.name]))
-            for spec in queries]
+    answers = {spec.name: trivial_answer(spec, references[spec.name]) for spec in queries
+               if references.get(spec.name) is not None and not references[spec.name].empty}
+    return score_answers(references, answers, queries)
 
 
 def halves_noise_floor(tables_dir: Path | str, queries: tuple[QuerySpec, ...] = WORKLOAD) -> list[QueryScore]:

@@ -54,6 +54,7 @@ ROW_COUNT_ERROR_PASS = RELATIVE_ERROR_PASS
 ROW_TVD_PASS = TVD_PASS
 ROW_MEAN_ERROR_PASS = RELATIVE_ERROR_PASS
 QUERY_PASS = 0.5
+EMPTY_REFERENCE = "reference answer has no rows at this population size"
 
 
 @dataclass(frozen=True)
@@ -265,8 +266,19 @@ def is_value_metric(spec: QuerySpec, metric: MetricScore) -> bool:
 
 def score_answers(references: dict[str, pd.DataFrame | None], candidates: dict[str, pd.DataFrame | None],
                   queries: tuple[QuerySpec, ...] = WORKLOAD) -> list[QueryScore]:
-    """Score every query's candidate answer against its reference answer (both keyed by query name)."""
-    return [score_query(q, references.get(q.name), candidates.get(q.name)) for q in queries]
+    """Score every query's candidate answer against its reference answer (both keyed by query name).
+
+    A reference answer with no rows (e.g. a HAVING > 100 devices threshold that no group reaches in a
+    small corpus) cannot be scored: the query is reported as not evaluable, not as a pass of two empty
+    answers."""
+    scores = []
+    for q in queries:
+        reference = references.get(q.name)
+        if reference is not None and reference.empty:
+            scores.append(QueryScore(q.name, q.kind, error=EMPTY_REFERENCE))
+        else:
+            scores.append(score_query(q, reference, candidates.get(q.name)))
+    return scores
 
 
 def summary_table(scores: list[QueryScore]) -> pd.DataFrame:

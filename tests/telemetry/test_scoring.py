@@ -9,10 +9,12 @@ import pytest
 
 from dpbench.telemetry.baselines import margins, trivial_baseline_scores
 from dpbench.telemetry.scoring import (
+    EMPTY_REFERENCE,
     Headline,
     MetricScore,
     QueryScore,
     relative_error,
+    score_answers,
     score_query,
     total_variation,
 )
@@ -261,3 +263,11 @@ def test_key_overlap_is_one_metric_among_the_others():
     wrong = _sleep_answer("ABCDEFGHI", 400, 200.0)     # every group, every value 100% off
     score = score_query(QUERIES["SleepPivot"], reference, wrong)
     assert score.n_passed == 1 and not score.passed
+
+
+def test_an_empty_reference_answer_is_not_evaluable_for_candidate_and_baseline():
+    empty = REFERENCE.iloc[:0]
+    (score,) = score_answers({"BatteryGeo": empty}, {"BatteryGeo": empty}, (QUERIES["BatteryGeo"],))
+    assert score.error == EMPTY_REFERENCE and not score.passed
+    (baseline,) = trivial_baseline_scores({"BatteryGeo": empty}, (QUERIES["BatteryGeo"],))
+    assert baseline.error == EMPTY_REFERENCE
