@@ -23,10 +23,13 @@ def _print_scores(title: str, scores: list[QueryScore], out: Path | None = None)
 
 
 def _simulate(args: argparse.Namespace) -> None:
-    report = simulate(args.devices, args.out, args.seed)
+    report = simulate(args.devices, args.out, args.seed, args.world, args.rows_scale)
     for table, rows in report.rows.items():
         print(f"{table:36s} {report.devices[table]:>9,d} devices {rows:>12,d} rows")
-    print(f"simulated {args.devices:,d} devices (seed {args.seed}) in {report.seconds:.1f} s -> {args.out}")
+    world = "the calibrated world" if args.world is None else f"world {args.world}"
+    heavier = "" if args.rows_scale == 1 else f", {args.rows_scale:g}x rows per device"
+    print(f"simulated {args.devices:,d} devices of {world} (seed {args.seed}{heavier}) in {report.seconds:.1f} s "
+          f"-> {args.out}")
 
 
 def _query(args: argparse.Namespace) -> None:
@@ -88,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=1_000_000)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--world", type=int, default=None, metavar="K",
+                   help="draw the simulator's parameters around the calibrated world, deterministically from K "
+                        "(default: the calibrated world itself)")
+    p.add_argument("--rows-scale", type=float, default=1.0, metavar="S",
+                   help="S times the (device, day) rows per device of every per-day table (a heavier corpus)")
     p.set_defaults(run=_simulate)
 
     p = sub.add_parser("query", help="run the benchmark queries over a directory of tables, write CSVs")

@@ -33,18 +33,23 @@ class ChassisMetric:
     target: str
     stem: str
     sigma_key: str
-    days_cap: int
+    short: bool
+    """Whether the table is one of the three small ones (days capped at ``world.SHORT_TABLE_DAYS_CAP``,
+    else at ``world.LONG_TABLE_DAYS_CAP``)."""
     upper_bound: float = np.inf
+
+    @property
+    def days_cap(self) -> int:
+        return world.SHORT_TABLE_DAYS_CAP if self.short else world.LONG_TABLE_DAYS_CAP
 
 
 CHASSIS_METRICS: dict[str, ChassisMetric] = {
     m.table: m
     for m in (
-        ChassisMetric("system_psys_rap_watts", "avg_psys_rap_watts", "psys_rap_watts", "psys", world.SHORT_TABLE_DAYS_CAP),
-        ChassisMetric("system_pkg_C0", "avg_pkg_c0", "pkg_c0", "c0", 365, 100.0),
-        ChassisMetric("system_pkg_avg_freq_mhz", "avg_freq_mhz", "avg_freq_mhz", "freq", world.SHORT_TABLE_DAYS_CAP),
-        ChassisMetric("system_pkg_temp_centigrade", "avg_temp_centigrade", "temp_centigrade", "temp",
-                      world.SHORT_TABLE_DAYS_CAP),
+        ChassisMetric("system_psys_rap_watts", "avg_psys_rap_watts", "psys_rap_watts", "psys", True),
+        ChassisMetric("system_pkg_C0", "avg_pkg_c0", "pkg_c0", "c0", False, 100.0),
+        ChassisMetric("system_pkg_avg_freq_mhz", "avg_freq_mhz", "avg_freq_mhz", "freq", True),
+        ChassisMetric("system_pkg_temp_centigrade", "avg_temp_centigrade", "temp_centigrade", "temp", True),
     )
 }
 

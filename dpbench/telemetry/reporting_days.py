@@ -31,8 +31,11 @@ def _log_location(mean_days: float, sigma: float, cap: int) -> float:
 
 
 def draw_day_counts(rng: np.random.Generator, mean_days: np.ndarray | float, n: int,
-                    sigma: float = world.DAYS_SIGMA, cap: int = world.WINDOW_DAYS) -> np.ndarray:
-    """Days reported by each of n devices; ``mean_days`` is a scalar or one target per device."""
+                    sigma: float | None = None, cap: int | None = None) -> np.ndarray:
+    """Days reported by each of n devices; ``mean_days`` is a scalar or one target per device; ``sigma`` and
+    ``cap`` default to the world's ``DAYS_SIGMA`` and ``WINDOW_DAYS``."""
+    sigma = world.DAYS_SIGMA if sigma is None else sigma
+    cap = world.WINDOW_DAYS if cap is None else cap
     means = np.broadcast_to(np.asarray(mean_days, dtype=float), (n,))
     unique, inverse = np.unique(means, return_inverse=True)
     mu = np.array([_log_location(float(m), sigma, cap) for m in unique])[inverse]

@@ -2,12 +2,16 @@
 
     from dpbench.telemetry.simulator import simulate
     report = simulate(n_devices=20_000, out_dir="sim", seed=0)
+    report = simulate(20_000, "sim7", seed=0, world=7, rows_scale=10)    # world 7 of the family, 10x rows
     tables_dir = simulated_corpus(20_000, seed=0, root="data_root")   # cached under root/telemetry/
 
 Devices are drawn first (:mod:`~dpbench.telemetry.population`), then each
 table's devices (:mod:`~dpbench.telemetry.coverage`), then each table's
 (device, day) rows, a chunk of devices at a time so that memory stays bounded.
-Output is a deterministic function of (n_devices, seed).
+Output is a deterministic function of (n_devices, seed, world, rows_scale). ``world=None`` (the default)
+is the calibrated world of :mod:`~dpbench.telemetry.world`; an int K draws the simulator's parameters
+around it (:mod:`~dpbench.telemetry.world_family`); ``rows_scale`` multiplies the (device, day) rows per
+device.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from dpbench.telemetry.network import network_rows
 from dpbench.telemetry.population import Population, draw_population
 from dpbench.telemetry.power_states import power_state_rows
 from dpbench.telemetry.schema import TABLES
+from dpbench.telemetry.world_family import in_world
 
 RowMaker = Callable[[np.random.Generator, Population, np.ndarray], pa.Table]
 CHUNK_ROWS = 2_000_000
@@ -43,16 +48,16 @@ class RowSource:
 
     tables: tuple[str, ...]
     make: Callable[[np.random.Generator, Population, np.ndarray], dict[str, pa.Table]]
-    rows_per_device: float
+    sized_by: str
+    """The table whose rows per device (in the world simulated) set the chunk size."""
 
     @property
     def chunk_devices(self) -> int:
-        return max(256, int(CHUNK_ROWS / self.rows_per_device))
+        return max(256, int(CHUNK_ROWS / world.VOLUMES[self.sized_by].rows_per_device))
 
 
 def _single(table: str, maker: RowMaker) -> RowSource:
-    return RowSource((table,), lambda rng, pop, dev: {table: maker(rng, pop, dev)},
-                     world.VOLUMES[table].rows_per_device)
+    return RowSource((table,), lambda rng, pop, dev: {table: maker(rng, pop, dev)}, table)
 
 
 ROW_SOURCES: tuple[RowSource, ...] = (
@@ -62,7 +67,7 @@ ROW_SOURCES: tuple[RowSource, ...] = (
     _single(PKG_POWER_TABLE, pkg_power_rows),
     _single("system_batt_dc_events", battery_rows),
     _single("system_on_off_suspend_time_day", power_state_rows),
-    RowSource((USAGE_TABLE, PIVOT_TABLE), browsing_rows, world.VOLUMES[USAGE_TABLE].rows_per_device),
+    RowSource((USAGE_TABLE, PIVOT_TABLE), browsing_rows, USAGE_TABLE),
 )
 
 
@@ -72,19 +77,27 @@ class SimulationReport:
 
     n_devices: int
     seed: int
+    world: int | None = None
+    rows_scale: float = 1.0
     rows: dict[str, int] = field(default_factory=dict)
     devices: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
 
-def simulate(n_devices: int, out_dir: Path | str, seed: int = 0) -> SimulationReport:
-    """Simulate ``n_devices`` devices and write ``out_dir/<table>.parquet`` for all 13 tables."""
+def simulate(n_devices: int, out_dir: Path | str, seed: int = 0, world: int | None = None,
+             rows_scale: float = 1.0) -> SimulationReport:
+    """Simulate ``n_devices`` devices of world ``world`` (None: the calibrated one) with ``rows_scale``
+    times the rows per device, and write ``out_dir/<table>.parquet`` for all 13 tables."""
     if n_devices < 1:
         raise ValueError(f"n_devices must be at least 1, got {n_devices}")
+    with in_world(world, rows_scale):
+        return _simulate(SimulationReport(n_devices, seed, world, rows_scale), Path(out_dir))
+
+
+def _simulate(report: SimulationReport, out_dir: Path) -> SimulationReport:
+    n_devices, seed = report.n_devices, report.seed
     start = time.perf_counter()
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = SimulationReport(n_devices, seed)
     pop = draw_population(np.random.default_rng([seed, 0]), n_devices)
     coverage = draw_coverage(np.random.default_rng([seed, 1]), pop)
     for name, table in (("system_sysinfo_unique_normalized", pop.sysinfo_table()),
@@ -111,10 +124,14 @@ def simulate(n_devices: int, out_dir: Path | str, seed: int = 0) -> SimulationRe
     return report
 
 
-def simulated_corpus(n_devices: int, seed: int, root: Path | str) -> Path:
-    """The directory of the simulated corpus of ``n_devices`` devices under ``root/telemetry/``,
-    simulated on first use (the output is a deterministic function of the devices and the seed)."""
-    tables_dir = Path(root).expanduser() / "telemetry" / f"sim_{n_devices}_seed{seed}"
+def simulated_corpus(n_devices: int, seed: int, root: Path | str, world: int | None = None,
+                     rows_scale: float = 1.0) -> Path:
+    """The directory of the simulated corpus of ``n_devices`` devices (of ``world``, with ``rows_scale``)
+    under ``root/telemetry/``, simulated on first use (the output is a deterministic function of these)."""
+    name = f"sim_{n_devices}_seed{seed}"
+    name += "" if world is None else f"_world{world}"
+    name += "" if rows_scale == 1 else f"_rows{rows_scale:g}"
+    tables_dir = Path(root).expanduser() / "telemetry" / name
     if not (tables_dir / f"{PIVOT_TABLE}.parquet").exists():  # the last table written
-        simulate(n_devices, tables_dir, seed)
+        simulate(n_devices, tables_dir, seed, world, rows_scale)
     return tables_dir

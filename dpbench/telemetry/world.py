@@ -73,6 +73,8 @@ DAYS_SIGMA = 1.0
 """Log-scale spread of days per device (prior): heavy-tailed, a few devices report for years."""
 SHORT_TABLE_DAYS_CAP = 20
 """Cap on days per device in the three small hardware tables (keeps their guid-only join bounded)."""
+LONG_TABLE_DAYS_CAP = 365
+"""Cap on days per device in the C0 table."""
 SAMPLES_PER_DAY = 17_280
 """One sample every 5 s (SPEC), so nrs <= 17,280 per day."""
 
