@@ -102,20 +102,21 @@ def _released_marginals(run_dir: Path, expected: bool) -> Marginals | None:
     return load_released(path) if expected else None
 
 
-def corpus_dir(path: str | None, devices: int, simulation_seed: int, root: str) -> Path:
-    """The directory of input tables: ``path`` if given, else the (cached) simulated corpus."""
+def corpus_dir(path: str | None, devices: int, simulation_seed: int, root: str, world: int | None = None) -> Path:
+    """The directory of input tables: ``path`` if given, else the (cached) simulated corpus of ``world``
+    (None: the calibrated world; an int K: world K of the family, :mod:`.world_family`)."""
     if path is not None:
         return Path(path).expanduser()
-    return simulated_corpus(devices, simulation_seed, root)
+    return simulated_corpus(devices, simulation_seed, root, world)
 
 
 def load_telemetry(path: str | None = None, devices: int = 20_000, simulation_seed: int = 0,
                    root: str = "data_root", test_fraction: float = 0.05, split_seed: int = 0,
-                   marginals_noise_multiplier: float | None = None) -> TelemetrySplits:
+                   marginals_noise_multiplier: float | None = None, world: int | None = None) -> TelemetrySplits:
     """The wide table of the tables in ``path``, or of ``devices`` simulated devices cached under ``root``;
     ``marginals_noise_multiplier``: release the training rows' marginals at that noise for synthesis
     to be matched to (None: synthesis uses the model alone)."""
-    tables_dir = corpus_dir(path, devices, simulation_seed, root)
+    tables_dir = corpus_dir(path, devices, simulation_seed, root, world)
     wide = build_wide_table(tables_dir)
     n = len(wide.guids)
     order = np.random.default_rng(split_seed).permutation(n)
@@ -146,7 +147,8 @@ def synthesize_run(run_dir: Path | str, out_dir: Path | str | None = None, seed:
     cfg = OmegaConf.load(files.config)
     if cfg.dataset.get("_target_") != f"{__name__}.load_telemetry":
         raise ValueError(f"{files.dir} is a run on dataset {cfg.dataset.get('_target_')}, not telemetry")
-    tables_dir = corpus_dir(cfg.dataset.path, cfg.dataset.devices, cfg.dataset.simulation_seed, cfg.dataset.root)
+    tables_dir = corpus_dir(cfg.dataset.path, cfg.dataset.devices, cfg.dataset.simulation_seed, cfg.dataset.root,
+                            cfg.dataset.get("world"))
     model = instantiate(cfg.model)
     epoch, averaged = load_released_model(files.checkpoint, model)
     n_devices = open_corpus(tables_dir, [DEVICE_TABLE])[DEVICE_TABLE].num_rows
