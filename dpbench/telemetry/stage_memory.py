@@ -15,6 +15,7 @@ processes are not.
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import sys
 import time
@@ -49,6 +50,16 @@ def reset_peak() -> bool:
     return True
 
 
+def _process_age() -> float:
+    """Seconds since this process started (0 where /proc does not say)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return max(uptime - ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+
+
 @dataclass
 class _Open:
     name: str
@@ -64,7 +75,7 @@ class StageMeter:
     peaks: list[tuple[str, int, float]] = field(default_factory=list)
     _open: list[_Open] = field(default_factory=list)
     _last: str = "start"
-    _last_ended: float = field(default_factory=time.perf_counter)
+    _last_ended: float = field(default_factory=lambda: time.perf_counter() - _process_age())
     _resettable: bool = True
 
     @contextmanager
