@@ -71,9 +71,10 @@ def _baselines(args: argparse.Namespace) -> None:
 
 def _synthesize(args: argparse.Namespace) -> None:
     from dpbench.telemetry.dataset import synthesize_run  # torch and hydra only for this command
-    from dpbench.telemetry.synthesis import scores_frame
+    from dpbench.telemetry.synthesis import format_reference_points, scores_frame
     utility = synthesize_run(args.run_dir, args.out, args.seed)
     print(scores_frame(utility).to_string(index=False))
+    print(format_reference_points(utility))
     print(f"{utility['synthetic_devices']:,d} devices sampled from {args.run_dir} (epoch {utility['epoch']}"
           f"{', parameter EMA' if utility['parameter_ema'] else ''}) -> {utility['synthetic_tables']}; "
           f"scored against {utility['reference']}: {utility['headline']}")

@@ -73,6 +73,9 @@ def reference_points(reference_dir: Path | str, references: dict[str, pd.DataFra
 
 
 def _finite(value: float) -> float | None:
+    """A count stays an int; a score becomes None where it is not finite (summary.json holds no NaN)."""
+    if isinstance(value, (int, np.integer)):
+        return int(value)
     return float(value) if np.isfinite(value) else None
 
 
@@ -122,5 +125,17 @@ def synthesize_and_score(model: torch.nn.Module, n_devices: int, reference_dir: 
 
 def scores_frame(utility: dict) -> pd.DataFrame:
     """One row per query from a utility dict (as stored in summary.json)."""
-    return pd.DataFrame([{"query": q, **{k: v for k, v in s.items() if k != "metrics"}}
+    return pd.DataFrame([{"query": q, **{k: v for k, v in s.items() if k not in ("metrics", "value_metrics")}}
                          for q, s in utility["per_query"].items()])
+
+
+def format_reference_points(utility: dict) -> str:
+    """One line per reference point of a utility dict: its headline and the margin over it."""
+    lines = []
+    for name, point in utility.get("reference_points", {}).items():
+        m = point["margin"]
+        lines.append(f"{name}: {point['queries_passed']} of {point['queries_evaluable']} pass "
+                     f"(values {point['value_queries_passed']} of {point['value_queries_evaluable']}); margin "
+                     f"{m['queries_passed']:+d} queries, {m['mean_score']:+.3f} mean score, on values "
+                     f"{m['value_queries_passed']:+d} queries, {m['value_mean_score']:+.3f}")
+    return "\n".join(lines)

@@ -8,7 +8,7 @@ import pytest
 
 from dpbench.telemetry.baselines import BASELINE, HALVES
 from dpbench.telemetry.scoring import MetricScore, QueryScore
-from dpbench.telemetry.synthesis import utility_metrics
+from dpbench.telemetry.synthesis import format_reference_points, scores_frame, utility_metrics
 
 
 def _query(name: str, passes: list[bool], about_values: list[bool]) -> QueryScore:
@@ -38,3 +38,11 @@ def test_utility_has_value_only_counts_and_margins_over_both_reference_points():
     assert points[HALVES]["margin"] == pytest.approx({"queries_passed": 0, "mean_score": (2 / 4 + 2 / 3) / 2 - 1,
                                                        "value_queries_passed": -1, "value_mean_score": -0.5})
     json.dumps(utility, allow_nan=False)   # summary.json holds no NaN or infinity
+
+
+def test_reference_points_print_as_one_line_each():
+    scores = [_query("a", [True, True], [False, True])]
+    utility = utility_metrics(scores, {BASELINE: [_query("a", [True, False], [False, True])]})
+    assert format_reference_points(utility) == ("keys_and_counts: 1 of 1 pass (values 0 of 1); margin +0 queries, "
+                                                "+0.500 mean score, on values +1 queries, +1.000")
+    assert list(scores_frame(utility).columns) == ["query", "passed", "score", "value_passed", "value_score", "error"]
