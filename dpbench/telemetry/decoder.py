@@ -15,6 +15,7 @@ Devices are decoded and written a chunk at a time, so a million synthetic device
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,9 @@ ROW_SPREAD = {"nrs": 0.3, "rate": 0.6, "sensor": 0.08, "power": 0.2, "battery": 
               "states": 20.0, "seconds": 600.0, "browsing": 0.6}
 """Within-device spreads of row values (log-normal sigmas, percentage points, Dirichlet concentration, seconds)."""
 CHUNK_DEVICES = 65_536
-"""Devices decoded and written at a time: the decoder's memory grows with the chunk, not with the devices."""
+CHUNK_ROWS = 2_000_000
+"""Devices, and (device, day) rows, decoded and written at a time: the decoder's memory grows with the chunk,
+not with the devices or their rows."""
 _FIRST_DAY = np.datetime64(world.FIRST_DAY, "D")
 _RECEIVED, _SENT = "OS:NETWORK INTERFACE::BYTES RECEIVED/SEC::", "OS:NETWORK INTERFACE::BYTES SENT/SEC::"
 _SENSOR_TABLES = {"psys": ("system_psys_rap_watts", "psys_rap_watts"), "c0": ("system_pkg_C0", "pkg_c0"),
@@ -86,9 +89,10 @@ def _nrs(rng: np.random.Generator, rows: _Rows, device_nrs: np.ndarray) -> np.nd
 
 
 def write_tables(features: np.ndarray, out_dir: Path | str, rng: np.random.Generator,
-                 chunk_devices: int = CHUNK_DEVICES) -> dict[str, int]:
-    """Decode wide rows (:func:`.decode_columns`) into ``out_dir/<table>.parquet`` for all 13 tables,
-    ``chunk_devices`` devices at a time (a row group per table and chunk); returns the row count of each."""
+                 chunk_devices: int = CHUNK_DEVICES, chunk_rows: int = CHUNK_ROWS) -> dict[str, int]:
+    """Decode wide rows (:func:`.decode_columns`) into ``out_dir/<table>.parquet`` for all 13 tables, a chunk of
+    at most ``chunk_devices`` devices and about ``chunk_rows`` rows at a time (a row group per table and chunk);
+    returns the row count of each."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     n = len(features)
@@ -97,18 +101,34 @@ def write_tables(features: np.ndarray, out_dir: Path | str, rng: np.random.Gener
     rows: dict[str, int] = {}
     try:
         for start in range(0, max(n, 1), chunk_devices):
-            decoded = decode_columns(features[start:start + chunk_devices])
-            chunk_guid = guid.slice(start, decoded.size)
-            tables = {**_device_tables(decoded, chunk_guid, rng), **_family_tables(decoded, chunk_guid, rng)}
-            for name, table in tables.items():
-                if name not in writers:
-                    writers[name] = pq.ParquetWriter(out_dir / f"{name}.parquet", table.schema)
-                writers[name].write_table(table)
-                rows[name] = rows.get(name, 0) + table.num_rows
+            block = features[start:start + chunk_devices]
+            for first, stop in _row_bounded(decode_columns(block), chunk_rows):
+                decoded = decode_columns(block[first:stop])
+                chunk_guid = guid.slice(start + first, decoded.size)
+                tables = {**_device_tables(decoded, chunk_guid, rng), **_family_tables(decoded, chunk_guid, rng)}
+                for name, table in tables.items():
+                    if name not in writers:
+                        writers[name] = pq.ParquetWriter(out_dir / f"{name}.parquet", table.schema)
+                    writers[name].write_table(table)
+                    rows[name] = rows.get(name, 0) + table.num_rows
     finally:
         for writer in writers.values():
             writer.close()
     return rows
+
+
+def _row_bounded(decoded: DecodedDevices, chunk_rows: int) -> list[tuple[int, int]]:
+    """Consecutive ranges of the devices with about ``chunk_rows`` rows each (a device is never split): a device has a row per day of each table it is in, two for network, and about ``rows_per_day`` browsing
+    rows per day."""
+    weight = np.ones(decoded.size)
+    for family, present in decoded.present.items():
+        if family in decoded.days:
+            per_day = {"network": 2.0, "browsing": 1.0 + np.maximum(decoded.values["browsing.rows_per_day"], 1.0)
+                       }.get(family, 1.0)
+            weight += present * decoded.days[family] * per_day
+    ends = np.searchsorted(np.cumsum(weight), np.arange(chunk_rows, weight.sum(), chunk_rows), side="right")
+    edges = np.unique(np.concatenate([[0], np.maximum(ends, 1), [decoded.size]]))
+    return [(int(a), int(b)) for a, b in itertools.pairwise(edges)] or [(0, 0)]
 
 
 def _values_of(layout_name: str) -> tuple[str, ...]:
