@@ -126,9 +126,14 @@ RUNS = [c for c in COMMANDS if c.module in ("dpbench", "dpbench.search") and not
 def test_run_and_search_commands_compose_and_pass_the_key_check(command, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))  # what PYTHONPATH=path/to/dir does
     modules = user_modules(command, tmp_path)
-    search = ["+tune=private"] if command.module == "dpbench.search" else []
+    overrides_of_command = run_overrides(command)
+    search = []
+    if command.module == "dpbench.search":  # the search composes its trials with its tune preset (private by default)
+        presets = [w for w in overrides_of_command if re.fullmatch(r"\+?tune=\w+", w)]
+        search = [f"+tune={presets[-1].split('=')[1]}" if presets else "+tune=private"]
+        overrides_of_command = [w for w in overrides_of_command if w not in presets]
     try:
-        for overrides in sweep_points(run_overrides(command)):
+        for overrides in sweep_points(overrides_of_command):
             with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
                 cfg = compose("config", overrides=[*search, *overrides])
             check_config_keys(cfg)
