@@ -18,8 +18,9 @@ Its default model and training preset are Hydra defaults in its ``conf/dataset/*
 (``override /model``, ``override /train``). The loop and the experiment call these methods and nothing else;
 a new workload is one subclass and one YAML (``docs/workloads.md``).
 
-Privacy: what a workload computes from the training rows before or during training is a statistics release
-(noised, accounted), and the model is trained only through the kernel. ``evaluate`` reads the test split.
+Privacy: a workload is trusted harness code, not a measured plugin. What it computes from the training rows
+before training must be a statistics release that the kernel's noise covers; the experiment checks only that
+its ledger records are exactly the releases it declared (which calibration accounted for). ``evaluate`` reads the test split.
 ``utility`` is the benchmark's measurement of what was released (the model and released statistics): it may
 compare against the workload's reference data (telemetry scores the analysts' queries against the input
 corpus, as the benchmark defines), so its numbers are a measurement, not a release, and nothing in a run
