@@ -20,8 +20,8 @@ a new workload is one subclass and one YAML (``docs/workloads.md``).
 
 Privacy: a workload is trusted harness code, not a measured plugin. What it computes from the training rows
 before training must be a statistics release that the kernel's noise covers; the experiment checks only that
-its ledger records are exactly the releases it declared (which calibration accounted for). ``evaluate`` reads the test split.
-``utility`` is the benchmark's measurement of what was released (the model and released statistics): it may
+its ledger records are exactly the releases it declared (which calibration accounted for). ``evaluate`` reads
+the test split. ``utility`` is the benchmark's measurement of what was released (the model and released statistics): it may
 compare against the workload's reference data (telemetry scores the analysts' queries against the input
 corpus, as the benchmark defines), so its numbers are a measurement, not a release, and nothing in a run
 reads them back.
