@@ -64,7 +64,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     data, audit = prepare_audit(cfg.audit, data, cfg.seed, cfg.privacy.target_delta)
     releases = data.statistics_releases(model)
     trial = None
-    if cfg.get("tune") is not None:  # a trial of a private search (python -m dpbench.search)
+    if cfg.get("tune") is not None:  # a run of python -m dpbench.search: a trial, or a public proxy's private run
         data, trial = prepare_trial(
             cfg.tune, data, tuple(releases), cfg.privacy.target_epsilon, cfg.privacy.target_delta,
             int(cfg.train.batch_size), int(cfg.train.epochs),
