@@ -368,7 +368,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--clock", choices=list(CLOCKS), default="wall", help="elapsed or process CPU seconds")
     parser.add_argument("--no-memory", action="store_true")
-    parser.add_argument("--probe", nargs=3, metavar=("WORKLOAD", "METHOD", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--probe", nargs=3, metavar=("BENCHMARK", "METHOD", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

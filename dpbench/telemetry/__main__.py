@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 from dpbench.telemetry.baselines import BASELINE, HALVES, format_margins, halves_noise_floor, trivial_baseline_scores
+from dpbench.telemetry.benchmark_queries import QUERIES, select_queries
 from dpbench.telemetry.query_runner import read_results, run_queries, write_results
 from dpbench.telemetry.schema import SchemaError
 from dpbench.telemetry.scoring import QueryScore, format_scores, score_answers, summary_table
 from dpbench.telemetry.simulator import simulate
 from dpbench.telemetry.truth import locate_truth_dir
-from dpbench.telemetry.workload import QUERIES, select_queries
 
 
 def _print_scores(title: str, scores: list[QueryScore], out: Path | None = None) -> None:

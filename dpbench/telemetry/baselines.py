@@ -29,17 +29,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from dpbench.telemetry.query_runner import run_queries
-from dpbench.telemetry.scoring import Headline, QueryScore, score_answers
-from dpbench.telemetry.workload import (
+from dpbench.telemetry.benchmark_queries import (
     AGGREGATE,
+    BENCHMARK,
     DISTRIBUTION,
     HISTOGRAM,
     RANKING_CATEGORICAL,
     ROW_LEVEL,
-    WORKLOAD,
     QuerySpec,
 )
+from dpbench.telemetry.query_runner import run_queries
+from dpbench.telemetry.scoring import Headline, QueryScore, score_answers
 
 
 def trivial_answer(spec: QuerySpec, reference: pd.DataFrame) -> pd.DataFrame:
@@ -64,14 +64,14 @@ def trivial_answer(spec: QuerySpec, reference: pd.DataFrame) -> pd.DataFrame:
 
 
 def trivial_baseline_scores(references: dict[str, pd.DataFrame | None],
-                            queries: tuple[QuerySpec, ...] = WORKLOAD) -> list[QueryScore]:
+                            queries: tuple[QuerySpec, ...] = BENCHMARK) -> list[QueryScore]:
     """Scores of the trivial baselines against the reference answers."""
     answers = {spec.name: trivial_answer(spec, references[spec.name]) for spec in queries
                if references.get(spec.name) is not None and not references[spec.name].empty}
     return score_answers(references, answers, queries)
 
 
-def halves_noise_floor(tables_dir: Path | str, queries: tuple[QuerySpec, ...] = WORKLOAD) -> list[QueryScore]:
+def halves_noise_floor(tables_dir: Path | str, queries: tuple[QuerySpec, ...] = BENCHMARK) -> list[QueryScore]:
     """Scores of half 1 of the devices against half 0 of the same tables."""
     return score_answers(run_queries(tables_dir, queries, half=0), run_queries(tables_dir, queries, half=1), queries)
 

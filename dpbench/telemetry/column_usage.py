@@ -20,16 +20,16 @@ from functools import cache
 
 import duckdb
 
+from dpbench.telemetry.benchmark_queries import BENCHMARK
 from dpbench.telemetry.schema import TABLES, quote
 from dpbench.telemetry.wide_table import WIDE_TABLE_SQL
-from dpbench.telemetry.workload import WORKLOAD
 
 GUID = "guid"
 
 
 def readers() -> dict[str, str]:
     """Every SQL statement that reads a corpus, by reader name (query name, or 'wide table: BLOCK')."""
-    return {q.name: q.sql for q in WORKLOAD} | {f"wide table: {block}": sql for block, sql in WIDE_TABLE_SQL.items()}
+    return {q.name: q.sql for q in BENCHMARK} | {f"wide table: {block}": sql for block, sql in WIDE_TABLE_SQL.items()}
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from dpbench.telemetry.benchmark_queries import BENCHMARK, QuerySpec
 from dpbench.telemetry.corpus import open_corpus
 from dpbench.telemetry.schema import quote
-from dpbench.telemetry.workload import WORKLOAD, QuerySpec
 
 HALVES = (0, 1)
 MEMORY_LIMIT = "1GB"
@@ -24,7 +24,7 @@ MEMORY_LIMIT = "1GB"
 (DuckDB's default, 80% of the machine's memory, would let one aggregation take a laptop's memory)."""
 
 
-def connect(tables_dir: Path | str, queries: tuple[QuerySpec, ...] = WORKLOAD,
+def connect(tables_dir: Path | str, queries: tuple[QuerySpec, ...] = BENCHMARK,
             half: int | None = None, allow_empty: bool = False) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with a view per table the queries need (see :func:`open_corpus`)."""
     if half is not None and half not in HALVES:
@@ -38,7 +38,7 @@ def connect(tables_dir: Path | str, queries: tuple[QuerySpec, ...] = WORKLOAD,
     return con
 
 
-def run_queries(tables_dir: Path | str, queries: tuple[QuerySpec, ...] = WORKLOAD,
+def run_queries(tables_dir: Path | str, queries: tuple[QuerySpec, ...] = BENCHMARK,
                 half: int | None = None, allow_empty: bool = False) -> dict[str, pd.DataFrame]:
     """Results of the queries, keyed by query name (``allow_empty``: see :func:`open_corpus`)."""
     con = connect(tables_dir, queries, half, allow_empty)
@@ -52,7 +52,7 @@ def write_results(results: dict[str, pd.DataFrame], out_dir: Path | str) -> list
     """Write each result as ``out_dir/<result_name>.csv`` (the published answer's file name)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    by_name = {q.name: q for q in WORKLOAD}
+    by_name = {q.name: q for q in BENCHMARK}
     paths = []
     for name, frame in results.items():
         path = out_dir / f"{by_name[name].result_name}.csv"
@@ -61,7 +61,7 @@ def write_results(results: dict[str, pd.DataFrame], out_dir: Path | str) -> list
     return paths
 
 
-def read_results(results_dir: Path | str, queries: tuple[QuerySpec, ...] = WORKLOAD) -> dict[str, pd.DataFrame | None]:
+def read_results(results_dir: Path | str, queries: tuple[QuerySpec, ...] = BENCHMARK) -> dict[str, pd.DataFrame | None]:
     """Saved results (or published answers) keyed by query name; None where a file is absent."""
     results_dir = Path(results_dir)
     out: dict[str, pd.DataFrame | None] = {}

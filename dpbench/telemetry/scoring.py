@@ -36,13 +36,13 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from dpbench.telemetry.workload import (
+from dpbench.telemetry.benchmark_queries import (
     AGGREGATE,
+    BENCHMARK,
     DISTRIBUTION,
     HISTOGRAM,
     RANKING_CATEGORICAL,
     ROW_LEVEL,
-    WORKLOAD,
     QuerySpec,
 )
 
@@ -265,7 +265,7 @@ def is_value_metric(spec: QuerySpec, metric: MetricScore) -> bool:
 
 
 def score_answers(references: dict[str, pd.DataFrame | None], candidates: dict[str, pd.DataFrame | None],
-                  queries: tuple[QuerySpec, ...] = WORKLOAD) -> list[QueryScore]:
+                  queries: tuple[QuerySpec, ...] = BENCHMARK) -> list[QueryScore]:
     """Score every query's candidate answer against its reference answer (both keyed by query name).
 
     A reference answer with no rows (e.g. a HAVING > 100 devices threshold that no group reaches in a

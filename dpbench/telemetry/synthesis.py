@@ -23,12 +23,12 @@ import pandas as pd
 import torch
 
 from dpbench.telemetry.baselines import BASELINE, HALVES, halves_noise_floor, margins, trivial_baseline_scores
+from dpbench.telemetry.benchmark_queries import BENCHMARK
 from dpbench.telemetry.decoder import write_tables
 from dpbench.telemetry.marginals import Marginals
 from dpbench.telemetry.query_runner import run_queries, write_results
 from dpbench.telemetry.scoring import Headline, QueryScore, score_answers, summary_table
 from dpbench.telemetry.stage_memory import stage
-from dpbench.telemetry.workload import WORKLOAD
 
 MATCHING_ROWS = 16_384
 """Latent draws over which a model's sampling is matched to released marginals."""
@@ -52,24 +52,24 @@ def synthesize(model: torch.nn.Module, n_devices: int, out_dir: Path | str, seed
 
 def score_tables(reference_dir: Path | str, candidate_dir: Path | str) -> list[QueryScore]:
     """Score the queries on ``candidate_dir`` against the same queries on ``reference_dir``."""
-    return score_candidate_answers(reference_dir, run_queries(candidate_dir, WORKLOAD, allow_empty=True))
+    return score_candidate_answers(reference_dir, run_queries(candidate_dir, BENCHMARK, allow_empty=True))
 
 
 def score_candidate_answers(reference_dir: Path | str, answers: dict[str, pd.DataFrame]) -> list[QueryScore]:
     """Score already computed candidate ``answers`` against the queries on ``reference_dir``."""
-    return score_answers(reference_answers(reference_dir), answers, WORKLOAD)
+    return score_answers(reference_answers(reference_dir), answers, BENCHMARK)
 
 
 def reference_answers(reference_dir: Path | str) -> dict[str, pd.DataFrame]:
     """The queries' answers on the input tables (the reference)."""
     with stage("queries on the input tables"):
-        return run_queries(reference_dir, WORKLOAD)
+        return run_queries(reference_dir, BENCHMARK)
 
 
 def reference_points(reference_dir: Path | str, references: dict[str, pd.DataFrame]) -> dict[str, list[QueryScore]]:
     """The keys-and-counts baseline of the reference answers and the halves noise floor of the input tables."""
     with stage("baseline and halves noise floor of the input tables"):
-        return {BASELINE: trivial_baseline_scores(references, WORKLOAD), HALVES: halves_noise_floor(reference_dir)}
+        return {BASELINE: trivial_baseline_scores(references, BENCHMARK), HALVES: halves_noise_floor(reference_dir)}
 
 
 def _finite(value: float) -> float | None:
@@ -112,9 +112,9 @@ def synthesize_and_score(model: torch.nn.Module, n_devices: int, reference_dir: 
     started = time.perf_counter()
     rows = synthesize(model, n_devices, out_dir / "tables", seed, marginals)
     with stage("queries on the synthetic tables"):
-        answers = run_queries(out_dir / "tables", WORKLOAD, allow_empty=True)
+        answers = run_queries(out_dir / "tables", BENCHMARK, allow_empty=True)
     references = reference_answers(reference_dir)
-    scores = score_answers(references, answers, WORKLOAD)
+    scores = score_answers(references, answers, BENCHMARK)
     summary_table(scores).to_csv(out_dir / "scores.csv", index=False)
     write_results(answers, out_dir / "answers")
     return utility_metrics(scores, reference_points(reference_dir, references)) | {"synthetic_devices": n_devices, "synthetic_rows": rows,

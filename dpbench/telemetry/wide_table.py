@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dpbench.telemetry import world
+from dpbench.telemetry.benchmark_queries import BENCHMARK
 from dpbench.telemetry.browsing import BROWSERS, CATEGORIES
 from dpbench.telemetry.population import CHASSIS, COUNTRIES, OPERATING_SYSTEMS, PERSONAS, RAM_SIZES_GB, VENDORS
 from dpbench.telemetry.schema import DEVICE_TABLE, SchemaError, quote
 from dpbench.telemetry.stage_memory import stage
-from dpbench.telemetry.workload import WORKLOAD
 
 if TYPE_CHECKING:
     import duckdb
@@ -227,7 +227,7 @@ def build_wide_table(tables_dir: Path | str, layout: WideLayout = WIDE_LAYOUT) -
 
 def _build(tables_dir: Path | str, layout: WideLayout) -> WideTable:
     from dpbench.telemetry.query_runner import connect  # DuckDB only when a corpus is read
-    con = connect(tables_dir, WORKLOAD)
+    con = connect(tables_dir, BENCHMARK)
     try:
         con.execute(f"CREATE TEMP TABLE {_DEVICES} AS SELECT row_number() OVER (ORDER BY guid) - 1 AS row, * "
                     f"FROM ({WIDE_TABLE_SQL['devices']})")

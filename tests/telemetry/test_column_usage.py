@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from dpbench.telemetry.benchmark_queries import BENCHMARK
 from dpbench.telemetry.column_usage import column_usage, derive_usage, readers
 from dpbench.telemetry.schema import TABLES
-from dpbench.telemetry.workload import WORKLOAD
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "telemetry.md"
 
@@ -45,9 +45,9 @@ def test_workload_reads_the_columns_its_sql_names_and_not_the_ones_a_real_corpus
 
 def test_each_query_declares_the_tables_its_sql_reads():
     usage = column_usage()
-    for query in WORKLOAD:
+    for query in BENCHMARK:
         assert set(query.tables) == set(usage.reads[query.name]), query.name
-    declared = {t for q in WORKLOAD for t in q.tables}  # what the query runner opens for the wide table
+    declared = {t for q in BENCHMARK for t in q.tables}  # what the query runner opens for the wide table
     wide = {t for reader, tables in usage.reads.items() if reader.startswith("wide table") for t in tables}
     assert wide <= declared
 

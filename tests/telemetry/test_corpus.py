@@ -19,12 +19,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from dpbench.telemetry.benchmark_queries import QUERIES
 from dpbench.telemetry.corpus import CorpusWarning, open_corpus
 from dpbench.telemetry.query_runner import connect, run_queries
 from dpbench.telemetry.schema import TABLES, SchemaError
 from dpbench.telemetry.simulator import simulate
 from dpbench.telemetry.wide_table import WIDE_LAYOUT, build_wide_table
-from dpbench.telemetry.workload import QUERIES
 
 SYSINFO, BATTERY, PKG_POWER = "system_sysinfo_unique_normalized", "system_batt_dc_events", "system_hw_pkg_power"
 pytestmark = pytest.mark.filterwarnings("ignore::dpbench.telemetry.corpus.CorpusWarning")  # counted where expected

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from dpbench.telemetry.benchmark_queries import BENCHMARK, QUERIES
 from dpbench.telemetry.query_runner import read_results, run_queries, write_results
-from dpbench.telemetry.workload import QUERIES, WORKLOAD
 
 # Column headers of the published answers (server_exploration_1 is not published; capstone's columns).
 PUBLISHED_COLUMNS = {
@@ -33,7 +33,7 @@ def answers(small_corpus) -> dict[str, pd.DataFrame]:
 
 
 def test_every_query_returns_the_published_columns(answers):
-    assert set(answers) == {q.name for q in WORKLOAD}
+    assert set(answers) == {q.name for q in BENCHMARK}
     for name, columns in PUBLISHED_COLUMNS.items():
         assert list(answers[name].columns) == columns, name
     persona = answers["PersonaPivot"]

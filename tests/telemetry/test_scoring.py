@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from dpbench.telemetry.baselines import margins, trivial_baseline_scores
+from dpbench.telemetry.benchmark_queries import QUERIES
 from dpbench.telemetry.scoring import (
     EMPTY_REFERENCE,
     Headline,
@@ -18,7 +19,6 @@ from dpbench.telemetry.scoring import (
     score_query,
     total_variation,
 )
-from dpbench.telemetry.workload import QUERIES
 
 
 def _sleepless_battery(rows):

@@ -1,4 +1,4 @@
-"""The benchmark workload: the SPEC's 11 analyst queries and how each is scored.
+"""The benchmark queries: the SPEC's 11 analyst queries and how each is scored.
 
 Each query is one SQL file in ``queries/`` that reads views named like the
 reporting tables. Its result is saved and compared under ``result_name``, the
@@ -57,7 +57,7 @@ class QuerySpec:
 SYSINFO, CPU = "system_sysinfo_unique_normalized", "system_cpu_metadata"
 HARDWARE = ("system_psys_rap_watts", "system_pkg_C0", "system_pkg_avg_freq_mhz", "system_pkg_temp_centigrade")
 
-WORKLOAD: tuple[QuerySpec, ...] = (
+BENCHMARK: tuple[QuerySpec, ...] = (
     QuerySpec("ChassisAgg", "chassis_agg.sql", "avg_platform_power_c0_freq_temp_by_chassis", AGGREGATE,
               ("chassistype",), (SYSINFO, *HARDWARE),
               metrics=("number_of_systems", "avg_psys_rap_watts", "avg_pkg_c0", "avg_freq_mhz", "avg_temp_centigrade"),
@@ -96,13 +96,13 @@ WORKLOAD: tuple[QuerySpec, ...] = (
 )
 """The 11 benchmark queries of the SPEC, in its order."""
 
-QUERIES: dict[str, QuerySpec] = {q.name: q for q in WORKLOAD}
+QUERIES: dict[str, QuerySpec] = {q.name: q for q in BENCHMARK}
 
 
 def select_queries(names: list[str] | None) -> tuple[QuerySpec, ...]:
     """The named queries (default all), or ValueError naming the unknown ones."""
     if not names:
-        return WORKLOAD
+        return BENCHMARK
     unknown = [n for n in names if n not in QUERIES]
     if unknown:
         raise ValueError(f"unknown queries {unknown}; known: {list(QUERIES)}")
