@@ -89,3 +89,9 @@ def test_simulated_corpus_names_the_world_and_rows(tmp_path):
 def test_cli_simulates_a_world(tmp_path, capsys):
     main(["simulate", "--devices", "500", "--out", str(tmp_path), "--world", "4", "--rows-scale", "2"])
     assert "simulated 500 devices of world 4 (seed 0, 2x rows per device)" in capsys.readouterr().out
+
+
+def test_the_run_config_takes_a_world(make_config):
+    """``dataset.world=K`` is a key of the telemetry dataset config (a run on world K composes), null by default."""
+    assert make_config("dataset=telemetry").dataset.world is None
+    assert make_config("dataset=telemetry", "dataset.world=3").dataset.world == 3
