@@ -75,6 +75,21 @@ def split_preset(arguments: list[str]) -> tuple[str, list[str]]:
     return (presets[0] if presets else PRIVATE), [a for a in arguments if not TUNE_PRESET.match(a)]
 
 
+PLACEMENT_PREFIXES = ("hydra.sweep.", "hydra.run.", "hydra.searchpath", "hydra.job.chdir", "hydra/sweeper=")
+
+
+def check_placement(overrides: list[str]) -> None:
+    """Refuses overrides that would move the trials' run directories away from the search's directory, where the
+    selection reads them (it would find no finished trial)."""
+    moved = [o for o in overrides if o.lstrip("+~").startswith(PLACEMENT_PREFIXES)]
+    if moved:
+        raise ValueError(
+            f"{', '.join(moved)}: a search places its trials itself, under "
+            "PATHS.RESULTS/searches/<overrides>/runs, and selects among them there; drop the override and set "
+            "paths.results=DIR to put the whole search elsewhere"
+        )
+
+
 def compose_base(overrides: list[str], preset: str = PRIVATE) -> DictConfig:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose("config", overrides=[f"+tune={preset}", *overrides])
@@ -196,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         preset, arguments = split_preset(arguments)
         overrides = [a for a in arguments if a not in launcher and not a.startswith(PINNED_TUNE_KEYS)]
+        check_placement(overrides)
         cfg = compose_base(overrides, preset)
         results = Path(cfg.paths.results)
         directory = results / "searches" / search_name(overrides, preset)

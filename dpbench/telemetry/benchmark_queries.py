@@ -92,7 +92,7 @@ BENCHMARK: tuple[QuerySpec, ...] = (
               counts=("number_of_systems",)),
     QuerySpec("NetAsym", "net_asym.sql", "server_exploration_1", ROW_LEVEL, ("guid",),
               (SYSINFO, "system_network_consumption"), metrics=("nrs", "received_bytes", "sent_bytes"),
-              categorical=("chassistype", "vendor", "os")),
+              categorical=("os", "chassistype", "vendor", "ram", "number_of_cores")),
 )
 """The 11 benchmark queries of the SPEC, in its order."""
 

@@ -12,12 +12,14 @@ Per query kind:
   shared bins (pass <= 0.25).
 * distribution -- total variation distance of each share column, normalised to
   sum to one over the union of categories (pass <= 0.15).
-* ranking_categorical -- share of reference keys whose top item is among the
-  candidate's top items for that key (ties kept; pass >= 0.5).
+* ranking_categorical -- share of reference keys whose top item the candidate
+  names as its top (ties kept on both sides: a key counts the share of the
+  candidate's tied top items that are reference top items; pass >= 0.5).
 * row_level -- the SPEC gives no rule for row-level output, so its own thresholds
   are used: relative error of the row count (pass <= 0.25), total variation
-  distance of each descriptor column's distribution over rows (pass <= 0.15) and
-  relative error of each metric column's mean (pass <= 0.25).
+  distance of the distribution over rows of each descriptor the SPEC names (os,
+  chassis, vendor, RAM, cores; pass <= 0.15) and relative error of each metric
+  column's mean (pass <= 0.25).
 
 A query's score is the share of its metrics that pass; it passes when at least
 half pass. Relative error is |candidate - reference| / |reference|; it is 0 when
@@ -203,12 +205,20 @@ def _score_distribution(spec: QuerySpec, ref: pd.DataFrame, cand: pd.DataFrame) 
             for column in spec.shares]
 
 
+def _top_item_credit(reference_top: set, candidate_top: set) -> float:
+    """The share of the candidate's (tied) top items that are reference top items: 1 for a match, 0 for a
+    miss or a missing key, and 1/k for a k-way candidate tie that holds one reference top item, so that
+    naming every item as tied for the top does not match every key."""
+    return len(reference_top & candidate_top) / len(candidate_top) if candidate_top else 0.0
+
+
 def _score_ranking_categorical(spec: QuerySpec, ref: pd.DataFrame, cand: pd.DataFrame) -> list[MetricScore]:
     (group,), (item,) = spec.keys, spec.metrics
     ref_top = ref.groupby(group)[item].apply(set).to_dict()
     cand_top = cand.groupby(group)[item].apply(set).to_dict()
-    matched = {key for key, items in ref_top.items() if items & cand_top.get(key, set())}
-    value = len(matched) / len(ref_top) if ref_top else float("nan")
+    credit = {key: _top_item_credit(items, cand_top.get(key, set())) for key, items in ref_top.items()}
+    matched = {key for key, c in credit.items() if c > 0}
+    value = sum(credit.values()) / len(ref_top) if ref_top else float("nan")
     modal = ref[item].mode().iloc[0] if len(ref) else None
     unusual = {key for key, items in ref_top.items() if modal not in items}
     return [MetricScore(item, "top_item_accuracy", value, TOP_ITEM_PASS, True,

@@ -85,3 +85,13 @@ def test_the_leaderboard_shows_the_released_model_with_the_search_epsilon(search
     assert row.epsilon_spent == pytest.approx(total, rel=0.01)
     assert row.epsilon_trial == pytest.approx(trial["epsilon"]) and trial["epsilon"] < 0.9 * total
     assert math.isnan(row.trials_run)  # K is not published
+
+
+@pytest.mark.parametrize("moved", ["hydra.sweep.dir=/tmp/elsewhere", "hydra.sweep.subdir=x", "hydra.run.dir=/tmp/x"])
+def test_an_override_that_moves_the_trials_is_refused(tmp_path, moved, capsys):
+    """The selection reads the trials under the search's directory: a search that would write them elsewhere
+    is refused before anything is planned or run, with the way to move the whole search."""
+    assert main([f"paths.results={tmp_path}", moved]) == 1
+    error = capsys.readouterr().err
+    assert moved in error and "paths.results=DIR" in error
+    assert not (tmp_path / "searches").exists()

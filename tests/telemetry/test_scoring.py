@@ -99,14 +99,25 @@ def test_categorical_ranking_keeps_ties_and_counts_missing_keys():
     reference = pd.DataFrame({"country": ["A", "B", "C", "D"], "browser": ["chrome", "edge", "chrome", "chrome"]})
     candidate = pd.DataFrame({"country": ["A", "B", "B", "C"], "browser": ["edge", "chrome", "edge", "chrome"]})
     (metric,) = score_query(QUERIES["BrowserRank"], reference, candidate).metrics
-    assert metric.value == pytest.approx(2 / 4)   # B (tie kept) and C match; A wrong; D missing
-    assert metric.passed
+    assert metric.value == pytest.approx(1.5 / 4)   # C matches, B half (a 2-way tie); A wrong; D missing
+    assert not metric.passed
+
+
+def test_a_candidate_that_ties_every_item_does_not_match_every_key():
+    reference = pd.DataFrame({"country": ["A", "B"], "browser": ["chrome", "edge"]})
+    all_tied = pd.DataFrame({"country": ["A"] * 3 + ["B"] * 3, "browser": ["chrome", "edge", "firefox"] * 2})
+    (metric,) = score_query(QUERIES["BrowserRank"], reference, all_tied).metrics
+    assert metric.value == pytest.approx(1 / 3) and not metric.passed
+    both_tied = pd.DataFrame({"country": ["A", "A", "B"], "browser": ["chrome", "edge", "edge"]})
+    reference_tie = pd.DataFrame({"country": ["A", "A", "B"], "browser": ["chrome", "edge", "edge"]})
+    (metric,) = score_query(QUERIES["BrowserRank"], reference_tie, both_tied).metrics
+    assert metric.value == pytest.approx(1.0)   # the same tie is a match
 
 
 def _net_rows(n_rows, nrs, os):
     return pd.DataFrame({"guid": [f"g{i}" for i in range(n_rows)], "nrs": nrs, "received_bytes": [1.0] * n_rows,
                          "sent_bytes": [2.0] * n_rows, "chassistype": ["Notebook"] * n_rows, "vendor": ["HP"] * n_rows,
-                         "os": os})
+                         "os": os, "ram": [16384] * n_rows, "number_of_cores": [8] * n_rows})
 
 
 def test_row_level():
@@ -133,10 +144,11 @@ def test_row_level_uses_the_specs_relative_error_and_distribution_thresholds():
     metrics = {m.column: m for m in score_query(QUERIES["NetAsym"], reference, candidate).metrics}
     assert not metrics["row_count"].passed and not metrics["mean_nrs"].passed
     assert metrics["os"].value == pytest.approx(9 / 14 - 0.5) and metrics["os"].passed
-    # value metrics: 3 descriptors and 3 means; the row count is not a value
+    # value metrics: the 5 descriptors the SPEC names and 3 means; the row count is not a value
     score = score_query(QUERIES["NetAsym"], reference, candidate)
     assert [m.column for m in score.metrics if not m.about_values] == ["row_count"]
-    assert score.value_score == pytest.approx(5 / 6)   # everything but mean_nrs
+    assert {m.column for m in score.metrics} >= {"os", "chassistype", "vendor", "ram", "number_of_cores"}
+    assert score.value_score == pytest.approx(7 / 8)   # everything but mean_nrs
 
 
 def test_a_group_the_candidate_leaves_null_is_a_miss_not_skipped():
