@@ -96,3 +96,56 @@ def test_the_loop_and_the_experiment_call_the_workload_interface_only(path):
 
 def test_the_probe_scan_sees_hasattr_and_getattr():
     assert len(attribute_probes("if hasattr(data, 'utility'):\n    f(getattr(model, 'loss', None))")) == 2
+
+
+def module_graph() -> dict[str, set[str]]:
+    """dpbench's modules and, for each, the dpbench modules it imports (at any depth: a deferred import is an edge)."""
+    paths = {}
+    for path in (REPO / "dpbench").rglob("*.py"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in paths.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        graph[name] = {m for m in imported_modules(path.read_text(), package) if m in paths and m != name}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan): each is an import cycle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in graph.get(node, ()):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            group = []
+            while not group or group[-1] != node:
+                group.append(stack.pop())
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_no_import_cycles():
+    """Layers import downwards only, so each module can be read (and tested) after the ones it uses."""
+    assert import_cycles(module_graph()) == []
+
+
+def test_the_cycle_scan_finds_a_cycle_through_a_deferred_import():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert import_cycles(graph) == [["a", "b", "c"]]
+    assert len(module_graph()) > 50

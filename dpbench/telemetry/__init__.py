@@ -10,8 +10,8 @@ analysts' benchmark queries, run by DuckDB and scored against the published answ
 Modules: ``schema`` (the 13 tables), ``corpus`` (reading and validating a
 directory of parquet tables), ``world`` (every number the simulator draws from),
 ``population``/``coverage``/``reporting_days`` and one module per table family
-(the simulator's parts), ``simulator``, ``workload`` and ``queries/`` (the 11
-queries), ``query_runner``, ``scoring``, ``baselines``, ``truth``; for the DP-VAE, ``wide_table``,
+(the simulator's parts), ``simulator``, ``benchmark_queries`` and ``queries/`` (the 11
+queries), ``query_runner``, ``scoring``, ``baselines``, ``truth``; for the DP-VAE, ``wide_table`` (and ``wide_table_sql``),
 ``dataset`` (``dataset=telemetry``), ``marginals`` (the DP release synthesis is matched to), ``vae`` and ``raking`` (the models),
 ``synthesis`` and ``decoder``.
 """

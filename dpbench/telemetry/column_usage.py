@@ -22,7 +22,7 @@ import duckdb
 
 from dpbench.telemetry.benchmark_queries import BENCHMARK
 from dpbench.telemetry.schema import TABLES, quote
-from dpbench.telemetry.wide_table import WIDE_TABLE_SQL
+from dpbench.telemetry.wide_table_sql import WIDE_TABLE_SQL
 
 GUID = "guid"
 

@@ -29,6 +29,7 @@ from dpbench.telemetry.browsing import BROWSERS, CATEGORIES
 from dpbench.telemetry.population import CHASSIS, COUNTRIES, OPERATING_SYSTEMS, PERSONAS, RAM_SIZES_GB, VENDORS
 from dpbench.telemetry.schema import DEVICE_TABLE, SchemaError, quote
 from dpbench.telemetry.stage_memory import stage
+from dpbench.telemetry.wide_table_sql import PER_DEVICE_SQL, POWER_STATES, WIDE_TABLE_SQL
 
 if TYPE_CHECKING:
     import duckdb
@@ -39,7 +40,6 @@ SAMPLES_PER_DAY = world.SAMPLES_PER_DAY
 SECONDS_PER_DAY = 86_400.0
 CPU_KEYS = tuple(f"{v.cpuname}|{v.cpugen}|{v.marketcodename}" for v in world.CPU_VARIANTS)
 """The CPU vocabulary: (sysinfo cpuname, cpu_metadata cpugen, marketcodename) of each catalogue entry."""
-POWER_STATES = ("on_time", "off_time", "mods_time", "sleep_time")
 
 FAMILIES = ("network", "memory", "psys", "c0", "freq", "temp", "pkg_power", "battery", "power_states", "browsing")
 """The ten (guid, dt) table families; browsing covers system_web_cat_usage and its pivot."""
@@ -139,69 +139,6 @@ WIDE_LAYOUT = _build_layout()
 """The layout of every wide table (a constant: see the module docstring)."""
 
 
-def _per_day(table: str, sums: dict[str, str]) -> str:
-    """``table`` summed per (guid, day), for a per-device aggregate over it: there, ``COUNT(dt)`` counts the
-    distinct days with a date, and means are sums over sums (a mean's count is summed as a sum of 0/1).
-    Only plain sums, which DuckDB streams over the parquet files and spills to disk when memory is short."""
-    terms = ", ".join(f"SUM({expression}) AS {name}" for name, expression in sums.items())
-    return f"(SELECT guid, dt, {terms} FROM {table} GROUP BY guid, dt)"
-
-
-_NRS = {"nrs_sum": "nrs", "nrs_count": "CAST(nrs IS NOT NULL AS INTEGER)"}
-_DAYS_NRS = "COUNT(dt) AS days, SUM(nrs_sum) / NULLIF(SUM(nrs_count), 0) AS nrs"
-_RECEIVED, _SENT = "OS:NETWORK INTERFACE::BYTES RECEIVED/SEC::", "OS:NETWORK INTERFACE::BYTES SENT/SEC::"
-_SENSORS = {"psys": ("system_psys_rap_watts", "avg_psys_rap_watts"), "c0": ("system_pkg_C0", "avg_pkg_c0"),
-            "freq": ("system_pkg_avg_freq_mhz", "avg_avg_freq_mhz"),
-            "temp": ("system_pkg_temp_centigrade", "avg_temp_centigrade")}
-
-
-def _weighted(table: str, column: str, name: str) -> str:
-    """Days, mean sample count and the nrs-weighted mean of ``column`` per device."""
-    per_day = _per_day(table, {**_NRS, "weighted": f"nrs * {column}"})
-    return (f"SELECT guid, {_DAYS_NRS}, SUM(weighted) / NULLIF(SUM(nrs_sum), 0) AS {name} "
-            f"FROM {per_day} GROUP BY guid")
-
-
-_NETWORK_SUMS = {**_NRS, **{f"{side}_{what}": f"CASE WHEN input_desc = '{desc}' THEN {term} END"
-                            for side, desc in (("received", _RECEIVED), ("sent", _SENT))
-                            for what, term in (("weighted", "nrs * avg_bytes_sec"), ("weight", "nrs"))}}
-_PER_DEVICE_SQL: dict[str, str] = {
-    "network": f"""SELECT guid, {_DAYS_NRS},
-        COALESCE(SUM(received_weighted) / SUM(received_weight), 0) AS received_rate,
-        COALESCE(SUM(sent_weighted) / SUM(sent_weight), 0) AS sent_rate
-        FROM {_per_day("system_network_consumption", _NETWORK_SUMS)} GROUP BY guid""",
-    "memory": _weighted("system_memory_utilization", "avg_percentage_used", "percent_used"),
-    **{family: _weighted(f'"{table}"', column, "value") for family, (table, column) in _SENSORS.items()},
-    "pkg_power": _weighted("system_hw_pkg_power", "mean", "value"),
-    "battery": f"""SELECT guid, COUNT(dt) AS days, SUM(duration_sum) / NULLIF(SUM(duration_count), 0) AS duration_mins,
-        SUM(ons_sum) / NULLIF(SUM(ons_count), 0) AS power_ons
-        FROM {_per_day("system_batt_dc_events", {
-            "duration_sum": "duration_mins", "duration_count": "CAST(duration_mins IS NOT NULL AS INTEGER)",
-            "ons_sum": "num_power_ons", "ons_count": "CAST(num_power_ons IS NOT NULL AS INTEGER)"})} GROUP BY guid""",
-    "power_states": f"""SELECT guid, COUNT(dt) AS days, SUM(total_sum) / NULLIF(SUM(total_count), 0) AS seconds_per_day,
-        {", ".join(f"SUM({s}) AS {s}" for s in POWER_STATES)}
-        FROM {_per_day("system_on_off_suspend_time_day", {
-            "total_sum": " + ".join(POWER_STATES), "total_count": f"CAST({' + '.join(POWER_STATES)} IS NOT NULL AS "
-                                                                  "INTEGER)", **{s: s for s in POWER_STATES}})}
-        GROUP BY guid""",
-    "browsing": f"""SELECT p.guid, p.days, u.usage_rows / p.days AS rows_per_day,
-        u.duration_ms / p.days AS duration_ms_per_day,
-        {", ".join(f"u.rows_{b}, u.ms_{b}" for b in BROWSERS)}, {", ".join(f"p.{c}" for c in CATEGORIES)}
-        FROM (SELECT guid, COUNT(dt) AS days, {", ".join(f"SUM({c}) AS {c}" for c in CATEGORIES)}
-              FROM {_per_day("system_web_cat_pivot_duration", {c: c for c in CATEGORIES})} GROUP BY guid) p
-        JOIN (SELECT guid, COUNT(*) AS usage_rows, SUM(duration_ms) AS duration_ms,
-              {", ".join(f"COUNT(*) FILTER (WHERE browser = '{b}') AS rows_{b}, "
-                         f"COALESCE(SUM(duration_ms) FILTER (WHERE browser = '{b}'), 0) AS ms_{b}"
-                         for b in BROWSERS)}
-              FROM system_web_cat_usage GROUP BY guid) u ON p.guid = u.guid""",
-}
-_DEVICES_SQL = """SELECT s.guid, s.chassistype AS chassis, s.countryname_normalized AS country,
-    s.modelvendor_normalized AS vendor, s.os, s.persona, s.ram,
-    s.cpuname || '|' || COALESCE(c.cpugen, '') || '|' || COALESCE(c.marketcodename, '') AS cpu
-    FROM system_sysinfo_unique_normalized s LEFT JOIN system_cpu_metadata c ON s.guid = c.guid
-    ORDER BY s.guid"""
-WIDE_TABLE_SQL: dict[str, str] = {"devices": _DEVICES_SQL, **_PER_DEVICE_SQL}
-"""Every query the wide table runs over a corpus, by block (the columns they read: :mod:`.column_usage`)."""
 _COMPOSITION_SOURCES = {
     "power_states.state_share": POWER_STATES,
     "browsing.browser_row_share": tuple(f"rows_{b}" for b in BROWSERS),
@@ -239,7 +176,7 @@ def _build(tables_dir: Path | str, layout: WideLayout) -> WideTable:
         for batch in _batches(con, f"SELECT row, {', '.join(layout.categories)} FROM {_DEVICES}"):
             for name, (values, columns) in layout.categories.items():
                 features[batch["row"], columns.start + _category_codes(name, batch[name], values)] = 1.0
-        for family in _PER_DEVICE_SQL:
+        for family in PER_DEVICE_SQL:
             with stage(f"wide table: {family}"):
                 _fill_family(con, family, features, layout)
         guids = con.sql(f"SELECT guid FROM {_DEVICES} ORDER BY row").fetchnumpy()["guid"]

@@ -18,7 +18,8 @@ from dpbench.telemetry.decoder import write_tables
 from dpbench.telemetry.population import RAM_SIZES_GB
 from dpbench.telemetry.schema import SchemaError
 from dpbench.telemetry.simulator import simulate
-from dpbench.telemetry.wide_table import OTHER, POWER_STATES, WIDE_LAYOUT, build_wide_table, decode_columns
+from dpbench.telemetry.wide_table import OTHER, WIDE_LAYOUT, build_wide_table, decode_columns
+from dpbench.telemetry.wide_table_sql import POWER_STATES
 
 SENSORS = {"psys": ("system_psys_rap_watts", "avg_psys_rap_watts"), "c0": ("system_pkg_C0", "avg_pkg_c0"),
            "freq": ("system_pkg_avg_freq_mhz", "avg_avg_freq_mhz"),
