@@ -17,7 +17,8 @@ The statistic vector of one device (training rows only) has one block per margin
 * each day count and value summary: a one-hot histogram row over ``HISTOGRAM_BINS`` fixed bins of its
   scaled value, zero when the device lacks the table;
 * each composition (browser and category shares, power-state shares): the device's shares, zero when
-  the device lacks the table;
+  the device lacks the table; a composition of ``COMPOSITION_GIVEN`` (the browsing category mix) is
+  released per value of an attribute (persona) instead: that attribute's one-hot row times the shares;
 * each (attribute, table) pair of ``PRESENCE_GIVEN``: the attribute's one-hot row times the table's
   presence bit (a 2-way marginal: how many devices of each country, CPU, ... have the table). The
   pairs are those the benchmark queries group by: a workload-aware choice (as in AIM, McKenna et al.
@@ -74,6 +75,14 @@ PRESENCE_GIVEN: tuple[tuple[str, str], ...] = (
 """(attribute, table family) pairs whose 2-way presence marginal is released: what the queries group by."""
 COMPOSITION_WEIGHT = {"browsing.category_share": 6.0}
 """Weights of composition blocks above 1 (their noise, in shares, is divided by the weight)."""
+COMPOSITION_GIVEN = {"browsing.category_share": "persona"}
+"""Compositions released per value of an attribute instead of once overall: what a query groups them by
+(PersonaPivot: the browsing category mix per persona). The block is the attribute's one-hot row times the
+device's shares, so its norm is still at most its weight and the bound is unchanged; the overall mix is
+the sum of the groups' (its noise sqrt(values) times larger, and only this query reads the mix)."""
+COMPOSITION_SPREAD = 1.0
+"""The prior spread of a group's share of a part around the overall share, relative to it (as
+``RATE_SPREAD``): a group's sum is kept with weight s^2 / (s^2 + noise^2), the rest is the overall mix."""
 RELEASE_NAME = "telemetry_marginals"
 CHUNK_ROWS = 16_384
 
@@ -92,8 +101,14 @@ def _blocks(layout: WideLayout) -> list[_Block]:
     blocks = [_Block("category", (name,), len(values)) for name, (values, _) in layout.categories.items()]
     blocks += [_Block("bit", (name,), 1) for name in layout.bits]
     blocks += [_Block("histogram", (name,), HISTOGRAM_BINS) for name in layout.gaussians]
-    blocks += [_Block("composition", (name,), len(parts), COMPOSITION_WEIGHT.get(name, 1.0))
-               for name, (parts, _, _) in layout.compositions.items()]
+    for name, (parts, _, _) in layout.compositions.items():
+        weight = COMPOSITION_WEIGHT.get(name, 1.0)
+        if name in COMPOSITION_GIVEN:
+            attribute = COMPOSITION_GIVEN[name]
+            width = len(layout.categories[attribute][0]) * len(parts)
+            blocks.append(_Block("composition_given", (attribute, name), width, weight))
+        else:
+            blocks.append(_Block("composition", (name,), len(parts), weight))
     blocks += [_Block("presence_given", (attribute, family), len(layout.categories[attribute][0]))
                for attribute, family in PRESENCE_GIVEN]
     return blocks
@@ -128,6 +143,11 @@ def _block_rows(block: _Block, rows: torch.Tensor, layout: WideLayout) -> torch.
     if block.kind == "composition":
         _, columns, gate = layout.compositions[block.key[0]]
         return rows[:, columns] * rows[:, gate:gate + 1]
+    if block.kind == "composition_given":
+        attribute, name = block.key
+        _, columns, gate = layout.compositions[name]
+        shares = rows[:, columns] * rows[:, gate:gate + 1]
+        return (rows[:, layout.categories[attribute][1], None] * shares[:, None, :]).flatten(1)
     attribute, family = block.key  # presence_given
     presence = layout.bits[f"{family}.present"][0]
     return rows[:, layout.categories[attribute][1]] * rows[:, presence:presence + 1]
@@ -146,7 +166,8 @@ class Marginals:
     rate among the rows whose gate is set). histograms: day count or value -> bin masses summing to
     one, or None where no bin survived the noise. compositions: name -> mean shares among present rows.
     presence_given: (attribute, family) -> the family's presence rate among devices with each value of
-    the attribute.
+    the attribute. compositions_given: (attribute, composition) -> ``[values, parts]``, the mean shares
+    among present rows with each value of the attribute (``COMPOSITION_GIVEN``).
     """
 
     categories: dict[str, np.ndarray]
@@ -154,6 +175,7 @@ class Marginals:
     histograms: dict[str, np.ndarray | None]
     compositions: dict[str, np.ndarray]
     presence_given: dict[tuple[str, str], np.ndarray]
+    compositions_given: dict[tuple[str, str], np.ndarray]
 
     @staticmethod
     def bin_edges() -> np.ndarray:
@@ -199,7 +221,16 @@ def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
         bins = sums["histogram", (name,)]
         bins = np.where(bins >= HISTOGRAM_THRESHOLD * noise["histogram", (name,)], bins, 0.0)
         histograms[name] = bins / bins.sum() if bins.sum() > 0 else None
-    compositions = {name: _shares(sums["composition", (name,)]) for name in layout.compositions}
+    compositions, compositions_given = {}, {}
+    for name, (parts, _, _) in layout.compositions.items():
+        if name not in COMPOSITION_GIVEN:
+            compositions[name] = _shares(sums["composition", (name,)])
+            continue
+        attribute = COMPOSITION_GIVEN[name]
+        key = ("composition_given", (attribute, name))
+        grouped = raw[key].reshape(len(layout.categories[attribute][0]), len(parts))
+        compositions[name] = _shares(np.maximum(grouped.sum(axis=0), 0.0))
+        compositions_given[attribute, name] = _grouped_shares(grouped, compositions[name], noise[key])
     presence_given = {}
     for attribute, family in PRESENCE_GIVEN:
         overall = bit_rates[list(layout.bits).index(f"{family}.present")]
@@ -213,12 +244,25 @@ def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
         if implied > 0:
             rates = np.clip(rates * overall * rows / implied, 0.0, 1.0)
         presence_given[attribute, family] = rates
-    return Marginals(categories, bit_rates, histograms, compositions, presence_given)
+    return Marginals(categories, bit_rates, histograms, compositions, presence_given, compositions_given)
 
 
 def _shares(counts: np.ndarray) -> np.ndarray:
     total = counts.sum()
     return counts / total if total > 0 else np.full(len(counts), 1.0 / len(counts))
+
+
+def _grouped_shares(grouped: np.ndarray, overall: np.ndarray, noise_std: float) -> np.ndarray:
+    """Each group's mix from its noisy sums of shares ``[groups, parts]``: a group's sum of all parts
+    estimates its present rows; each part's sum is shrunk towards what the overall mix predicts for that
+    many rows by its signal-to-noise ratio (``COMPOSITION_SPREAD``), cut at zero and normalised, so a
+    group whose sums are mostly noise takes the overall mix."""
+    members = np.maximum(grouped.sum(axis=1, keepdims=True), 0.0)
+    expected = members * overall[None, :]
+    signal = (COMPOSITION_SPREAD * expected) ** 2
+    weight = signal / np.maximum(signal + noise_std ** 2, 1e-300)
+    shrunk = np.maximum(expected + weight * (grouped - expected), 0.0)
+    return np.stack([_shares(row) if row.sum() > 0 else overall for row in shrunk])
 
 
 def _chunks(rows: torch.Tensor, layout: WideLayout) -> Iterator[torch.Tensor]:

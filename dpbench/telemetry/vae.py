@@ -224,8 +224,10 @@ class HurdleVAE(_WideVAE):
         probabilities equal the 1-way marginals (a gated bit's and a composition's among rows weighted
         by their table's presence probability); one more offset per (category value, table presence
         bit), raked over the attributes so that each table's presence rate among each attribute value's
-        rows equals the released 2-way marginal; and, for each day count and value, the monotone map
-        taking the quantiles of its draws (weighted by presence) to the released histogram's. Only how
+        rows equals the released 2-way marginal; one per (category value, composition part) where a
+        composition is released per value of an attribute (the browsing mix per persona); and, for each
+        day count and value, the monotone map taking the quantiles of its draws (weighted by presence)
+        to the released histogram's. Only how
         many samples fall where changes, not which latent draws they come from. The marginals and the
         model are DP releases, so this is post-processing.
         """
@@ -246,6 +248,7 @@ class HurdleVAE(_WideVAE):
         for name, (_, columns, gate) in self.layout.compositions.items():
             offsets[columns] = rake_softmax(logits[:, columns], presence[gate],
                                             torch.from_numpy(marginals.compositions[name]))
+        self._match_grouped_compositions(logits, offsets, conditional, groups, presence, marginals)
         self.logit_offsets.copy_(offsets)
         self.conditional_offsets.copy_(conditional)
         self._match_values(logits, sigma, presence, marginals, generator)
@@ -287,6 +290,22 @@ class HurdleVAE(_WideVAE):
                 offsets[column] = bit_offset(logits[:, column], presence[gate], float(marginals.bit_rates[j]))
                 presence[column] = probability(column)
         return presence
+
+    def _match_grouped_compositions(self, logits: Tensor, offsets: Tensor, conditional: Tensor,
+                                    groups: dict[str, Tensor], presence: dict[int, Tensor],
+                                    marginals: Marginals) -> None:
+        """Per value of an attribute, offsets of a composition's parts (added by the category value drawn
+        for the row) such that the mean shares of that value's rows, weighted by presence, are its
+        released mix."""
+        for (attribute, name), targets in marginals.compositions_given.items():
+            _, columns, gate = self.layout.compositions[name]
+            base = logits[:, columns] + offsets[columns]
+            first = self.layout.categories[attribute][1].start
+            for value, target in enumerate(targets):
+                members = groups[attribute] == value
+                if bool(members.any()) and float(presence[gate][members].sum()) > 0:
+                    conditional[first + value, columns] = rake_softmax(base[members], presence[gate][members],
+                                                                       torch.from_numpy(target))
 
     def _match_values(self, logits: Tensor, sigma: Tensor, presence: dict[int, Tensor], marginals: Marginals,
                           generator: torch.Generator) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from dpbench.telemetry.marginals import (
+    COMPOSITION_GIVEN,
     COMPOSITION_WEIGHT,
     HISTOGRAM_BINS,
     PRESENCE_GIVEN,
@@ -16,6 +18,7 @@ from dpbench.telemetry.marginals import (
     load_released,
     marginals_from_sum,
     marginals_release,
+    _grouped_shares,
     release_marginals,
     save_released,
     sensitivity,
@@ -66,6 +69,11 @@ def test_noiseless_marginals_are_the_rows_own(rows):
     category = WIDE_LAYOUT.compositions["browsing.category_share"][1]
     assert np.allclose(marginals.compositions["browsing.category_share"], on_browsing[:, category].mean(0).numpy(),
                        atol=1e-6)
+    persona = rows[:, WIDE_LAYOUT.categories["persona"][1]].argmax(1)
+    for value in torch.bincount(persona[rows[:, browsing] == 1]).argsort(descending=True)[:3].tolist():
+        members = on_browsing[persona[rows[:, browsing] == 1] == value]
+        assert np.allclose(marginals.compositions_given["persona", "browsing.category_share"][value],
+                           members[:, category].mean(0).numpy(), atol=1e-6)
     column, gate, _ = WIDE_LAYOUT.gaussians["battery.duration_mins"]
     values = rows[rows[:, gate] == 1, column].numpy()
     quantiles = marginals.quantiles("battery.duration_mins", np.array([0.1, 0.5, 0.9]))
@@ -105,6 +113,29 @@ def test_noisy_two_way_rates_add_up_to_the_one_way_count_and_small_groups_take_t
         assert tiny.sum() >= 3, attribute
         assert np.allclose(rates[tiny], rates[tiny].mean(), rtol=0.3)
         assert rates[tiny].mean() == pytest.approx(overall, rel=0.5)
+
+
+def test_the_per_persona_mix_is_the_overall_mix_where_it_is_noise_and_its_own_where_it_is_signal():
+    overall = np.array([0.7, 0.2, 0.1])
+    grouped = np.array([[100.0, 800.0, 100.0],   # 1000 rows with their own mix: far above noise 3
+                        [2.0, -4.0, 5.0]])        # a handful of rows: all noise
+    mixes = _grouped_shares(grouped, overall, noise_std=3.0)
+    assert mixes[0] == pytest.approx([0.1, 0.8, 0.1], abs=0.01)
+    assert mixes[1] == pytest.approx(overall, abs=0.1)
+    assert np.allclose(mixes.sum(axis=1), 1.0) and (mixes >= 0).all()
+
+
+def test_the_per_persona_mix_replaces_the_overall_block_so_the_bound_is_unchanged():
+    """The category mix is released per persona: one block of the same weight (one persona slot holds the
+    shares), so adding the 2-way mix costs no extra sensitivity; the 1-way mix is its sum."""
+    assert COMPOSITION_GIVEN == {"browsing.category_share": "persona"}
+    personas = len(WIDE_LAYOUT.categories["persona"][0])
+    parts = len(WIDE_LAYOUT.compositions["browsing.category_share"][0])
+    widths = statistic_vectors(torch.zeros(1, WIDE_LAYOUT.width)).shape[1]
+    assert widths == sum(len(v) for v, _ in WIDE_LAYOUT.categories.values()) + len(WIDE_LAYOUT.bits) \
+        + HISTOGRAM_BINS * len(WIDE_LAYOUT.gaussians) + personas * parts \
+        + sum(len(p) for n, (p, _, _) in WIDE_LAYOUT.compositions.items() if n not in COMPOSITION_GIVEN) \
+        + sum(len(WIDE_LAYOUT.categories[a][0]) for a, _ in PRESENCE_GIVEN)
 
 
 def test_a_release_round_trips_through_the_run_directory(rows, tmp_path):
@@ -149,3 +180,25 @@ def test_calibrated_samples_have_the_released_marginals(rows):
     real = rows[rows[:, gate] == 1, column].numpy()
     assert np.quantile(synthetic, [0.1, 0.5, 0.9]) == pytest.approx(np.quantile(real, [0.1, 0.5, 0.9]), abs=0.03)
     assert synthetic.std() == pytest.approx(real.std(), rel=0.3)
+
+
+@pytest.mark.slow
+def test_each_persona_samples_its_released_mix(rows):
+    """Sampling follows the released mix of each persona, here made very unlike the overall one."""
+    torch.manual_seed(0)
+    model = HurdleVAE(hidden=(32, 16), latent=4)
+    marginals = _exact(rows)
+    key = ("persona", "browsing.category_share")
+    mixes = marginals.compositions_given[key].copy()
+    persona = rows[:, WIDE_LAYOUT.categories["persona"][1]].argmax(1)
+    largest = int(torch.bincount(persona).argmax())
+    mixes[largest] = np.eye(mixes.shape[1])[3] * 0.6 + mixes[largest] * 0.4
+    marginals = dataclasses.replace(marginals, compositions_given={key: mixes})
+    model.match_marginals(marginals, 20_000, torch.Generator().manual_seed(1))
+    sample = model.sample(40_000, torch.Generator().manual_seed(2))
+    browsing = sample[:, WIDE_LAYOUT.bits["browsing.present"][0]] == 1
+    drawn = sample[:, WIDE_LAYOUT.categories["persona"][1]].argmax(1)
+    category = WIDE_LAYOUT.compositions["browsing.category_share"][1]
+    for value in (largest, int(torch.bincount(drawn[browsing]).argsort(descending=True)[1])):
+        share = sample[browsing & (drawn == value)][:, category].mean(0).numpy()
+        assert 0.5 * np.abs(share - mixes[value]).sum() < 0.03, value
