@@ -20,12 +20,17 @@ The statistic vector of one device (training rows only) has one block per margin
   the device lacks the table; a composition of ``COMPOSITION_GIVEN`` (the browsing category mix) is
   released per value of an attribute (persona) instead: that attribute's one-hot row times the shares;
 * each (attribute, table) pair of ``PRESENCE_GIVEN``: the attribute's one-hot row times the table's
-  presence bit (a 2-way marginal: how many devices of each country, CPU, ... have the table). The
-  pairs are those the benchmark queries group by: a workload-aware choice (as in AIM, McKenna et al.
-  2022), made from the queries, never from the data.
+  presence bit (a 2-way marginal: how many devices of each country, CPU, ... have the table);
+* each (attribute, value) pair of ``VALUE_GIVEN``: the attribute's one-hot row times the value's
+  scaled summary, clipped to [0, ``HISTOGRAM_UPPER``] and divided by it, zero when the device lacks the
+  table (sums that give each group's mean value: RAM utilisation per RAM size, battery minutes per
+  country and per CPU).
+  The 2-way pairs are those the benchmark queries group by: a workload-aware choice (as in AIM,
+  McKenna et al. 2022), made from the queries, never from the data.
 
 Every block has L2 norm at most 1 before its weight (a one-hot row or a bit has norm 1 or 0; a vector
-of shares that sum to one has L2 norm at most 1); a block is multiplied by its weight (1, or
+of shares that sum to one has L2 norm at most 1, and so has a one-hot row times shares or times a value
+in [0, 1]); a block is multiplied by its weight (1, or
 ``COMPOSITION_WEIGHT`` for the browsing category mix, whose rare categories need less noise), so a
 device's vector has norm at most sqrt(sum of squared weights): the kernel's bound
 (:mod:`dpbench.privacy.statistics_release`), reached only by a device present in every table.
@@ -37,7 +42,8 @@ shrunk towards the 1-way one by its signal-to-noise ratio (``RATE_SPREAD``), so 
 count is mostly noise inherits the population's rate, and the rates of one table
 are scaled together so that the devices they imply equal its 1-way count (without that, dozens of
 small cells with their noise cut at zero add devices: 1,175 instead of 800 for the package-power
-table at 1M). The number of training rows is treated as public, as in DP-SGD's sampling rate.
+table at 1M). A group's mix of a composition and its mean value are shrunk the same way towards the
+overall ones (``COMPOSITION_SPREAD``, ``VALUE_SPREAD``). The number of training rows is treated as public, as in DP-SGD's sampling rate.
 """
 
 from __future__ import annotations
@@ -83,6 +89,17 @@ the sum of the groups' (its noise sqrt(values) times larger, and only this query
 COMPOSITION_SPREAD = 1.0
 """The prior spread of a group's share of a part around the overall share, relative to it (as
 ``RATE_SPREAD``): a group's sum is kept with weight s^2 / (s^2 + noise^2), the rest is the overall mix."""
+VALUE_GIVEN: tuple[tuple[str, str], ...] = (
+    ("ram", "memory.percent_used"),  # RamHist
+    ("country", "battery.duration_mins"), ("cpu", "battery.duration_mins"),  # BatteryGeo, BatteryDemo
+)
+"""(attribute, value summary) pairs whose mean per value of the attribute is released: what the queries
+average a value by. Each pair's table family is among ``PRESENCE_GIVEN`` with the same attribute (its
+group sizes divide the sums)."""
+VALUE_SPREAD = 0.5
+"""The prior spread of a group's mean value around the overall mean, relative to it (in scaled units):
+a group's sum is kept with weight s^2 / (s^2 + noise^2), where s is this times the sum the overall mean
+predicts for the group's present devices, and the rest is that prediction."""
 RELEASE_NAME = "telemetry_marginals"
 CHUNK_ROWS = 16_384
 
@@ -111,6 +128,8 @@ def _blocks(layout: WideLayout) -> list[_Block]:
             blocks.append(_Block("composition", (name,), len(parts), weight))
     blocks += [_Block("presence_given", (attribute, family), len(layout.categories[attribute][0]))
                for attribute, family in PRESENCE_GIVEN]
+    blocks += [_Block("value_given", (attribute, name), len(layout.categories[attribute][0]))
+               for attribute, name in VALUE_GIVEN]
     return blocks
 
 
@@ -148,6 +167,11 @@ def _block_rows(block: _Block, rows: torch.Tensor, layout: WideLayout) -> torch.
         _, columns, gate = layout.compositions[name]
         shares = rows[:, columns] * rows[:, gate:gate + 1]
         return (rows[:, layout.categories[attribute][1], None] * shares[:, None, :]).flatten(1)
+    if block.kind == "value_given":
+        attribute, name = block.key
+        column, gate, _ = layout.gaussians[name]
+        value = rows[:, column:column + 1].clamp(0.0, HISTOGRAM_UPPER) / HISTOGRAM_UPPER  # in [0, 1]
+        return rows[:, layout.categories[attribute][1]] * value * rows[:, gate:gate + 1]
     attribute, family = block.key  # presence_given
     presence = layout.bits[f"{family}.present"][0]
     return rows[:, layout.categories[attribute][1]] * rows[:, presence:presence + 1]
@@ -167,7 +191,9 @@ class Marginals:
     one, or None where no bin survived the noise. compositions: name -> mean shares among present rows.
     presence_given: (attribute, family) -> the family's presence rate among devices with each value of
     the attribute. compositions_given: (attribute, composition) -> ``[values, parts]``, the mean shares
-    among present rows with each value of the attribute (``COMPOSITION_GIVEN``).
+    among present rows with each value of the attribute (``COMPOSITION_GIVEN``). values_given:
+    (attribute, value summary) -> the mean scaled value among present rows with each value of the
+    attribute (``VALUE_GIVEN``).
     """
 
     categories: dict[str, np.ndarray]
@@ -176,6 +202,7 @@ class Marginals:
     compositions: dict[str, np.ndarray]
     presence_given: dict[tuple[str, str], np.ndarray]
     compositions_given: dict[tuple[str, str], np.ndarray]
+    values_given: dict[tuple[str, str], np.ndarray]
 
     @staticmethod
     def bin_edges() -> np.ndarray:
@@ -244,12 +271,31 @@ def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
         if implied > 0:
             rates = np.clip(rates * overall * rows / implied, 0.0, 1.0)
         presence_given[attribute, family] = rates
-    return Marginals(categories, bit_rates, histograms, compositions, presence_given, compositions_given)
+    values_given = {}
+    for attribute, name in VALUE_GIVEN:
+        family = name.split(".")[0]
+        present = categories[attribute] * rows * presence_given[attribute, family]  # each group's present rows
+        values_given[attribute, name] = HISTOGRAM_UPPER * _grouped_means(
+            raw["value_given", (attribute, name)], present, noise["value_given", (attribute, name)])
+    return Marginals(categories, bit_rates, histograms, compositions, presence_given, compositions_given,
+                     values_given)
 
 
 def _shares(counts: np.ndarray) -> np.ndarray:
     total = counts.sum()
     return counts / total if total > 0 else np.full(len(counts), 1.0 / len(counts))
+
+
+def _grouped_means(sums: np.ndarray, present: np.ndarray, noise_std: float) -> np.ndarray:
+    """Each group's mean (in [0, 1]) from its noisy sum and its (estimated) number of present rows: shrunk
+    towards the overall mean by the signal-to-noise ratio of its sum (``VALUE_SPREAD``); a group with no
+    present rows takes the overall mean."""
+    overall = float(np.clip(sums.sum() / present.sum(), 0.0, 1.0)) if present.sum() > 0 else 0.5
+    expected = present * overall
+    signal = (VALUE_SPREAD * expected) ** 2
+    weight = signal / np.maximum(signal + noise_std ** 2, 1e-300)
+    shrunk = expected + weight * (sums - expected)
+    return np.clip(np.where(present > 0, shrunk / np.maximum(present, 1e-12), overall), 0.0, 1.0)
 
 
 def _grouped_shares(grouped: np.ndarray, overall: np.ndarray, noise_std: float) -> np.ndarray:

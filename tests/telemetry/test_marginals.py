@@ -14,10 +14,12 @@ from dpbench.telemetry.marginals import (
     COMPOSITION_WEIGHT,
     HISTOGRAM_BINS,
     PRESENCE_GIVEN,
+    VALUE_GIVEN,
     Marginals,
     load_released,
     marginals_from_sum,
     marginals_release,
+    _grouped_means,
     _grouped_shares,
     release_marginals,
     save_released,
@@ -42,13 +44,17 @@ def test_no_real_row_exceeds_the_bound_so_none_is_clipped(rows):
     bound = marginals_release(1.0).bound
     assert bound == sensitivity()
     assert torch.linalg.vector_norm(vectors, dim=1).max() <= bound
-    blocks = len(WIDE_LAYOUT.categories) + len(WIDE_LAYOUT.bits) + len(WIDE_LAYOUT.gaussians) + len(PRESENCE_GIVEN)
+    blocks = (len(WIDE_LAYOUT.categories) + len(WIDE_LAYOUT.bits) + len(WIDE_LAYOUT.gaussians) + len(PRESENCE_GIVEN)
+              + len(VALUE_GIVEN))
     weights = [COMPOSITION_WEIGHT.get(name, 1.0) for name in WIDE_LAYOUT.compositions]
     assert bound == pytest.approx(math.sqrt(blocks + sum(w * w for w in weights)))
-    # the worst case: a device in every table with every composition concentrated on one part
+    # the worst case: a device in every table with every composition concentrated on one part and every value
+    # at or above the top of the histograms' range
     worst = rows[:1].clone()
     for column, _ in WIDE_LAYOUT.bits.values():
         worst[0, column] = 1.0
+    for column, _, _ in WIDE_LAYOUT.gaussians.values():
+        worst[0, column] = 5.0
     for _, columns, _ in WIDE_LAYOUT.compositions.values():
         worst[0, columns] = 0.0
         worst[0, columns.start] = 1.0
@@ -74,6 +80,12 @@ def test_noiseless_marginals_are_the_rows_own(rows):
         members = on_browsing[persona[rows[:, browsing] == 1] == value]
         assert np.allclose(marginals.compositions_given["persona", "browsing.category_share"][value],
                            members[:, category].mean(0).numpy(), atol=1e-6)
+    ram = rows[:, WIDE_LAYOUT.categories["ram"][1]].argmax(1)
+    used, memory, _ = WIDE_LAYOUT.gaussians["memory.percent_used"]
+    for value in torch.bincount(ram[rows[:, memory] == 1]).argsort(descending=True)[:3].tolist():
+        members = rows[(ram == value) & (rows[:, memory] == 1), used].clamp(0.0, 1.2)
+        assert marginals.values_given["ram", "memory.percent_used"][value] == pytest.approx(float(members.mean()),
+                                                                                           rel=1e-5)
     column, gate, _ = WIDE_LAYOUT.gaussians["battery.duration_mins"]
     values = rows[rows[:, gate] == 1, column].numpy()
     quantiles = marginals.quantiles("battery.duration_mins", np.array([0.1, 0.5, 0.9]))
@@ -125,6 +137,15 @@ def test_the_per_persona_mix_is_the_overall_mix_where_it_is_noise_and_its_own_wh
     assert np.allclose(mixes.sum(axis=1), 1.0) and (mixes >= 0).all()
 
 
+def test_a_group_mean_is_its_own_where_it_is_signal_and_the_overall_mean_where_it_is_noise():
+    present = np.array([1000.0, 1000.0, 3.0, 0.0])
+    sums = np.array([300.0, 700.0, 2.9, 1.0])   # means 0.3, 0.7, about 1 (3 rows: noise), none
+    means = _grouped_means(sums, present, noise_std=10.0)
+    assert means[:2] == pytest.approx([0.3, 0.7], abs=0.01)
+    overall = 1003.9 / 2003.0   # every sum over every present row
+    assert means[2] == pytest.approx(overall, abs=0.05) and means[3] == pytest.approx(overall)
+
+
 def test_the_per_persona_mix_replaces_the_overall_block_so_the_bound_is_unchanged():
     """The category mix is released per persona: one block of the same weight (one persona slot holds the
     shares), so adding the 2-way mix costs no extra sensitivity; the 1-way mix is its sum."""
@@ -135,7 +156,7 @@ def test_the_per_persona_mix_replaces_the_overall_block_so_the_bound_is_unchange
     assert widths == sum(len(v) for v, _ in WIDE_LAYOUT.categories.values()) + len(WIDE_LAYOUT.bits) \
         + HISTOGRAM_BINS * len(WIDE_LAYOUT.gaussians) + personas * parts \
         + sum(len(p) for n, (p, _, _) in WIDE_LAYOUT.compositions.items() if n not in COMPOSITION_GIVEN) \
-        + sum(len(WIDE_LAYOUT.categories[a][0]) for a, _ in PRESENCE_GIVEN)
+        + sum(len(WIDE_LAYOUT.categories[a][0]) for a, _ in (*PRESENCE_GIVEN, *VALUE_GIVEN))
 
 
 def test_a_release_round_trips_through_the_run_directory(rows, tmp_path):
@@ -202,3 +223,26 @@ def test_each_persona_samples_its_released_mix(rows):
     for value in (largest, int(torch.bincount(drawn[browsing]).argsort(descending=True)[1])):
         share = sample[browsing & (drawn == value)][:, category].mean(0).numpy()
         assert 0.5 * np.abs(share - mixes[value]).sum() < 0.03, value
+
+
+@pytest.mark.slow
+def test_each_ram_size_samples_its_released_mean_utilisation(rows):
+    """The mean of a value per attribute value follows the release, here moved far from the data's for the largest
+    RAM size, while another keeps its own; the value's overall distribution still follows its histogram."""
+    torch.manual_seed(0)
+    model = HurdleVAE(hidden=(32, 16), latent=4)
+    marginals = _exact(rows)
+    key = ("ram", "memory.percent_used")
+    means = marginals.values_given[key].copy()
+    ram = rows[:, WIDE_LAYOUT.categories["ram"][1]].argmax(1)
+    column, gate, _ = WIDE_LAYOUT.gaussians["memory.percent_used"]
+    largest, second = torch.bincount(ram[rows[:, gate] == 1]).argsort(descending=True)[:2].tolist()
+    means[largest] = means[largest] + 0.15
+    marginals = dataclasses.replace(marginals, values_given={**marginals.values_given, key: means})
+    model.match_marginals(marginals, 20_000, torch.Generator().manual_seed(1))
+    sample = model.sample(40_000, torch.Generator().manual_seed(2))
+    drawn = sample[:, WIDE_LAYOUT.categories["ram"][1]].argmax(1)
+    present = sample[:, gate] == 1
+    for value in (largest, second):
+        synthetic = float(sample[present & (drawn == value), column].clamp(0.0, 1.2).mean())
+        assert synthetic == pytest.approx(means[value], abs=0.02), value
