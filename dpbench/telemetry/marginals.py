@@ -81,11 +81,11 @@ PRESENCE_GIVEN: tuple[tuple[str, str], ...] = (
 """(attribute, table family) pairs whose 2-way presence marginal is released: what the queries group by."""
 COMPOSITION_WEIGHT = {"browsing.category_share": 6.0}
 """Weights of composition blocks above 1 (their noise, in shares, is divided by the weight)."""
-COMPOSITION_GIVEN = {"browsing.category_share": "persona"}
+COMPOSITION_GIVEN = {"browsing.category_share": "persona", "power_states.state_share": "cpu"}
 """Compositions released per value of an attribute instead of once overall: what a query groups them by
-(PersonaPivot: the browsing category mix per persona). The block is the attribute's one-hot row times the
+(PersonaPivot: the browsing category mix per persona; SleepPivot: the power-state mix per CPU). The block is the attribute's one-hot row times the
 device's shares, so its norm is still at most its weight and the bound is unchanged; the overall mix is
-the sum of the groups' (its noise sqrt(values) times larger, and only this query reads the mix)."""
+the sum of the groups' (its noise sqrt(values) times larger; only these queries read the mixes)."""
 COMPOSITION_SPREAD = 1.0
 """The prior spread of a group's share of a part around the overall share, relative to it (as
 ``RATE_SPREAD``): a group's sum is kept with weight s^2 / (s^2 + noise^2), the rest is the overall mix."""

@@ -80,6 +80,12 @@ def test_noiseless_marginals_are_the_rows_own(rows):
         members = on_browsing[persona[rows[:, browsing] == 1] == value]
         assert np.allclose(marginals.compositions_given["persona", "browsing.category_share"][value],
                            members[:, category].mean(0).numpy(), atol=1e-6)
+    cpu = rows[:, WIDE_LAYOUT.categories["cpu"][1]].argmax(1)
+    _, states, power = WIDE_LAYOUT.compositions["power_states.state_share"]
+    for value in torch.bincount(cpu[rows[:, power] == 1]).argsort(descending=True)[:3].tolist():
+        members = rows[(cpu == value) & (rows[:, power] == 1)]
+        assert np.allclose(marginals.compositions_given["cpu", "power_states.state_share"][value],
+                           members[:, states].mean(0).numpy(), atol=1e-6)
     ram = rows[:, WIDE_LAYOUT.categories["ram"][1]].argmax(1)
     used, memory, _ = WIDE_LAYOUT.gaussians["memory.percent_used"]
     for value in torch.bincount(ram[rows[:, memory] == 1]).argsort(descending=True)[:3].tolist():
@@ -146,15 +152,16 @@ def test_a_group_mean_is_its_own_where_it_is_signal_and_the_overall_mean_where_i
     assert means[2] == pytest.approx(overall, abs=0.05) and means[3] == pytest.approx(overall)
 
 
-def test_the_per_persona_mix_replaces_the_overall_block_so_the_bound_is_unchanged():
-    """The category mix is released per persona: one block of the same weight (one persona slot holds the
-    shares), so adding the 2-way mix costs no extra sensitivity; the 1-way mix is its sum."""
-    assert COMPOSITION_GIVEN == {"browsing.category_share": "persona"}
-    personas = len(WIDE_LAYOUT.categories["persona"][0])
-    parts = len(WIDE_LAYOUT.compositions["browsing.category_share"][0])
+def test_a_mix_per_group_replaces_the_overall_block_so_the_bound_is_unchanged():
+    """The category mix is released per persona and the power-state mix per CPU: one block of the same weight
+    each (one group's slot holds the shares), so the 2-way mixes cost no extra sensitivity; a 1-way mix is
+    its groups' sum."""
+    assert COMPOSITION_GIVEN == {"browsing.category_share": "persona", "power_states.state_share": "cpu"}
+    grouped = sum(len(WIDE_LAYOUT.categories[attribute][0]) * len(WIDE_LAYOUT.compositions[name][0])
+                  for name, attribute in COMPOSITION_GIVEN.items())
     widths = statistic_vectors(torch.zeros(1, WIDE_LAYOUT.width)).shape[1]
     assert widths == sum(len(v) for v, _ in WIDE_LAYOUT.categories.values()) + len(WIDE_LAYOUT.bits) \
-        + HISTOGRAM_BINS * len(WIDE_LAYOUT.gaussians) + personas * parts \
+        + HISTOGRAM_BINS * len(WIDE_LAYOUT.gaussians) + grouped \
         + sum(len(p) for n, (p, _, _) in WIDE_LAYOUT.compositions.items() if n not in COMPOSITION_GIVEN) \
         + sum(len(WIDE_LAYOUT.categories[a][0]) for a, _ in (*PRESENCE_GIVEN, *VALUE_GIVEN))
 
