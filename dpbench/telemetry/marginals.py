@@ -257,7 +257,7 @@ def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
         key = ("composition_given", (attribute, name))
         grouped = raw[key].reshape(len(layout.categories[attribute][0]), len(parts))
         compositions[name] = _shares(np.maximum(grouped.sum(axis=0), 0.0))
-        compositions_given[attribute, name] = _grouped_shares(grouped, compositions[name], noise[key])
+        compositions_given[attribute, name] = grouped_shares(grouped, compositions[name], noise[key])
     presence_given = {}
     for attribute, family in PRESENCE_GIVEN:
         overall = bit_rates[list(layout.bits).index(f"{family}.present")]
@@ -275,7 +275,7 @@ def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
     for attribute, name in VALUE_GIVEN:
         family = name.split(".")[0]
         present = categories[attribute] * rows * presence_given[attribute, family]  # each group's present rows
-        values_given[attribute, name] = HISTOGRAM_UPPER * _grouped_means(
+        values_given[attribute, name] = HISTOGRAM_UPPER * grouped_means(
             raw["value_given", (attribute, name)], present, noise["value_given", (attribute, name)])
     return Marginals(categories, bit_rates, histograms, compositions, presence_given, compositions_given,
                      values_given)
@@ -286,7 +286,7 @@ def _shares(counts: np.ndarray) -> np.ndarray:
     return counts / total if total > 0 else np.full(len(counts), 1.0 / len(counts))
 
 
-def _grouped_means(sums: np.ndarray, present: np.ndarray, noise_std: float) -> np.ndarray:
+def grouped_means(sums: np.ndarray, present: np.ndarray, noise_std: float) -> np.ndarray:
     """Each group's mean (in [0, 1]) from its noisy sum and its (estimated) number of present rows: shrunk
     towards the overall mean by the signal-to-noise ratio of its sum (``VALUE_SPREAD``); a group with no
     present rows takes the overall mean."""
@@ -298,7 +298,7 @@ def _grouped_means(sums: np.ndarray, present: np.ndarray, noise_std: float) -> n
     return np.clip(np.where(present > 0, shrunk / np.maximum(present, 1e-12), overall), 0.0, 1.0)
 
 
-def _grouped_shares(grouped: np.ndarray, overall: np.ndarray, noise_std: float) -> np.ndarray:
+def grouped_shares(grouped: np.ndarray, overall: np.ndarray, noise_std: float) -> np.ndarray:
     """Each group's mix from its noisy sums of shares ``[groups, parts]``: a group's sum of all parts
     estimates its present rows; each part's sum is shrunk towards what the overall mix predicts for that
     many rows by its signal-to-noise ratio (``COMPOSITION_SPREAD``), cut at zero and normalised, so a

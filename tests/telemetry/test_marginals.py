@@ -16,11 +16,11 @@ from dpbench.telemetry.marginals import (
     PRESENCE_GIVEN,
     VALUE_GIVEN,
     Marginals,
+    grouped_means,
+    grouped_shares,
     load_released,
     marginals_from_sum,
     marginals_release,
-    _grouped_means,
-    _grouped_shares,
     release_marginals,
     save_released,
     sensitivity,
@@ -137,7 +137,7 @@ def test_the_per_persona_mix_is_the_overall_mix_where_it_is_noise_and_its_own_wh
     overall = np.array([0.7, 0.2, 0.1])
     grouped = np.array([[100.0, 800.0, 100.0],   # 1000 rows with their own mix: far above noise 3
                         [2.0, -4.0, 5.0]])        # a handful of rows: all noise
-    mixes = _grouped_shares(grouped, overall, noise_std=3.0)
+    mixes = grouped_shares(grouped, overall, noise_std=3.0)
     assert mixes[0] == pytest.approx([0.1, 0.8, 0.1], abs=0.01)
     assert mixes[1] == pytest.approx(overall, abs=0.1)
     assert np.allclose(mixes.sum(axis=1), 1.0) and (mixes >= 0).all()
@@ -146,7 +146,7 @@ def test_the_per_persona_mix_is_the_overall_mix_where_it_is_noise_and_its_own_wh
 def test_a_group_mean_is_its_own_where_it_is_signal_and_the_overall_mean_where_it_is_noise():
     present = np.array([1000.0, 1000.0, 3.0, 0.0])
     sums = np.array([300.0, 700.0, 2.9, 1.0])   # means 0.3, 0.7, about 1 (3 rows: noise), none
-    means = _grouped_means(sums, present, noise_std=10.0)
+    means = grouped_means(sums, present, noise_std=10.0)
     assert means[:2] == pytest.approx([0.3, 0.7], abs=0.01)
     overall = 1003.9 / 2003.0   # every sum over every present row
     assert means[2] == pytest.approx(overall, abs=0.05) and means[3] == pytest.approx(overall)
@@ -210,20 +210,25 @@ def test_calibrated_samples_have_the_released_marginals(rows):
     assert synthetic.std() == pytest.approx(real.std(), rel=0.3)
 
 
+def _matched_sample(marginals: Marginals) -> torch.Tensor:
+    """40,000 rows of an untrained small model matched to ``marginals``."""
+    torch.manual_seed(0)
+    model = HurdleVAE(hidden=(32, 16), latent=4)
+    model.match_marginals(marginals, 20_000, torch.Generator().manual_seed(1))
+    return model.sample(40_000, torch.Generator().manual_seed(2))
+
+
 @pytest.mark.slow
 def test_each_persona_samples_its_released_mix(rows):
     """Sampling follows the released mix of each persona, here made very unlike the overall one."""
-    torch.manual_seed(0)
-    model = HurdleVAE(hidden=(32, 16), latent=4)
     marginals = _exact(rows)
     key = ("persona", "browsing.category_share")
     mixes = marginals.compositions_given[key].copy()
     persona = rows[:, WIDE_LAYOUT.categories["persona"][1]].argmax(1)
     largest = int(torch.bincount(persona).argmax())
     mixes[largest] = np.eye(mixes.shape[1])[3] * 0.6 + mixes[largest] * 0.4
-    marginals = dataclasses.replace(marginals, compositions_given={key: mixes})
-    model.match_marginals(marginals, 20_000, torch.Generator().manual_seed(1))
-    sample = model.sample(40_000, torch.Generator().manual_seed(2))
+    sample = _matched_sample(dataclasses.replace(marginals,
+                                                 compositions_given={**marginals.compositions_given, key: mixes}))
     browsing = sample[:, WIDE_LAYOUT.bits["browsing.present"][0]] == 1
     drawn = sample[:, WIDE_LAYOUT.categories["persona"][1]].argmax(1)
     category = WIDE_LAYOUT.compositions["browsing.category_share"][1]
@@ -235,9 +240,7 @@ def test_each_persona_samples_its_released_mix(rows):
 @pytest.mark.slow
 def test_each_ram_size_samples_its_released_mean_utilisation(rows):
     """The mean of a value per attribute value follows the release, here moved far from the data's for the largest
-    RAM size, while another keeps its own; the value's overall distribution still follows its histogram."""
-    torch.manual_seed(0)
-    model = HurdleVAE(hidden=(32, 16), latent=4)
+    RAM size, while another keeps its own."""
     marginals = _exact(rows)
     key = ("ram", "memory.percent_used")
     means = marginals.values_given[key].copy()
@@ -245,9 +248,7 @@ def test_each_ram_size_samples_its_released_mean_utilisation(rows):
     column, gate, _ = WIDE_LAYOUT.gaussians["memory.percent_used"]
     largest, second = torch.bincount(ram[rows[:, gate] == 1]).argsort(descending=True)[:2].tolist()
     means[largest] = means[largest] + 0.15
-    marginals = dataclasses.replace(marginals, values_given={**marginals.values_given, key: means})
-    model.match_marginals(marginals, 20_000, torch.Generator().manual_seed(1))
-    sample = model.sample(40_000, torch.Generator().manual_seed(2))
+    sample = _matched_sample(dataclasses.replace(marginals, values_given={**marginals.values_given, key: means}))
     drawn = sample[:, WIDE_LAYOUT.categories["ram"][1]].argmax(1)
     present = sample[:, gate] == 1
     for value in (largest, second):
