@@ -23,8 +23,7 @@ The statistic vector of one device (training rows only) has one block per margin
   presence bit (a 2-way marginal: how many devices of each country, CPU, ... have the table);
 * each (attribute, value) pair of ``VALUE_GIVEN``: the attribute's one-hot row times the value's
   scaled summary, clipped to [0, ``HISTOGRAM_UPPER``] and divided by it, zero when the device lacks the
-  table (sums that give each group's mean value: RAM utilisation per RAM size, battery minutes per
-  country and per CPU).
+  table (sums that give each group's mean value: RAM utilisation per RAM size).
   The 2-way pairs are those the benchmark queries group by: a workload-aware choice (as in AIM,
   McKenna et al. 2022), made from the queries, never from the data.
 
@@ -82,17 +81,15 @@ PRESENCE_GIVEN: tuple[tuple[str, str], ...] = (
 COMPOSITION_WEIGHT = {"browsing.category_share": 6.0}
 """Weights of composition blocks above 1 (their noise, in shares, is divided by the weight)."""
 COMPOSITION_GIVEN = {"browsing.category_share": "persona", "power_states.state_share": "cpu"}
-"""Compositions released per value of an attribute instead of once overall: what a query groups them by
-(PersonaPivot: the browsing category mix per persona; SleepPivot: the power-state mix per CPU). The block is the attribute's one-hot row times the
-device's shares, so its norm is still at most its weight and the bound is unchanged; the overall mix is
-the sum of the groups' (its noise sqrt(values) times larger; only these queries read the mixes)."""
+"""Compositions also released per value of an attribute: what a query groups them by (PersonaPivot: the
+browsing category mix per persona; SleepPivot: the power-state mix per CPU). The composition's weight is
+split evenly (w / sqrt 2 each, so the bound is unchanged) between the overall block and a block of the
+attribute's one-hot row times the device's shares (norm at most its weight). The overall mix combines
+both measurements; a group's mix needs the precise overall one where it is mostly noise (rare parts)."""
 COMPOSITION_SPREAD = 1.0
 """The prior spread of a group's share of a part around the overall share, relative to it (as
 ``RATE_SPREAD``): a group's sum is kept with weight s^2 / (s^2 + noise^2), the rest is the overall mix."""
-VALUE_GIVEN: tuple[tuple[str, str], ...] = (
-    ("ram", "memory.percent_used"),  # RamHist
-    ("country", "battery.duration_mins"), ("cpu", "battery.duration_mins"),  # BatteryGeo, BatteryDemo
-)
+VALUE_GIVEN: tuple[tuple[str, str], ...] = (("ram", "memory.percent_used"),)  # RamHist
 """(attribute, value summary) pairs whose mean per value of the attribute is released: what the queries
 average a value by. Each pair's table family is among ``PRESENCE_GIVEN`` with the same attribute (its
 group sizes divide the sums)."""
@@ -120,10 +117,11 @@ def _blocks(layout: WideLayout) -> list[_Block]:
     blocks += [_Block("histogram", (name,), HISTOGRAM_BINS) for name in layout.gaussians]
     for name, (parts, _, _) in layout.compositions.items():
         weight = COMPOSITION_WEIGHT.get(name, 1.0)
-        if name in COMPOSITION_GIVEN:
+        if name in COMPOSITION_GIVEN:  # the weight split between the overall mix and the groups' mixes
             attribute = COMPOSITION_GIVEN[name]
             width = len(layout.categories[attribute][0]) * len(parts)
-            blocks.append(_Block("composition_given", (attribute, name), width, weight))
+            blocks.append(_Block("composition", (name,), len(parts), weight / math.sqrt(2.0)))
+            blocks.append(_Block("composition_given", (attribute, name), width, weight / math.sqrt(2.0)))
         else:
             blocks.append(_Block("composition", (name,), len(parts), weight))
     blocks += [_Block("presence_given", (attribute, family), len(layout.categories[attribute][0]))
@@ -256,7 +254,11 @@ def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
         attribute = COMPOSITION_GIVEN[name]
         key = ("composition_given", (attribute, name))
         grouped = raw[key].reshape(len(layout.categories[attribute][0]), len(parts))
-        compositions[name] = _shares(np.maximum(grouped.sum(axis=0), 0.0))
+        # the overall sums, measured twice: by their own block and as the groups' sum (inverse-variance mean)
+        own, own_variance = raw["composition", (name,)], noise["composition", (name,)] ** 2
+        summed, summed_variance = grouped.sum(axis=0), len(grouped) * noise[key] ** 2
+        overall = (own / own_variance + summed / summed_variance) / (1 / own_variance + 1 / summed_variance)
+        compositions[name] = _shares(np.maximum(overall, 0.0))
         compositions_given[attribute, name] = grouped_shares(grouped, compositions[name], noise[key])
     presence_given = {}
     for attribute, family in PRESENCE_GIVEN:

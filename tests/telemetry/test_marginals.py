@@ -152,18 +152,22 @@ def test_a_group_mean_is_its_own_where_it_is_signal_and_the_overall_mean_where_i
     assert means[2] == pytest.approx(overall, abs=0.05) and means[3] == pytest.approx(overall)
 
 
-def test_a_mix_per_group_replaces_the_overall_block_so_the_bound_is_unchanged():
-    """The category mix is released per persona and the power-state mix per CPU: one block of the same weight
-    each (one group's slot holds the shares), so the 2-way mixes cost no extra sensitivity; a 1-way mix is
-    its groups' sum."""
+def test_a_mix_per_group_splits_its_weight_with_the_overall_block_so_the_bound_is_unchanged():
+    """The category mix is also released per persona and the power-state mix per CPU: the mix's weight w is split
+    into w / sqrt 2 for the overall block and for the per-group block (one group's slot holds the shares), so
+    the 2-way mixes cost no extra sensitivity."""
     assert COMPOSITION_GIVEN == {"browsing.category_share": "persona", "power_states.state_share": "cpu"}
     grouped = sum(len(WIDE_LAYOUT.categories[attribute][0]) * len(WIDE_LAYOUT.compositions[name][0])
                   for name, attribute in COMPOSITION_GIVEN.items())
     widths = statistic_vectors(torch.zeros(1, WIDE_LAYOUT.width)).shape[1]
     assert widths == sum(len(v) for v, _ in WIDE_LAYOUT.categories.values()) + len(WIDE_LAYOUT.bits) \
         + HISTOGRAM_BINS * len(WIDE_LAYOUT.gaussians) + grouped \
-        + sum(len(p) for n, (p, _, _) in WIDE_LAYOUT.compositions.items() if n not in COMPOSITION_GIVEN) \
+        + sum(len(p) for p, _, _ in WIDE_LAYOUT.compositions.values()) \
         + sum(len(WIDE_LAYOUT.categories[a][0]) for a, _ in (*PRESENCE_GIVEN, *VALUE_GIVEN))
+    weights = [COMPOSITION_WEIGHT.get(name, 1.0) for name in WIDE_LAYOUT.compositions]
+    ones = len(WIDE_LAYOUT.categories) + len(WIDE_LAYOUT.bits) + len(WIDE_LAYOUT.gaussians) + len(PRESENCE_GIVEN) \
+        + len(VALUE_GIVEN)
+    assert sensitivity() == pytest.approx(math.sqrt(ones + sum(w * w for w in weights)))
 
 
 def test_a_release_round_trips_through_the_run_directory(rows, tmp_path):
