@@ -188,8 +188,9 @@ class Marginals:
     rate among the rows whose gate is set). histograms: day count or value -> bin masses summing to
     one, or None where no bin survived the noise. compositions: name -> mean shares among present rows.
     presence_given: (attribute, family) -> the family's presence rate among devices with each value of
-    the attribute. compositions_given: (attribute, composition) -> ``[values, parts]``, the mean shares
-    among present rows with each value of the attribute (``COMPOSITION_GIVEN``). values_given:
+    the attribute. grouped_mix_sums: (attribute, composition) -> ``[values, parts]``, the noisy sums of the
+    shares of present rows with each value of the attribute (``COMPOSITION_GIVEN``), whose noise std is
+    grouped_mix_noise; :meth:`group_mixes` turns them into mixes. values_given:
     (attribute, value summary) -> the mean scaled value among present rows with each value of the
     attribute (``VALUE_GIVEN``).
     """
@@ -199,8 +200,15 @@ class Marginals:
     histograms: dict[str, np.ndarray | None]
     compositions: dict[str, np.ndarray]
     presence_given: dict[tuple[str, str], np.ndarray]
-    compositions_given: dict[tuple[str, str], np.ndarray]
+    grouped_mix_sums: dict[tuple[str, str], np.ndarray]
+    grouped_mix_noise: dict[tuple[str, str], float]
     values_given: dict[tuple[str, str], np.ndarray]
+
+    def group_mixes(self, key: tuple[str, str], prior: np.ndarray) -> np.ndarray:
+        """``[values, parts]``: each group's mix of the composition ``key``, its sums shrunk towards ``prior`` (a
+        mix per group ``[values, parts]``, or one ``[parts]`` for all) by their signal-to-noise ratio
+        (:func:`grouped_shares`)."""
+        return grouped_shares(self.grouped_mix_sums[key], prior, self.grouped_mix_noise[key])
 
     @staticmethod
     def bin_edges() -> np.ndarray:
@@ -246,7 +254,7 @@ def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
         bins = sums["histogram", (name,)]
         bins = np.where(bins >= HISTOGRAM_THRESHOLD * noise["histogram", (name,)], bins, 0.0)
         histograms[name] = bins / bins.sum() if bins.sum() > 0 else None
-    compositions, compositions_given = {}, {}
+    compositions, grouped_mix_sums, grouped_mix_noise = {}, {}, {}
     for name, (parts, _, _) in layout.compositions.items():
         if name not in COMPOSITION_GIVEN:
             compositions[name] = _shares(sums["composition", (name,)])
@@ -259,7 +267,7 @@ def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
         summed, summed_variance = grouped.sum(axis=0), len(grouped) * noise[key] ** 2
         overall = (own / own_variance + summed / summed_variance) / (1 / own_variance + 1 / summed_variance)
         compositions[name] = _shares(np.maximum(overall, 0.0))
-        compositions_given[attribute, name] = grouped_shares(grouped, compositions[name], noise[key])
+        grouped_mix_sums[attribute, name], grouped_mix_noise[attribute, name] = grouped, noise[key]
     presence_given = {}
     for attribute, family in PRESENCE_GIVEN:
         overall = bit_rates[list(layout.bits).index(f"{family}.present")]
@@ -279,8 +287,8 @@ def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
         present = categories[attribute] * rows * presence_given[attribute, family]  # each group's present rows
         values_given[attribute, name] = HISTOGRAM_UPPER * grouped_means(
             raw["value_given", (attribute, name)], present, noise["value_given", (attribute, name)])
-    return Marginals(categories, bit_rates, histograms, compositions, presence_given, compositions_given,
-                     values_given)
+    return Marginals(categories, bit_rates, histograms, compositions, presence_given, grouped_mix_sums,
+                     grouped_mix_noise, values_given)
 
 
 def _shares(counts: np.ndarray) -> np.ndarray:
@@ -300,17 +308,18 @@ def grouped_means(sums: np.ndarray, present: np.ndarray, noise_std: float) -> np
     return np.clip(np.where(present > 0, shrunk / np.maximum(present, 1e-12), overall), 0.0, 1.0)
 
 
-def grouped_shares(grouped: np.ndarray, overall: np.ndarray, noise_std: float) -> np.ndarray:
+def grouped_shares(grouped: np.ndarray, prior: np.ndarray, noise_std: float) -> np.ndarray:
     """Each group's mix from its noisy sums of shares ``[groups, parts]``: a group's sum of all parts
-    estimates its present rows; each part's sum is shrunk towards what the overall mix predicts for that
-    many rows by its signal-to-noise ratio (``COMPOSITION_SPREAD``), cut at zero and normalised, so a
-    group whose sums are mostly noise takes the overall mix."""
+    estimates its present rows; each part's sum is shrunk towards what ``prior`` (one mix, or one per
+    group) predicts for that many rows by its signal-to-noise ratio (``COMPOSITION_SPREAD``), cut at zero
+    and normalised, so a group whose sums are mostly noise keeps the prior's mix."""
+    prior = np.broadcast_to(prior, grouped.shape)
     members = np.maximum(grouped.sum(axis=1, keepdims=True), 0.0)
-    expected = members * overall[None, :]
+    expected = members * prior
     signal = (COMPOSITION_SPREAD * expected) ** 2
     weight = signal / np.maximum(signal + noise_std ** 2, 1e-300)
     shrunk = np.maximum(expected + weight * (grouped - expected), 0.0)
-    return np.stack([_shares(row) if row.sum() > 0 else overall for row in shrunk])
+    return np.stack([_shares(row) if row.sum() > 0 else own for row, own in zip(shrunk, prior)])
 
 
 def _chunks(rows: torch.Tensor, layout: WideLayout) -> Iterator[torch.Tensor]:

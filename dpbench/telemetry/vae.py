@@ -308,16 +308,22 @@ class HurdleVAE(_WideVAE):
                                     marginals: Marginals) -> None:
         """Per value of an attribute, offsets of a composition's parts (added by the category value drawn
         for the row) such that the mean shares of that value's rows, weighted by presence, are its
-        released mix."""
-        for (attribute, name), targets in marginals.compositions_given.items():
+        released mix; where the release is mostly noise (a rare part, a small group) the mix is the one
+        the model already gives that value's rows (after the overall offsets), not the overall mix."""
+        for (attribute, name), sums in marginals.grouped_mix_sums.items():
             _, columns, gate = self.layout.compositions[name]
             base = logits[:, columns] + offsets[columns]
+            probabilities = torch.softmax(base, dim=1)
             first = self.layout.categories[attribute][1].start
-            for value, target in enumerate(targets):
-                members = groups[attribute] == value
-                if bool(members.any()) and float(presence[gate][members].sum()) > 0:
-                    conditional[first + value, columns] = rake_softmax(base[members], presence[gate][members],
-                                                                       torch.from_numpy(target))
+            members = [(groups[attribute] == value) for value in range(len(sums))]
+            weights = [presence[gate][rows] for rows in members]
+            prior = torch.stack([w @ probabilities[rows] / w.sum() if float(w.sum()) > 0
+                                 else torch.from_numpy(marginals.compositions[name])
+                                 for rows, w in zip(members, weights)])
+            targets = marginals.group_mixes((attribute, name), prior.numpy())
+            for value, (rows, w) in enumerate(zip(members, weights)):
+                if float(w.sum()) > 0:
+                    conditional[first + value, columns] = rake_softmax(base[rows], w, torch.from_numpy(targets[value]))
 
     def _match_values(self, draws: Tensor, shifted: Tensor, presence: dict[int, Tensor],
                       marginals: Marginals) -> None:

@@ -78,13 +78,15 @@ def test_noiseless_marginals_are_the_rows_own(rows):
     persona = rows[:, WIDE_LAYOUT.categories["persona"][1]].argmax(1)
     for value in torch.bincount(persona[rows[:, browsing] == 1]).argsort(descending=True)[:3].tolist():
         members = on_browsing[persona[rows[:, browsing] == 1] == value]
-        assert np.allclose(marginals.compositions_given["persona", "browsing.category_share"][value],
+        key = ("persona", "browsing.category_share")
+        assert np.allclose(marginals.group_mixes(key, marginals.compositions[key[1]])[value],
                            members[:, category].mean(0).numpy(), atol=1e-6)
     cpu = rows[:, WIDE_LAYOUT.categories["cpu"][1]].argmax(1)
     _, states, power = WIDE_LAYOUT.compositions["power_states.state_share"]
     for value in torch.bincount(cpu[rows[:, power] == 1]).argsort(descending=True)[:3].tolist():
         members = rows[(cpu == value) & (rows[:, power] == 1)]
-        assert np.allclose(marginals.compositions_given["cpu", "power_states.state_share"][value],
+        key = ("cpu", "power_states.state_share")
+        assert np.allclose(marginals.group_mixes(key, marginals.compositions[key[1]])[value],
                            members[:, states].mean(0).numpy(), atol=1e-6)
     ram = rows[:, WIDE_LAYOUT.categories["ram"][1]].argmax(1)
     used, memory, _ = WIDE_LAYOUT.gaussians["memory.percent_used"]
@@ -133,7 +135,7 @@ def test_noisy_two_way_rates_add_up_to_the_one_way_count_and_small_groups_take_t
         assert rates[tiny].mean() == pytest.approx(overall, rel=0.5)
 
 
-def test_the_per_persona_mix_is_the_overall_mix_where_it_is_noise_and_its_own_where_it_is_signal():
+def test_a_group_mix_is_the_prior_where_it_is_noise_and_its_own_where_it_is_signal():
     overall = np.array([0.7, 0.2, 0.1])
     grouped = np.array([[100.0, 800.0, 100.0],   # 1000 rows with their own mix: far above noise 3
                         [2.0, -4.0, 5.0]])        # a handful of rows: all noise
@@ -141,6 +143,11 @@ def test_the_per_persona_mix_is_the_overall_mix_where_it_is_noise_and_its_own_wh
     assert mixes[0] == pytest.approx([0.1, 0.8, 0.1], abs=0.01)
     assert mixes[1] == pytest.approx(overall, abs=0.1)
     assert np.allclose(mixes.sum(axis=1), 1.0) and (mixes >= 0).all()
+    # with a prior per group (the model's own mix of each group), a noise-only group keeps its own prior
+    priors = np.array([overall, [0.1, 0.1, 0.8]])
+    mixes = grouped_shares(grouped, priors, noise_std=3.0)
+    assert mixes[0] == pytest.approx([0.1, 0.8, 0.1], abs=0.01)
+    assert mixes[1] == pytest.approx([0.1, 0.1, 0.8], abs=0.1)
 
 
 def test_a_group_mean_is_its_own_where_it_is_signal_and_the_overall_mean_where_it_is_noise():
@@ -227,12 +234,13 @@ def test_each_persona_samples_its_released_mix(rows):
     """Sampling follows the released mix of each persona, here made very unlike the overall one."""
     marginals = _exact(rows)
     key = ("persona", "browsing.category_share")
-    mixes = marginals.compositions_given[key].copy()
+    sums = marginals.grouped_mix_sums[key].copy()
+    mixes = sums / sums.sum(axis=1, keepdims=True).clip(min=1e-12)
     persona = rows[:, WIDE_LAYOUT.categories["persona"][1]].argmax(1)
     largest = int(torch.bincount(persona).argmax())
     mixes[largest] = np.eye(mixes.shape[1])[3] * 0.6 + mixes[largest] * 0.4
-    sample = _matched_sample(dataclasses.replace(marginals,
-                                                 compositions_given={**marginals.compositions_given, key: mixes}))
+    sums[largest] = mixes[largest] * sums[largest].sum()
+    sample = _matched_sample(dataclasses.replace(marginals, grouped_mix_sums={**marginals.grouped_mix_sums, key: sums}))
     browsing = sample[:, WIDE_LAYOUT.bits["browsing.present"][0]] == 1
     drawn = sample[:, WIDE_LAYOUT.categories["persona"][1]].argmax(1)
     category = WIDE_LAYOUT.compositions["browsing.category_share"][1]
