@@ -17,19 +17,14 @@ The statistic vector of one device (training rows only) has one block per margin
 * each day count and value summary: a one-hot histogram row over ``HISTOGRAM_BINS`` fixed bins of its
   scaled value, zero when the device lacks the table;
 * each composition (browser and category shares, power-state shares): the device's shares, zero when
-  the device lacks the table; a composition of ``COMPOSITION_GIVEN`` (the browsing category mix) is
-  released per value of an attribute (persona) instead: that attribute's one-hot row times the shares;
+  the device lacks the table;
 * each (attribute, table) pair of ``PRESENCE_GIVEN``: the attribute's one-hot row times the table's
-  presence bit (a 2-way marginal: how many devices of each country, CPU, ... have the table);
-* each (attribute, value) pair of ``VALUE_GIVEN``: the attribute's one-hot row times the value's
-  scaled summary, clipped to [0, ``HISTOGRAM_UPPER``] and divided by it, zero when the device lacks the
-  table (sums that give each group's mean value: RAM utilisation per RAM size).
-  The 2-way pairs are those the benchmark queries group by: a workload-aware choice (as in AIM,
-  McKenna et al. 2022), made from the queries, never from the data.
+  presence bit (a 2-way marginal: how many devices of each country, CPU, ... have the table). The
+  pairs are those the benchmark queries group by: a workload-aware choice (as in AIM, McKenna et al.
+  2022), made from the queries, never from the data.
 
 Every block has L2 norm at most 1 before its weight (a one-hot row or a bit has norm 1 or 0; a vector
-of shares that sum to one has L2 norm at most 1, and so has a one-hot row times shares or times a value
-in [0, 1]); a block is multiplied by its weight (1, or
+of shares that sum to one has L2 norm at most 1); a block is multiplied by its weight (1, or
 ``COMPOSITION_WEIGHT`` for the browsing category mix, whose rare categories need less noise), so a
 device's vector has norm at most sqrt(sum of squared weights): the kernel's bound
 (:mod:`dpbench.privacy.statistics_release`), reached only by a device present in every table.
@@ -41,8 +36,7 @@ shrunk towards the 1-way one by its signal-to-noise ratio (``RATE_SPREAD``), so 
 count is mostly noise inherits the population's rate, and the rates of one table
 are scaled together so that the devices they imply equal its 1-way count (without that, dozens of
 small cells with their noise cut at zero add devices: 1,175 instead of 800 for the package-power
-table at 1M). A group's mix of a composition and its mean value are shrunk the same way towards the
-overall ones (``COMPOSITION_SPREAD``, ``VALUE_SPREAD``). The number of training rows is treated as public, as in DP-SGD's sampling rate.
+table at 1M). The number of training rows is treated as public, as in DP-SGD's sampling rate.
 """
 
 from __future__ import annotations
@@ -80,23 +74,6 @@ PRESENCE_GIVEN: tuple[tuple[str, str], ...] = (
 """(attribute, table family) pairs whose 2-way presence marginal is released: what the queries group by."""
 COMPOSITION_WEIGHT = {"browsing.category_share": 6.0}
 """Weights of composition blocks above 1 (their noise, in shares, is divided by the weight)."""
-COMPOSITION_GIVEN = {"browsing.category_share": "persona", "power_states.state_share": "cpu"}
-"""Compositions also released per value of an attribute: what a query groups them by (PersonaPivot: the
-browsing category mix per persona; SleepPivot: the power-state mix per CPU). The composition's weight is
-split evenly (w / sqrt 2 each, so the bound is unchanged) between the overall block and a block of the
-attribute's one-hot row times the device's shares (norm at most its weight). The overall mix combines
-both measurements; a group's mix needs the precise overall one where it is mostly noise (rare parts)."""
-COMPOSITION_SPREAD = 1.0
-"""The prior spread of a group's share of a part around the overall share, relative to it (as
-``RATE_SPREAD``): a group's sum is kept with weight s^2 / (s^2 + noise^2), the rest is the overall mix."""
-VALUE_GIVEN: tuple[tuple[str, str], ...] = (("ram", "memory.percent_used"),)  # RamHist
-"""(attribute, value summary) pairs whose mean per value of the attribute is released: what the queries
-average a value by. Each pair's table family is among ``PRESENCE_GIVEN`` with the same attribute (its
-group sizes divide the sums)."""
-VALUE_SPREAD = 0.5
-"""The prior spread of a group's mean value around the overall mean, relative to it (in scaled units):
-a group's sum is kept with weight s^2 / (s^2 + noise^2), where s is this times the sum the overall mean
-predicts for the group's present devices, and the rest is that prediction."""
 RELEASE_NAME = "telemetry_marginals"
 CHUNK_ROWS = 16_384
 
@@ -115,19 +92,10 @@ def _blocks(layout: WideLayout) -> list[_Block]:
     blocks = [_Block("category", (name,), len(values)) for name, (values, _) in layout.categories.items()]
     blocks += [_Block("bit", (name,), 1) for name in layout.bits]
     blocks += [_Block("histogram", (name,), HISTOGRAM_BINS) for name in layout.gaussians]
-    for name, (parts, _, _) in layout.compositions.items():
-        weight = COMPOSITION_WEIGHT.get(name, 1.0)
-        if name in COMPOSITION_GIVEN:  # the weight split between the overall mix and the groups' mixes
-            attribute = COMPOSITION_GIVEN[name]
-            width = len(layout.categories[attribute][0]) * len(parts)
-            blocks.append(_Block("composition", (name,), len(parts), weight / math.sqrt(2.0)))
-            blocks.append(_Block("composition_given", (attribute, name), width, weight / math.sqrt(2.0)))
-        else:
-            blocks.append(_Block("composition", (name,), len(parts), weight))
+    blocks += [_Block("composition", (name,), len(parts), COMPOSITION_WEIGHT.get(name, 1.0))
+               for name, (parts, _, _) in layout.compositions.items()]
     blocks += [_Block("presence_given", (attribute, family), len(layout.categories[attribute][0]))
                for attribute, family in PRESENCE_GIVEN]
-    blocks += [_Block("value_given", (attribute, name), len(layout.categories[attribute][0]))
-               for attribute, name in VALUE_GIVEN]
     return blocks
 
 
@@ -160,16 +128,6 @@ def _block_rows(block: _Block, rows: torch.Tensor, layout: WideLayout) -> torch.
     if block.kind == "composition":
         _, columns, gate = layout.compositions[block.key[0]]
         return rows[:, columns] * rows[:, gate:gate + 1]
-    if block.kind == "composition_given":
-        attribute, name = block.key
-        _, columns, gate = layout.compositions[name]
-        shares = rows[:, columns] * rows[:, gate:gate + 1]
-        return (rows[:, layout.categories[attribute][1], None] * shares[:, None, :]).flatten(1)
-    if block.kind == "value_given":
-        attribute, name = block.key
-        column, gate, _ = layout.gaussians[name]
-        value = rows[:, column:column + 1].clamp(0.0, HISTOGRAM_UPPER) / HISTOGRAM_UPPER  # in [0, 1]
-        return rows[:, layout.categories[attribute][1]] * value * rows[:, gate:gate + 1]
     attribute, family = block.key  # presence_given
     presence = layout.bits[f"{family}.present"][0]
     return rows[:, layout.categories[attribute][1]] * rows[:, presence:presence + 1]
@@ -188,11 +146,7 @@ class Marginals:
     rate among the rows whose gate is set). histograms: day count or value -> bin masses summing to
     one, or None where no bin survived the noise. compositions: name -> mean shares among present rows.
     presence_given: (attribute, family) -> the family's presence rate among devices with each value of
-    the attribute. grouped_mix_sums: (attribute, composition) -> ``[values, parts]``, the noisy sums of the
-    shares of present rows with each value of the attribute (``COMPOSITION_GIVEN``), whose noise std is
-    grouped_mix_noise; :meth:`group_mixes` turns them into mixes. values_given:
-    (attribute, value summary) -> the mean scaled value among present rows with each value of the
-    attribute (``VALUE_GIVEN``).
+    the attribute.
     """
 
     categories: dict[str, np.ndarray]
@@ -200,15 +154,6 @@ class Marginals:
     histograms: dict[str, np.ndarray | None]
     compositions: dict[str, np.ndarray]
     presence_given: dict[tuple[str, str], np.ndarray]
-    grouped_mix_sums: dict[tuple[str, str], np.ndarray]
-    grouped_mix_noise: dict[tuple[str, str], float]
-    values_given: dict[tuple[str, str], np.ndarray]
-
-    def group_mixes(self, key: tuple[str, str], prior: np.ndarray) -> np.ndarray:
-        """``[values, parts]``: each group's mix of the composition ``key``, its sums shrunk towards ``prior`` (a
-        mix per group ``[values, parts]``, or one ``[parts]`` for all) by their signal-to-noise ratio
-        (:func:`grouped_shares`)."""
-        return grouped_shares(self.grouped_mix_sums[key], prior, self.grouped_mix_noise[key])
 
     @staticmethod
     def bin_edges() -> np.ndarray:
@@ -254,20 +199,7 @@ def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
         bins = sums["histogram", (name,)]
         bins = np.where(bins >= HISTOGRAM_THRESHOLD * noise["histogram", (name,)], bins, 0.0)
         histograms[name] = bins / bins.sum() if bins.sum() > 0 else None
-    compositions, grouped_mix_sums, grouped_mix_noise = {}, {}, {}
-    for name, (parts, _, _) in layout.compositions.items():
-        if name not in COMPOSITION_GIVEN:
-            compositions[name] = _shares(sums["composition", (name,)])
-            continue
-        attribute = COMPOSITION_GIVEN[name]
-        key = ("composition_given", (attribute, name))
-        grouped = raw[key].reshape(len(layout.categories[attribute][0]), len(parts))
-        # the overall sums, measured twice: by their own block and as the groups' sum (inverse-variance mean)
-        own, own_variance = raw["composition", (name,)], noise["composition", (name,)] ** 2
-        summed, summed_variance = grouped.sum(axis=0), len(grouped) * noise[key] ** 2
-        overall = (own / own_variance + summed / summed_variance) / (1 / own_variance + 1 / summed_variance)
-        compositions[name] = _shares(np.maximum(overall, 0.0))
-        grouped_mix_sums[attribute, name], grouped_mix_noise[attribute, name] = grouped, noise[key]
+    compositions = {name: _shares(sums["composition", (name,)]) for name in layout.compositions}
     presence_given = {}
     for attribute, family in PRESENCE_GIVEN:
         overall = bit_rates[list(layout.bits).index(f"{family}.present")]
@@ -281,45 +213,12 @@ def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
         if implied > 0:
             rates = np.clip(rates * overall * rows / implied, 0.0, 1.0)
         presence_given[attribute, family] = rates
-    values_given = {}
-    for attribute, name in VALUE_GIVEN:
-        family = name.split(".")[0]
-        present = categories[attribute] * rows * presence_given[attribute, family]  # each group's present rows
-        values_given[attribute, name] = HISTOGRAM_UPPER * grouped_means(
-            raw["value_given", (attribute, name)], present, noise["value_given", (attribute, name)])
-    return Marginals(categories, bit_rates, histograms, compositions, presence_given, grouped_mix_sums,
-                     grouped_mix_noise, values_given)
+    return Marginals(categories, bit_rates, histograms, compositions, presence_given)
 
 
 def _shares(counts: np.ndarray) -> np.ndarray:
     total = counts.sum()
     return counts / total if total > 0 else np.full(len(counts), 1.0 / len(counts))
-
-
-def grouped_means(sums: np.ndarray, present: np.ndarray, noise_std: float) -> np.ndarray:
-    """Each group's mean (in [0, 1]) from its noisy sum and its (estimated) number of present rows: shrunk
-    towards the overall mean by the signal-to-noise ratio of its sum (``VALUE_SPREAD``); a group with no
-    present rows takes the overall mean."""
-    overall = float(np.clip(sums.sum() / present.sum(), 0.0, 1.0)) if present.sum() > 0 else 0.5
-    expected = present * overall
-    signal = (VALUE_SPREAD * expected) ** 2
-    weight = signal / np.maximum(signal + noise_std ** 2, 1e-300)
-    shrunk = expected + weight * (sums - expected)
-    return np.clip(np.where(present > 0, shrunk / np.maximum(present, 1e-12), overall), 0.0, 1.0)
-
-
-def grouped_shares(grouped: np.ndarray, prior: np.ndarray, noise_std: float) -> np.ndarray:
-    """Each group's mix from its noisy sums of shares ``[groups, parts]``: a group's sum of all parts
-    estimates its present rows; each part's sum is shrunk towards what ``prior`` (one mix, or one per
-    group) predicts for that many rows by its signal-to-noise ratio (``COMPOSITION_SPREAD``), cut at zero
-    and normalised, so a group whose sums are mostly noise keeps the prior's mix."""
-    prior = np.broadcast_to(prior, grouped.shape)
-    members = np.maximum(grouped.sum(axis=1, keepdims=True), 0.0)
-    expected = members * prior
-    signal = (COMPOSITION_SPREAD * expected) ** 2
-    weight = signal / np.maximum(signal + noise_std ** 2, 1e-300)
-    shrunk = np.maximum(expected + weight * (grouped - expected), 0.0)
-    return np.stack([_shares(row) if row.sum() > 0 else own for row, own in zip(shrunk, prior)])
 
 
 def _chunks(rows: torch.Tensor, layout: WideLayout) -> Iterator[torch.Tensor]:

@@ -44,12 +44,7 @@ stop the gradient of every output outside the bounds, and an untrained decoder's
 QUANTILE_POINTS = 257
 """Points of the monotone maps that take sampled values to released histograms."""
 RAKING_CYCLES = 10
-"""Passes over the attributes when raking presence rates, and value shifts, to the released 2-way marginals."""
-VALUE_FIT_ROUNDS = 3
-"""Rounds of fitting the values' group shifts and then their maps again (the shifts move the overall
-distribution, which the map takes back to the histogram), before the final shifts."""
-VALUE_SHIFT_LIMIT = 1.5
-"""A group's value shift stays within +-1.5 scaled units (the scaled values lie in [0, about 1.15])."""
+"""Passes over the attributes when raking presence rates to the released 2-way marginals."""
 
 
 def _log_sigma(raw: Tensor) -> Tensor:
@@ -229,11 +224,8 @@ class HurdleVAE(_WideVAE):
         probabilities equal the 1-way marginals (a gated bit's and a composition's among rows weighted
         by their table's presence probability); one more offset per (category value, table presence
         bit), raked over the attributes so that each table's presence rate among each attribute value's
-        rows equals the released 2-way marginal; one per (category value, composition part) where a
-        composition is released per value of an attribute (the browsing mix per persona); and, for each
-        day count and value, the monotone map taking the quantiles of its draws (weighted by presence)
-        to the released histogram's, then a shift of the value per attribute value where its mean per
-        value is released, so that each group's mean mapped value is its own. Only how
+        rows equals the released 2-way marginal; and, for each day count and value, the monotone map
+        taking the quantiles of its draws (weighted by presence) to the released histogram's. Only how
         many samples fall where changes, not which latent draws they come from. The marginals and the
         model are DP releases, so this is post-processing.
         """
@@ -254,16 +246,9 @@ class HurdleVAE(_WideVAE):
         for name, (_, columns, gate) in self.layout.compositions.items():
             offsets[columns] = rake_softmax(logits[:, columns], presence[gate],
                                             torch.from_numpy(marginals.compositions[name]))
-        self._match_grouped_compositions(logits, offsets, conditional, groups, presence, marginals)
         self.logit_offsets.copy_(offsets)
         self.conditional_offsets.copy_(conditional)
-        columns = self._gauss_columns.cpu()
-        draws = logits[:, columns] + sigma * torch.randn(sigma.shape, generator=generator, dtype=torch.float64)
-        self._match_values(draws, torch.zeros_like(draws), presence, marginals)
-        for _ in range(VALUE_FIT_ROUNDS if marginals.values_given else 0):
-            self._match_grouped_values(draws, presence, groups, drawn, marginals)
-            self._match_values(draws, drawn @ self.conditional_offsets.double()[:, columns], presence, marginals)
-        self._match_grouped_values(draws, presence, groups, drawn, marginals)
+        self._match_values(logits, sigma, presence, marginals, generator)
 
     def _match_categories(self, logits: Tensor, offsets: Tensor, marginals: Marginals,
                               generator: torch.Generator) -> dict[str, Tensor]:
@@ -303,78 +288,16 @@ class HurdleVAE(_WideVAE):
                 presence[column] = probability(column)
         return presence
 
-    def _match_grouped_compositions(self, logits: Tensor, offsets: Tensor, conditional: Tensor,
-                                    groups: dict[str, Tensor], presence: dict[int, Tensor],
-                                    marginals: Marginals) -> None:
-        """Per value of an attribute, offsets of a composition's parts (added by the category value drawn
-        for the row) such that the mean shares of that value's rows, weighted by presence, are its
-        released mix; where the release is mostly noise (a rare part, a small group) the mix is the one
-        the model already gives that value's rows (after the overall offsets), not the overall mix."""
-        for (attribute, name), sums in marginals.grouped_mix_sums.items():
-            _, columns, gate = self.layout.compositions[name]
-            base = logits[:, columns] + offsets[columns]
-            probabilities = torch.softmax(base, dim=1)
-            first = self.layout.categories[attribute][1].start
-            members = [(groups[attribute] == value) for value in range(len(sums))]
-            weights = [presence[gate][rows] for rows in members]
-            prior = torch.stack([w @ probabilities[rows] / w.sum() if float(w.sum()) > 0
-                                 else torch.from_numpy(marginals.compositions[name])
-                                 for rows, w in zip(members, weights)])
-            targets = marginals.group_mixes((attribute, name), prior.numpy())
-            for value, (rows, w) in enumerate(zip(members, weights)):
-                if float(w.sum()) > 0:
-                    conditional[first + value, columns] = rake_softmax(base[rows], w, torch.from_numpy(targets[value]))
-
-    def _match_values(self, draws: Tensor, shifted: Tensor, presence: dict[int, Tensor],
-                      marginals: Marginals) -> None:
-        """Set the monotone maps of the day counts and values that have a released histogram: each takes the
-        quantiles of the value's draws ``draws[:, j]`` plus the rows' group shifts ``shifted[:, j]`` (weighted by
-        presence) to the histogram's."""
+    def _match_values(self, logits: Tensor, sigma: Tensor, presence: dict[int, Tensor], marginals: Marginals,
+                          generator: torch.Generator) -> None:
+        """Set the monotone maps of the day counts and values that have a released histogram."""
         quantiles = torch.linspace(0.0, 1.0, QUANTILE_POINTS, dtype=torch.float64)
-        for j, (name, (_, gate, _)) in enumerate(self.layout.gaussians.items()):
+        self.value_mapped.zero_()
+        for j, (name, (column, gate, _)) in enumerate(self.layout.gaussians.items()):
             target = marginals.quantiles(name, quantiles.numpy())
             if target is None:
-                self.value_mapped[j] = False
                 continue
-            source = weighted_quantiles(draws[:, j] + shifted[:, j], presence[gate], quantiles)
+            noise = torch.randn(len(logits), generator=generator, dtype=torch.float64)
+            source = weighted_quantiles(logits[:, column] + sigma[:, j] * noise, presence[gate], quantiles)
             self.value_maps[j] = torch.stack([source, torch.from_numpy(target)]).to(self.value_maps)
             self.value_mapped[j] = True
-
-    def _match_grouped_values(self, draws: Tensor, presence: dict[int, Tensor], groups: dict[str, Tensor],
-                              drawn: Tensor, marginals: Marginals) -> None:
-        """Per (attribute value, value summary) of ``marginals.values_given``, a shift of the value before its
-        monotone map (a conditional offset of its column) such that the presence-weighted mean of the mapped
-        values of that attribute value's rows is the released group mean; shifts of several attributes on one
-        value are fitted in turn (``RAKING_CYCLES``)."""
-        names = list(self.layout.gaussians)
-        shifts = self.conditional_offsets.double()
-        for _ in range(RAKING_CYCLES if marginals.values_given else 0):
-            for (attribute, name), targets in marginals.values_given.items():
-                j = names.index(name)
-                column, gate, _ = self.layout.gaussians[name]
-                first = self.layout.categories[attribute][1].start
-                own = shifts[first:first + len(targets), column][groups[attribute]]
-                base = draws[:, j] + drawn @ shifts[:, column] - own
-                for value, target in enumerate(targets.tolist()):
-                    members = groups[attribute] == value
-                    weights = presence[gate][members]
-                    if float(weights.sum()) > 0:
-                        shifts[first + value, column] = self._value_shift(base[members], weights, j, target)
-        self.conditional_offsets.copy_(shifts)
-
-    def _value_shift(self, values: Tensor, weights: Tensor, j: int, target: float) -> float:
-        """The shift ``s`` (bisection within +-VALUE_SHIFT_LIMIT) such that the ``weights``-weighted mean of the
-        mapped, clamped ``values + s`` is ``target``."""
-        source, mapped = self.value_maps[j].double()
-
-        def mean(shift: float) -> float:
-            shifted = values + shift
-            if bool(self.value_mapped[j]):
-                shifted = interpolate(shifted, source, mapped)
-            return float((weights * shifted.clamp(min=0.0)).sum() / weights.sum())
-
-        low, high = -VALUE_SHIFT_LIMIT, VALUE_SHIFT_LIMIT
-        for _ in range(40):
-            middle = (low + high) / 2
-            low, high = (middle, high) if mean(middle) < target else (low, middle)
-        return (low + high) / 2

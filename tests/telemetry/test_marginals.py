@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -10,14 +9,10 @@ import pytest
 import torch
 
 from dpbench.telemetry.marginals import (
-    COMPOSITION_GIVEN,
     COMPOSITION_WEIGHT,
     HISTOGRAM_BINS,
     PRESENCE_GIVEN,
-    VALUE_GIVEN,
     Marginals,
-    grouped_means,
-    grouped_shares,
     load_released,
     marginals_from_sum,
     marginals_release,
@@ -44,17 +39,13 @@ def test_no_real_row_exceeds_the_bound_so_none_is_clipped(rows):
     bound = marginals_release(1.0).bound
     assert bound == sensitivity()
     assert torch.linalg.vector_norm(vectors, dim=1).max() <= bound
-    blocks = (len(WIDE_LAYOUT.categories) + len(WIDE_LAYOUT.bits) + len(WIDE_LAYOUT.gaussians) + len(PRESENCE_GIVEN)
-              + len(VALUE_GIVEN))
+    blocks = len(WIDE_LAYOUT.categories) + len(WIDE_LAYOUT.bits) + len(WIDE_LAYOUT.gaussians) + len(PRESENCE_GIVEN)
     weights = [COMPOSITION_WEIGHT.get(name, 1.0) for name in WIDE_LAYOUT.compositions]
     assert bound == pytest.approx(math.sqrt(blocks + sum(w * w for w in weights)))
-    # the worst case: a device in every table with every composition concentrated on one part and every value
-    # at or above the top of the histograms' range
+    # the worst case: a device in every table with every composition concentrated on one part
     worst = rows[:1].clone()
     for column, _ in WIDE_LAYOUT.bits.values():
         worst[0, column] = 1.0
-    for column, _, _ in WIDE_LAYOUT.gaussians.values():
-        worst[0, column] = 5.0
     for _, columns, _ in WIDE_LAYOUT.compositions.values():
         worst[0, columns] = 0.0
         worst[0, columns.start] = 1.0
@@ -75,25 +66,6 @@ def test_noiseless_marginals_are_the_rows_own(rows):
     category = WIDE_LAYOUT.compositions["browsing.category_share"][1]
     assert np.allclose(marginals.compositions["browsing.category_share"], on_browsing[:, category].mean(0).numpy(),
                        atol=1e-6)
-    persona = rows[:, WIDE_LAYOUT.categories["persona"][1]].argmax(1)
-    for value in torch.bincount(persona[rows[:, browsing] == 1]).argsort(descending=True)[:3].tolist():
-        members = on_browsing[persona[rows[:, browsing] == 1] == value]
-        key = ("persona", "browsing.category_share")
-        assert np.allclose(marginals.group_mixes(key, marginals.compositions[key[1]])[value],
-                           members[:, category].mean(0).numpy(), atol=1e-6)
-    cpu = rows[:, WIDE_LAYOUT.categories["cpu"][1]].argmax(1)
-    _, states, power = WIDE_LAYOUT.compositions["power_states.state_share"]
-    for value in torch.bincount(cpu[rows[:, power] == 1]).argsort(descending=True)[:3].tolist():
-        members = rows[(cpu == value) & (rows[:, power] == 1)]
-        key = ("cpu", "power_states.state_share")
-        assert np.allclose(marginals.group_mixes(key, marginals.compositions[key[1]])[value],
-                           members[:, states].mean(0).numpy(), atol=1e-6)
-    ram = rows[:, WIDE_LAYOUT.categories["ram"][1]].argmax(1)
-    used, memory, _ = WIDE_LAYOUT.gaussians["memory.percent_used"]
-    for value in torch.bincount(ram[rows[:, memory] == 1]).argsort(descending=True)[:3].tolist():
-        members = rows[(ram == value) & (rows[:, memory] == 1), used].clamp(0.0, 1.2)
-        assert marginals.values_given["ram", "memory.percent_used"][value] == pytest.approx(float(members.mean()),
-                                                                                           rel=1e-5)
     column, gate, _ = WIDE_LAYOUT.gaussians["battery.duration_mins"]
     values = rows[rows[:, gate] == 1, column].numpy()
     quantiles = marginals.quantiles("battery.duration_mins", np.array([0.1, 0.5, 0.9]))
@@ -133,48 +105,6 @@ def test_noisy_two_way_rates_add_up_to_the_one_way_count_and_small_groups_take_t
         assert tiny.sum() >= 3, attribute
         assert np.allclose(rates[tiny], rates[tiny].mean(), rtol=0.3)
         assert rates[tiny].mean() == pytest.approx(overall, rel=0.5)
-
-
-def test_a_group_mix_is_the_prior_where_it_is_noise_and_its_own_where_it_is_signal():
-    overall = np.array([0.7, 0.2, 0.1])
-    grouped = np.array([[100.0, 800.0, 100.0],   # 1000 rows with their own mix: far above noise 3
-                        [2.0, -4.0, 5.0]])        # a handful of rows: all noise
-    mixes = grouped_shares(grouped, overall, noise_std=3.0)
-    assert mixes[0] == pytest.approx([0.1, 0.8, 0.1], abs=0.01)
-    assert mixes[1] == pytest.approx(overall, abs=0.1)
-    assert np.allclose(mixes.sum(axis=1), 1.0) and (mixes >= 0).all()
-    # with a prior per group (the model's own mix of each group), a noise-only group keeps its own prior
-    priors = np.array([overall, [0.1, 0.1, 0.8]])
-    mixes = grouped_shares(grouped, priors, noise_std=3.0)
-    assert mixes[0] == pytest.approx([0.1, 0.8, 0.1], abs=0.01)
-    assert mixes[1] == pytest.approx([0.1, 0.1, 0.8], abs=0.1)
-
-
-def test_a_group_mean_is_its_own_where_it_is_signal_and_the_overall_mean_where_it_is_noise():
-    present = np.array([1000.0, 1000.0, 3.0, 0.0])
-    sums = np.array([300.0, 700.0, 2.9, 1.0])   # means 0.3, 0.7, about 1 (3 rows: noise), none
-    means = grouped_means(sums, present, noise_std=10.0)
-    assert means[:2] == pytest.approx([0.3, 0.7], abs=0.01)
-    overall = 1003.9 / 2003.0   # every sum over every present row
-    assert means[2] == pytest.approx(overall, abs=0.05) and means[3] == pytest.approx(overall)
-
-
-def test_a_mix_per_group_splits_its_weight_with_the_overall_block_so_the_bound_is_unchanged():
-    """The category mix is also released per persona and the power-state mix per CPU: the mix's weight w is split
-    into w / sqrt 2 for the overall block and for the per-group block (one group's slot holds the shares), so
-    the 2-way mixes cost no extra sensitivity."""
-    assert COMPOSITION_GIVEN == {"browsing.category_share": "persona", "power_states.state_share": "cpu"}
-    grouped = sum(len(WIDE_LAYOUT.categories[attribute][0]) * len(WIDE_LAYOUT.compositions[name][0])
-                  for name, attribute in COMPOSITION_GIVEN.items())
-    widths = statistic_vectors(torch.zeros(1, WIDE_LAYOUT.width)).shape[1]
-    assert widths == sum(len(v) for v, _ in WIDE_LAYOUT.categories.values()) + len(WIDE_LAYOUT.bits) \
-        + HISTOGRAM_BINS * len(WIDE_LAYOUT.gaussians) + grouped \
-        + sum(len(p) for p, _, _ in WIDE_LAYOUT.compositions.values()) \
-        + sum(len(WIDE_LAYOUT.categories[a][0]) for a, _ in (*PRESENCE_GIVEN, *VALUE_GIVEN))
-    weights = [COMPOSITION_WEIGHT.get(name, 1.0) for name in WIDE_LAYOUT.compositions]
-    ones = len(WIDE_LAYOUT.categories) + len(WIDE_LAYOUT.bits) + len(WIDE_LAYOUT.gaussians) + len(PRESENCE_GIVEN) \
-        + len(VALUE_GIVEN)
-    assert sensitivity() == pytest.approx(math.sqrt(ones + sum(w * w for w in weights)))
 
 
 def test_a_release_round_trips_through_the_run_directory(rows, tmp_path):
@@ -219,50 +149,3 @@ def test_calibrated_samples_have_the_released_marginals(rows):
     real = rows[rows[:, gate] == 1, column].numpy()
     assert np.quantile(synthetic, [0.1, 0.5, 0.9]) == pytest.approx(np.quantile(real, [0.1, 0.5, 0.9]), abs=0.03)
     assert synthetic.std() == pytest.approx(real.std(), rel=0.3)
-
-
-def _matched_sample(marginals: Marginals) -> torch.Tensor:
-    """40,000 rows of an untrained small model matched to ``marginals``."""
-    torch.manual_seed(0)
-    model = HurdleVAE(hidden=(32, 16), latent=4)
-    model.match_marginals(marginals, 20_000, torch.Generator().manual_seed(1))
-    return model.sample(40_000, torch.Generator().manual_seed(2))
-
-
-@pytest.mark.slow
-def test_each_persona_samples_its_released_mix(rows):
-    """Sampling follows the released mix of each persona, here made very unlike the overall one."""
-    marginals = _exact(rows)
-    key = ("persona", "browsing.category_share")
-    sums = marginals.grouped_mix_sums[key].copy()
-    mixes = sums / sums.sum(axis=1, keepdims=True).clip(min=1e-12)
-    persona = rows[:, WIDE_LAYOUT.categories["persona"][1]].argmax(1)
-    largest = int(torch.bincount(persona).argmax())
-    mixes[largest] = np.eye(mixes.shape[1])[3] * 0.6 + mixes[largest] * 0.4
-    sums[largest] = mixes[largest] * sums[largest].sum()
-    sample = _matched_sample(dataclasses.replace(marginals, grouped_mix_sums={**marginals.grouped_mix_sums, key: sums}))
-    browsing = sample[:, WIDE_LAYOUT.bits["browsing.present"][0]] == 1
-    drawn = sample[:, WIDE_LAYOUT.categories["persona"][1]].argmax(1)
-    category = WIDE_LAYOUT.compositions["browsing.category_share"][1]
-    for value in (largest, int(torch.bincount(drawn[browsing]).argsort(descending=True)[1])):
-        share = sample[browsing & (drawn == value)][:, category].mean(0).numpy()
-        assert 0.5 * np.abs(share - mixes[value]).sum() < 0.03, value
-
-
-@pytest.mark.slow
-def test_each_ram_size_samples_its_released_mean_utilisation(rows):
-    """The mean of a value per attribute value follows the release, here moved far from the data's for the largest
-    RAM size, while another keeps its own."""
-    marginals = _exact(rows)
-    key = ("ram", "memory.percent_used")
-    means = marginals.values_given[key].copy()
-    ram = rows[:, WIDE_LAYOUT.categories["ram"][1]].argmax(1)
-    column, gate, _ = WIDE_LAYOUT.gaussians["memory.percent_used"]
-    largest, second = torch.bincount(ram[rows[:, gate] == 1]).argsort(descending=True)[:2].tolist()
-    means[largest] = means[largest] + 0.15
-    sample = _matched_sample(dataclasses.replace(marginals, values_given={**marginals.values_given, key: means}))
-    drawn = sample[:, WIDE_LAYOUT.categories["ram"][1]].argmax(1)
-    present = sample[:, gate] == 1
-    for value in (largest, second):
-        synthetic = float(sample[present & (drawn == value), column].clamp(0.0, 1.2).mean())
-        assert synthetic == pytest.approx(means[value], abs=0.02), value
