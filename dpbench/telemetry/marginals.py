@@ -21,22 +21,32 @@ The statistic vector of one device (training rows only) has one block per margin
 * each (attribute, table) pair of ``PRESENCE_GIVEN``: the attribute's one-hot row times the table's
   presence bit (a 2-way marginal: how many devices of each country, CPU, ... have the table). The
   pairs are those the benchmark queries group by: a workload-aware choice (as in AIM, McKenna et al.
-  2022), made from the queries, never from the data.
+  2022), made from the queries, never from the data;
+* each (attribute, value) pair of ``VALUE_GIVEN``: the attribute's one-hot row times the value (scaled,
+  clipped to [0, ``HISTOGRAM_UPPER``], divided by it), zero when the device lacks the table: each
+  group's sum of the value, which the queries average per group;
+* the presence pattern over the four package sensor tables that ChassisAgg joins (``JOINT_PRESENCE``):
+  a one-hot row over its 16 patterns (a 4-way marginal; "in none" included).
 
 Every block has L2 norm at most 1 before its weight (a one-hot row or a bit has norm 1 or 0; a vector
-of shares that sum to one has L2 norm at most 1); a block is multiplied by its weight (1, or
-``COMPOSITION_WEIGHT`` for the browsing category mix, whose rare categories need less noise), so a
+of shares that sum to one has L2 norm at most 1); a block is multiplied by its weight (1, or more
+where a query needs a sparse marginal more precisely: ``COMPOSITION_WEIGHT`` for the browsing category
+mix, whose rare categories need less noise, ``HISTOGRAM_WEIGHT`` for the sensor values ChassisAgg
+averages, ``JOINT_PRESENCE_WEIGHT``), so a
 device's vector has norm at most sqrt(sum of squared weights): the kernel's bound
 (:mod:`dpbench.privacy.statistics_release`), reached only by a device present in every table.
 
 Everything after the noisy sum is post-processing: negative counts become zero; histogram bins below
 ``HISTOGRAM_THRESHOLD`` noise deviations are taken as empty (an empty bin is far more common than a
-sparse one, and spurious mass in far bins would move values by orders of magnitude); a 2-way rate is
+sparse one, and spurious mass in far bins would move values by orders of magnitude) unless they extend
+the support of the bins above it (``HISTOGRAM_EXTEND``); a 2-way rate is
 shrunk towards the 1-way one by its signal-to-noise ratio (``RATE_SPREAD``), so that a group whose
 count is mostly noise inherits the population's rate, and the rates of one table
 are scaled together so that the devices they imply equal its 1-way count (without that, dozens of
 small cells with their noise cut at zero add devices: 1,175 instead of 800 for the package-power
-table at 1M). The number of training rows is treated as public, as in DP-SGD's sampling rate.
+table at 1M); joint presence patterns below ``JOINT_THRESHOLD`` noise deviations are taken as empty
+and "in none" holds the rest of the rows. The number of training rows is treated as public, as in
+DP-SGD's sampling rate.
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from dpbench.privacy.statistics_release import StatisticsRelease, release_sum
 from dpbench.telemetry.wide_table import WIDE_LAYOUT, WideLayout
@@ -57,7 +68,13 @@ HISTOGRAM_UPPER = 1.2
 """Histogram bins are equal-width over [0, HISTOGRAM_UPPER] in the wide table's scaled units (every
 scaled value lies in [0, about 1.15]; larger ones count in the last bin)."""
 HISTOGRAM_THRESHOLD = 3.0
-"""Histogram bins whose noisy count is below this many noise standard deviations count as empty."""
+"""Histogram bins whose noisy count is below this many noise standard deviations count as empty, unless
+they extend the support (``HISTOGRAM_EXTEND``)."""
+HISTOGRAM_EXTEND = 1.0
+"""A bin next to a kept bin is kept too if its noisy count is at least this many noise standard
+deviations, repeatedly: a value's support is contiguous, and its tails (a few devices per bin, each
+bin below the threshold) carry much of a heavy-tailed mean (network bytes: -55% to -69% without them,
+-7% to -37% with them, on one world's three releases)."""
 RATE_SPREAD = 1.0
 """The prior spread of a group's presence rate around the table's overall rate, relative to it: a
 group's count is kept with weight s^2 / (s^2 + noise^2), where s is this times the count the overall
@@ -72,8 +89,41 @@ PRESENCE_GIVEN: tuple[tuple[str, str], ...] = (
     ("cpu", "power_states"),  # SleepPivot
 )
 """(attribute, table family) pairs whose 2-way presence marginal is released: what the queries group by."""
+JOINT_PRESENCE: tuple[str, ...] = ("psys", "c0", "freq", "temp")
+"""Table families whose joint presence pattern is released: the four package sensor tables that
+ChassisAgg inner-joins. Its answer holds only the devices present in all four, and presence bits
+drawn one table at a time put next to none there even when each table's rate is right."""
+JOINT_PRESENCE_WEIGHT = 2.0
+"""Weight of the joint presence block: the patterns other than "none" hold a few dozen to a few
+thousand devices."""
+JOINT_THRESHOLD = 2.0
+"""Joint presence patterns (other than "none") whose noisy count is below this many noise standard
+deviations count as empty."""
 COMPOSITION_WEIGHT = {"browsing.category_share": 6.0}
 """Weights of composition blocks above 1 (their noise, in shares, is divided by the weight)."""
+HISTOGRAM_WEIGHT = {"psys.value": 2.0, "freq.value": 2.0, "temp.value": 2.0}
+"""Weights of histogram blocks above 1: the values ChassisAgg averages in the three sparse sensor
+tables (a few hundred devices in 200,000 spread over a dozen bins: at weight 1 no bin stands above
+the noise and the value falls back to the model's own, untrained for a table it rarely sees)."""
+VALUE_GIVEN: tuple[tuple[str, str], ...] = (
+    ("chassis", "c0.value"),  # ChassisAgg
+    ("country", "battery.duration_mins"), ("country", "battery.power_ons"),  # BatteryGeo
+    ("cpu", "battery.duration_mins"),  # BatteryDemo
+    ("ram", "memory.percent_used"),  # RamHist
+)
+"""(attribute, value summary) pairs whose sum per value of the attribute is released: what the queries
+average a value by, where the table is large enough for a group's mean to stand above the noise. Each
+pair's table family is among ``PRESENCE_GIVEN`` with the same attribute (its rates give each group's
+present rows)."""
+VALUE_SPREAD_FLOOR = 0.01
+"""The least spread of groups' mean values around the means the model gives them, in scaled units. The
+spread ``s`` itself is estimated from the release (:func:`between_group_spread`: C0 residency differs
+by chassis far more than battery minutes by country); a group's released mean is kept with weight
+s^2 / (s^2 + error^2), the rest is the model's own."""
+SPREAD_EVIDENCE_ERROR = 0.2
+"""Groups whose released mean has a noise error above this (scaled units) are left out of estimating the
+groups' spread: their means are clipped to the scale, so their deviations understate their noise and
+would pull the estimate to zero."""
 RELEASE_NAME = "telemetry_marginals"
 CHUNK_ROWS = 16_384
 
@@ -91,11 +141,15 @@ class _Block:
 def _blocks(layout: WideLayout) -> list[_Block]:
     blocks = [_Block("category", (name,), len(values)) for name, (values, _) in layout.categories.items()]
     blocks += [_Block("bit", (name,), 1) for name in layout.bits]
-    blocks += [_Block("histogram", (name,), HISTOGRAM_BINS) for name in layout.gaussians]
+    blocks += [_Block("histogram", (name,), HISTOGRAM_BINS, HISTOGRAM_WEIGHT.get(name, 1.0))
+               for name in layout.gaussians]
     blocks += [_Block("composition", (name,), len(parts), COMPOSITION_WEIGHT.get(name, 1.0))
                for name, (parts, _, _) in layout.compositions.items()]
     blocks += [_Block("presence_given", (attribute, family), len(layout.categories[attribute][0]))
                for attribute, family in PRESENCE_GIVEN]
+    blocks += [_Block("value_given", (attribute, name), len(layout.categories[attribute][0]))
+               for attribute, name in VALUE_GIVEN]
+    blocks.append(_Block("joint_presence", JOINT_PRESENCE, 2 ** len(JOINT_PRESENCE), JOINT_PRESENCE_WEIGHT))
     return blocks
 
 
@@ -128,9 +182,22 @@ def _block_rows(block: _Block, rows: torch.Tensor, layout: WideLayout) -> torch.
     if block.kind == "composition":
         _, columns, gate = layout.compositions[block.key[0]]
         return rows[:, columns] * rows[:, gate:gate + 1]
+    if block.kind == "value_given":
+        attribute, name = block.key
+        column, gate, _ = layout.gaussians[name]
+        value = rows[:, column:column + 1].clamp(0.0, HISTOGRAM_UPPER) / HISTOGRAM_UPPER
+        return rows[:, layout.categories[attribute][1]] * value * rows[:, gate:gate + 1]
+    if block.kind == "joint_presence":
+        return F.one_hot(_pattern_index(rows, block.key, layout), block.width).to(rows.dtype)
     attribute, family = block.key  # presence_given
     presence = layout.bits[f"{family}.present"][0]
     return rows[:, layout.categories[attribute][1]] * rows[:, presence:presence + 1]
+
+
+def _pattern_index(rows: torch.Tensor, families: tuple[str, ...], layout: WideLayout) -> torch.Tensor:
+    """Each row's presence pattern over ``families``: bit i set when it has family i's table."""
+    columns = [layout.bits[f"{family}.present"][0] for family in families]
+    return (rows[:, columns].round().long() << torch.arange(len(families))).sum(dim=1)
 
 
 def statistic_vectors(rows: torch.Tensor, layout: WideLayout = WIDE_LAYOUT) -> torch.Tensor:
@@ -146,7 +213,12 @@ class Marginals:
     rate among the rows whose gate is set). histograms: day count or value -> bin masses summing to
     one, or None where no bin survived the noise. compositions: name -> mean shares among present rows.
     presence_given: (attribute, family) -> the family's presence rate among devices with each value of
-    the attribute.
+    the attribute. joint_presence: shares of the presence patterns over ``JOINT_PRESENCE`` (pattern
+    index: bit i set when the device has family i's table). value_sums, value_present, value_noise:
+    per pair of ``VALUE_GIVEN``, each group's noisy sum of the value (scaled units, clipped to
+    [0, ``HISTOGRAM_UPPER``]), its noisy count of present rows (its 2-way presence count, cut at zero)
+    and a noise scale of their ratio's numerator (both noises combined, the count's taken at a mean of
+    one); :meth:`group_means` turns them into means.
     """
 
     categories: dict[str, np.ndarray]
@@ -154,6 +226,24 @@ class Marginals:
     histograms: dict[str, np.ndarray | None]
     compositions: dict[str, np.ndarray]
     presence_given: dict[tuple[str, str], np.ndarray]
+    joint_presence: np.ndarray
+    value_sums: dict[tuple[str, str], np.ndarray]
+    value_present: dict[tuple[str, str], np.ndarray]
+    value_noise: dict[tuple[str, str], float]
+
+    def group_means(self, key: tuple[str, str], prior: np.ndarray) -> np.ndarray:
+        """Each group's mean of a ``VALUE_GIVEN`` value (scaled units): its released mean, shrunk towards
+        ``prior`` (the mean the model gives the group) by its signal-to-noise ratio (the groups' spread
+        estimated by :func:`between_group_spread`); a
+        group with under one present row keeps its prior."""
+        present = self.value_present[key]
+        released = np.clip(self.value_sums[key] / np.maximum(present, 1e-12), 0.0, HISTOGRAM_UPPER)
+        error = self.value_noise[key] / np.maximum(present, 1e-12)  # of a ratio of two noisy counts, roughly
+        answered = present >= 1.0
+        informative = answered & (error <= SPREAD_EVIDENCE_ERROR)  # a mean clipped to the scale says little
+        spread = between_group_spread(released[informative] - prior[informative], error[informative])
+        weight = spread ** 2 / np.maximum(spread ** 2 + error ** 2, 1e-300)
+        return np.where(answered, prior + weight * (released - prior), prior)
 
     @staticmethod
     def bin_edges() -> np.ndarray:
@@ -197,7 +287,7 @@ def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
     histograms = {}
     for name in layout.gaussians:
         bins = sums["histogram", (name,)]
-        bins = np.where(bins >= HISTOGRAM_THRESHOLD * noise["histogram", (name,)], bins, 0.0)
+        bins = np.where(_support(bins, noise["histogram", (name,)]), bins, 0.0)
         histograms[name] = bins / bins.sum() if bins.sum() > 0 else None
     compositions = {name: _shares(sums["composition", (name,)]) for name in layout.compositions}
     presence_given = {}
@@ -213,7 +303,46 @@ def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
         if implied > 0:
             rates = np.clip(rates * overall * rows / implied, 0.0, 1.0)
         presence_given[attribute, family] = rates
-    return Marginals(categories, bit_rates, histograms, compositions, presence_given)
+    joint = raw["joint_presence", JOINT_PRESENCE].copy()
+    joint[1:] = np.where(joint[1:] >= JOINT_THRESHOLD * noise["joint_presence", JOINT_PRESENCE], joint[1:], 0.0)
+    joint[0] = max(rows - joint[1:].sum(), 1.0)  # "none": the rest of the (public) number of rows
+    value_sums, value_present, value_noise = {}, {}, {}
+    for attribute, name in VALUE_GIVEN:
+        key = (attribute, name)
+        value_sums[key] = HISTOGRAM_UPPER * raw["value_given", key]
+        counts = ("presence_given", (attribute, name.split(".")[0]))
+        value_present[key] = sums[counts]  # the group's own count: a shrunk rate would inflate its mean
+        value_noise[key] = math.hypot(HISTOGRAM_UPPER * noise["value_given", key], noise[counts])
+    return Marginals(categories, bit_rates, histograms, compositions, presence_given, joint / joint.sum(),
+                     value_sums, value_present, value_noise)
+
+
+def between_group_spread(deviations: np.ndarray, errors: np.ndarray) -> float:
+    """The spread of groups' true means around their priors, from the released means' ``deviations`` from
+    the priors and those means' noise ``errors``: the excess of the deviations' spread over the noise,
+    with the groups weighted by their precision given the spread (a fixed point, as Paule and Mandel's
+    random-effects estimate); at least ``VALUE_SPREAD_FLOOR``."""
+    spread = VALUE_SPREAD_FLOOR
+    for _ in range(20):
+        weight = 1.0 / (spread ** 2 + errors ** 2)
+        excess = float((weight * (deviations ** 2 - errors ** 2)).sum() / weight.sum()) if len(weight) else 0.0
+        spread = max(math.sqrt(max(excess, 0.0)), VALUE_SPREAD_FLOOR)
+    return spread
+
+
+def _support(bins: np.ndarray, noise_std: float) -> np.ndarray:
+    """The bins kept: those above ``HISTOGRAM_THRESHOLD`` deviations, grown bin by bin into neighbours
+    above ``HISTOGRAM_EXTEND`` deviations."""
+    kept = bins >= HISTOGRAM_THRESHOLD * noise_std
+    candidates = bins >= HISTOGRAM_EXTEND * noise_std
+    while True:
+        neighbours = np.zeros_like(kept)
+        neighbours[1:] |= kept[:-1]
+        neighbours[:-1] |= kept[1:]
+        grown = kept | (neighbours & candidates)
+        if (grown == kept).all():
+            return kept
+        kept = grown
 
 
 def _shares(counts: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dpbench.models.fast_elu import FastELU
-from dpbench.telemetry.marginals import Marginals
+from dpbench.telemetry.marginals import JOINT_PRESENCE, Marginals
 from dpbench.telemetry.raking import bit_offset, interpolate, rake_softmax, weighted_quantiles
 from dpbench.telemetry.wide_table import WIDE_LAYOUT, WideLayout
 
@@ -45,6 +45,20 @@ QUANTILE_POINTS = 257
 """Points of the monotone maps that take sampled values to released histograms."""
 RAKING_CYCLES = 10
 """Passes over the attributes when raking presence rates to the released 2-way marginals."""
+VALUE_FIT_ROUNDS = 2
+"""Rounds of fitting the values' group shifts and then their maps again (the shifts move the overall
+distribution, which the map takes back to the histogram), before the final shifts."""
+VALUE_RAKING_CYCLES = 3
+"""Passes over the attributes when fitting the group shifts of a value released per several attributes."""
+VALUE_SHIFT_LIMIT = 1.5
+"""A group's value shift stays within +-1.5 scaled units (the scaled values lie in [0, about 1.15])."""
+BISECTION_STEPS = 24
+"""Halvings of a shift's interval: 3 / 2^24 scaled units at the end."""
+VALUE_MATCHING_ROWS = 65_536
+"""Latent draws over which the joint presence and the values are matched (more than for the offsets: a
+group's value shift is fitted on its own rows)."""
+JOINT_PASSES = 30
+"""Fixed-point passes that centre the joint presence draw on the tables' matched rates."""
 
 
 def _log_sigma(raw: Tensor) -> Tensor:
@@ -177,6 +191,16 @@ class HurdleVAE(_WideVAE):
         self.register_buffer("value_mapped", torch.zeros(len(gaussians), dtype=torch.bool), persistent=False)
         """Per day count and value: whether sampled values go through the monotone map through the
         points (value_maps[j, 0], value_maps[j, 1]) (set by :meth:`match_marginals`; no map until then)."""
+        joint = [layout.bits[f"{family}.present"][0] for family in JOINT_PRESENCE]
+        self.register_buffer("_joint_columns", torch.tensor(joint, dtype=torch.long), persistent=False)
+        patterns = (torch.arange(2 ** len(joint))[:, None] >> torch.arange(len(joint))) & 1
+        self.register_buffer("_joint_patterns", patterns.float(), persistent=False)
+        self.register_buffer("joint_log_shares", torch.zeros(len(patterns)), persistent=False)
+        self.register_buffer("joint_centres", torch.zeros(len(joint)), persistent=False)
+        self.register_buffer("joint_matched", torch.tensor(False), persistent=False)
+        """The presence bits of ``JOINT_PRESENCE`` are drawn together once matched: a row's pattern with
+        probability proportional to the released pattern share times, for each table it holds, the
+        row's odds of that table over the centre (set by :meth:`match_marginals`)."""
 
     def _gate(self, rows: Tensor, gates: Tensor) -> Tensor:
         ones = torch.ones_like(rows[:, :1])
@@ -204,6 +228,8 @@ class HurdleVAE(_WideVAE):
         logits = logits + out[:, :self._categories_width] @ self.conditional_offsets.to(logits.device)
         probability = torch.sigmoid(logits[:, self._bit_columns])
         out[:, self._bit_columns] = torch.bernoulli(probability, generator=generator)
+        if self.joint_matched:
+            out[:, self._joint_columns] = self._draw_joint(logits[:, self._joint_columns], generator)
         out[:, self._bit_columns] *= self._gate(out, self._bit_gates)  # browsers only on browsing devices
         noise = torch.randn(log_sigma.shape, generator=generator)
         values = logits[:, self._gauss_columns] + noise * log_sigma.exp()
@@ -224,8 +250,12 @@ class HurdleVAE(_WideVAE):
         probabilities equal the 1-way marginals (a gated bit's and a composition's among rows weighted
         by their table's presence probability); one more offset per (category value, table presence
         bit), raked over the attributes so that each table's presence rate among each attribute value's
-        rows equals the released 2-way marginal; and, for each day count and value, the monotone map
-        taking the quantiles of its draws (weighted by presence) to the released histogram's. Only how
+        rows equals the released 2-way marginal; the presence of the ``JOINT_PRESENCE`` tables drawn as
+        one pattern, in the released pattern shares moved by each row's odds of each table (centred so
+        that the tables' rates stay matched); and, for each day count and value, the monotone map
+        taking the quantiles of its draws (weighted by presence) to the released histogram's, then a
+        shift of the value per attribute value where its sum per value is released, so that each group's
+        mean mapped value is its released mean (shrunk towards the model's own). Only how
         many samples fall where changes, not which latent draws they come from. The marginals and the
         model are DP releases, so this is post-processing.
         """
@@ -248,7 +278,35 @@ class HurdleVAE(_WideVAE):
                                             torch.from_numpy(marginals.compositions[name]))
         self.logit_offsets.copy_(offsets)
         self.conditional_offsets.copy_(conditional)
-        self._match_values(logits, sigma, presence, marginals, generator)
+        # the joint presence and the values on a larger draw with these offsets: a group's value shift is
+        # fitted on its own rows, a few dozen of n where a table is rare
+        logits, sigma, groups, drawn = self._offset_draws(VALUE_MATCHING_ROWS, generator)
+        presence = {column: torch.sigmoid(logits[:, column] + offsets[column] + drawn @ conditional[:, column])
+                    for column, gate in self.layout.bits.values() if gate is None}
+        self._match_joint(presence, marginals)
+        columns = self._gauss_columns.cpu()
+        draws = logits[:, columns] + sigma * torch.randn(sigma.shape, generator=generator, dtype=torch.float64)
+        self._match_values(draws, torch.zeros_like(draws), presence, marginals)
+        targets = self._group_targets(draws, presence, groups, marginals)
+        for _ in range(VALUE_FIT_ROUNDS if targets else 0):
+            self._match_grouped_values(draws, presence, groups, drawn, targets)
+            self._match_values(draws, drawn @ self.conditional_offsets.double()[:, columns], presence, marginals)
+        self._match_grouped_values(draws, presence, groups, drawn, targets)
+
+    def _offset_draws(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor, dict[str, Tensor], Tensor]:
+        """``n`` latent draws from the prior: their logits and value deviations, and their category values drawn
+        with the category offsets (index per attribute, and one-hot)."""
+        decoded = self.decoder(torch.randn(n, self.latent, generator=generator).to(self.logit_offsets.device))
+        decoded = decoded.cpu().double()
+        logits, sigma = decoded[:, :self.width], _log_sigma(decoded[:, self.width:]).exp()
+        offsets = self.logit_offsets.double()
+        groups = {name: torch.multinomial(torch.softmax(logits[:, columns] + offsets[columns], 1), 1,
+                                          generator=generator)[:, 0]
+                  for name, (_, columns) in self.layout.categories.items()}
+        drawn = torch.zeros(n, self._categories_width, dtype=torch.float64)
+        for name, (_, columns) in self.layout.categories.items():
+            drawn[torch.arange(n), columns.start + groups[name]] = 1.0
+        return logits, sigma, groups, drawn
 
     def _match_categories(self, logits: Tensor, offsets: Tensor, marginals: Marginals,
                               generator: torch.Generator) -> dict[str, Tensor]:
@@ -288,16 +346,101 @@ class HurdleVAE(_WideVAE):
                 presence[column] = probability(column)
         return presence
 
-    def _match_values(self, logits: Tensor, sigma: Tensor, presence: dict[int, Tensor], marginals: Marginals,
-                          generator: torch.Generator) -> None:
-        """Set the monotone maps of the day counts and values that have a released histogram."""
+    def _joint_probabilities(self, logits: Tensor) -> Tensor:
+        """Each row's probability of each presence pattern of ``JOINT_PRESENCE``, given the logits of
+        its tables' presence."""
+        patterns = self._joint_patterns.to(logits)
+        lift = (logits - self.joint_centres.to(logits)) @ patterns.T
+        return torch.softmax(self.joint_log_shares.to(logits) + lift, dim=1)
+
+    def _draw_joint(self, logits: Tensor, generator: torch.Generator) -> Tensor:
+        pattern = torch.multinomial(self._joint_probabilities(logits), 1, generator=generator)[:, 0]
+        return self._joint_patterns.to(logits)[pattern]
+
+    def _match_joint(self, presence: dict[int, Tensor], marginals: Marginals) -> None:
+        """Set the joint presence draw: the released pattern shares, and centres such that each table's
+        mean presence over the rows is what the bits were matched to (a few fixed-point passes)."""
+        probability = torch.stack([presence[c] for c in self._joint_columns.tolist()], dim=1)
+        logits = torch.logit(probability.clamp(1e-9, 1 - 1e-9))
+        target = torch.logit(probability.mean(0).clamp(1e-9, 1 - 1e-9))
+        self.joint_log_shares.copy_(torch.from_numpy(marginals.joint_presence).log())
+        self.joint_centres.copy_(target)
+        for _ in range(JOINT_PASSES):
+            for i in range(len(target)):  # one table at a time: a joint step overshoots where patterns share tables
+                rate = (self._joint_probabilities(logits) @ self._joint_patterns[:, i].to(logits)).mean()
+                self.joint_centres[i] += torch.logit(rate.clamp(1e-9, 1 - 1e-9)) - target[i]
+        self.joint_matched.fill_(True)
+
+    def _match_values(self, draws: Tensor, shifted: Tensor, presence: dict[int, Tensor],
+                      marginals: Marginals) -> None:
+        """Set the monotone maps of the day counts and values that have a released histogram: each takes the
+        quantiles of the value's draws ``draws[:, j]`` plus the rows' group shifts ``shifted[:, j]`` (weighted
+        by presence) to the histogram's."""
         quantiles = torch.linspace(0.0, 1.0, QUANTILE_POINTS, dtype=torch.float64)
-        self.value_mapped.zero_()
-        for j, (name, (column, gate, _)) in enumerate(self.layout.gaussians.items()):
+        for j, (name, (_, gate, _)) in enumerate(self.layout.gaussians.items()):
             target = marginals.quantiles(name, quantiles.numpy())
             if target is None:
+                self.value_mapped[j] = False
                 continue
-            noise = torch.randn(len(logits), generator=generator, dtype=torch.float64)
-            source = weighted_quantiles(logits[:, column] + sigma[:, j] * noise, presence[gate], quantiles)
+            source = weighted_quantiles(draws[:, j] + shifted[:, j], presence[gate], quantiles)
             self.value_maps[j] = torch.stack([source, torch.from_numpy(target)]).to(self.value_maps)
             self.value_mapped[j] = True
+
+    def _mapped(self, values: Tensor, j: int) -> Tensor:
+        """Values of day count or value ``j`` as sampling returns them: through its map, at zero or above."""
+        if bool(self.value_mapped[j]):
+            source, target = self.value_maps[j].double()
+            values = interpolate(values, source, target)
+        return values.clamp(min=0.0)
+
+    def _group_targets(self, draws: Tensor, presence: dict[int, Tensor], groups: dict[str, Tensor],
+                       marginals: Marginals) -> dict[tuple[str, str], Tensor]:
+        """Per pair of ``marginals.value_sums``, each group's target mean: the released mean shrunk towards
+        the mean the model gives the group before any group shift (:meth:`Marginals.group_means`)."""
+        names = list(self.layout.gaussians)
+        targets = {}
+        for attribute, name in marginals.value_sums:
+            j = names.index(name)
+            _, gate, _ = self.layout.gaussians[name]
+            size = len(marginals.value_sums[attribute, name])
+            weights = presence[gate]
+            total = torch.bincount(groups[attribute], weights, minlength=size)
+            mapped = torch.bincount(groups[attribute], weights * self._mapped(draws[:, j], j), minlength=size)
+            prior = torch.where(total > 0, mapped / total.clamp_min(1e-12), 0.0)
+            targets[attribute, name] = torch.from_numpy(marginals.group_means((attribute, name), prior.numpy()))
+        return targets
+
+    def _match_grouped_values(self, draws: Tensor, presence: dict[int, Tensor], groups: dict[str, Tensor],
+                              drawn: Tensor, targets: dict[tuple[str, str], Tensor]) -> None:
+        """Per (attribute value, value summary) of ``targets``, a shift of the value before its monotone map (a
+        conditional offset of its column) such that the presence-weighted mean of the mapped values of that
+        attribute value's rows is its target; shifts of several attributes on one value are fitted in turn
+        (``VALUE_RAKING_CYCLES``)."""
+        names = list(self.layout.gaussians)
+        shifts = self.conditional_offsets.double()
+        shared = len({name for _, name in targets}) < len(targets)  # a value with shifts of several attributes
+        for _ in range(VALUE_RAKING_CYCLES if shared else 1):
+            for (attribute, name), means in targets.items():
+                j = names.index(name)
+                column, gate, _ = self.layout.gaussians[name]
+                first = self.layout.categories[attribute][1].start
+                own = shifts[first:first + len(means), column][groups[attribute]]
+                base = draws[:, j] + drawn @ shifts[:, column] - own
+                shifts[first:first + len(means), column] = self._value_shifts(base, presence[gate], groups[attribute],
+                                                                              j, means)
+        self.conditional_offsets.copy_(shifts)
+
+    def _value_shifts(self, values: Tensor, weights: Tensor, group: Tensor, j: int, targets: Tensor) -> Tensor:
+        """Per group, the shift ``s`` (bisection within +-VALUE_SHIFT_LIMIT, all groups at once) such that the
+        ``weights``-weighted mean of the mapped ``values + s`` of the group's rows is its target; a group
+        without weight gets no shift."""
+        size = len(targets)
+        total = torch.bincount(group, weights, minlength=size)
+        low = torch.full((size,), -VALUE_SHIFT_LIMIT, dtype=torch.float64)
+        high = torch.full((size,), VALUE_SHIFT_LIMIT, dtype=torch.float64)
+        for _ in range(BISECTION_STEPS):
+            middle = (low + high) / 2
+            mapped = self._mapped(values + middle[group], j)
+            below = torch.bincount(group, weights * mapped, minlength=size) < targets * total
+            low, high = torch.where(below, middle, low), torch.where(below, high, middle)
+        return torch.where(total > 0, (low + high) / 2, 0.0)

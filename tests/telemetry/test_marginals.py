@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from dpbench.telemetry import vae
 from dpbench.telemetry.marginals import (
     COMPOSITION_WEIGHT,
     HISTOGRAM_BINS,
+    HISTOGRAM_WEIGHT,
+    JOINT_PRESENCE,
+    JOINT_PRESENCE_WEIGHT,
     PRESENCE_GIVEN,
+    VALUE_GIVEN,
     Marginals,
+    _support,
+    between_group_spread,
     load_released,
     marginals_from_sum,
     marginals_release,
@@ -30,6 +38,14 @@ def rows(small_corpus) -> torch.Tensor:
     return torch.from_numpy(build_wide_table(small_corpus[0]).features)
 
 
+def _exact_small() -> Marginals:
+    """Noiseless marginals of 2,000 rows of an empty layout's worth: only the fields a test replaces matter."""
+    rows = torch.zeros(10, WIDE_LAYOUT.width)
+    for _, columns in WIDE_LAYOUT.categories.values():
+        rows[:, columns.start] = 1.0
+    return _exact(rows)
+
+
 def _exact(rows: torch.Tensor) -> Marginals:
     return marginals_from_sum(statistic_vectors(rows).double().sum(0).numpy(), len(rows), noise_std=1e-9)
 
@@ -39,13 +55,18 @@ def test_no_real_row_exceeds_the_bound_so_none_is_clipped(rows):
     bound = marginals_release(1.0).bound
     assert bound == sensitivity()
     assert torch.linalg.vector_norm(vectors, dim=1).max() <= bound
-    blocks = len(WIDE_LAYOUT.categories) + len(WIDE_LAYOUT.bits) + len(WIDE_LAYOUT.gaussians) + len(PRESENCE_GIVEN)
-    weights = [COMPOSITION_WEIGHT.get(name, 1.0) for name in WIDE_LAYOUT.compositions]
-    assert bound == pytest.approx(math.sqrt(blocks + sum(w * w for w in weights)))
-    # the worst case: a device in every table with every composition concentrated on one part
+    weights = [1.0] * (len(WIDE_LAYOUT.categories) + len(WIDE_LAYOUT.bits) + len(PRESENCE_GIVEN) + len(VALUE_GIVEN))
+    weights += [HISTOGRAM_WEIGHT.get(name, 1.0) for name in WIDE_LAYOUT.gaussians]
+    weights += [COMPOSITION_WEIGHT.get(name, 1.0) for name in WIDE_LAYOUT.compositions]
+    weights.append(JOINT_PRESENCE_WEIGHT)
+    assert bound == pytest.approx(math.sqrt(sum(w * w for w in weights)))
+    # the worst case: a device in every table, every value at the top of the scale (or beyond: clipped),
+    # every composition concentrated on one part
     worst = rows[:1].clone()
     for column, _ in WIDE_LAYOUT.bits.values():
         worst[0, column] = 1.0
+    for column, _, _ in WIDE_LAYOUT.gaussians.values():
+        worst[0, column] = 5.0
     for _, columns, _ in WIDE_LAYOUT.compositions.values():
         worst[0, columns] = 0.0
         worst[0, columns.start] = 1.0
@@ -75,6 +96,19 @@ def test_noiseless_marginals_are_the_rows_own(rows):
     for value in torch.bincount(countries).argsort(descending=True)[:3].tolist():  # the three largest countries
         expected = float(battery[countries == value].mean())
         assert marginals.presence_given["country", "battery"][value] == pytest.approx(expected, rel=1e-6)
+    ram = rows[:, WIDE_LAYOUT.categories["ram"][1]].argmax(1)
+    used, memory, _ = WIDE_LAYOUT.gaussians["memory.percent_used"]
+    key = ("ram", "memory.percent_used")
+    released = marginals.value_sums[key] / np.maximum(marginals.value_present[key], 1e-12)
+    for value in torch.bincount(ram[rows[:, memory] == 1]).argsort(descending=True)[:3].tolist():
+        members = rows[(ram == value) & (rows[:, memory] == 1), used].clamp(0.0, 1.2)
+        assert marginals.value_present[key][value] == pytest.approx(len(members))
+        assert released[value] == pytest.approx(float(members.mean()), rel=1e-5)
+    present = np.stack([rows[:, WIDE_LAYOUT.bits[f"{family}.present"][0]].numpy() for family in JOINT_PRESENCE], 1)
+    for pattern in range(2 ** len(JOINT_PRESENCE)):
+        holds = [(pattern >> i) & 1 for i in range(len(JOINT_PRESENCE))]
+        share = (present == holds).all(axis=1).mean()
+        assert marginals.joint_presence[pattern] == pytest.approx(share, abs=1e-9), pattern
     assert n > 0
 
 
@@ -89,6 +123,50 @@ def test_noise_has_the_release_std_and_empty_bins_stay_empty(rows):
             assert masses.sum() == pytest.approx(1.0) and (masses >= 0).all(), name
     # a family with a few dozen devices has no histogram bin above three noise deviations
     assert marginals.histograms["psys.value"] is None
+
+
+def test_a_histogram_keeps_its_significant_bins_and_the_tails_next_to_them_but_not_isolated_noise():
+    noise = 10.0
+    # core (>= 3 sd): bins 4-6; left tail 3, 2, 1 (>= 1 sd, each next to a kept bin); right tail 7, then
+    # 8 (< 1 sd) stops it, so 9 is not reached; 12 (2.5 sd) stands alone
+    bins = np.array([0, 25, 15, 12, 80, 200, 90, 11, 8, 12, 0, -5, 25, 0, 0, 0], dtype=float)
+    kept = _support(bins, noise)
+    assert np.flatnonzero(kept).tolist() == [1, 2, 3, 4, 5, 6, 7]
+    assert not _support(np.full(8, 25.0), noise).any()  # nothing above the threshold: nothing to grow from
+
+
+def test_the_groups_spread_is_what_their_means_vary_by_beyond_the_noise():
+    rng = np.random.default_rng(0)
+    errors = rng.uniform(0.02, 0.3, size=400)
+    for spread in (0.0, 0.05, 0.2):
+        deviations = rng.normal(0.0, spread, 400) + rng.normal(0.0, errors)
+        assert between_group_spread(deviations, errors) == pytest.approx(max(spread, 0.01), abs=0.02), spread
+
+
+def test_a_group_mean_is_its_own_where_it_is_signal_and_the_models_where_it_is_noise():
+    marginals = replace(_exact_small(), value_sums={("chassis", "c0.value"): np.array([300.0, 100.0, 2.9, 5.0, 1.0])},
+                        value_present={("chassis", "c0.value"): np.array([1000.0, 1000.0, 3.0, 10.0, 0.0])},
+                        value_noise={("chassis", "c0.value"): 10.0})
+    prior = np.array([0.5, 0.5, 0.2, 0.3, 0.7])
+    means = marginals.group_means(("chassis", "c0.value"), prior)
+    # two large groups far from their priors: the groups do differ, and these two are signal
+    assert means[:2] == pytest.approx([0.3, 0.1], abs=0.01)
+    assert means[2] == pytest.approx(0.2, abs=0.05)  # 3 rows, released mean 0.97: noise, the prior stands
+    assert means[4] == 0.7  # no rows: the prior
+
+
+def test_many_tiny_groups_do_not_hide_how_much_the_large_ones_differ():
+    """Tiny groups' released means are clipped to the scale, so they look less noisy than they are: left in
+    the spread's estimate, 30 of them would shrink two large groups 0.15 and 0.3 from their priors back to
+    the priors."""
+    rng = np.random.default_rng(1)
+    present = np.concatenate([[900.0, 900.0, 8000.0], rng.uniform(1.0, 3.0, 30)])
+    means = np.concatenate([[0.45, 0.30, 0.60], rng.uniform(0.0, 1.2, 30)])
+    key = ("ram", "memory.percent_used")
+    marginals = replace(_exact_small(), value_sums={key: means * present}, value_present={key: present},
+                        value_noise={key: 34.0})
+    shrunk = marginals.group_means(key, np.full(len(present), 0.6))
+    assert shrunk[:3] == pytest.approx([0.45, 0.30, 0.60], abs=0.02)
 
 
 def test_noisy_two_way_rates_add_up_to_the_one_way_count_and_small_groups_take_the_overall_rate(rows):
@@ -115,6 +193,59 @@ def test_a_release_round_trips_through_the_run_directory(rows, tmp_path):
     expected = marginals_from_sum(noisy, len(rows), release.noise_std)
     assert np.array_equal(again.bit_rates, expected.bit_rates)
     assert all(np.array_equal(again.categories[k], v) for k, v in expected.categories.items())
+
+
+def _matched_sample(marginals: Marginals, monkeypatch: pytest.MonkeyPatch, n: int = 20_000) -> torch.Tensor:
+    """``n`` rows of an untrained small model matched to ``marginals`` (on fewer draws than a run uses)."""
+    monkeypatch.setattr(vae, "VALUE_MATCHING_ROWS", 8_192)
+    torch.manual_seed(0)
+    model = HurdleVAE(hidden=(32, 16), latent=4)
+    model.match_marginals(marginals, 8_192, torch.Generator().manual_seed(1))
+    return model.sample(n, torch.Generator().manual_seed(2))
+
+
+def test_each_ram_size_samples_its_released_mean_utilisation(rows, monkeypatch):
+    """The mean of a value per attribute value follows the release, here moved far from the data's for the
+    largest RAM size (a group of thousands: signal), while another keeps its own."""
+    marginals = _exact(rows)
+    key = ("ram", "memory.percent_used")
+    sums = marginals.value_sums[key].copy()
+    present = marginals.value_present[key]
+    ram = rows[:, WIDE_LAYOUT.categories["ram"][1]].argmax(1)
+    column, gate, _ = WIDE_LAYOUT.gaussians["memory.percent_used"]
+    largest, second = torch.bincount(ram[rows[:, gate] == 1]).argsort(descending=True)[:2].tolist()
+    sums[largest] += 0.15 * present[largest]
+    sample = _matched_sample(replace(marginals, value_sums={**marginals.value_sums, key: sums}), monkeypatch)
+    drawn = sample[:, WIDE_LAYOUT.categories["ram"][1]].argmax(1)
+    sampled = sample[:, gate] == 1
+    for value in (largest, second):
+        synthetic = float(sample[sampled & (drawn == value), column].clamp(0.0, 1.2).mean())
+        assert synthetic == pytest.approx(sums[value] / present[value], abs=0.03), value
+
+
+def test_the_sensor_tables_are_drawn_together_in_the_released_patterns(rows, monkeypatch):
+    """Released patterns where the three small sensor tables always come together (and with C0 half the
+    time) are what calibrated samples hold, each table keeping its rate; bits drawn one table at a
+    time would put about rate^3 of the devices in all four."""
+    joint = np.zeros(2 ** len(JOINT_PRESENCE))
+    c0, the_other_three = 1 << JOINT_PRESENCE.index("c0"), sum(1 << JOINT_PRESENCE.index(f)
+                                                               for f in ("psys", "freq", "temp"))
+    joint[c0], joint[the_other_three], joint[c0 | the_other_three] = 0.05, 0.02, 0.02
+    joint[0] = 1.0 - joint.sum()
+    marginals = _exact(rows)
+    names = list(WIDE_LAYOUT.bits)
+    rates = marginals.bit_rates.copy()
+    for i, family in enumerate(JOINT_PRESENCE):
+        rates[names.index(f"{family}.present")] = joint[[p for p in range(len(joint)) if (p >> i) & 1]].sum()
+    marginals = replace(marginals, joint_presence=joint, bit_rates=rates,
+                        presence_given={key: np.full_like(r, rates[names.index(f"{key[1]}.present")])
+                                        for key, r in marginals.presence_given.items()})
+    sample = _matched_sample(marginals, monkeypatch)
+    present = np.stack([sample[:, WIDE_LAYOUT.bits[f"{f}.present"][0]].numpy() for f in JOINT_PRESENCE], 1)
+    pattern = (present.astype(int) << np.arange(len(JOINT_PRESENCE))).sum(1)
+    shares = np.bincount(pattern, minlength=len(joint)) / len(pattern)
+    assert np.abs(shares - joint).max() < 0.005, shares
+    assert present.mean(0) == pytest.approx(joint @ ((np.arange(len(joint))[:, None] >> np.arange(4)) & 1), rel=0.1)
 
 
 @pytest.mark.slow
