@@ -34,7 +34,8 @@ where a query needs a sparse marginal more precisely: ``COMPOSITION_WEIGHT`` for
 mix, whose rare categories need less noise, ``HISTOGRAM_WEIGHT`` for the sensor values ChassisAgg
 averages, ``JOINT_PRESENCE_WEIGHT``), so a
 device's vector has norm at most sqrt(sum of squared weights): the kernel's bound
-(:mod:`dpbench.privacy.statistics_release`), reached only by a device present in every table.
+(:mod:`dpbench.privacy.statistics_release`), reached only by a device present in every table with its
+values at the top of the scale.
 
 Everything after the noisy sum is post-processing: negative counts become zero; histogram bins below
 ``HISTOGRAM_THRESHOLD`` noise deviations are taken as empty (an empty bin is far more common than a
@@ -45,7 +46,9 @@ count is mostly noise inherits the population's rate, and the rates of one table
 are scaled together so that the devices they imply equal its 1-way count (without that, dozens of
 small cells with their noise cut at zero add devices: 1,175 instead of 800 for the package-power
 table at 1M); joint presence patterns below ``JOINT_THRESHOLD`` noise deviations are taken as empty
-and "in none" holds the rest of the rows. The number of training rows is treated as public, as in
+and "in none" holds the rest of the rows; the sensor tables' day counts lost in the noise take C0's
+(``DAYS_STAND_IN``); a group's released mean value is shrunk towards the model's own at synthesis
+(:meth:`Marginals.group_means`). The number of training rows is treated as public, as in
 DP-SGD's sampling rate.
 """
 
@@ -120,8 +123,8 @@ VALUE_GIVEN: tuple[tuple[str, str], ...] = (
 )
 """(attribute, value summary) pairs whose sum per value of the attribute is released: what the queries
 average a value by, where the table is large enough for a group's mean to stand above the noise. Each
-pair's table family is among ``PRESENCE_GIVEN`` with the same attribute (its rates give each group's
-present rows)."""
+pair's table family is among ``PRESENCE_GIVEN`` with the same attribute: its 2-way count is the
+group's number of present rows (a test checks the pairing)."""
 VALUE_SPREAD_FLOOR = 0.01
 """The least spread of groups' mean values around the means the model gives them, in scaled units. The
 spread ``s`` itself is estimated from the release (:func:`between_group_spread`: C0 residency differs
@@ -241,8 +244,7 @@ class Marginals:
     def group_means(self, key: tuple[str, str], prior: np.ndarray) -> np.ndarray:
         """Each group's mean of a ``VALUE_GIVEN`` value (scaled units): its released mean, shrunk towards
         ``prior`` (the mean the model gives the group) by its signal-to-noise ratio (the groups' spread
-        estimated by :func:`between_group_spread`); a
-        group with under one present row keeps its prior."""
+        estimated by :func:`between_group_spread`); a group with under one present row keeps its prior."""
         present = self.value_present[key]
         released = np.clip(self.value_sums[key] / np.maximum(present, 1e-12), 0.0, HISTOGRAM_UPPER)
         error = self.value_noise[key] / np.maximum(present, 1e-12)  # of a ratio of two noisy counts, roughly

@@ -265,9 +265,7 @@ class HurdleVAE(_WideVAE):
         offsets = torch.zeros(self.width, dtype=torch.float64)
         conditional = torch.zeros(self._categories_width, self.width, dtype=torch.float64)
         groups = self._match_categories(logits, offsets, marginals, generator)
-        drawn = torch.zeros(n, self._categories_width, dtype=torch.float64)
-        for name, (_, columns) in self.layout.categories.items():
-            drawn[torch.arange(n), columns.start + groups[name]] = 1.0
+        drawn = self._one_hot(groups, n)
 
         def probability(column: int) -> Tensor:
             return torch.sigmoid(logits[:, column] + offsets[column] + drawn @ conditional[:, column])
@@ -303,10 +301,14 @@ class HurdleVAE(_WideVAE):
         groups = {name: torch.multinomial(torch.softmax(logits[:, columns] + offsets[columns], 1), 1,
                                           generator=generator)[:, 0]
                   for name, (_, columns) in self.layout.categories.items()}
+        return logits, sigma, groups, self._one_hot(groups, n)
+
+    def _one_hot(self, groups: dict[str, Tensor], n: int) -> Tensor:
+        """The category columns of ``n`` rows whose category values are ``groups`` (index per attribute)."""
         drawn = torch.zeros(n, self._categories_width, dtype=torch.float64)
         for name, (_, columns) in self.layout.categories.items():
             drawn[torch.arange(n), columns.start + groups[name]] = 1.0
-        return logits, sigma, groups, drawn
+        return drawn
 
     def _match_categories(self, logits: Tensor, offsets: Tensor, marginals: Marginals,
                               generator: torch.Generator) -> dict[str, Tensor]:

@@ -40,7 +40,7 @@ def rows(small_corpus) -> torch.Tensor:
 
 
 def _exact_small() -> Marginals:
-    """Noiseless marginals of 2,000 rows of an empty layout's worth: only the fields a test replaces matter."""
+    """Noiseless marginals of 10 rows holding only category values: for tests that replace the fields they use."""
     rows = torch.zeros(10, WIDE_LAYOUT.width)
     for _, columns in WIDE_LAYOUT.categories.values():
         rows[:, columns.start] = 1.0
@@ -141,6 +141,11 @@ def test_a_histogram_keeps_its_significant_bins_and_the_tails_next_to_them_but_n
     kept = _support(bins, noise)
     assert np.flatnonzero(kept).tolist() == [1, 2, 3, 4, 5, 6, 7]
     assert not _support(np.full(8, 25.0), noise).any()  # nothing above the threshold: nothing to grow from
+
+
+def test_every_group_value_sum_has_its_tables_group_counts_released():
+    for attribute, name in VALUE_GIVEN:
+        assert (attribute, name.split(".")[0]) in PRESENCE_GIVEN, (attribute, name)
 
 
 def test_the_groups_spread_is_what_their_means_vary_by_beyond_the_noise():
