@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -69,3 +71,39 @@ def test_written_answers_read_back_under_published_names(answers, tmp_path):
     assert tmp_path / "Xeon_network_consumption.csv" in paths
     back = read_results(tmp_path)
     pd.testing.assert_frame_equal(back["BrowserHist"], answers["BrowserHist"], check_dtype=False)
+
+
+PUBLISHED_CHASSIS_AGG = """
+SELECT a.chassistype, COUNT(DISTINCT a.guid) AS number_of_systems,
+    SUM(b.nrs * b.avg_psys_rap_watts) / SUM(b.nrs) AS avg_psys_rap_watts,
+    SUM(c.nrs * c.avg_pkg_c0) / SUM(c.nrs) AS avg_pkg_c0,
+    SUM(d.nrs * d.avg_avg_freq_mhz) / SUM(d.nrs) AS avg_freq_mhz,
+    SUM(e.nrs * e.avg_temp_centigrade) / SUM(e.nrs) AS avg_temp_centigrade
+FROM system_sysinfo_unique_normalized a
+INNER JOIN system_psys_rap_watts b ON a.guid = b.guid
+INNER JOIN system_pkg_C0 c ON a.guid = c.guid
+INNER JOIN system_pkg_avg_freq_mhz d ON a.guid = d.guid
+INNER JOIN system_pkg_temp_centigrade e ON a.guid = e.guid
+GROUP BY a.chassistype ORDER BY a.chassistype
+"""
+"""ChassisAgg as published: every row of a device in one table joined with every row of it in the others."""
+
+
+def test_chassis_agg_is_the_published_join_without_its_row_product():
+    rng = np.random.default_rng(0)
+    con = duckdb.connect()
+    guids = [f"g{i}" for i in range(12)]
+    sysinfo = pd.DataFrame({"guid": guids + ["g0"], "chassistype": rng.choice(["Notebook", "Desktop"], 12).tolist()
+                            + ["Tablet"]})  # g0 twice, under two chassis types
+    con.register("system_sysinfo_unique_normalized", sysinfo)
+    for table, value in [("system_psys_rap_watts", "avg_psys_rap_watts"), ("system_pkg_C0", "avg_pkg_c0"),
+                         ("system_pkg_avg_freq_mhz", "avg_avg_freq_mhz"),
+                         ("system_pkg_temp_centigrade", "avg_temp_centigrade")]:
+        devices = rng.choice(guids, size=60)  # 1-12 rows per device, some devices absent from a table
+        values = rng.lognormal(2.0, 1.0, 60)
+        values[rng.random(60) < 0.1] = np.nan  # a value the aggregate skips but whose nrs the weight counts
+        con.register(table, pd.DataFrame({"guid": devices, "nrs": rng.integers(1, 500, 60), value: values}))
+    published = con.execute(PUBLISHED_CHASSIS_AGG).df()
+    ours = con.execute(QUERIES["ChassisAgg"].sql).df()
+    assert len(published) >= 2
+    pd.testing.assert_frame_equal(ours, published, check_dtype=False, rtol=1e-12)
