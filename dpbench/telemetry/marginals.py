@@ -22,34 +22,37 @@ The statistic vector of one device (training rows only) has one block per margin
   presence bit (a 2-way marginal: how many devices of each country, CPU, ... have the table). The
   pairs are those the benchmark queries group by: a workload-aware choice (as in AIM, McKenna et al.
   2022), made from the queries, never from the data;
-* each (attribute, value) pair of ``VALUE_GIVEN``: the attribute's one-hot row times the value (scaled,
-  clipped to [0, ``HISTOGRAM_UPPER``], divided by it), zero when the device lacks the table: each
-  group's sum of the value, which the queries average per group;
+* each (attribute, value) pair of ``VALUE_GIVEN``: the attribute's one-hot row times the value's deviation
+  from ``VALUE_CENTRE`` (scaled, clipped to [0, ``HISTOGRAM_UPPER``], divided by the half-width of that
+  range, so in [-1, 1]), zero when the device lacks the table: each group's sum of the value, which the
+  queries average per group;
 * the presence pattern over the four package sensor tables that ChassisAgg joins (``JOINT_PRESENCE``):
-  a one-hot row over its 16 patterns (a 4-way marginal; "in none" included).
+  a one-hot row over its 16 patterns (a 4-way marginal; "in none" included);
+* each (attribute, composition) pair of ``COMPOSITION_GIVEN``: the attribute's one-hot row times the
+  device's shares (an outer product, zero when the device lacks the table): each group's sum of shares,
+  the mix the queries average per group.
 
-Every block has L2 norm at most 1 before its weight (a one-hot row or a bit has norm 1 or 0; a vector
-of shares that sum to one has L2 norm at most 1); a block is multiplied by its weight (1, or more
-where a query needs a sparse marginal more precisely: ``COMPOSITION_WEIGHT`` for the browsing category
-mix, whose rare categories need less noise, ``HISTOGRAM_WEIGHT`` for the sensor values ChassisAgg
-averages, ``JOINT_PRESENCE_WEIGHT``), so a
-device's vector has norm at most sqrt(sum of squared weights): the kernel's bound
-(:mod:`dpbench.privacy.statistics_release`), reached only by a device present in every table with its
-values at the top of the scale.
+Every block has L2 norm at most 1 before its weight (a one-hot row or a bit has norm 1 or 0; a vector of
+shares that sum to one has L2 norm at most 1, and so has its outer product with a one-hot row); a block is
+multiplied by its weight (1, or more where a query needs a sparse marginal more precisely:
+``COMPOSITION_WEIGHT`` for the browsing category mix, whose rare categories need less noise,
+``HISTOGRAM_WEIGHT`` for the sensor values ChassisAgg averages, ``JOINT_PRESENCE_WEIGHT``,
+``VALUE_GIVEN_WEIGHT``, ``COMPOSITION_GIVEN_WEIGHT``), so a device's vector has norm at most sqrt(sum of
+squared weights): the kernel's bound (:mod:`dpbench.privacy.statistics_release`), reached only by a device
+present in every table with its values at the top of the scale.
 
 Everything after the noisy sum is post-processing: negative counts become zero; histogram bins below
-``HISTOGRAM_THRESHOLD`` noise deviations are taken as empty (an empty bin is far more common than a
-sparse one, and spurious mass in far bins would move values by orders of magnitude) unless they extend
-the support of the bins above it (``HISTOGRAM_EXTEND``); a 2-way rate is
-shrunk towards the 1-way one by its signal-to-noise ratio (``RATE_SPREAD``), so that a group whose
-count is mostly noise inherits the population's rate, and the rates of one table
-are scaled together so that the devices they imply equal its 1-way count (without that, dozens of
-small cells with their noise cut at zero add devices: 1,175 instead of 800 for the package-power
-table at 1M); joint presence patterns below ``JOINT_THRESHOLD`` noise deviations are taken as empty
-and "in none" holds the rest of the rows; the sensor tables' day counts lost in the noise take C0's
-(``DAYS_STAND_IN``); a group's released mean value is shrunk towards the model's own at synthesis
-(:meth:`Marginals.group_means`). The number of training rows is treated as public, as in
-DP-SGD's sampling rate.
+``HISTOGRAM_THRESHOLD`` noise deviations are taken as empty (an empty bin is far more common than a sparse
+one, and spurious mass in far bins would move values by orders of magnitude) unless they extend the support of
+the bins above it (``HISTOGRAM_EXTEND``); a 2-way rate is shrunk towards the 1-way one by its signal-to-noise
+ratio (``RATE_SPREAD``), so that a group whose count is mostly noise inherits the population's rate, and the
+rates of one table are scaled together so that the devices they imply equal its 1-way count (without that,
+dozens of small cells with their noise cut at zero add devices: 1,175 instead of 800 for the package-power
+table at 1M); joint presence patterns below ``JOINT_THRESHOLD`` noise deviations are taken as empty and "in
+none" holds the rest of the rows; day counts lost in the noise take the C0 table's (``DAYS_STAND_IN``); a
+group's released mean value is shrunk towards the model's own at synthesis (:meth:`Marginals.group_means`),
+and a group's mix towards the population's (:func:`_group_mixes`). The number of training rows is treated as
+public, as in DP-SGD's sampling rate.
 """
 
 from __future__ import annotations
@@ -100,31 +103,40 @@ JOINT_PRESENCE_WEIGHT = 2.0
 """Weight of the joint presence block: the patterns other than "none" hold a few dozen to a few
 thousand devices."""
 DAYS_STAND_IN = "c0.days"
-"""A sensor table's day counts (``JOINT_PRESENCE``) whose own histogram is lost in the noise take the C0
-table's (the four come from one package telemetry collector), or, if that is lost too (a small corpus),
-the mean of every released day-count histogram. Otherwise they would be the model's own, untrained for
+"""A table's day counts whose own histogram is lost in the noise take the C0 table's (the sparse
+package tables come from the same telemetry collector), or, if that is lost too (a small corpus), the
+mean of every released day-count histogram. Otherwise they would be the model's own, untrained for
 tables it rarely sees: a hundred and more days per device, which ChassisAgg's inner join of the four
-tables multiplies into billions of rows."""
-JOINT_THRESHOLD = 2.0
+sensor tables multiplies into billions of rows."""
+JOINT_THRESHOLD = 1.0
 """Joint presence patterns (other than "none") whose noisy count is below this many noise standard
 deviations count as empty."""
 COMPOSITION_WEIGHT = {"browsing.category_share": 6.0}
 """Weights of composition blocks above 1 (their noise, in shares, is divided by the weight)."""
-HISTOGRAM_WEIGHT = {"psys.value": 2.0, "freq.value": 2.0, "temp.value": 2.0}
-"""Weights of histogram blocks above 1: the values ChassisAgg averages in the three sparse sensor
-tables (a few hundred devices in 200,000 spread over a dozen bins: at weight 1 no bin stands above
-the noise and the value falls back to the model's own, untrained for a table it rarely sees)."""
+HISTOGRAM_WEIGHT = {"pkg_power.value": 2.0, **{f"{family}.{summary}": 2.0 for family in ("psys", "freq", "temp")
+                                                for summary in ("value", "days")}}
+"""Weights of histogram blocks above 1: the values and day counts of the three sparse sensor tables
+ChassisAgg joins, and the package power PowerGeo averages (a few hundred devices in 200,000 spread over
+a dozen bins: at weight 1 no bin stands above the noise and the value falls back to the model's own,
+untrained for a table it rarely sees: package power came out 10-15 times too large)."""
 VALUE_GIVEN: tuple[tuple[str, str], ...] = (
     ("chassis", "c0.value"),  # ChassisAgg
     ("country", "battery.duration_mins"), ("country", "battery.power_ons"),  # BatteryGeo
-    # not minutes per CPU for BatteryDemo: its groups of 100-600 devices have means 2x off in minutes
-    # (a noise of 0.1 in the log scale), which moved it from 0.155 to 0.338 median error on world 2
+    ("cpu", "battery.duration_mins"),  # BatteryDemo
     ("ram", "memory.percent_used"),  # RamHist
 )
 """(attribute, value summary) pairs whose sum per value of the attribute is released: what the queries
 average a value by, where the table is large enough for a group's mean to stand above the noise. Each
 pair's table family is among ``PRESENCE_GIVEN`` with the same attribute: its 2-way count is the
 group's number of present rows (a test checks the pairing)."""
+VALUE_CENTRE = HISTOGRAM_UPPER / 2
+"""Group sums are of each value's deviation from the middle of its range: a device contributes at most
+half the range, not all of it, and the noise of the group's count moves its mean by that count's noise
+times the mean's distance from the centre, not times the mean (at the old zero-based sums, a group of
+150 devices had an error of 0.17 in scaled units, 0.16 of it the count's)."""
+VALUE_GIVEN_WEIGHT = {("cpu", "battery.duration_mins"): 3.0}
+"""Weights of group-sum blocks above 1: BatteryDemo's CPU groups hold 100-600 battery devices, and at
+weight 1 their mean minutes are about 2x off (a noise of 0.1 in the log scale)."""
 VALUE_SPREAD_FLOOR = 0.01
 """The least spread of groups' mean values around the means the model gives them, in scaled units. The
 spread ``s`` itself is estimated from the release (:func:`between_group_spread`: C0 residency differs
@@ -134,6 +146,22 @@ SPREAD_EVIDENCE_ERROR = 0.2
 """Groups whose released mean has a noise error above this (scaled units) are left out of estimating the
 groups' spread: their means are clipped to the scale, so their deviations understate their noise and
 would pull the estimate to zero."""
+COMPOSITION_GIVEN: tuple[tuple[str, str], ...] = (
+    ("persona", "browsing.category_share"),  # PersonaPivot
+    ("cpu", "power_states.state_share"),  # SleepPivot
+)
+"""(attribute, composition) pairs whose sum of shares per value of the attribute is released: the
+browsing category mix of each persona and the power-state mix of each CPU, which PersonaPivot and
+SleepPivot report (the model alone gives every group about the population's mix). Each pair's table
+family is among ``PRESENCE_GIVEN`` with the same attribute: its 2-way count is the group's number of
+present rows."""
+COMPOSITION_GIVEN_WEIGHT = {("persona", "browsing.category_share"): 4.0, ("cpu", "power_states.state_share"): 2.0}
+"""Weights of the per-group mixes: a persona holds a few hundred to a few thousand browsing devices in
+200,000, and a category's share of a few percent must stand above the noise; a CPU's four power states
+have shares of 5-60%."""
+MIX_EVIDENCE_ERROR = 0.5
+"""Entries of a group's mix whose noise, relative to the count the population's mix predicts for them,
+is above this are left out of estimating how far groups' mixes spread (as ``SPREAD_EVIDENCE_ERROR``)."""
 RELEASE_NAME = "telemetry_marginals"
 CHUNK_ROWS = 16_384
 
@@ -157,9 +185,12 @@ def _blocks(layout: WideLayout) -> list[_Block]:
                for name, (parts, _, _) in layout.compositions.items()]
     blocks += [_Block("presence_given", (attribute, family), len(layout.categories[attribute][0]))
                for attribute, family in PRESENCE_GIVEN]
-    blocks += [_Block("value_given", (attribute, name), len(layout.categories[attribute][0]))
-               for attribute, name in VALUE_GIVEN]
+    blocks += [_Block("value_given", (attribute, name), len(layout.categories[attribute][0]),
+                      VALUE_GIVEN_WEIGHT.get((attribute, name), 1.0)) for attribute, name in VALUE_GIVEN]
     blocks.append(_Block("joint_presence", JOINT_PRESENCE, 2 ** len(JOINT_PRESENCE), JOINT_PRESENCE_WEIGHT))
+    blocks += [_Block("composition_given", (attribute, name),
+                      len(layout.categories[attribute][0]) * len(layout.compositions[name][0]),
+                      COMPOSITION_GIVEN_WEIGHT[attribute, name]) for attribute, name in COMPOSITION_GIVEN]
     return blocks
 
 
@@ -195,10 +226,15 @@ def _block_rows(block: _Block, rows: torch.Tensor, layout: WideLayout) -> torch.
     if block.kind == "value_given":
         attribute, name = block.key
         column, gate, _ = layout.gaussians[name]
-        value = rows[:, column:column + 1].clamp(0.0, HISTOGRAM_UPPER) / HISTOGRAM_UPPER
-        return rows[:, layout.categories[attribute][1]] * value * rows[:, gate:gate + 1]
+        deviation = (rows[:, column:column + 1].clamp(0.0, HISTOGRAM_UPPER) - VALUE_CENTRE) / VALUE_CENTRE
+        return rows[:, layout.categories[attribute][1]] * deviation * rows[:, gate:gate + 1]
     if block.kind == "joint_presence":
         return F.one_hot(_pattern_index(rows, block.key, layout), block.width).to(rows.dtype)
+    if block.kind == "composition_given":
+        attribute, name = block.key
+        _, columns, gate = layout.compositions[name]
+        shares = rows[:, columns] * rows[:, gate:gate + 1]
+        return (rows[:, layout.categories[attribute][1], None] * shares[:, None, :]).flatten(1)
     attribute, family = block.key  # presence_given
     presence = layout.bits[f"{family}.present"][0]
     return rows[:, layout.categories[attribute][1]] * rows[:, presence:presence + 1]
@@ -225,10 +261,12 @@ class Marginals:
     presence_given: (attribute, family) -> the family's presence rate among devices with each value of
     the attribute. joint_presence: shares of the presence patterns over ``JOINT_PRESENCE`` (pattern
     index: bit i set when the device has family i's table). value_sums, value_present, value_noise:
-    per pair of ``VALUE_GIVEN``, each group's noisy sum of the value (scaled units, clipped to
-    [0, ``HISTOGRAM_UPPER``]), its noisy count of present rows (its 2-way presence count, cut at zero)
-    and a noise scale of their ratio's numerator (both noises combined, the count's taken at a mean of
-    one); :meth:`group_means` turns them into means.
+    per pair of ``VALUE_GIVEN``, each group's noisy sum of the value's deviation from ``VALUE_CENTRE``
+    (scaled units, the value clipped to [0, ``HISTOGRAM_UPPER``]), its noisy count of present rows (its
+    2-way presence count, cut at zero) and the noise standard deviations of that sum and that count;
+    :meth:`group_means` turns them into means. compositions_given: per pair of
+    ``COMPOSITION_GIVEN``, each group's mean shares among its present rows ``[groups, parts]``, shrunk
+    towards the population's (:func:`_group_mixes`).
     """
 
     categories: dict[str, np.ndarray]
@@ -239,15 +277,18 @@ class Marginals:
     joint_presence: np.ndarray
     value_sums: dict[tuple[str, str], np.ndarray]
     value_present: dict[tuple[str, str], np.ndarray]
-    value_noise: dict[tuple[str, str], float]
+    value_noise: dict[tuple[str, str], tuple[float, float]]
+    compositions_given: dict[tuple[str, str], np.ndarray]
 
     def group_means(self, key: tuple[str, str], prior: np.ndarray) -> np.ndarray:
         """Each group's mean of a ``VALUE_GIVEN`` value (scaled units): its released mean, shrunk towards
         ``prior`` (the mean the model gives the group) by its signal-to-noise ratio (the groups' spread
         estimated by :func:`between_group_spread`); a group with under one present row keeps its prior."""
         present = self.value_present[key]
-        released = np.clip(self.value_sums[key] / np.maximum(present, 1e-12), 0.0, HISTOGRAM_UPPER)
-        error = self.value_noise[key] / np.maximum(present, 1e-12)  # of a ratio of two noisy counts, roughly
+        released = np.clip(VALUE_CENTRE + self.value_sums[key] / np.maximum(present, 1e-12), 0.0, HISTOGRAM_UPPER)
+        sum_noise, count_noise = self.value_noise[key]
+        # of a ratio of two noisy counts, to first order: the count's noise moves it by the deviation times its own
+        error = np.hypot(sum_noise, np.abs(released - VALUE_CENTRE) * count_noise) / np.maximum(present, 1e-12)
         answered = present >= 1.0
         informative = answered & (error <= SPREAD_EVIDENCE_ERROR)  # a mean clipped to the scale says little
         spread = between_group_spread(released[informative] - prior[informative], error[informative])
@@ -300,7 +341,7 @@ def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
         histograms[name] = bins / bins.sum() if bins.sum() > 0 else None
     released_days = [masses for name, masses in histograms.items() if name.endswith(".days") and masses is not None]
     pooled = np.mean(released_days, axis=0) if released_days else None
-    for name in [f"{family}.days" for family in JOINT_PRESENCE]:
+    for name in [name for name in layout.gaussians if name.endswith(".days")]:
         if histograms[name] is None:
             histograms[name] = histograms[DAYS_STAND_IN] if histograms[DAYS_STAND_IN] is not None else pooled
     compositions = {name: _shares(sums["composition", (name,)]) for name in layout.compositions}
@@ -323,12 +364,36 @@ def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
     value_sums, value_present, value_noise = {}, {}, {}
     for attribute, name in VALUE_GIVEN:
         key = (attribute, name)
-        value_sums[key] = HISTOGRAM_UPPER * raw["value_given", key]
+        value_sums[key] = VALUE_CENTRE * raw["value_given", key]
         counts = ("presence_given", (attribute, name.split(".")[0]))
         value_present[key] = sums[counts]  # the group's own count: a shrunk rate would inflate its mean
-        value_noise[key] = math.hypot(HISTOGRAM_UPPER * noise["value_given", key], noise[counts])
+        value_noise[key] = (VALUE_CENTRE * noise["value_given", key], noise[counts])
+    compositions_given = {}
+    for attribute, name in COMPOSITION_GIVEN:
+        parts = len(layout.compositions[name][0])
+        released = raw["composition_given", (attribute, name)].reshape(-1, parts)
+        present = sums["presence_given", (attribute, name.split(".")[0])]
+        compositions_given[attribute, name] = _group_mixes(released, present, compositions[name],
+                                                           noise["composition_given", (attribute, name)])
     return Marginals(categories, bit_rates, histograms, compositions, presence_given, joint / joint.sum(),
-                     value_sums, value_present, value_noise)
+                     value_sums, value_present, value_noise, compositions_given)
+
+
+def _group_mixes(released: np.ndarray, present: np.ndarray, population: np.ndarray, noise_std: float) -> np.ndarray:
+    """Each group's mix (rows summing to one) from its ``released`` noisy sums of shares ``[groups, parts]``:
+    each sum shrunk towards what the ``population`` mix predicts for the group's ``present`` rows by its
+    signal-to-noise ratio, the groups' relative spread around that prediction estimated from the release
+    (:func:`between_group_spread` over the entries whose relative noise is at most ``MIX_EVIDENCE_ERROR``);
+    a group with no present rows takes the population's mix."""
+    expected = present[:, None] * population[None, :]
+    relative_error = noise_std / np.maximum(expected, 1e-12)
+    evidence = relative_error <= MIX_EVIDENCE_ERROR
+    spread = between_group_spread((released[evidence] - expected[evidence]) / expected[evidence],
+                                  relative_error[evidence])
+    signal = (spread * expected) ** 2
+    shrunk = np.maximum(expected + signal / np.maximum(signal + noise_std ** 2, 1e-300) * (released - expected), 0.0)
+    totals = shrunk.sum(axis=1, keepdims=True)
+    return np.where(totals > 0, shrunk / np.maximum(totals, 1e-300), population[None, :])
 
 
 def between_group_spread(deviations: np.ndarray, errors: np.ndarray) -> float:

@@ -252,10 +252,11 @@ class HurdleVAE(_WideVAE):
         bit), raked over the attributes so that each table's presence rate among each attribute value's
         rows equals the released 2-way marginal; the presence of the ``JOINT_PRESENCE`` tables drawn as
         one pattern, in the released pattern shares moved by each row's odds of each table (centred so
-        that the tables' rates stay matched); and, for each day count and value, the monotone map
-        taking the quantiles of its draws (weighted by presence) to the released histogram's, then a
-        shift of the value per attribute value where its sum per value is released, so that each group's
-        mean mapped value is its released mean (shrunk towards the model's own). Only how
+        that the tables' rates stay matched); an offset per (category value, composition part) where the
+        groups' mixes are released, so that each group's mean mix is its own; and, for each day count and
+        value, the monotone map taking the quantiles of its draws (weighted by presence) to the released
+        histogram's, then a shift of the value per attribute value where its sum per value is released, so
+        that each group's mean mapped value is its released mean (shrunk towards the model's own). Only how
         many samples fall where changes, not which latent draws they come from. The marginals and the
         model are DP releases, so this is post-processing.
         """
@@ -274,6 +275,13 @@ class HurdleVAE(_WideVAE):
         for name, (_, columns, gate) in self.layout.compositions.items():
             offsets[columns] = rake_softmax(logits[:, columns], presence[gate],
                                             torch.from_numpy(marginals.compositions[name]))
+        for (attribute, name), mixes in marginals.compositions_given.items():
+            _, columns, gate = self.layout.compositions[name]
+            for value, mix in enumerate(mixes):  # a conditional offset per group: its rows' mean mix is its own
+                rows = groups[attribute] == value
+                if presence[gate][rows].sum() > 0:
+                    conditional[self.layout.categories[attribute][1].start + value, columns] = rake_softmax(
+                        logits[rows][:, columns] + offsets[columns], presence[gate][rows], torch.from_numpy(mix))
         self.logit_offsets.copy_(offsets)
         self.conditional_offsets.copy_(conditional)
         # the joint presence and the values on a larger draw with these offsets: a group's value shift is

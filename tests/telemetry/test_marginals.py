@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from dpbench.telemetry import marginals as marginals_module
 from dpbench.telemetry import vae
 from dpbench.telemetry.marginals import (
+    COMPOSITION_GIVEN,
+    COMPOSITION_GIVEN_WEIGHT,
     COMPOSITION_WEIGHT,
     DAYS_STAND_IN,
     HISTOGRAM_BINS,
@@ -18,7 +21,9 @@ from dpbench.telemetry.marginals import (
     JOINT_PRESENCE,
     JOINT_PRESENCE_WEIGHT,
     PRESENCE_GIVEN,
+    VALUE_CENTRE,
     VALUE_GIVEN,
+    VALUE_GIVEN_WEIGHT,
     Marginals,
     _support,
     between_group_spread,
@@ -56,10 +61,12 @@ def test_no_real_row_exceeds_the_bound_so_none_is_clipped(rows):
     bound = marginals_release(1.0).bound
     assert bound == sensitivity()
     assert torch.linalg.vector_norm(vectors, dim=1).max() <= bound
-    weights = [1.0] * (len(WIDE_LAYOUT.categories) + len(WIDE_LAYOUT.bits) + len(PRESENCE_GIVEN) + len(VALUE_GIVEN))
+    weights = [1.0] * (len(WIDE_LAYOUT.categories) + len(WIDE_LAYOUT.bits) + len(PRESENCE_GIVEN))
+    weights += [VALUE_GIVEN_WEIGHT.get(pair, 1.0) for pair in VALUE_GIVEN]
     weights += [HISTOGRAM_WEIGHT.get(name, 1.0) for name in WIDE_LAYOUT.gaussians]
     weights += [COMPOSITION_WEIGHT.get(name, 1.0) for name in WIDE_LAYOUT.compositions]
     weights.append(JOINT_PRESENCE_WEIGHT)
+    weights += [COMPOSITION_GIVEN_WEIGHT[pair] for pair in COMPOSITION_GIVEN]
     assert bound == pytest.approx(math.sqrt(sum(w * w for w in weights)))
     # the worst case: a device in every table, every value at the top of the scale (or beyond: clipped),
     # every composition concentrated on one part
@@ -100,11 +107,16 @@ def test_noiseless_marginals_are_the_rows_own(rows):
     ram = rows[:, WIDE_LAYOUT.categories["ram"][1]].argmax(1)
     used, memory, _ = WIDE_LAYOUT.gaussians["memory.percent_used"]
     key = ("ram", "memory.percent_used")
-    released = marginals.value_sums[key] / np.maximum(marginals.value_present[key], 1e-12)
+    released = VALUE_CENTRE + marginals.value_sums[key] / np.maximum(marginals.value_present[key], 1e-12)
     for value in torch.bincount(ram[rows[:, memory] == 1]).argsort(descending=True)[:3].tolist():
         members = rows[(ram == value) & (rows[:, memory] == 1), used].clamp(0.0, 1.2)
         assert marginals.value_present[key][value] == pytest.approx(len(members))
         assert released[value] == pytest.approx(float(members.mean()), rel=1e-5)
+    persona = rows[:, WIDE_LAYOUT.categories["persona"][1]].argmax(1)
+    mixes = marginals.compositions_given["persona", "browsing.category_share"]
+    for value in torch.bincount(persona[rows[:, browsing] == 1]).argsort(descending=True)[:3].tolist():
+        members = rows[(persona == value) & (rows[:, browsing] == 1)][:, category]
+        assert np.allclose(mixes[value], members.mean(0).numpy(), atol=1e-6), value
     present = np.stack([rows[:, WIDE_LAYOUT.bits[f"{family}.present"][0]].numpy() for family in JOINT_PRESENCE], 1)
     for pattern in range(2 ** len(JOINT_PRESENCE)):
         holds = [(pattern >> i) & 1 for i in range(len(JOINT_PRESENCE))]
@@ -122,15 +134,16 @@ def test_noise_has_the_release_std_and_empty_bins_stay_empty(rows):
     for name, masses in marginals.histograms.items():
         if masses is not None:
             assert masses.sum() == pytest.approx(1.0) and (masses >= 0).all(), name
-    # a family with a few dozen devices has no histogram bin above three noise deviations; the sensor
-    # tables' day counts then take the C0 table's or, lost too at this size, the mean of the released
-    # day-count histograms (not the untrained model's: ChassisAgg's join multiplies them)
+    # a family with a few dozen devices has no histogram bin above three noise deviations; its day counts
+    # then take the C0 table's or, lost too at this size, the mean of the released day-count histograms
+    # (not the untrained model's: ChassisAgg's join multiplies them)
     assert marginals.histograms["psys.value"] is None
-    pooled = [m for name, m in marginals.histograms.items() if name.endswith(".days") and m is not None
-              and name.split(".")[0] not in JOINT_PRESENCE]
-    assert len(pooled) >= 3 and DAYS_STAND_IN == "c0.days"
-    for family in JOINT_PRESENCE:
-        assert np.allclose(marginals.histograms[f"{family}.days"], np.mean(pooled, axis=0)), family
+    days = {name: masses for name, masses in marginals.histograms.items() if name.endswith(".days")}
+    assert all(masses is not None for masses in days.values()) and DAYS_STAND_IN == "c0.days"
+    own = [masses for masses in days.values() if not np.allclose(masses, days[DAYS_STAND_IN])]
+    stand_ins = [name for name, masses in days.items() if np.allclose(masses, days[DAYS_STAND_IN])]
+    assert len(own) >= 3 and {f"{family}.days" for family in JOINT_PRESENCE} <= set(stand_ins)
+    assert np.allclose(days[DAYS_STAND_IN], np.mean(own, axis=0))
 
 
 def test_a_histogram_keeps_its_significant_bins_and_the_tails_next_to_them_but_not_isolated_noise():
@@ -143,8 +156,8 @@ def test_a_histogram_keeps_its_significant_bins_and_the_tails_next_to_them_but_n
     assert not _support(np.full(8, 25.0), noise).any()  # nothing above the threshold: nothing to grow from
 
 
-def test_every_group_value_sum_has_its_tables_group_counts_released():
-    for attribute, name in VALUE_GIVEN:
+def test_every_group_value_sum_and_mix_has_its_tables_group_counts_released():
+    for attribute, name in VALUE_GIVEN + COMPOSITION_GIVEN:
         assert (attribute, name.split(".")[0]) in PRESENCE_GIVEN, (attribute, name)
 
 
@@ -157,9 +170,11 @@ def test_the_groups_spread_is_what_their_means_vary_by_beyond_the_noise():
 
 
 def test_a_group_mean_is_its_own_where_it_is_signal_and_the_models_where_it_is_noise():
-    marginals = replace(_exact_small(), value_sums={("chassis", "c0.value"): np.array([300.0, 100.0, 2.9, 5.0, 1.0])},
-                        value_present={("chassis", "c0.value"): np.array([1000.0, 1000.0, 3.0, 10.0, 0.0])},
-                        value_noise={("chassis", "c0.value"): 10.0})
+    present = np.array([1000.0, 1000.0, 3.0, 10.0, 0.0])
+    deviations = np.array([0.3, 0.1, 0.97, 0.5, 1.0]) - VALUE_CENTRE
+    marginals = replace(_exact_small(), value_sums={("chassis", "c0.value"): deviations * present},
+                        value_present={("chassis", "c0.value"): present},
+                        value_noise={("chassis", "c0.value"): (10.0, 10.0)})
     prior = np.array([0.5, 0.5, 0.2, 0.3, 0.7])
     means = marginals.group_means(("chassis", "c0.value"), prior)
     # two large groups far from their priors: the groups do differ, and these two are signal
@@ -176,8 +191,8 @@ def test_many_tiny_groups_do_not_hide_how_much_the_large_ones_differ():
     present = np.concatenate([[900.0, 900.0, 8000.0], rng.uniform(1.0, 3.0, 30)])
     means = np.concatenate([[0.45, 0.30, 0.60], rng.uniform(0.0, 1.2, 30)])
     key = ("ram", "memory.percent_used")
-    marginals = replace(_exact_small(), value_sums={key: means * present}, value_present={key: present},
-                        value_noise={key: 34.0})
+    marginals = replace(_exact_small(), value_sums={key: (means - VALUE_CENTRE) * present},
+                        value_present={key: present}, value_noise={key: (34.0, 34.0)})
     shrunk = marginals.group_means(key, np.full(len(present), 0.6))
     assert shrunk[:3] == pytest.approx([0.45, 0.30, 0.60], abs=0.02)
 
@@ -233,7 +248,41 @@ def test_each_ram_size_samples_its_released_mean_utilisation(rows, monkeypatch):
     sampled = sample[:, gate] == 1
     for value in (largest, second):
         synthetic = float(sample[sampled & (drawn == value), column].clamp(0.0, 1.2).mean())
-        assert synthetic == pytest.approx(sums[value] / present[value], abs=0.03), value
+        assert synthetic == pytest.approx(VALUE_CENTRE + sums[value] / present[value], abs=0.03), value
+
+
+def test_each_persona_samples_its_released_browsing_mix(rows, monkeypatch):
+    """A group's category mix follows the release, here moved far from the data's for the largest persona
+    (a third of its time on one rare category), while another persona keeps its own."""
+    marginals = _exact(rows)
+    key = ("persona", "browsing.category_share")
+    mixes = marginals.compositions_given[key].copy()
+    persona_columns = WIDE_LAYOUT.categories["persona"][1]
+    _, category, browsing = WIDE_LAYOUT.compositions["browsing.category_share"]
+    on_browsing = rows[:, browsing] == 1
+    largest, second = torch.bincount(rows[on_browsing][:, persona_columns].argmax(1)).argsort(descending=True)[:2]
+    rare = int(np.argmin(mixes[largest]))
+    mixes[largest] *= 2.0 / 3.0
+    mixes[largest, rare] += 1.0 / 3.0
+    sample = _matched_sample(replace(marginals, compositions_given={key: mixes}), monkeypatch)
+    drawn = sample[:, persona_columns].argmax(1)
+    for value in (int(largest), int(second)):
+        synthetic = sample[(drawn == value) & (sample[:, browsing] == 1)][:, category].mean(0).numpy()
+        assert 0.5 * np.abs(synthetic - mixes[value]).sum() < 0.03, value
+    assert 0.5 * np.abs(mixes[largest] - marginals.compositions_given[key][largest]).sum() > 0.3
+
+
+def test_a_groups_mix_is_its_own_where_it_is_signal_and_the_populations_where_it_is_noise():
+    population = np.array([0.5, 0.3, 0.15, 0.05])
+    true = np.array([[0.2, 0.5, 0.2, 0.1], [0.7, 0.1, 0.1, 0.1], [0.5, 0.3, 0.15, 0.05], [0.1, 0.1, 0.1, 0.7]])
+    present = np.array([20_000.0, 20_000.0, 20_000.0, 3.0])  # the last group: a few rows, all noise
+    noise = 5.0
+    released = present[:, None] * true + np.random.default_rng(0).normal(0.0, noise, true.shape)
+    mixes = marginals_module._group_mixes(released, present, population, noise)
+    assert np.allclose(mixes.sum(1), 1.0)
+    assert np.abs(mixes[:3] - true[:3]).max() < 0.002
+    assert 0.5 * np.abs(mixes[3] - population).sum() < 0.1  # its true mix is 0.65 away: not knowable here
+    assert np.allclose(marginals_module._group_mixes(released, np.zeros(4), population, noise), population)
 
 
 def test_the_sensor_tables_are_drawn_together_in_the_released_patterns(rows, monkeypatch):
