@@ -39,7 +39,8 @@ multiplied by its weight (1, or more where a query needs a sparse marginal more 
 ``HISTOGRAM_WEIGHT`` for the sensor values ChassisAgg averages, ``JOINT_PRESENCE_WEIGHT``,
 ``VALUE_GIVEN_WEIGHT``, ``COMPOSITION_GIVEN_WEIGHT``), so a device's vector has norm at most sqrt(sum of
 squared weights): the kernel's bound (:mod:`dpbench.privacy.statistics_release`), reached only by a device
-present in every table with its values at the top of the scale.
+present in every table with its values at an end of the scale (a group sum's deviation is -1 at the
+bottom, +1 at the top).
 
 Everything after the noisy sum is post-processing: negative counts become zero; histogram bins below
 ``HISTOGRAM_THRESHOLD`` noise deviations are taken as empty (an empty bin is far more common than a sparse

@@ -79,6 +79,10 @@ def test_no_real_row_exceeds_the_bound_so_none_is_clipped(rows):
         worst[0, columns] = 0.0
         worst[0, columns.start] = 1.0
     assert float(torch.linalg.vector_norm(statistic_vectors(worst))) == pytest.approx(bound, rel=1e-6)
+    # and below the scale: a group sum's centred deviation is clipped at -1, never beyond
+    for column, _, _ in WIDE_LAYOUT.gaussians.values():
+        worst[0, column] = -5.0
+    assert float(torch.linalg.vector_norm(statistic_vectors(worst))) == pytest.approx(bound, rel=1e-6)
 
 
 def test_noiseless_marginals_are_the_rows_own(rows):
