@@ -139,11 +139,11 @@ HEADINGS = {
 
 
 def to_markdown(board: pd.DataFrame, comparisons: pd.DataFrame, notes: dict[tuple, list[str]],
-                baseline: str = "fixed", show_trial_count: bool = False) -> str:
+                baseline: str = "fixed", operator_view: bool = False) -> str:
     """Human-readable tables, one per dataset, target ε and way of tuning: accuracy as mean ± std (%), runs
     averaged, and a note when the rows differ in more than the mechanism. A tuned table says how each row was
     tuned, the hyper-parameters chosen, K and the ε of the whole search; K itself (the operator's secret) only
-    with ``show_trial_count``, else its law."""
+    with ``operator_view``, else its law."""
     lines = []
     tunings = board.groupby(["dataset", "target_epsilon"])["tuning"].agg(set)
     for (dataset, target, tuning), rows in board.groupby(TABLE, sort=True):
@@ -166,16 +166,16 @@ def to_markdown(board: pd.DataFrame, comparisons: pd.DataFrame, notes: dict[tupl
                  "rows without one show –."),
                 "",
             ]
-        columns = _columns(tuning, baseline, show_trial_count)
+        columns = _columns(tuning, baseline, operator_view)
         lines += ["| " + " | ".join(header for header, _ in columns) + " |", "|" + "---|" * len(columns)]
         for _, row in rows.iterrows():
-            cells = {"comparison": _comparison_cells(comparisons, row)}
+            cells = {"comparison": comparison_cells(comparisons, row)}
             lines.append("| " + " | ".join(cell(row, cells) for _, cell in columns) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
-def _columns(tuning: str, baseline: str, show_trial_count: bool) -> list[tuple[str, object]]:
+def _columns(tuning: str, baseline: str, operator_view: bool) -> list[tuple[str, object]]:
     """(header, cell function) per column of a table of rows tuned this way."""
     common_head = [
         ("ε target", lambda row, _: f"{row['target_epsilon']:g}"),
@@ -184,7 +184,8 @@ def _columns(tuning: str, baseline: str, show_trial_count: bool) -> list[tuple[s
         ("differs", lambda row, _: row["differs"] or "–"),
     ]
     accuracy = [
-        ("test accuracy (%)", lambda row, _: f"{_percent(row['accuracy_mean'])} ± {_percent(row['accuracy_std'])}"),
+        ("test accuracy (%)",
+         lambda row, _: f"{percent_cell(row['accuracy_mean'])} ± {percent_cell(row['accuracy_std'])}"),
         ("n runs", lambda row, _: str(row["n_runs"])),
     ]
     common_tail = [
@@ -194,21 +195,21 @@ def _columns(tuning: str, baseline: str, show_trial_count: bool) -> list[tuple[s
         ("Welch p", lambda _, cells: cells["comparison"][1]),
     ]
     if tuning == UNTUNED:
-        return [*common_head, *accuracy, ("ε spent", lambda row, _: _epsilon(row["epsilon_spent"])), *common_tail]
+        return [*common_head, *accuracy, ("ε spent", lambda row, _: epsilon_cell(row["epsilon_spent"])), *common_tail]
     tuned = [
         ("tuned", lambda row, _: _tuned_on(row)),
         ("chosen", lambda row, _: row["chosen"] or "–"),
     ]
     if tuning == PRIVATE_SEARCH:
         spent = [
-            ("K", lambda row, _: _trial_count(row, show_trial_count)),
-            ("ε spent, tuning included", lambda row, _: _epsilon(row["epsilon_spent"])),
-            ("ε per trial", lambda row, _: _epsilon(row["epsilon_trial"])),
+            ("K", lambda row, _: _trial_count(row, operator_view)),
+            ("ε spent, tuning included", lambda row, _: epsilon_cell(row["epsilon_spent"])),
+            ("ε per trial", lambda row, _: epsilon_cell(row["epsilon_trial"])),
         ]
     else:
         spent = [
-            ("K", lambda row, _: _trial_count(row, show_trial_count)),
-            ("ε spent (tuning: none charged)", lambda row, _: _epsilon(row["epsilon_spent"])),
+            ("K", lambda row, _: _trial_count(row, operator_view)),
+            ("ε spent (tuning: none charged)", lambda row, _: epsilon_cell(row["epsilon_spent"])),
         ]
     return [*common_head[:2], *tuned, *common_head[2:], *accuracy, *spent, *common_tail]
 
@@ -223,14 +224,19 @@ def _trial_count(row: pd.Series, show: bool) -> str:
     """K for a public proxy (public); for a private search its law, and K itself only in the operator's view."""
     if row["tuning"] == PUBLIC_PROXY:
         return NOT_AVAILABLE if pd.isna(row["trials_run"]) else f"{int(row['trials_run'])}"
-    shape, mean = float(row["trials_shape"]), float(row["trials_mean"])
-    law = f"{TRIAL_LAWS.get(shape, f'negative binomial η={shape:g}')}, mean {mean:g}"
+    law = trial_law(row)
     if show and not pd.isna(row["trials_run"]):
         return f"{int(row['trials_run'])} (operator only; {law})"
     return f"secret ({law})"
 
 
-def _epsilon(value: float) -> str:
+def trial_law(row: pd.Series) -> str:
+    """K's law as a private search's row records it (``trials_shape``, ``trials_mean``)."""
+    shape, mean = float(row["trials_shape"]), float(row["trials_mean"])
+    return f"{TRIAL_LAWS.get(shape, f'negative binomial η={shape:g}')}, mean {mean:g}"
+
+
+def epsilon_cell(value: float) -> str:
     return "unbounded" if value is None or pd.isna(value) or math.isinf(value) else f"{value:.3f}"
 
 
@@ -279,14 +285,17 @@ def _distinctions(results: pd.DataFrame) -> dict[tuple, str]:
     return described
 
 
-def _comparison_cells(comparisons: pd.DataFrame, row: pd.Series) -> tuple[str, str]:
-    match = comparisons[(comparisons[GROUP] == row[GROUP]).all(axis=1)]
+def comparison_cells(comparisons: pd.DataFrame, row: pd.Series, keys: list[str] = GROUP,
+                     against_column: str = "baseline_config_id") -> tuple[str, str]:
+    """The Δ (95% CI) and Welch p cells of ``row`` (matched on ``keys``); each baseline named by
+    ``against_column`` when there are several."""
+    match = comparisons[(comparisons[keys] == row[keys]).all(axis=1)] if not comparisons.empty else comparisons
     if match.empty:
         return "–", "–"
     several = len(match) > 1
     deltas, ps = [], []
     for _, m in match.iterrows():
-        against = f" vs {m['baseline_config_id']}" if several else ""
+        against = f" vs {m[against_column]}" if several else ""
         interval = (NOT_AVAILABLE if math.isnan(m["ci_low"])
                     else f"{100 * m['ci_low']:+.2f}, {100 * m['ci_high']:+.2f}")
         deltas.append(f"{100 * m['difference']:+.2f} [{interval}]{against}")
@@ -294,5 +303,5 @@ def _comparison_cells(comparisons: pd.DataFrame, row: pd.Series) -> tuple[str, s
     return "; ".join(deltas), "; ".join(ps)
 
 
-def _percent(value: float) -> str:
+def percent_cell(value: float) -> str:
     return NOT_AVAILABLE if value is None or math.isnan(value) else f"{100 * value:.2f}"

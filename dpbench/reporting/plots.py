@@ -69,3 +69,24 @@ def plot_accuracy_vs_epsilon(results: pd.DataFrame, path: Path) -> Path | None:
                           capsize=3, label=_line_name(rows, mechanism, "sweep_id", sweep))
         _finish(axis, dataset, "ε (δ fixed)", "test accuracy (%)")
     return _save(figure, path)
+
+
+def plot_tuned_pipelines(table: pd.DataFrame, path: Path) -> Path | None:
+    """Tuned pipelines' accuracy (mean ± std over their searches) against the ε of each search, tuning included,
+    one series per mechanism (offset a little along ε so that pipelines at one ε stay apart); None if none."""
+    if table.empty:
+        return None
+    datasets = sorted(table["dataset"].unique())
+    figure, axes = _panels(datasets, "tuned pipelines: test accuracy against ε, tuning included (mean ± std over "
+                                     "searches)")
+    for axis, dataset in zip(axes, datasets):
+        rows = table[table["dataset"] == dataset]
+        names = sorted(rows["mechanism"].unique())
+        for index, ((mechanism, pipeline), line) in enumerate(rows.groupby(["mechanism", "pipeline"])):
+            line = line.sort_values("target_epsilon")
+            offset = 1 + 0.01 * (names.index(mechanism) - (len(names) - 1) / 2)
+            axis.errorbar(line["target_epsilon"] * offset, 100 * line["accuracy_mean"],
+                          yerr=100 * line["accuracy_std"].fillna(0), marker="o", capsize=3,
+                          label=_line_name(rows, mechanism, "pipeline", pipeline))
+        _finish(axis, dataset, "ε per search, tuning included", "test accuracy (%)")
+    return _save(figure, path)

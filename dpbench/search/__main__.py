@@ -32,7 +32,9 @@ from pathlib import Path
 
 import numpy as np
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from dpbench.privacy.noise import entropy_seed
 from dpbench.privacy.tuning import TrialCount
@@ -40,7 +42,7 @@ from dpbench.reporting.run_files import RunFiles, append_result_row
 from dpbench.search.plan import TRIAL_GROUP, SearchPlan, draw_plan
 from dpbench.search.selection import RESULT_FILE, select_best
 from dpbench.search.space import SearchSpaceError, load_space
-from dpbench.search.tuning_record import private_search_row
+from dpbench.search.tuning_record import pipeline_id, private_search_row
 from dpbench.training.run_summary import result_row
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -177,12 +179,13 @@ def apply_command(plan: SearchPlan, chosen: dict, run_dir: Path) -> list[str]:
     ]
 
 
-def record_private_search(result: dict, plan: SearchPlan, directory: Path, results: Path) -> None:
-    """Appends the selected model's row, as a tuned result with the search's epsilon, to the results table."""
+def record_private_search(result: dict, plan: SearchPlan, base: DictConfig, directory: Path, results: Path) -> None:
+    """Appends the selected model's row, as a tuned result with the search's epsilon and the id of its pipeline
+    (``base``, the search's base configuration), to the results table."""
     best = result["released"]
     summary = RunFiles(Path(best["run_dir"])).read_summary()
     row = private_search_row(result_row(summary), directory.name, list(best["overrides"]), plan.count,
-                             result["trials_finished"])
+                             result["trials_finished"], pipeline_id(base))
     append_result_row(results / "results.jsonl", row)
 
 
@@ -207,6 +210,9 @@ def apply_public_choice(result: dict, plan: SearchPlan, directory: Path, results
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)  # opacus configures logging on import
     arguments = list(sys.argv[1:] if argv is None else argv)
+    if {"-h", "--help"} & set(arguments):
+        print(__doc__)
+        return 0
     launcher = [a for a in arguments if a.startswith(LAUNCHER_PREFIXES)]
     try:
         preset, arguments = split_preset(arguments)
@@ -216,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         results = Path(cfg.paths.results)
         directory = results / "searches" / search_name(overrides, preset)
         plan = plan_search(cfg, overrides, directory, preset)
-    except (SearchSpaceError, SearchDirectoryError, ValueError) as error:
-        print(f"dpbench.search: {error}", file=sys.stderr)
+    except (SearchSpaceError, SearchDirectoryError, ValueError, HydraException, OmegaConfBaseException) as error:
+        print(f"dpbench.search: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     if plan.count == 0:
         (directory / RESULT_FILE).write_text(json.dumps({"released": None, "reason": "K = 0"}) + "\n")
@@ -242,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         (directory / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
         return status
     (directory / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
-    record_private_search(result, plan, directory, results)
+    record_private_search(result, plan, cfg, directory, results)
     log.info(
         "best trial %s (%s): noised validation score %.4f | test accuracy %.2f%% | epsilon %.4g for the whole "
         "search (tuning included); its row is in %s",

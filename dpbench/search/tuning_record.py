@@ -17,6 +17,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
+from dpbench.reporting.configuration import PER_SEARCH_KEYS, config_id, defining, flatten
+
 UNTUNED = "untuned"
 PRIVATE_SEARCH = "private search"
 PUBLIC_PROXY = "public proxy"
@@ -24,8 +28,17 @@ PUBLIC_PROXY = "public proxy"
 PUBLIC_PROXY_COST = "none charged to the private data: the hyper-parameters were chosen on the public dataset {}"
 
 
+def pipeline_id(base: DictConfig) -> str:
+    """The id of a search's *pipeline*: its base configuration (dataset, model, preset, mechanism, search space, law
+    of K, validation split; what the trials are drawn around) without the seed and what identifies one search.
+    Independent searches of one pipeline (other seeds, other draws of K and of the trials) are replications of it:
+    the report averages their released models as the pipeline's expected result."""
+    flat = defining(flatten(OmegaConf.to_container(base, resolve=True)))
+    return config_id({key: value for key, value in flat.items() if key not in PER_SEARCH_KEYS})
+
+
 def private_search_row(trial_row: Mapping[str, Any], search_id: str, searched: list[str], trials_run: int,
-                       trials_finished: int) -> dict[str, Any]:
+                       trials_finished: int, pipeline: str | None = None) -> dict[str, Any]:
     """The results-table row of a private search's released model: the selected trial's row, with every ε of the
     trial renamed ``..._trial`` and ``epsilon`` the search's ε (tuning included; None if the trial left the
     search's reference curve, i.e. no bound holds)."""
@@ -39,6 +52,7 @@ def private_search_row(trial_row: Mapping[str, Any], search_id: str, searched: l
         "tuned_on": trial_row["dataset"],
         "tuning_cost": "inside epsilon: the whole search, tuning included (Papernot & Steinke 2022)",
         "search_id": search_id,
+        "pipeline_id": pipeline,
         "searched": sorted(searched),
         "trials_mean": trial_row["search"]["trials_mean"],
         "trials_shape": trial_row["search"]["trials_shape"],

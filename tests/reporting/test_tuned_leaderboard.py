@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from scipy import stats
 
 from dpbench.report import write_report
 from dpbench.reporting.leaderboard import compare_to_baseline, leaderboard
 from dpbench.reporting.results_table import NoResultsError, load_results
+from dpbench.reporting.tuned_pipelines import compare_pipelines, pipelines
 from dpbench.search.tuning_record import PRIVATE_SEARCH, PUBLIC_PROXY, private_search_row, public_proxy_record
 
 FIXED = {"_target_": "mechanisms.fixed.FixedClipping", "name": "fixed", "max_grad_norm": 1.0}
@@ -57,9 +59,10 @@ def write_run(results: Path, name: str, mechanism: dict, accuracy: float, seed: 
 
 
 def write_search(results: Path, search: str, mechanism: dict, accuracy: float, chosen: dict, trials_run: int = 3,
-                 total: float = TOTAL):
-    """A private search's selected trial (its summary, as a trial writes it) and the released row the search
-    appends to the results table (built by the search's own function)."""
+                 total: float = TOTAL, pipeline: str | None = None, unreleased: tuple[float, ...] = ()):
+    """A private search's selected trial (its summary, as a trial writes it; ``unreleased``: the accuracies of its
+    other trials) and the released row the search appends to the results table (built by the search's own
+    function), recording ``pipeline`` as the search's pipeline id."""
     trial = {"trial": "t1", "validation_score": accuracy - 0.05, "epsilon_search": total,
              "search": {"trials_mean": 2, "trials_shape": 1, "reference_noise_multiplier": 5.4,
                         "within_reference_curve": True, "validation_size": 144, "score_noise": 10}}
@@ -69,7 +72,10 @@ def write_search(results: Path, search: str, mechanism: dict, accuracy: float, c
     search_dir = results / "searches" / search
     search_dir.mkdir(parents=True)
     row = write_run(search_dir, "t1", mechanism, accuracy, tune=tune, train=train, **trial)
-    released = private_search_row(row, search, SEARCHED[mechanism["name"]], trials_run, trials_run)
+    for index, other in enumerate(unreleased, start=2):  # trials the search did not select
+        write_run(search_dir, f"t{index}", mechanism, other, tune=tune | {"trial": f"t{index}"}, train=train,
+                  **trial | {"trial": f"t{index}"})
+    released = private_search_row(row, search, SEARCHED[mechanism["name"]], trials_run, trials_run, pipeline)
     with open(results / "results.jsonl", "a") as handle:
         handle.write(json.dumps(released) + "\n")
 
@@ -125,7 +131,7 @@ def test_a_tuned_row_shows_the_whole_search_epsilon_not_the_trial_epsilon(result
 def test_k_appears_only_in_the_operator_view(results, tmp_path):
     public = write_report(results, tmp_path / "public")
     assert pd.read_csv(public["leaderboard_csv"])["trials_run"].isna().all()
-    operator = write_report(results, tmp_path / "operator", show_trial_count=True)
+    operator = write_report(results, tmp_path / "operator", operator_view=True)
     board = pd.read_csv(operator["leaderboard_csv"])
     assert set(board.loc[board["tuning"] == PRIVATE_SEARCH, "trials_run"]) == {3}
     assert "3 (operator only; geometric, mean 2)" in operator["leaderboard_md"].read_text()
@@ -222,3 +228,57 @@ def test_a_search_whose_trial_left_the_reference_curve_has_no_bound(tmp_path):
     text = write_report(results, tmp_path / "report")["leaderboard_md"].read_text()
     line = next(line for line in text.splitlines() if "| private search on digits |" in line)
     assert "| unbounded | 2.021 |" in line
+
+
+def pipeline_results(tmp_path: Path) -> Path:
+    """Three searches each of a fixed and an adaptive pipeline, one search of another fixed pipeline (recorded
+    under another id), and a search written before pipelines were recorded."""
+    results = tmp_path / "results"
+    results.mkdir()
+    for seed, accuracy in enumerate((0.90, 0.92, 0.94)):
+        write_search(results, f"mechanism=fixed,seed={seed}", FIXED, accuracy, {"train.lr": 0.1 * (seed + 1)},
+                     pipeline="fixedpipe", unreleased=(0.4123, 0.8555))
+        write_search(results, f"mechanism=adaptive,seed={seed}", ADAPTIVE, accuracy - 0.10 + 0.01 * seed,
+                     {"train.lr": 0.3}, pipeline="adaptpipe", unreleased=(0.3321,))
+    write_search(results, "mechanism=fixed,epochs=3", FIXED, 0.5, {"train.lr": 0.1}, pipeline="otherpipe")
+    write_search(results, "mechanism=fixed,old", FIXED, 0.7, {"train.lr": 0.1})
+    return results
+
+
+def test_searches_of_one_pipeline_are_averaged_and_other_pipelines_never_join(tmp_path):
+    table = pipelines(load_results(pipeline_results(tmp_path)))
+    fixed = row_of(table, pipeline="fixedpipe")
+    assert fixed["n_searches"] == 3 and fixed["accuracy_mean"] == pytest.approx(0.92)
+    assert fixed["accuracy_std"] == pytest.approx(0.02)
+    assert fixed["epsilon_spent"] == pytest.approx(TOTAL) and fixed["epsilon_trial"] == pytest.approx(PER_TRIAL)
+    assert row_of(table, pipeline="otherpipe")["n_searches"] == 1
+    assert row_of(table, pipeline="adaptpipe")["accuracy_mean"] == pytest.approx(0.83)
+    old = table[~table["pipeline"].isin(["fixedpipe", "adaptpipe", "otherpipe"])]
+    assert len(old) == 1 and old.iloc[0]["n_searches"] == 1 and old.iloc[0]["accuracy_mean"] == pytest.approx(0.7)
+
+
+def test_pipelines_are_compared_over_their_searches(tmp_path):
+    comparisons = compare_pipelines(load_results(pipeline_results(tmp_path)), resamples=2000)
+    adaptive = comparisons[(comparisons["pipeline"] == "adaptpipe") & (comparisons["baseline_pipeline"] == "fixedpipe")]
+    assert len(adaptive) == 1
+    row = adaptive.iloc[0]
+    assert row["difference"] == pytest.approx(0.83 - 0.92)
+    expected = stats.ttest_ind([0.80, 0.83, 0.86], [0.90, 0.92, 0.94], equal_var=False).pvalue
+    assert row["welch_p_value"] == pytest.approx(expected)
+    assert row["ci_low"] < row["difference"] < row["ci_high"] < 0
+    assert (comparisons["mechanism"] != "fixed").all()
+
+
+def test_the_trials_spread_is_only_in_the_operator_view(tmp_path):
+    results = pipeline_results(tmp_path)
+    public = write_report(results, tmp_path / "public")
+    text = public["leaderboard_md"].read_text()
+    assert "tuned pipelines (mean over independent private searches)" in text
+    line = next(line for line in text.splitlines() if "| fixedpipe |" in line)
+    assert "92.00 ± 2.00 | 3 |" in line
+    published = text + public["pipelines_csv"].read_text() + public["leaderboard_csv"].read_text()
+    assert "41.23" not in published and "0.4123" not in published and "operator only" not in published
+    operator = write_report(results, tmp_path / "operator", operator_view=True)
+    line = next(line for line in operator["leaderboard_md"].read_text().splitlines() if "| fixedpipe |" in line)
+    assert "85.55 [41.23, 94.00] (9 trials)" in line
+    assert public["pipelines_png"].exists()

@@ -13,8 +13,9 @@ import pytest
 from dp_accounting import dp_event
 
 from dpbench.report import write_report
-from dpbench.search.__main__ import main
+from dpbench.search.__main__ import compose_base, main
 from dpbench.search.plan import SearchPlan
+from dpbench.search.tuning_record import pipeline_id
 
 SEED_WITH_TWO_TRIALS = 5  # tune.seed=5 draws K = 2 from a geometric law of mean 2
 
@@ -64,8 +65,8 @@ def test_the_leaderboard_shows_the_released_model_with_the_search_epsilon(search
     """The search appends its released model to the results table it was started with; the report shows it as
     a tuned row whose ε is the whole search's, recomputed here with dp_accounting from the trial's record (the
     reference trial's Poisson-sampled Gaussian steps after the Gaussian score release, repeated and selected
-    under K's law), and not the trial's own ε."""
-    _, directory = search
+    under K's law), and not the trial's own ε. The row names the search's pipeline."""
+    overrides, directory = search
     results = directory.parents[1]
     released = json.loads((directory / "result.json").read_text())["released"]
     trial = json.loads((Path(released["run_dir"]) / "summary.json").read_text())
@@ -85,6 +86,22 @@ def test_the_leaderboard_shows_the_released_model_with_the_search_epsilon(search
     assert row.epsilon_spent == pytest.approx(total, rel=0.01)
     assert row.epsilon_trial == pytest.approx(trial["epsilon"]) and trial["epsilon"] < 0.9 * total
     assert math.isnan(row.trials_run)  # K is not published
+    recorded = pd.read_json(results / "results.jsonl", lines=True)["pipeline_id"]
+    assert list(recorded) == [pipeline_id(compose_base(overrides))]
+
+
+@pytest.mark.parametrize("change, same", [
+    ("seed=1", True), ("tune.seed=9", True), ("paths.results=/elsewhere", True), ("tune.trials_mean=3", False),
+    ("tune.trials_shape=0", False), ("train.epochs=2", False), ("mechanism=adaptive", False),
+    ("tune.validation_fraction=0.2", False),
+])
+def test_a_pipeline_is_the_search_s_base_without_its_seed(change, same):
+    """Searches that differ only in their seeds replicate one pipeline (the report averages them); anything that
+    changes what the trials are drawn around, or how many, is another pipeline."""
+    base = ["train.epochs=1", "tune.trials_mean=2", "tune.seed=5", "seed=0"]
+    key = change.split("=")[0]
+    changed = [o for o in base if not o.startswith(key + "=")] + [change]
+    assert (pipeline_id(compose_base(base)) == pipeline_id(compose_base(changed))) is same
 
 
 @pytest.mark.parametrize("moved", ["hydra.sweep.dir=/tmp/elsewhere", "hydra.sweep.subdir=x", "hydra.run.dir=/tmp/x"])
@@ -95,3 +112,16 @@ def test_an_override_that_moves_the_trials_is_refused(tmp_path, moved, capsys):
     error = capsys.readouterr().err
     assert moved in error and "paths.results=DIR" in error
     assert not (tmp_path / "searches").exists()
+
+
+@pytest.mark.parametrize("argument, named", [("mechanism=nonexistent", "nonexistent"), ("train.lrr=3", "train.lrr")])
+def test_a_bad_override_is_one_line_naming_it(tmp_path, argument, named, capsys):
+    assert main([f"paths.results={tmp_path}", argument]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("dpbench.search: ") and named in error and "Traceback" not in error
+    assert not (tmp_path / "searches").exists()
+
+
+def test_help_prints_the_usage_and_plans_nothing(tmp_path, capsys):
+    assert main(["--help"]) == 0
+    assert "python -m dpbench.search" in capsys.readouterr().out

@@ -208,8 +208,8 @@ def test_parameter_ema_changes_evaluation_only(make_config, tmp_path):
     assert averaged["epsilon"] == plain["epsilon"]
     # Evaluation used the averaged parameters, which differ from the trained ones.
     from dpbench.data import load_dataset
-    from dpbench.models import DigitsTanhCNN
     from dpbench.data.splits import accuracy
+    from dpbench.models import DigitsTanhCNN
 
     model = DigitsTanhCNN()
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
