@@ -75,12 +75,14 @@ def load_scattered_dataset(
     """Dataset ``name`` (see :func:`dpbench.data.load_dataset`) with its images replaced by their
     scattering coefficients ``[C * K, H / 2^J, W / 2^J]`` (MNIST 81x7x7, CIFAR-10 243x8x8).
 
-    With ``cache``, the coefficients are read from (or written to) ``<root>/scattering/``.
+    With ``cache``, the coefficients are read from (or written to) ``<root>/scattering/``; a cached file is
+    memory-mapped, not copied: its pages are the operating system's file cache, shared by every run that reads
+    it (CIFAR-10's coefficients are 3.7 GB) and read back from disk if memory runs short.
     """
     pixels = load_dataset(name, root, verify_checksums, download)
     cache_file = resolve_root(root) / CACHE_FOLDER / f"{name}-J{J}-L{L}-{pixel_fingerprint(pixels)}.pt"
     if cache and cache_file.is_file():
-        train_features, test_features = torch.load(cache_file, weights_only=True)
+        train_features, test_features = torch.load(cache_file, weights_only=True, mmap=True)
     else:
         train_features = scattering_transform(pixels.train_features, J, L)
         test_features = scattering_transform(pixels.test_features, J, L)

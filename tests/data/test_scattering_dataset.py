@@ -1,5 +1,7 @@
 """ScatterNet features: shape, per-example independence (why they cost no privacy), caching, errors."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -45,3 +47,19 @@ def test_dataset_is_cached_and_reloaded(tmp_path, monkeypatch):
     second = load_scattered_dataset("digits", root=tmp_path, J=1, L=4)
     assert torch.equal(first.train_features, second.train_features)
     assert torch.equal(first.test_features, second.test_features)
+
+
+def test_the_cache_is_mapped_from_its_file_and_writing_to_it_leaves_the_file_intact(tmp_path):
+    """A cached dataset is memory-mapped (its pages are the file cache, shared by concurrent runs), privately: a
+    run that changes its features in place changes neither the file nor the next run's features."""
+    first = load_scattered_dataset("digits", root=tmp_path, J=1, L=4)
+    second = load_scattered_dataset("digits", root=tmp_path, J=1, L=4)
+    maps = Path("/proc/self/maps")
+    if maps.exists():
+        (cache_file,) = (tmp_path / scattering.CACHE_FOLDER).glob("digits-J1-L4-*.pt")
+        pointer = second.train_features.data_ptr()
+        mapped = [line.split()[0].split("-") for line in maps.read_text().splitlines() if str(cache_file) in line]
+        assert any(int(low, 16) <= pointer < int(high, 16) for low, high in mapped)
+    second.train_features.add_(1.0)
+    third = load_scattered_dataset("digits", root=tmp_path, J=1, L=4)
+    assert torch.equal(third.train_features, first.train_features)
