@@ -2,6 +2,7 @@
 
     python -m dpbench.search mechanism=adaptive dataset=mnist_scattering dataset.verify_checksums=false
     python -m dpbench.search mechanism=fixed tune.trials_mean=5 hydra/launcher=joblib hydra.launcher.n_jobs=2
+    python -m dpbench.search -m mechanism=fixed,adaptive seed=0,1,2     # six searches, one after the other
 
 Draws the secret number of trials K and K configurations from ``conf/search_space/<mechanism>.yaml``
 (once: the plan is kept in ``<results>/searches/<overrides>/search.json``, so a killed search
@@ -23,6 +24,7 @@ dataset in one ordinary run (``<results>/runs/public_proxy,<overrides>``), whose
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -207,12 +209,41 @@ def apply_public_choice(result: dict, plan: SearchPlan, directory: Path, results
     return 0
 
 
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def expand_searches(arguments: list[str]) -> list[list[str]]:
+    """``-m`` arguments to one argument list per search: every ``key=a,b,c`` (a comma list that is not a
+    bracketed or quoted value) contributes each of its values, in the Cartesian product of all such keys."""
+    choices = []
+    for argument in arguments:
+        key, separator, value = argument.partition("=")
+        sweepable = separator and "," in value and not value.startswith(("[", "{", "'", '"'))
+        choices.append([f"{key}={v}" for v in value.split(",")] if sweepable else [argument])
+    return [list(combination) for combination in itertools.product(*choices)]
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)  # opacus configures logging on import
     arguments = list(sys.argv[1:] if argv is None else argv)
     if {"-h", "--help"} & set(arguments):
         print(__doc__)
         return 0
+    if not set(MULTIRUN_FLAGS) & set(arguments):
+        return run_search(arguments)
+    searches = expand_searches([a for a in arguments if a not in MULTIRUN_FLAGS])
+    failed = []
+    for index, search in enumerate(searches, start=1):
+        log.info("search %d of %d: %s", index, len(searches), " ".join(search))
+        if run_search(search) != 0:
+            failed.append(" ".join(search))
+    log.info("%d of %d searches finished%s", len(searches) - len(failed), len(searches),
+             "; failed: " + " | ".join(failed) if failed else "")
+    return 1 if failed else 0
+
+
+def run_search(arguments: list[str]) -> int:
+    """One search: plans it (or reads its kept plan), runs its trials and records the released model."""
     launcher = [a for a in arguments if a.startswith(LAUNCHER_PREFIXES)]
     try:
         preset, arguments = split_preset(arguments)

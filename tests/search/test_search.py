@@ -13,6 +13,7 @@ import pytest
 from dp_accounting import dp_event
 
 from dpbench.report import write_report
+from dpbench.search import __main__ as search_main
 from dpbench.search.__main__ import compose_base, main
 from dpbench.search.plan import SearchPlan
 from dpbench.search.tuning_record import pipeline_id
@@ -125,3 +126,24 @@ def test_a_bad_override_is_one_line_naming_it(tmp_path, argument, named, capsys)
 def test_help_prints_the_usage_and_plans_nothing(tmp_path, capsys):
     assert main(["--help"]) == 0
     assert "python -m dpbench.search" in capsys.readouterr().out
+
+
+def test_a_multirun_runs_one_search_per_combination_and_goes_on_after_a_failure(monkeypatch):
+    """``-m`` expands comma lists (not bracketed values) into the Cartesian product; each combination is its own
+    search, a failing one does not stop the others, and the exit status says that one failed."""
+    calls = []
+
+    def one_search(arguments):
+        calls.append(arguments)
+        return 1 if "mechanism=adaptive" in arguments and "seed=1" in arguments else 0
+
+    monkeypatch.setattr(search_main, "run_search", one_search)
+    assert main(["-m", "mechanism=fixed,adaptive", "seed=0,1", "train.lr=0.5", "+x=[1,2]"]) == 1
+    assert calls == [
+        ["mechanism=fixed", "seed=0", "train.lr=0.5", "+x=[1,2]"],
+        ["mechanism=fixed", "seed=1", "train.lr=0.5", "+x=[1,2]"],
+        ["mechanism=adaptive", "seed=0", "train.lr=0.5", "+x=[1,2]"],
+        ["mechanism=adaptive", "seed=1", "train.lr=0.5", "+x=[1,2]"],
+    ]
+    calls.clear()
+    assert main(["mechanism=fixed"]) == 0 and calls == [["mechanism=fixed"]]
