@@ -113,22 +113,30 @@ def compare_to_baseline(
                 reference = reference_runs["final_accuracy"].dropna().to_numpy()
                 if len(values) == 0 or len(reference) == 0:
                     continue
-                low = high = p_value = float("nan")
-                if len(values) > 1 and len(reference) > 1:
-                    p_value = float(stats.ttest_ind(values, reference, equal_var=False).pvalue)
-                    boot = (rng.choice(values, (resamples, len(values))).mean(1)
-                            - rng.choice(reference, (resamples, len(reference))).mean(1))
-                    low, high = np.quantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2])
+                low, high, p_value = difference_statistics(values, reference, rng, resamples, confidence)
                 rows.append({
                     "dataset": dataset, "target_epsilon": target, "tuning": tuning, "mechanism": mechanism,
                     "config_id": config, "baseline": baseline, "baseline_config_id": baseline_config,
                     "baseline_tuning": reference_runs["tuning"].iloc[0],
-                    "difference": values.mean() - reference.mean(), "ci_low": float(low), "ci_high": float(high),
+                    "difference": values.mean() - reference.mean(), "ci_low": low, "ci_high": high,
                     "welch_p_value": p_value, "n_runs": len(values), "baseline_n_runs": len(reference),
                 })
     columns = ["dataset", "target_epsilon", "tuning", "mechanism", "config_id", "baseline", "baseline_config_id",
                "baseline_tuning", "difference", "ci_low", "ci_high", "welch_p_value", "n_runs", "baseline_n_runs"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def difference_statistics(values: np.ndarray, reference: np.ndarray, rng: np.random.Generator, resamples: int,
+                          confidence: float) -> tuple[float, float, float]:
+    """The bootstrap confidence interval (``confidence``, ``resamples`` draws) of ``mean(values) -
+    mean(reference)`` and Welch's t-test p-value; NaN for all three unless both sides hold two or more values."""
+    if len(values) < 2 or len(reference) < 2:
+        return float("nan"), float("nan"), float("nan")
+    p_value = float(stats.ttest_ind(values, reference, equal_var=False).pvalue)
+    boot = (rng.choice(values, (resamples, len(values))).mean(1)
+            - rng.choice(reference, (resamples, len(reference))).mean(1))
+    low, high = np.quantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(low), float(high), p_value
 
 
 HEADINGS = {

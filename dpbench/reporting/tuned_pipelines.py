@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from dpbench.reporting.leaderboard import (
     NOT_AVAILABLE,
     TABLE,
     comparable,
     comparison_cells,
+    difference_statistics,
     epsilon_cell,
     percent_cell,
     trial_law,
@@ -88,16 +88,11 @@ def compare_pipelines(results: pd.DataFrame, baseline: str = "fixed", resamples:
                     continue
                 values = own["final_accuracy"].dropna().to_numpy()
                 reference = reference_rows["final_accuracy"].dropna().to_numpy()
-                low = high = p_value = float("nan")
-                if len(values) > 1 and len(reference) > 1:
-                    p_value = float(stats.ttest_ind(values, reference, equal_var=False).pvalue)
-                    boot = (rng.choice(values, (resamples, len(values))).mean(1)
-                            - rng.choice(reference, (resamples, len(reference))).mean(1))
-                    low, high = np.quantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2])
+                low, high, p_value = difference_statistics(values, reference, rng, resamples, confidence)
                 out.append({
                     **dict(zip(TABLE, own.iloc[0][TABLE])), "mechanism": mechanism, PIPELINE: pipeline,
                     "baseline_pipeline": reference_pipeline, "difference": values.mean() - reference.mean(),
-                    "ci_low": float(low), "ci_high": float(high), "welch_p_value": p_value,
+                    "ci_low": low, "ci_high": high, "welch_p_value": p_value,
                     "n_searches": len(values), "baseline_n_searches": len(reference),
                 })
     columns = [*GROUP, "baseline_pipeline", "difference", "ci_low", "ci_high", "welch_p_value", "n_searches",
