@@ -155,4 +155,4 @@ def _spread(spread: pd.DataFrame, row: pd.Series) -> str:
         return NOT_AVAILABLE
     m = match.iloc[0]
     return (f"{percent_cell(m['trials_median'])} [{percent_cell(m['trials_min'])}, {percent_cell(m['trials_max'])}] "
-            f"({int(m['n_trials'])} trials)")
+            f"({int(m['n_trials'])} trial{'s' if m['n_trials'] != 1 else ''})")
