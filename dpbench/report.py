@@ -45,7 +45,9 @@ def write_report(results_dir: Path, out: Path, baseline: str = "fixed", operator
         spread = trial_spread(results, results_dir) if operator_view else None
         markdown += "\n" + pipelines_markdown(tuned, tuned_comparisons, spread, baseline)
         files["pipelines_csv"] = out / "tuned_pipelines.csv"
+        files["pipeline_comparisons_csv"] = out / "tuned_pipeline_comparisons.csv"
         (tuned if spread is None else tuned.merge(spread, how="left")).to_csv(files["pipelines_csv"], index=False)
+        tuned_comparisons.to_csv(files["pipeline_comparisons_csv"], index=False)
         files["pipelines_png"] = plot_tuned_pipelines(tuned, out / "tuned_pipelines_accuracy_vs_epsilon.png")
     files["leaderboard_md"].write_text(markdown)
     board.to_csv(files["leaderboard_csv"], index=False)

@@ -282,3 +282,5 @@ def test_the_trials_spread_is_only_in_the_operator_view(tmp_path):
     line = next(line for line in operator["leaderboard_md"].read_text().splitlines() if "| fixedpipe |" in line)
     assert "85.55 [41.23, 94.00] (9 trials)" in line
     assert public["pipelines_png"].exists()
+    compared = pd.read_csv(public["pipeline_comparisons_csv"])
+    assert set(compared["pipeline"]) == {"adaptpipe"} and "fixedpipe" in set(compared["baseline_pipeline"])
