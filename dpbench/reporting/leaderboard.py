@@ -100,9 +100,7 @@ def compare_to_baseline(
     a plugin run under the baseline's name is compared against it, never taken for it."""
     rng = np.random.default_rng(seed)
     rows = []
-    builtin = _builtin_target(baseline)
-    is_baseline = (results["mechanism"] == baseline) & results["config"].map(
-        lambda config: builtin is None or config.get(MECHANISM_TARGET, builtin) == builtin)
+    is_baseline = baseline_runs(results, baseline)
     for (dataset, target, tuning), group in results.groupby(TABLE):
         references = group[is_baseline[group.index]].groupby("config_id")
         for (mechanism, config), runs in group[~is_baseline[group.index]].groupby(["mechanism", "config_id"]):
@@ -124,6 +122,14 @@ def compare_to_baseline(
     columns = ["dataset", "target_epsilon", "tuning", "mechanism", "config_id", "baseline", "baseline_config_id",
                "baseline_tuning", "difference", "ci_low", "ci_high", "welch_p_value", "n_runs", "baseline_n_runs"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def baseline_runs(results: pd.DataFrame, baseline: str) -> pd.Series:
+    """Which runs are the ``baseline``: named so and, where a built-in of that name exists, running its class
+    (a plugin recorded under the baseline's name is compared against it, never taken for it)."""
+    builtin = _builtin_target(baseline)
+    return (results["mechanism"] == baseline) & results["config"].map(
+        lambda config: builtin is None or config.get(MECHANISM_TARGET, builtin) == builtin)
 
 
 def difference_statistics(values: np.ndarray, reference: np.ndarray, rng: np.random.Generator, resamples: int,

@@ -82,7 +82,7 @@ def plot_tuned_pipelines(table: pd.DataFrame, path: Path) -> Path | None:
     for axis, dataset in zip(axes, datasets):
         rows = table[table["dataset"] == dataset]
         names = sorted(rows["mechanism"].unique())
-        for index, ((mechanism, pipeline), line) in enumerate(rows.groupby(["mechanism", "pipeline"])):
+        for (mechanism, pipeline), line in rows.groupby(["mechanism", "pipeline"]):
             line = line.sort_values("target_epsilon")
             offset = 1 + 0.01 * (names.index(mechanism) - (len(names) - 1) / 2)
             axis.errorbar(line["target_epsilon"] * offset, 100 * line["accuracy_mean"],

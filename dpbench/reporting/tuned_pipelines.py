@@ -25,6 +25,7 @@ import pandas as pd
 from dpbench.reporting.leaderboard import (
     NOT_AVAILABLE,
     TABLE,
+    baseline_runs,
     comparable,
     comparison_cells,
     difference_statistics,
@@ -76,13 +77,15 @@ def pipelines(results: pd.DataFrame) -> pd.DataFrame:
 
 def compare_pipelines(results: pd.DataFrame, baseline: str = "fixed", resamples: int = 10000,
                       confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """Each pipeline's mean accuracy minus each comparable ``baseline`` pipeline's, over their searches."""
+    """Each pipeline's mean accuracy minus each comparable ``baseline`` pipeline's, over their searches; a plugin
+    recorded under the baseline's name is compared against it, never taken for it."""
     rng = np.random.default_rng(seed)
     rows = searches(results)
     out = []
+    is_baseline = baseline_runs(rows, baseline)
     for _, table in rows.groupby(TABLE):
-        references = table[table["mechanism"] == baseline].groupby(PIPELINE)
-        for (mechanism, pipeline), own in table[table["mechanism"] != baseline].groupby(["mechanism", PIPELINE]):
+        references = table[is_baseline[table.index]].groupby(PIPELINE)
+        for (mechanism, pipeline), own in table[~is_baseline[table.index]].groupby(["mechanism", PIPELINE]):
             for reference_pipeline, reference_rows in references:
                 if not comparable(own.iloc[0], reference_rows.iloc[0]):
                     continue

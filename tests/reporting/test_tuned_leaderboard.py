@@ -284,3 +284,20 @@ def test_the_trials_spread_is_only_in_the_operator_view(tmp_path):
     assert public["pipelines_png"].exists()
     compared = pd.read_csv(public["pipeline_comparisons_csv"])
     assert set(compared["pipeline"]) == {"adaptpipe"} and "fixedpipe" in set(compared["baseline_pipeline"])
+
+
+def test_a_plugin_pipeline_under_the_baseline_s_name_is_never_the_baseline(tmp_path):
+    """Searches of a plugin recorded as ``fixed`` form their own pipeline and are compared against the real
+    fixed pipeline, never used as the baseline of another mechanism."""
+    results = tmp_path / "results"
+    results.mkdir()
+    plugin = FIXED | {"_target_": "my.Class"}
+    for seed, accuracy in enumerate((0.90, 0.92)):
+        write_search(results, f"mechanism=fixed,seed={seed}", FIXED, accuracy, {"train.lr": 0.1}, pipeline="real")
+        write_search(results, f"plugin,seed={seed}", plugin, accuracy - 0.5, {"train.lr": 0.1}, pipeline="plugin")
+        write_search(results, f"adaptive,seed={seed}", ADAPTIVE, accuracy - 0.1, {"train.lr": 0.3}, pipeline="ad")
+    comparisons = compare_pipelines(load_results(results), resamples=200)
+    assert set(comparisons["baseline_pipeline"]) == {"real"}
+    assert set(comparisons["pipeline"]) == {"plugin", "ad"}
+    plugin_row = comparisons[comparisons["pipeline"] == "plugin"].iloc[0]
+    assert plugin_row["difference"] == pytest.approx(-0.5)
