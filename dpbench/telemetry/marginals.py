@@ -51,8 +51,8 @@ rates of one table are scaled together so that the devices they imply equal its 
 dozens of small cells with their noise cut at zero add devices: 1,175 instead of 800 for the package-power
 table at 1M); joint presence patterns below ``JOINT_THRESHOLD`` noise deviations are taken as empty and "in
 none" holds the rest of the rows; day counts lost in the noise take the C0 table's (``DAYS_STAND_IN``); a
-group's released mean value is shrunk towards the model's own at synthesis (:meth:`Marginals.group_means`),
-and a group's mix towards the population's (:func:`_group_mixes`). The number of training rows is treated as
+group's released mean value is shrunk towards the model's own at synthesis, the groups together keeping the
+model's total (:meth:`Marginals.group_means`), and a group's mix towards the population's (:func:`_group_mixes`). The number of training rows is treated as
 public, as in DP-SGD's sampling rate.
 """
 
@@ -144,6 +144,9 @@ VALUE_SPREAD_FLOOR = 0.01
 spread ``s`` itself is estimated from the release (:func:`between_group_spread`: C0 residency differs
 by chassis far more than battery minutes by country); a group's released mean is kept with weight
 s^2 / (s^2 + error^2), the rest is the model's own."""
+REMAINDER_SPREADS = 2.0
+"""The groups that are mostly noise may take back what the others moved up to this many group spreads
+from their priors (:meth:`Marginals.group_means`)."""
 SPREAD_EVIDENCE_ERROR = 0.2
 """Groups whose released mean has a noise error above this (scaled units) are left out of estimating the
 groups' spread: their means are clipped to the scale, so their deviations understate their noise and
@@ -284,8 +287,16 @@ class Marginals:
 
     def group_means(self, key: tuple[str, str], prior: np.ndarray) -> np.ndarray:
         """Each group's mean of a ``VALUE_GIVEN`` value (scaled units): its released mean, shrunk towards
-        ``prior`` (the mean the model gives the group) by its signal-to-noise ratio (the groups' spread
-        estimated by :func:`between_group_spread`); a group with under one present row keeps its prior."""
+        ``prior`` (the mean the model gives the group, whose overall mean is the released histogram's) by its
+        signal-to-noise ratio (the groups' spread estimated by :func:`between_group_spread`).
+
+        The shrunk means keep the prior's total over the groups' released row counts: what the groups
+        that are signal move away from their priors, the groups that are noise (and those with under one
+        present row) take back in proportion to how much of them is prior (:func:`_remainder_shift`).
+        Shrinking every small group towards the population's mean would otherwise put the total off by
+        as much as one large group differs from the rest (a country with 40% of the battery devices, a
+        third higher than the others: every other country's mean came out 0.04 too high, and raking
+        against the CPUs' means then took every country's down by as much, the large one's too)."""
         present = self.value_present[key]
         released = np.clip(VALUE_CENTRE + self.value_sums[key] / np.maximum(present, 1e-12), 0.0, HISTOGRAM_UPPER)
         sum_noise, count_noise = self.value_noise[key]
@@ -294,8 +305,10 @@ class Marginals:
         answered = present >= 1.0
         informative = answered & (error <= SPREAD_EVIDENCE_ERROR)  # a mean clipped to the scale says little
         spread = between_group_spread(released[informative] - prior[informative], error[informative])
-        weight = spread ** 2 / np.maximum(spread ** 2 + error ** 2, 1e-300)
-        return np.where(answered, prior + weight * (released - prior), prior)
+        weight = np.where(answered, spread ** 2 / np.maximum(spread ** 2 + error ** 2, 1e-300), 0.0)
+        shrunk = prior + weight * (released - prior)
+        return shrunk + (1.0 - weight) * _remainder_shift(shrunk - prior, 1.0 - weight, np.maximum(present, 0.0),
+                                                          spread)
 
     @staticmethod
     def bin_edges() -> np.ndarray:
@@ -396,6 +409,18 @@ def _group_mixes(released: np.ndarray, present: np.ndarray, population: np.ndarr
     shrunk = np.maximum(expected + signal / np.maximum(signal + noise_std ** 2, 1e-300) * (released - expected), 0.0)
     totals = shrunk.sum(axis=1, keepdims=True)
     return np.where(totals > 0, shrunk / np.maximum(totals, 1e-300), population[None, :])
+
+
+def _remainder_shift(moved: np.ndarray, slack: np.ndarray, rows: np.ndarray, spread: float) -> float:
+    """The shift of the groups' prior part that keeps their row-weighted total: the groups moved by
+    ``moved`` from their priors, and each group's prior part ``slack`` over its ``rows`` takes an equal
+    share of the opposite. It is a difference of noisy totals, large when few rows are left to take it,
+    so it is kept within ``REMAINDER_SPREADS`` of the groups' ``spread``."""
+    room = float(rows @ slack)
+    if room <= 0.0:
+        return 0.0
+    limit = REMAINDER_SPREADS * spread
+    return float(np.clip(-(rows @ moved) / room, -limit, limit))
 
 
 def between_group_spread(deviations: np.ndarray, errors: np.ndarray) -> float:

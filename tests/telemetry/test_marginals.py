@@ -179,12 +179,31 @@ def test_a_group_mean_is_its_own_where_it_is_signal_and_the_models_where_it_is_n
     marginals = replace(_exact_small(), value_sums={("chassis", "c0.value"): deviations * present},
                         value_present={("chassis", "c0.value"): present},
                         value_noise={("chassis", "c0.value"): (10.0, 10.0)})
-    prior = np.array([0.5, 0.5, 0.2, 0.3, 0.7])
+    prior = np.array([0.2, 0.2, 0.2, 0.3, 0.7])  # the model's total is the groups' (+0.1 and -0.1 cancel)
     means = marginals.group_means(("chassis", "c0.value"), prior)
     # two large groups far from their priors: the groups do differ, and these two are signal
     assert means[:2] == pytest.approx([0.3, 0.1], abs=0.01)
     assert means[2] == pytest.approx(0.2, abs=0.05)  # 3 rows, released mean 0.97: noise, the prior stands
-    assert means[4] == 0.7  # no rows: the prior
+    assert means[4] == pytest.approx(0.7, abs=0.05)  # no rows: the prior
+
+
+def test_groups_that_are_noise_take_back_what_a_large_group_moves_so_the_total_stays_the_models():
+    """One group with half the rows, its mean 0.1 above the population's, and 40 small noisy groups 0.1 below:
+    shrinking the small groups towards the population's mean would leave each of them 0.08 too high and
+    the groups' total 0.04 per row above the model's (whose overall mean is the released histogram's)."""
+    rng = np.random.default_rng(2)
+    present = np.concatenate([[4000.0], np.full(40, 100.0)])
+    truth = np.concatenate([[0.78], np.full(40, 0.58)])
+    noise = 15.0
+    key = ("country", "battery.duration_mins")
+    sums = (truth - VALUE_CENTRE) * present + rng.normal(0.0, noise, len(present))
+    marginals = replace(_exact_small(), value_sums={key: sums}, value_present={key: present},
+                        value_noise={key: (noise, 0.0)})
+    prior = np.full(len(present), 0.68)
+    means = marginals.group_means(key, prior)
+    assert present @ means == pytest.approx(present @ prior, rel=1e-9)
+    assert means[0] == pytest.approx(0.78, abs=0.01)
+    assert means[1:].mean() == pytest.approx(0.58, abs=0.015)
 
 
 def test_many_tiny_groups_do_not_hide_how_much_the_large_ones_differ():
@@ -197,7 +216,7 @@ def test_many_tiny_groups_do_not_hide_how_much_the_large_ones_differ():
     key = ("ram", "memory.percent_used")
     marginals = replace(_exact_small(), value_sums={key: (means - VALUE_CENTRE) * present},
                         value_present={key: present}, value_noise={key: (34.0, 34.0)})
-    shrunk = marginals.group_means(key, np.full(len(present), 0.6))
+    shrunk = marginals.group_means(key, np.full(len(present), present @ means / present.sum()))
     assert shrunk[:3] == pytest.approx([0.45, 0.30, 0.60], abs=0.02)
 
 
