@@ -52,8 +52,8 @@ dozens of small cells with their noise cut at zero add devices: 1,175 instead of
 table at 1M); joint presence patterns below ``JOINT_THRESHOLD`` noise deviations are taken as empty and "in
 none" holds the rest of the rows; day counts lost in the noise take the C0 table's (``DAYS_STAND_IN``); a
 group's released mean value is shrunk towards the model's own at synthesis, the groups together keeping the
-model's total (:meth:`Marginals.group_means`), and a group's mix towards the population's (:func:`_group_mixes`). The number of training rows is treated as
-public, as in DP-SGD's sampling rate.
+model's total (:meth:`Marginals.group_means`), and a group's mix towards the population's
+(:func:`_group_mixes`). The number of training rows is treated as public, as in DP-SGD's sampling rate.
 """
 
 from __future__ import annotations
