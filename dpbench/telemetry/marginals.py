@@ -292,7 +292,9 @@ class Marginals:
 
         The shrunk means keep the prior's total over the groups' released row counts: what the groups
         that are signal move away from their priors, the groups that are noise (and those with under one
-        present row) take back in proportion to how much of them is prior (:func:`_remainder_shift`).
+        present row) take back in proportion to how much of them is prior (:func:`_remainder_shift`), up to
+        ``REMAINDER_SPREADS`` group spreads; beyond that the total is left off rather than the noisy groups
+        moved further. Means stay on the scale [0, ``HISTOGRAM_UPPER``].
         Shrinking every small group towards the population's mean would otherwise put the total off by
         as much as one large group differs from the rest (a country with 40% of the battery devices, a
         third higher than the others: every other country's mean came out 0.04 too high, and raking
@@ -307,8 +309,8 @@ class Marginals:
         spread = between_group_spread(released[informative] - prior[informative], error[informative])
         weight = np.where(answered, spread ** 2 / np.maximum(spread ** 2 + error ** 2, 1e-300), 0.0)
         shrunk = prior + weight * (released - prior)
-        return shrunk + (1.0 - weight) * _remainder_shift(shrunk - prior, 1.0 - weight, np.maximum(present, 0.0),
-                                                          spread)
+        shift = _remainder_shift(shrunk - prior, 1.0 - weight, np.maximum(present, 0.0), spread)
+        return np.clip(shrunk + (1.0 - weight) * shift, 0.0, HISTOGRAM_UPPER)
 
     @staticmethod
     def bin_edges() -> np.ndarray:

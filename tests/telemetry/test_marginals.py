@@ -17,10 +17,13 @@ from dpbench.telemetry.marginals import (
     COMPOSITION_WEIGHT,
     DAYS_STAND_IN,
     HISTOGRAM_BINS,
+    HISTOGRAM_UPPER,
     HISTOGRAM_WEIGHT,
     JOINT_PRESENCE,
     JOINT_PRESENCE_WEIGHT,
     PRESENCE_GIVEN,
+    REMAINDER_SPREADS,
+    SPREAD_EVIDENCE_ERROR,
     VALUE_CENTRE,
     VALUE_GIVEN,
     VALUE_GIVEN_WEIGHT,
@@ -204,6 +207,27 @@ def test_groups_that_are_noise_take_back_what_a_large_group_moves_so_the_total_s
     assert present @ means == pytest.approx(present @ prior, rel=1e-9)
     assert means[0] == pytest.approx(0.78, abs=0.01)
     assert means[1:].mean() == pytest.approx(0.58, abs=0.015)
+
+
+def test_what_the_noisy_groups_take_back_is_bounded_by_two_group_spreads():
+    """A prior whose total is far from the released groups' (0.3 per row for 2000 rows, with 20 rows of noisy
+    groups to take it back) would need a shift of 30 scaled units: the noisy groups move at most two group
+    spreads, and the large groups keep their released means."""
+    present = np.concatenate([[1000.0, 1000.0], np.full(10, 2.0)])
+    released = np.concatenate([[0.3, 0.5], np.full(10, 0.6)])
+    key = ("ram", "memory.percent_used")
+    marginals = replace(_exact_small(), value_sums={key: (released - VALUE_CENTRE) * present},
+                        value_present={key: present}, value_noise={key: (10.0, 10.0)})
+    prior = np.concatenate([[0.6, 0.8], np.full(10, 0.6)])
+    means = marginals.group_means(key, prior)
+    error = np.hypot(10.0, np.abs(released - VALUE_CENTRE) * 10.0) / present
+    informative = error <= SPREAD_EVIDENCE_ERROR
+    spread = between_group_spread(released[informative] - prior[informative], error[informative])
+    assert means[:2] == pytest.approx([0.3, 0.5], abs=0.01)
+    small = means[2:] - prior[2:]
+    assert np.all(small > 0.0) and np.all(small <= REMAINDER_SPREADS * spread + 1e-12)
+    assert present @ means < present @ prior  # the total is left off, not kept by moving the noisy groups further
+    assert np.all((means >= 0.0) & (means <= HISTOGRAM_UPPER))
 
 
 def test_many_tiny_groups_do_not_hide_how_much_the_large_ones_differ():
