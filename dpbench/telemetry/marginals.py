@@ -35,7 +35,7 @@ The statistic vector of one device (training rows only) has one block per margin
 Every block has L2 norm at most 1 before its weight (a one-hot row or a bit has norm 1 or 0; a vector of
 shares that sum to one has L2 norm at most 1, and so has its outer product with a one-hot row); a block is
 multiplied by its weight (1, or more where a query needs a sparse marginal more precisely:
-``COMPOSITION_WEIGHT`` for the browsing category mix, whose rare categories need less noise,
+``COMPOSITION_WEIGHT`` for a composition's population mix,
 ``HISTOGRAM_WEIGHT`` for the sensor values ChassisAgg averages, ``JOINT_PRESENCE_WEIGHT``,
 ``VALUE_GIVEN_WEIGHT``, ``COMPOSITION_GIVEN_WEIGHT``), so a device's vector has norm at most sqrt(sum of
 squared weights): the kernel's bound (:mod:`dpbench.privacy.statistics_release`), reached only by a device
@@ -53,7 +53,8 @@ table at 1M); joint presence patterns below ``JOINT_THRESHOLD`` noise deviations
 none" holds the rest of the rows; day counts lost in the noise take the C0 table's (``DAYS_STAND_IN``); a
 group's released mean value is shrunk towards the model's own at synthesis, the groups together keeping the
 model's total (:meth:`Marginals.group_means`), and a group's mix towards the population's
-(:func:`_group_mixes`). The number of training rows is treated as public, as in DP-SGD's sampling rate.
+(:func:`_group_mixes`), which pools the 1-way block with the sums of the per-group blocks
+(:func:`_population_sums`). The number of training rows is treated as public, as in DP-SGD's sampling rate.
 """
 
 from __future__ import annotations
@@ -112,8 +113,10 @@ sensor tables multiplies into billions of rows."""
 JOINT_THRESHOLD = 1.0
 """Joint presence patterns (other than "none") whose noisy count is below this many noise standard
 deviations count as empty."""
-COMPOSITION_WEIGHT = {"browsing.category_share": 6.0}
-"""Weights of composition blocks above 1 (their noise, in shares, is divided by the weight)."""
+COMPOSITION_WEIGHT = {"browsing.category_share": 2.0}
+"""Weights of composition blocks above 1 (their noise, in shares, is divided by the weight). The browsing
+category mix is also the sum of its per-persona mixes (``COMPOSITION_GIVEN``), which carry most of its
+weight; the two are pooled (:func:`_population_sums`)."""
 HISTOGRAM_WEIGHT = {f"{family}.{summary}": 2.0 for family in ("psys", "freq", "temp") for summary in ("value", "days")}
 """Weights of histogram blocks above 1: the values and day counts of the three sparse sensor tables
 ChassisAgg joins (a few hundred devices in 200,000 spread over a dozen bins: at weight 1 no bin stands
@@ -160,15 +163,20 @@ browsing category mix of each persona and the power-state mix of each CPU, which
 SleepPivot report (the model alone gives every group about the population's mix). Each pair's table
 family is among ``PRESENCE_GIVEN`` with the same attribute: its 2-way count is the group's number of
 present rows."""
-COMPOSITION_GIVEN_WEIGHT = {("persona", "browsing.category_share"): 4.0, ("cpu", "power_states.state_share"): 2.0}
+COMPOSITION_GIVEN_WEIGHT = {("persona", "browsing.category_share"): 7.0, ("cpu", "power_states.state_share"): 2.0}
 """Weights of the per-group mixes: a persona holds a few hundred to a few thousand browsing devices in
-200,000, and a category's share of a few percent must stand above the noise; a CPU's four power states
-have shares of 5-60%."""
+200,000, and PersonaPivot scores each category's share (most below 1%) per persona, so this block carries
+most of the browsing mix's weight (its 1-way block only 2: the persona sums add up to the population's);
+a CPU's four power states have shares of 5-60%."""
 MIX_EVIDENCE_ERROR = 0.5
 """Entries of a group's mix whose noise, relative to the count the population's mix predicts for them,
 is above this are left out of estimating how far groups' mixes spread (as ``SPREAD_EVIDENCE_ERROR``)."""
 RELEASE_NAME = "telemetry_marginals"
 CHUNK_ROWS = 16_384
+
+
+_BlockKey = tuple[str, tuple[str, ...]]
+"""A block's (kind, key)."""
 
 
 @dataclass(frozen=True)
@@ -336,8 +344,8 @@ def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
     if len(noisy_sum) != sum(block.width for block in blocks):
         raise ValueError(f"released sum has {len(noisy_sum)} entries; the layout's statistic vector has "
                          f"{sum(block.width for block in blocks)}")
-    raw: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
-    noise: dict[tuple[str, tuple[str, ...]], float] = {}
+    raw: dict[_BlockKey, np.ndarray] = {}
+    noise: dict[_BlockKey, float] = {}
     position = 0
     for block in blocks:  # each block in count units (its weight divided out)
         entries = np.asarray(noisy_sum[position:position + block.width], dtype=np.float64)
@@ -361,7 +369,7 @@ def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
     for name in [name for name in layout.gaussians if name.endswith(".days")]:
         if histograms[name] is None:
             histograms[name] = histograms[DAYS_STAND_IN] if histograms[DAYS_STAND_IN] is not None else pooled
-    compositions = {name: _shares(sums["composition", (name,)]) for name in layout.compositions}
+    compositions = {name: _shares(_population_sums(raw, noise, name, layout)) for name in layout.compositions}
     presence_given = {}
     for attribute, family in PRESENCE_GIVEN:
         overall = bit_rates[list(layout.bits).index(f"{family}.present")]
@@ -394,6 +402,22 @@ def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
                                                            noise["composition_given", (attribute, name)])
     return Marginals(categories, bit_rates, histograms, compositions, presence_given, joint / joint.sum(),
                      value_sums, value_present, value_noise, compositions_given)
+
+
+def _population_sums(raw: dict[_BlockKey, np.ndarray], noise: dict[_BlockKey, float], name: str,
+                     layout: WideLayout) -> np.ndarray:
+    """The population's sums of composition ``name``'s shares, cut at zero: its 1-way block pooled with the
+    sums over the groups of each ``COMPOSITION_GIVEN`` block of the same composition (every row has exactly
+    one value of an attribute, so the groups' sums add up to the 1-way sums), each weighted by its precision
+    (the inverse of its noise variance: a group sum of ``groups`` entries has ``groups`` times an entry's)."""
+    estimates = [(raw["composition", (name,)], noise["composition", (name,)] ** 2)]
+    parts = len(layout.compositions[name][0])
+    for attribute, given in COMPOSITION_GIVEN:
+        if given == name:
+            groups = raw["composition_given", (attribute, name)].reshape(-1, parts)
+            estimates.append((groups.sum(axis=0), groups.shape[0] * noise["composition_given", (attribute, name)] ** 2))
+    precision = sum(1.0 / variance for _, variance in estimates)
+    return np.maximum(sum(sums / variance for sums, variance in estimates) / precision, 0.0)
 
 
 def _group_mixes(released: np.ndarray, present: np.ndarray, population: np.ndarray, noise_std: float) -> np.ndarray:

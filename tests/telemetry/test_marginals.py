@@ -332,6 +332,45 @@ def test_a_groups_mix_is_its_own_where_it_is_signal_and_the_populations_where_it
     assert np.allclose(marginals_module._group_mixes(released, np.zeros(4), population, noise), population)
 
 
+def test_the_population_mix_pools_its_one_way_block_with_the_per_group_sums(rows):
+    """The browsing category mix of the population is estimated from its 1-way block and from the sum of the
+    per-persona blocks (the same sums, with other noise): unbiased, and with clearly less noise than the
+    1-way block alone gives (the per-persona blocks carry most of the weight)."""
+    name = "browsing.category_share"
+    exact = statistic_vectors(rows).double().sum(0).numpy()
+    truth = _exact(rows).compositions[name]
+    blocks = marginals_module._blocks(WIDE_LAYOUT)
+    start = sum(block.width for block in blocks[:[b.key for b in blocks].index((name,))])
+    one_way = slice(start, start + len(truth))
+    noise_std, draws = 20.0, 300
+    rng = np.random.default_rng(0)
+    pooled, alone = [], []
+    for _ in range(draws):
+        noisy = exact + rng.normal(0.0, noise_std, exact.shape)
+        pooled.append(marginals_from_sum(noisy, len(rows), noise_std).compositions[name] - truth)
+        sums = np.maximum(noisy[one_way], 0.0)
+        alone.append(sums / sums.sum() - truth)
+    assert (np.array(pooled) ** 2).mean() < 0.6 * (np.array(alone) ** 2).mean()
+
+
+def test_pooled_population_sums_are_unbiased_with_the_inverse_variance_of_their_parts():
+    name, attribute = "browsing.category_share", "persona"
+    parts = len(WIDE_LAYOUT.compositions[name][0])
+    groups = len(WIDE_LAYOUT.categories[attribute][0])
+    rng = np.random.default_rng(1)
+    per_group = rng.uniform(100.0, 1000.0, (groups, parts))  # far above the noise: nothing is cut at zero
+    one_way_noise, group_noise = 2.0, 0.5
+    noise = {("composition", (name,)): one_way_noise, ("composition_given", (attribute, name)): group_noise}
+    draws = np.array([marginals_module._population_sums(
+        {("composition", (name,)): per_group.sum(0) + rng.normal(0.0, one_way_noise, parts),
+         ("composition_given", (attribute, name)): (per_group + rng.normal(0.0, group_noise, per_group.shape)).ravel()},
+        noise, name, WIDE_LAYOUT) for _ in range(4000)])
+    variance = 1.0 / (1.0 / one_way_noise ** 2 + 1.0 / (groups * group_noise ** 2))
+    assert np.abs(draws.mean(0) - per_group.sum(0)).max() < 4 * math.sqrt(variance / 4000)
+    assert draws.var(0).mean() == pytest.approx(variance, rel=0.05)
+    assert variance < min(one_way_noise ** 2, groups * group_noise ** 2)
+
+
 def test_the_sensor_tables_are_drawn_together_in_the_released_patterns(rows, monkeypatch):
     """Released patterns where the three small sensor tables always come together (and with C0 half the
     time) are what calibrated samples hold, each table keeping its rate; bits drawn one table at a
