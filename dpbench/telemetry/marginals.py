@@ -45,7 +45,8 @@ bottom, +1 at the top).
 Everything after the noisy sum is post-processing: negative counts become zero; histogram bins below
 ``HISTOGRAM_THRESHOLD`` noise deviations are taken as empty (an empty bin is far more common than a sparse
 one, and spurious mass in far bins would move values by orders of magnitude) unless they extend the support of
-the bins above it (``HISTOGRAM_EXTEND``); a 2-way rate is shrunk towards the 1-way one by its signal-to-noise
+the bins above it (``HISTOGRAM_EXTEND``), and a value none of whose bins stands above the noise is looked for at coarser
+resolutions (``COARSE_FACTORS``); a 2-way rate is shrunk towards the 1-way one by its signal-to-noise
 ratio (``RATE_SPREAD``), so that a group whose count is mostly noise inherits the population's rate, and the
 rates of one table are scaled together so that the devices they imply equal its 1-way count (without that,
 dozens of small cells with their noise cut at zero add devices: 1,175 instead of 800 for the package-power
@@ -117,6 +118,11 @@ COMPOSITION_WEIGHT = {"browsing.category_share": 2.0}
 """Weights of composition blocks above 1 (their noise, in shares, is divided by the weight). The browsing
 category mix is also the sum of its per-persona mixes (``COMPOSITION_GIVEN``), which carry most of its
 weight; the two are pooled (:func:`_population_sums`)."""
+COARSE_FACTORS = (2, 4, 8, 16)
+"""How many adjacent bins a value's histogram sums, in turn, where none of its own bins stands above the
+noise (:func:`_coarse_bins`): a sensor table of a hundred devices in 200,000 spreads them over a dozen bins,
+each below the noise, but over two or three bins of four to eight. Day counts have a stand-in instead
+(``DAYS_STAND_IN``)."""
 HISTOGRAM_WEIGHT = {f"{family}.{summary}": 2.0 for family in ("psys", "freq", "temp") for summary in ("value", "days")}
 """Weights of histogram blocks above 1: the values and day counts of the three sparse sensor tables
 ChassisAgg joins (a few hundred devices in 200,000 spread over a dozen bins: at weight 1 no bin stands
@@ -363,6 +369,8 @@ def marginals_from_sum(noisy_sum: np.ndarray, rows: int, noise_std: float,
     for name in layout.gaussians:
         bins = sums["histogram", (name,)]
         bins = np.where(_support(bins, noise["histogram", (name,)]), bins, 0.0)
+        if bins.sum() <= 0 and not name.endswith(".days"):
+            bins = _coarse_bins(raw["histogram", (name,)], noise["histogram", (name,)])
         histograms[name] = bins / bins.sum() if bins.sum() > 0 else None
     released_days = [masses for name, masses in histograms.items() if name.endswith(".days") and masses is not None]
     pooled = np.mean(released_days, axis=0) if released_days else None
@@ -460,6 +468,19 @@ def between_group_spread(deviations: np.ndarray, errors: np.ndarray) -> float:
         excess = float((weight * (deviations ** 2 - errors ** 2)).sum() / weight.sum()) if len(weight) else 0.0
         spread = max(math.sqrt(max(excess, 0.0)), VALUE_SPREAD_FLOOR)
     return spread
+
+
+def _coarse_bins(bins: np.ndarray, noise_std: float) -> np.ndarray:
+    """A value's histogram where no bin of its own stands above the noise: ``bins`` summed ``k`` adjacent at a
+    time (``COARSE_FACTORS``, finest first; a sum of ``k`` bins has sqrt(k) times a bin's noise), the first
+    resolution where some sum stands above it (:func:`_support`), each kept sum spread evenly over its bins;
+    all zero if none does."""
+    for k in COARSE_FACTORS:
+        merged = bins.reshape(-1, k).sum(axis=1)
+        kept = np.where(_support(merged, noise_std * math.sqrt(k)), merged, 0.0)
+        if kept.sum() > 0:
+            return np.repeat(kept / k, k)
+    return np.zeros_like(bins)
 
 
 def _support(bins: np.ndarray, noise_std: float) -> np.ndarray:
