@@ -16,6 +16,8 @@ device.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -132,6 +134,18 @@ def simulated_corpus(n_devices: int, seed: int, root: Path | str, world: int | N
     name += "" if world is None else f"_world{world}"
     name += "" if rows_scale == 1 else f"_rows{rows_scale:g}"
     tables_dir = Path(root).expanduser() / "telemetry" / name
-    if not (tables_dir / f"{PIVOT_TABLE}.parquet").exists():  # the last table written
-        simulate(n_devices, tables_dir, seed, world, rows_scale)
+    if tables_dir.exists():
+        return tables_dir
+    # written beside it and renamed when complete: a killed simulation leaves no corpus that looks whole,
+    # and concurrent runs each write their own (the first to finish is kept)
+    tables_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f"{name}.partial-", dir=tables_dir.parent))
+    try:
+        simulate(n_devices, partial, seed, world, rows_scale)
+        partial.rename(tables_dir)
+    except OSError:
+        if not tables_dir.exists():
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return tables_dir

@@ -3,11 +3,13 @@ calibrated world, the calibrated world is untouched, and rows_scale multiplies r
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from dpbench.telemetry import world
+from dpbench.telemetry import simulator, world
 from dpbench.telemetry.__main__ import main
 from dpbench.telemetry.simulator import simulate, simulated_corpus
 from dpbench.telemetry.world_family import draw_parameters, in_world, parameters_of
@@ -84,6 +86,26 @@ def test_simulated_corpus_names_the_world_and_rows(tmp_path):
     path = simulated_corpus(500, 0, tmp_path, world=2, rows_scale=3)
     assert path.name == "sim_500_seed0_world2_rows3" and (path / "system_pkg_C0.parquet").exists()
     assert simulated_corpus(500, 0, tmp_path).name == "sim_500_seed0"
+
+
+def test_a_killed_simulation_leaves_no_corpus_that_looks_whole(tmp_path, monkeypatch):
+    """A run killed while simulating (here: interrupted after the first tables are written) leaves nothing
+    under the corpus's name, so the next run simulates it again instead of reading truncated files."""
+    real = simulator.simulate
+
+    def killed(n_devices, out_dir, *args):
+        real(n_devices, out_dir, *args)
+        (Path(out_dir) / "system_web_cat_usage.parquet").write_bytes(b"PAR1")  # a writer cut short
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(simulator, "simulate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        simulated_corpus(300, 0, tmp_path)
+    assert list((tmp_path / "telemetry").iterdir()) == []
+    monkeypatch.setattr(simulator, "simulate", real)
+    path = simulated_corpus(300, 0, tmp_path)
+    tables = sorted(path.glob("*.parquet"))
+    assert len(tables) == 13 and all(pq.ParquetFile(table).metadata.num_rows >= 0 for table in tables)
 
 
 def test_cli_simulates_a_world(tmp_path, capsys):
