@@ -131,10 +131,11 @@ def load_telemetry(path: str | None = None, devices: int = 20_000, simulation_se
     )
 
 
-def synthesize_run(run_dir: Path | str, out_dir: Path | str | None = None, seed: int | None = None) -> dict:
+def synthesize_run(run_dir: Path | str, out_dir: Path | str | None = None, seed: int | None = None,
+                   released: Path | str | None = None) -> dict:
     """Sample from a telemetry run's checkpointed model (its parameter EMA when the run kept one), matched
-    to the run's released marginals if it released them, decode into ``out_dir/tables`` (default
-    ``run_dir/synthetic``), score against the run's input corpus.
+    to the run's released marginals if it released them (or to those saved in ``released``), decode into
+    ``out_dir/tables`` (default ``run_dir/synthetic``), score against the run's input corpus.
 
     As many devices as the corpus has are sampled, with the run's seed unless ``seed`` is given. Only
     what the run released (model, marginals) is read, so this is post-processing: it spends no privacy.
@@ -152,7 +153,7 @@ def synthesize_run(run_dir: Path | str, out_dir: Path | str | None = None, seed:
     model = instantiate(cfg.model)
     epoch, averaged = load_released_model(files.checkpoint, model)
     n_devices = open_corpus(tables_dir, [DEVICE_TABLE])[DEVICE_TABLE].num_rows
-    released = files.dir / RELEASED_FILE
+    released = Path(released) if released is not None else files.dir / RELEASED_FILE
     marginals = load_released(released) if released.exists() else None
     utility = synthesize_and_score(model, n_devices, tables_dir, Path(out_dir or files.dir / "synthetic"),
                                    cfg.seed if seed is None else seed, marginals)

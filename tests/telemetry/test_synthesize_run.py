@@ -1,13 +1,21 @@
-"""``python -m dpbench.telemetry synthesize --run RUN_DIR``: sampling a finished run's checkpointed model."""
+"""``python -m dpbench.telemetry synthesize --run RUN_DIR``: sampling a finished run's checkpointed model; and
+``scripts/telemetry_rerelease.py``, which matches it to another release of a simulated run's marginals."""
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from dpbench.cli import CONFIG_DIR
 from dpbench.telemetry.__main__ import main
+from dpbench.telemetry.marginals import RELEASED_FILE, sensitivity
 from dpbench.training.experiment import run_experiment
 
 
@@ -51,3 +59,35 @@ def test_bad_run_directories_are_clear_errors(tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"")
     with pytest.raises(SystemExit, match="not telemetry"):
         main(["synthesize", "--run", str(tmp_path)])
+
+
+def _rerelease_script():
+    path = Path(__file__).resolve().parents[2] / "scripts" / "telemetry_rerelease.py"
+    spec = importlib.util.spec_from_file_location("telemetry_rerelease", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_a_rerelease_is_a_fixed_draw_of_the_current_release_and_refuses_real_tables(tiny_run, tmp_path):
+    """scripts/telemetry_rerelease.py: the same release seed gives the same release and scores (a paired
+    comparison of release designs), at the current code's bound; a run over a user's tables is refused,
+    since a second release of its rows would spend their budget again."""
+    run_dir, _ = tiny_run
+    script = _rerelease_script()
+    first = script.rerelease(run_dir, tmp_path / "a", release_seed=7)
+    again = script.rerelease(run_dir, tmp_path / "b", release_seed=7)
+    assert first | {"run": None} == again | {"run": None}
+    with np.load(tmp_path / "a" / RELEASED_FILE) as a, np.load(tmp_path / "b" / RELEASED_FILE) as b, \
+            np.load(run_dir / RELEASED_FILE) as own:
+        assert np.array_equal(a["noisy_sum"], b["noisy_sum"]) and not np.array_equal(a["noisy_sum"], own["noisy_sum"])
+        assert float(a["bound"]) == pytest.approx(sensitivity())
+    assert (tmp_path / "a" / "synthetic" / "tables" / "system_web_cat_pivot_duration.parquet").exists()
+    real = tmp_path / "real_run"
+    shutil.copytree(run_dir, real)
+    config = OmegaConf.load(real / "config.yaml")
+    config.dataset.path = str(tmp_path / "their_tables")
+    OmegaConf.save(config, real / "config.yaml")
+    with pytest.raises(SystemExit, match="twice"):
+        script.rerelease(real, tmp_path / "c", release_seed=7)
