@@ -45,8 +45,8 @@ bottom, +1 at the top).
 Everything after the noisy sum is post-processing: negative counts become zero; histogram bins below
 ``HISTOGRAM_THRESHOLD`` noise deviations are taken as empty (an empty bin is far more common than a sparse
 one, and spurious mass in far bins would move values by orders of magnitude) unless they extend the support of
-the bins above it (``HISTOGRAM_EXTEND``), and a value none of whose bins stands above the noise is looked for at coarser
-resolutions (``COARSE_FACTORS``); a 2-way rate is shrunk towards the 1-way one by its signal-to-noise
+the bins above it (``HISTOGRAM_EXTEND``), and a value none of whose bins stands above the noise is looked
+for at coarser resolutions (``COARSE_FACTORS``); a 2-way rate is shrunk towards the 1-way one by its signal-to-noise
 ratio (``RATE_SPREAD``), so that a group whose count is mostly noise inherits the population's rate, and the
 rates of one table are scaled together so that the devices they imply equal its 1-way count (without that,
 dozens of small cells with their noise cut at zero add devices: 1,175 instead of 800 for the package-power
@@ -126,7 +126,7 @@ each below the noise, but over two or three bins of four to eight. Day counts ha
 HISTOGRAM_WEIGHT = {f"{family}.{summary}": 2.0 for family in ("psys", "freq", "temp") for summary in ("value", "days")}
 """Weights of histogram blocks above 1: the values and day counts of the three sparse sensor tables
 ChassisAgg joins (a few hundred devices in 200,000 spread over a dozen bins: at weight 1 no bin stands
-above the noise and the value falls back to the model's own, untrained for a table it rarely sees).
+above the noise, and even the coarse bins of ``COARSE_FACTORS`` often do not).
 Package power, as sparse, is left at 1: at weight 2 its synthetic nrs-weighted mean was still 5-25 times
 off on five worlds, too low on some and too high on others, and PowerGeo's groups of 1-9 devices are
 beyond the release either way."""
