@@ -1,4 +1,5 @@
-"""``python -m dpbench.report [RESULTS] [--out DIR] [--baseline fixed] [--operator-view]``: leaderboards and plots.
+"""``python -m dpbench.report [RESULTS] [--out DIR] [--baseline fixed] [--operator-view] [--publish DIR]``: leaderboards
+and plots.
 
 Reads ``RESULTS/results.jsonl`` (default ``results/``), each run's ``summary.json`` (its config: one leaderboard
 row per configuration, see docs/leaderboard.md) and ``metrics.jsonl``; writes
@@ -8,7 +9,8 @@ row with the search's ε, tuning included, and independent searches of one confi
 pipeline row (:mod:`dpbench.reporting.tuned_pipelines`). A search's K is shown as its law unless
 ``--operator-view`` asks for the operator's view, which also shows the test accuracies of every trial (neither may
 be published: K voids the tuning bound, and the trials are models the search did not release); the CSVs hold them
-only then.
+only then. ``--publish DIR`` first copies what of RESULTS may be published into DIR (no K, no trial, no
+checkpoint; :mod:`dpbench.reporting.publish`) and reports DIR.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from dpbench.reporting.leaderboard import compare_to_baseline, confounders, leaderboard, to_markdown
 from dpbench.reporting.plots import plot_accuracy_vs_epsilon, plot_per_epoch, plot_tuned_pipelines
+from dpbench.reporting.publish import publish
 from dpbench.reporting.results_table import load_epoch_metrics, load_results
 from dpbench.reporting.tuned_pipelines import compare_pipelines, pipelines, trial_spread
 from dpbench.reporting.tuned_pipelines import to_markdown as pipelines_markdown
@@ -70,7 +73,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="operator's view: show each private search's K and its trials' test accuracies (never "
                              "publish them: K voids the tuning bound, and the trials are models the search did not "
                              "release)")
+    parser.add_argument("--publish", type=Path, default=None, metavar="DIR",
+                        help="copy what of RESULTS may be published (the released models' rows and summaries, without "
+                             "K, trials or checkpoints) into DIR, adding to what DIR holds, and report DIR")
     args = parser.parse_args(argv)
+    if args.publish is not None:
+        if args.operator_view:
+            parser.error("--publish and --operator-view exclude each other: the operator's view is not for publication")
+        added = publish(args.results, args.publish)
+        print(f"published {len(added)} new run(s) into {args.publish}")
+        args.results = args.publish
     files = write_report(args.results, args.out or args.results / "report", args.baseline, args.operator_view)
     print(files["leaderboard_md"].read_text())
     print("wrote " + ", ".join(str(p) for p in files.values()))

@@ -42,8 +42,28 @@ class NoResultsError(FileNotFoundError):
 
 
 def load_results(results_dir: Path) -> pd.DataFrame:
-    """One row per finished run (the latest row of each run directory), from ``results.jsonl``."""
-    table = Path(results_dir) / "results.jsonl"
+    """One row per finished run (the latest row of each run directory), from ``results.jsonl``; a relative
+    ``run_dir`` (a published folder's, :mod:`dpbench.reporting.publish`) is read relative to ``results_dir``."""
+    rows = _finished_rows(Path(results_dir))
+    rows["run_dir"] = [str(Path(results_dir) / run_dir) if not Path(run_dir).is_absolute() else run_dir
+                       for run_dir in rows["run_dir"]]
+    rows = rows.assign(**{column: rows.get(column, None) for column in TUNING_COLUMNS})
+    rows["tuning"] = rows["tuning"].fillna(UNTUNED)
+    # Rows written before the verdict was recorded: a structured run's noise is the kernel's own.
+    kernel_verdict = rows["contract"].map({"structured": "VERIFIED"})
+    rows["verdict"] = rows["verdict"].fillna(kernel_verdict) if "verdict" in rows else kernel_verdict
+    return with_configuration(rows)
+
+
+def publishable_rows(results_dir: Path) -> list[dict]:
+    """The rows :func:`load_results` reads, as written (absent cells left out): finished runs, no audited run, no
+    search trial, the latest row of each run directory."""
+    return [{key: _plain(value) for key, value in record.items() if _plain(value) is not None}
+            for record in _finished_rows(Path(results_dir)).to_dict("records")]
+
+
+def _finished_rows(results_dir: Path) -> pd.DataFrame:
+    table = results_dir / "results.jsonl"
     if not table.exists():
         raise NoResultsError(
             f"no results table at {table}: run `python -m dpbench ...` first, or pass the results folder "
@@ -57,13 +77,7 @@ def load_results(results_dir: Path) -> pd.DataFrame:
     if "audit" in rows:  # audited runs train on canaries too: a different dataset, not a benchmark entry
         rows = rows[rows["audit"].isna()]
     rows = rows.drop_duplicates(subset="run_dir", keep="last").reset_index(drop=True)
-    rows = _without_search_trials(rows, table)
-    rows = rows.assign(**{column: rows.get(column, None) for column in TUNING_COLUMNS})
-    rows["tuning"] = rows["tuning"].fillna(UNTUNED)
-    # Rows written before the verdict was recorded: a structured run's noise is the kernel's own.
-    kernel_verdict = rows["contract"].map({"structured": "VERIFIED"})
-    rows["verdict"] = rows["verdict"].fillna(kernel_verdict) if "verdict" in rows else kernel_verdict
-    return with_configuration(rows)
+    return _without_search_trials(rows, table)
 
 
 def _without_search_trials(rows: pd.DataFrame, table: Path) -> pd.DataFrame:

@@ -1,0 +1,79 @@
+"""``python -m dpbench.report RESULTS --publish DIR``: copy what of a results folder may be published.
+
+A results folder is the operator's: beside the released models it holds a private search's K (``trials_run``,
+``trials_finished``), its trials (their rows, directories and scores) and the index of the trial it selected
+(``t3`` bounds K from below), and every run's checkpoint (the model itself, whose noise is reproducible from the
+seed). Publishing any of them voids the tuning bound or more. DIR gets only this, for each finished, non-audit
+run the report would show:
+
+- a row in ``DIR/results.jsonl``: the results row without K or the trial's index, its ``run_dir`` relative to DIR;
+- ``DIR/runs/<name>/summary.json``: the run's summary without its trial index or its path, the config without
+  ``tune.trial``. ``<name>`` is a hash of the run's original directory, so nothing in it counts trials.
+
+DIR is then a results folder like any other: ``python -m dpbench.report DIR`` gives the same leaderboards, tuned
+pipelines included. Publishing into a folder that already holds results adds the runs it does not hold yet (runs
+are told apart by that hash), so a benchmark table can be collected over several machines or sessions and kept
+with the docs that quote it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dpbench.reporting.results_table import publishable_rows
+from dpbench.reporting.run_files import RunFiles, append_result_row
+from dpbench.search.tuning_record import PRIVATE_SEARCH
+
+# What a private search's released row and summary must not carry: K and the selected trial's index.
+SEARCH_SECRETS = ("trials_run", "trials_finished", "trial")
+RUNS = "runs"
+
+
+def publish(results_dir: Path, out: Path) -> list[str]:
+    """Copy the publishable part of ``results_dir`` into ``out`` (adding to what is there); returns the names of
+    the runs added."""
+    rows = publishable_rows(Path(results_dir))
+    table = Path(out) / "results.jsonl"
+    held = _published_names(table)
+    added = []
+    for row in rows:
+        name = _name(row["run_dir"])
+        if name in held:
+            continue
+        tuned = row.get("tuning") == PRIVATE_SEARCH
+        source = RunFiles(Path(row["run_dir"]))
+        summary = source.read_summary() if source.summary.exists() else {}
+        target = RunFiles(Path(out) / RUNS / name)
+        target.write_summary(_without_secrets(summary, tuned) | {"run_dir": f"{RUNS}/{name}"})
+        append_result_row(table, _without_secrets(row, tuned) | {"run_dir": f"{RUNS}/{name}"})
+        held.add(name)
+        added.append(name)
+    return added
+
+
+def _name(run_dir: str) -> str:
+    return hashlib.sha256(str(run_dir).encode()).hexdigest()[:16]
+
+
+def _published_names(table: Path) -> set[str]:
+    if not table.exists():
+        return set()
+    return {Path(row["run_dir"]).name for row in pd.read_json(table, lines=True).to_dict("records")}
+
+
+def _without_secrets(record: dict[str, Any], private_search: bool) -> dict[str, Any]:
+    """A row or summary without the run's own path and, for a private search's released model, without K and
+    the selected trial's index (also inside its config)."""
+    kept = {key: value for key, value in record.items() if key != "run_dir"}
+    if not private_search:
+        return kept
+    kept = {key: value for key, value in kept.items() if key not in SEARCH_SECRETS}
+    if isinstance(kept.get("config"), dict) and isinstance(kept["config"].get("tune"), dict):
+        kept["config"] = kept["config"] | {
+            "tune": {key: value for key, value in kept["config"]["tune"].items() if key != "trial"}}
+    return kept
+
