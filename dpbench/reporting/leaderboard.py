@@ -78,7 +78,8 @@ def leaderboard(results: pd.DataFrame) -> pd.DataFrame:
 def confounders(results: pd.DataFrame) -> dict[tuple, list[str]]:
     """Per table (dataset, ε, how tuned): the config keys outside the mechanism group, and outside what tuning
     chose, whose values differ between its rows. Non-empty means the table compares more than mechanisms."""
-    return {table: confounding_keys(_configs(runs).values(), _free_keys(runs)) for table, runs in results.groupby(TABLE)}
+    return {table: confounding_keys(_configs(runs).values(), _free_keys(runs))
+            for table, runs in results.groupby(TABLE)}
 
 
 def comparable(run: pd.Series, baseline: pd.Series) -> bool:
@@ -175,9 +176,9 @@ def to_markdown(board: pd.DataFrame, comparisons: pd.DataFrame, notes: dict[tupl
                        "tuned one."), ""]
         if notes.get((dataset, target, tuning)):
             lines += [
-                (f"> **Note:** these rows differ in more than the mechanism: {', '.join(notes[(dataset, target, tuning)])}"
-                 f". Δ vs {baseline} pairs a row only with a {baseline} row whose configuration is otherwise identical; "
-                 "rows without one show –."),
+                (f"> **Note:** these rows differ in more than the mechanism: "
+                 f"{', '.join(notes[(dataset, target, tuning)])}. Δ vs {baseline} pairs a row only with a {baseline} "
+                 "row whose configuration is otherwise identical; rows without one show –."),
                 "",
             ]
         columns = _columns(tuning, baseline, operator_view)

@@ -77,7 +77,8 @@ def test_publishing_again_adds_only_new_runs(operator_results, tmp_path):
                  trials_run=4, pipeline="pipeline-fixed")
     assert len(publish(later, out)) == 1
     tuned = pipelines(load_results(out))
-    assert tuned.iloc[0]["n_searches"] == 3 and tuned.iloc[0]["accuracy_mean"] == pytest.approx((0.93 + 0.95 + 0.91) / 3)
+    assert tuned.iloc[0]["n_searches"] == 3
+    assert tuned.iloc[0]["accuracy_mean"] == pytest.approx((0.93 + 0.95 + 0.91) / 3)
     assert len(pd.read_json(out / "results.jsonl", lines=True)) == 5
 
 
