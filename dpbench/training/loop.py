@@ -109,6 +109,7 @@ def train(
                 **test_metrics,
                 "epsilon": spent_epsilon(state.ledger),
                 "noise_multiplier": release.record.noise_multiplier,
+                "sensitivity": release.record.sensitivity,
                 "seconds": seconds,
                 "samples_per_second": examples / seconds,
             }

@@ -1,6 +1,7 @@
 """Adaptive clipping: the count and gradient noise follow Andrew et al.'s split, the ledger records the
 joint multiplier, the threshold moves only with the noised count, and impossible splits are refused."""
 
+import json
 import math
 
 import pytest
@@ -11,6 +12,8 @@ from dpbench.privacy.accountant import epsilon
 from dpbench.privacy.ledger import PrivacyLedger, StepRecord
 from dpbench.privacy.mechanism import MechanismContractError
 from dpbench.privacy.privatizer import StructuredPrivatizer
+from dpbench.training.checkpoint import read_checkpoint
+from dpbench.training.experiment import run_experiment
 from mechanisms.adaptive import AdaptiveClipping
 
 SHAPES = [torch.Size([6, 4]), torch.Size([4])]
@@ -99,3 +102,20 @@ def test_a_split_impossible_later_in_the_schedule_is_refused_before_training():
     kernel = privatizer(GrowingNoiseAdaptive(1.0, count_noise=1.0), z=1.2, seed=0)  # 2 sigma_b = 2 > 1.2 at epoch 0
     with pytest.raises(MechanismContractError, match="must exceed the total noise multiplier"):
         kernel.check_schedule((t, t // 10) for t in range(30))  # epoch 1: z = 2.4 >= 2
+
+
+def test_each_epoch_records_the_bound_its_last_step_was_noised_for(make_config, tmp_path):
+    """metrics.jsonl's ``sensitivity`` is the ledger's S at each epoch's last step: the adaptive threshold as it
+    moved (from 0.01, far under the digits model's norms, upwards), and fixed's constant C."""
+
+    for name, bound in (("adaptive", 0.01), ("fixed", 0.01)):
+        run_dir = tmp_path / name
+        run_experiment(make_config(f"mechanism={name}", "train.max_grad_norm=0.01"), run_dir)
+        metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        ledger = read_checkpoint(run_dir / "checkpoint.pt")["state"]["ledger"]
+        last_steps = {record["epoch"]: StepRecord(**record) for record in ledger}
+        assert [row["sensitivity"] for row in metrics] == [last_steps[e].sensitivity for e in sorted(last_steps)]
+        if name == "fixed":
+            assert all(row["sensitivity"] == pytest.approx(bound) for row in metrics)
+        else:
+            assert metrics[0]["sensitivity"] > bound and metrics[1]["sensitivity"] > metrics[0]["sensitivity"]
