@@ -15,6 +15,7 @@ from dpbench.privacy.privatizer import StructuredPrivatizer
 from dpbench.training.checkpoint import read_checkpoint
 from dpbench.training.experiment import run_experiment
 from mechanisms.adaptive import AdaptiveClipping
+from mechanisms.fixed import FixedClipping
 
 SHAPES = [torch.Size([6, 4]), torch.Size([4])]
 EXPECTED_BATCH = 10.0
@@ -119,3 +120,21 @@ def test_each_epoch_records_the_bound_its_last_step_was_noised_for(make_config, 
             assert all(row["sensitivity"] == pytest.approx(bound) for row in metrics)
         else:
             assert metrics[0]["sensitivity"] > bound and metrics[1]["sensitivity"] > metrics[0]["sensitivity"]
+
+
+def test_when_every_example_is_clipped_the_threshold_only_scales_the_step():
+    """Why the threshold's level matters as much as its adaptivity (docs/benchmarks.md, tuned eps3_vision): when
+    every example's norm exceeds C, the release (clipped sum plus N(0, (z C)^2), over B) is C times a quantity
+    that does not depend on C, so C is a multiplier of the learning rate. A threshold that moves from the preset's
+    0.1 to a quantile of norms 50x larger multiplies the step by 50."""
+    large = grads(norm_scale=100.0)  # every example's norm is far above both thresholds
+    releases = []
+    for threshold in (0.1, 5.0):
+        kernel = privatizer(FixedClipping(threshold), z=3.0, seed=7)
+        releases.append(kernel.release([MaterializedGradients(large)], 0, 0).gradient)
+    for small, big in zip(*releases):
+        torch.testing.assert_close(big, 50.0 * small)
+    small = grads(norm_scale=0.1)  # norms about 0.5: above C = 0.1, under C = 5
+    unclipped = [privatizer(FixedClipping(c), z=3.0, seed=7).release([MaterializedGradients(small)], 0, 0).gradient
+                 for c in (0.1, 5.0)]
+    assert not torch.allclose(unclipped[1][0], 50.0 * unclipped[0][0])  # outside that regime it is not a scale
