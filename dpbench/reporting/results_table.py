@@ -22,6 +22,7 @@ from dpbench.reporting.configuration import (
 from dpbench.reporting.run_files import RunFiles
 from dpbench.search.tuning_record import PRIVATE_SEARCH, UNTUNED
 
+LINE = "_line"  # a row's index among the results table's lines, while it is read
 RUN_KEYS = ["dataset", "mechanism", "target_epsilon", "seed", "config_id", "sweep_id"]
 # Columns of a results row that stand in for the config when a run directory no longer holds one.
 ROW_CONFIG_KEYS = {
@@ -44,7 +45,7 @@ class NoResultsError(FileNotFoundError):
 def load_results(results_dir: Path) -> pd.DataFrame:
     """One row per finished run (the latest row of each run directory), from ``results.jsonl``; a relative
     ``run_dir`` (a published folder's, :mod:`dpbench.reporting.publish`) is read relative to ``results_dir``."""
-    rows = _finished_rows(Path(results_dir))
+    rows = _finished_rows(Path(results_dir)).drop(columns=LINE)
     rows["run_dir"] = [str(Path(results_dir) / run_dir) if not Path(run_dir).is_absolute() else run_dir
                        for run_dir in rows["run_dir"]]
     rows = rows.assign(**{column: rows.get(column, None) for column in TUNING_COLUMNS})
@@ -56,13 +57,16 @@ def load_results(results_dir: Path) -> pd.DataFrame:
 
 
 def publishable_rows(results_dir: Path) -> list[dict]:
-    """The rows :func:`load_results` reads, as written (absent cells left out): finished runs, no audited run, no
-    search trial, the latest row of each run directory."""
-    return [{key: _plain(value) for key, value in record.items() if _plain(value) is not None}
-            for record in _finished_rows(Path(results_dir)).to_dict("records")]
+    """The rows :func:`load_results` reads, exactly as written (JSON objects, before pandas types them): finished
+    runs, no audited run, no search trial, the latest row of each run directory."""
+    table = Path(results_dir) / "results.jsonl"
+    written = [json.loads(line) for line in table.read_text().splitlines() if line.strip()]
+    return [written[line] for line in _finished_rows(Path(results_dir))[LINE]]
 
 
 def _finished_rows(results_dir: Path) -> pd.DataFrame:
+    """The results table's rows that :func:`load_results` reads, each with its ``LINE`` (index among the table's
+    non-blank lines)."""
     table = results_dir / "results.jsonl"
     if not table.exists():
         raise NoResultsError(
@@ -72,6 +76,7 @@ def _finished_rows(results_dir: Path) -> pd.DataFrame:
     rows = pd.read_json(table, lines=True)
     if rows.empty:
         raise NoResultsError(f"{table} holds no finished run yet")
+    rows[LINE] = range(len(rows))
     if "status" in rows:
         rows = rows[rows["status"].fillna("finished") == "finished"]
     if "audit" in rows:  # audited runs train on canaries too: a different dataset, not a benchmark entry

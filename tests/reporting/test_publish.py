@@ -25,7 +25,7 @@ def operator_results(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     for seed, accuracy in enumerate((0.90, 0.92)):
-        write_run(results, f"fixed-seed{seed}", FIXED, accuracy, seed=seed)
+        write_run(results, f"fixed-seed{seed}", FIXED, accuracy, seed=seed, finished_at="2026-12-06T12:16:30+00:00")
     for seed, accuracy in enumerate((0.93, 0.95)):
         write_search(results, f"mechanism=fixed,seed={seed}", FIXED, accuracy,
                      {"train.lr": 0.1, "mechanism.max_grad_norm": 1.0}, trials_run=4,
@@ -52,6 +52,11 @@ def test_the_published_folder_holds_no_trial_count_no_trial_and_no_checkpoint(op
     rows = pd.read_json(out / "results.jsonl", lines=True)
     assert sorted(rows["final_accuracy"]) == pytest.approx([0.90, 0.92, 0.93, 0.95])
     assert all(not path.startswith("/") for path in rows["run_dir"])
+    # each published row is the row as written, less what was removed: nothing retyped on the way
+    written = [json.loads(line) for line in (operator_results / "results.jsonl").read_text().splitlines()]
+    untuned = [row for row in written if "tuning" not in row and "trial" not in row]
+    published = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [row["finished_at"] for row in published if "finished_at" in row] == [r["finished_at"] for r in untuned]
 
 
 def test_the_published_folder_reports_as_the_original(operator_results, tmp_path):
