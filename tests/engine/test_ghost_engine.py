@@ -5,15 +5,13 @@ MLP-VAE; unsupported layers fall back with a warning; unsupported model patterns
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from script_loader import load_script
 from torch import nn
 
 from dpbench.engine import FunctorchEngine, GhostEngine
@@ -30,14 +28,6 @@ POLICIES = {
     "explicit": Policy(memory_factor=0.0, max_explicit_ratio=math.inf),
 }
 
-
-def _bench_module():
-    path = Path(__file__).resolve().parents[2] / "scripts" / "bench_speed.py"
-    spec = importlib.util.spec_from_file_location("bench_speed", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
 
 
 def assert_matches_reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=F.cross_entropy, policy=None):
@@ -186,7 +176,7 @@ def test_repo_models(model_class, shape, policy):
 
 
 def test_mlp_vae():
-    bench = _bench_module()
+    bench = load_script("bench_speed")
     torch.manual_seed(0)
     model = bench.MlpVae()
     assert sum(p.numel() for p in model.parameters()) == 620_460

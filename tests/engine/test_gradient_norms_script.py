@@ -1,7 +1,6 @@
 """scripts/gradient_norms.py measures a finished run's per-example gradient norms (checked against autograd one
 example at a time) and where the bound of its last step sits among them."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -10,24 +9,19 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from script_loader import load_script
 
 from dpbench.training.checkpoint import read_checkpoint
 from dpbench.training.experiment import run_experiment
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gradient_norms.py"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("gradient_norms", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
-    with initialize_config_dir(config_dir=str(SCRIPT.parents[1] / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["train.epochs=1", "progress=false", f"paths.results={root}",
                                            "train.max_grad_norm=0.05"])
     run_experiment(cfg, root / "run")
@@ -35,7 +29,7 @@ def finished_run(tmp_path_factory):
 
 
 def test_norms_are_each_examples_own_gradient_norm(finished_run):
-    norms, bound = load_script().norms_and_bound(finished_run, examples=6)
+    norms, bound = load_script("gradient_norms").norms_and_bound(finished_run, examples=6)
     cfg = OmegaConf.load(finished_run / "config.yaml")
     data, model = instantiate(cfg.dataset), instantiate(cfg.model)
     model.load_state_dict(read_checkpoint(finished_run / "checkpoint.pt")["model"])
@@ -50,7 +44,7 @@ def test_norms_are_each_examples_own_gradient_norm(finished_run):
 
 
 def test_the_summary_says_what_the_bound_clips(finished_run):
-    script = load_script()
+    script = load_script("gradient_norms")
     norms, bound = script.norms_and_bound(finished_run, examples=200)
     line = script.describe(norms, bound)
     assert f"clips {np.mean(norms > bound):.1%}" in line and "200 examples" in line

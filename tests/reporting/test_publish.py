@@ -6,13 +6,13 @@ import json
 
 import pandas as pd
 import pytest
+from test_tuned_leaderboard import FIXED, write_run, write_search
 
 from dpbench.report import main as report_main
 from dpbench.reporting.leaderboard import leaderboard
 from dpbench.reporting.publish import publish
 from dpbench.reporting.results_table import load_results
 from dpbench.reporting.tuned_pipelines import pipelines
-from tests.reporting.test_tuned_leaderboard import FIXED, write_run, write_search
 
 # K, the selected trial's index (t1) and an unreleased trial's (t2), the trials' folder
 SECRETS = ('"trials_run"', '"trials_finished"', '"trial"', '"t1"', '"t2"', "searches")

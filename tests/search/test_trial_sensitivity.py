@@ -1,17 +1,9 @@
 """scripts/trial_sensitivity.py reads the trials of searches and ranks each searched key against accuracy."""
 
-import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "trial_sensitivity.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("trial_sensitivity", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from script_loader import load_script
 
 
 def write_search(results: Path, name: str, trials: list[tuple[float, float, str, float]]) -> None:
@@ -30,7 +22,7 @@ def write_search(results: Path, name: str, trials: list[tuple[float, float, str,
 
 
 def test_each_searched_key_is_ranked_against_accuracy(tmp_path):
-    script = load_script()
+    script = load_script("trial_sensitivity")
     # accuracy falls as the bound grows and does not depend on the learning rate's order
     write_search(tmp_path, "a", [(0.1, 0.01, "equal", 0.90), (0.4, 0.1, "equal", 0.80),
                                  (0.2, 1.0, "proportional", 0.60)])
@@ -44,7 +36,7 @@ def test_each_searched_key_is_ranked_against_accuracy(tmp_path):
 
 
 def test_too_few_trials_give_no_correlation(tmp_path):
-    script = load_script()
+    script = load_script("trial_sensitivity")
     write_search(tmp_path, "a", [(0.1, 0.01, "equal", 0.90), (0.4, 0.1, "equal", 0.80)])
     (line,) = [line for line in script.sensitivity(script.trials(tmp_path)) if line.startswith("| digits |")]
     assert "ρ" not in line

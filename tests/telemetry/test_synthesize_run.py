@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from script_loader import load_script
 
 from dpbench.cli import CONFIG_DIR
 from dpbench.telemetry.__main__ import main
@@ -61,13 +60,6 @@ def test_bad_run_directories_are_clear_errors(tmp_path):
         main(["synthesize", "--run", str(tmp_path)])
 
 
-def _rerelease_script():
-    path = Path(__file__).resolve().parents[2] / "scripts" / "telemetry_rerelease.py"
-    spec = importlib.util.spec_from_file_location("telemetry_rerelease", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.mark.slow
 def test_a_rerelease_is_a_fixed_draw_of_the_current_release_and_refuses_real_tables(tiny_run, tmp_path):
@@ -75,7 +67,7 @@ def test_a_rerelease_is_a_fixed_draw_of_the_current_release_and_refuses_real_tab
     comparison of release designs), at the current code's bound; a run over a user's tables is refused,
     since a second release of its rows would spend their budget again."""
     run_dir, _ = tiny_run
-    script = _rerelease_script()
+    script = load_script("telemetry_rerelease")
     first = script.rerelease(run_dir, tmp_path / "a", release_seed=7)
     again = script.rerelease(run_dir, tmp_path / "b", release_seed=7)
     assert first | {"run": None} == again | {"run": None}
