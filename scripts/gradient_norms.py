@@ -58,7 +58,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--examples", type=int, default=20000, help="training examples to measure (default 20000)")
     parser.add_argument("--data-root", default=None, help="dataset root, if not the one the run recorded")
     args = parser.parse_args(argv)
-    torch.set_grad_enabled(True)
     for run in args.runs:
         print(f"{run}: {describe(*norms_and_bound(run, args.examples, args.data_root))}")
 

@@ -8,11 +8,14 @@ run the report would show:
 
 - a row in ``DIR/results.jsonl``: the results row without K or the trial's index, its ``run_dir`` relative to DIR;
 - ``DIR/runs/<name>/summary.json``: the run's summary without its trial index or its path, the config without
-  ``tune.trial``. ``<name>`` is a hash of the run's original directory, so nothing in it counts trials.
+  ``tune.trial``. ``<name>`` is a hash of the search (its ``search_id``, published anyway) for a search's released
+  model, never of the trial's directory: that path names the trial, and the rest of it can be rebuilt from the
+  published config, so a hash of it could be matched against t0, t1, ... to recover the index. An untuned run's
+  ``<name>`` is a hash of its original directory.
 
 DIR is then a results folder like any other: ``python -m dpbench.report DIR`` gives the same leaderboards, tuned
 pipelines included. Publishing into a folder that already holds results adds the runs it does not hold yet (runs
-are told apart by that hash), so a benchmark table can be collected over several machines or sessions and kept
+are told apart by their name), so a benchmark table can be collected over several machines or sessions and kept
 with the docs that quote it.
 """
 
@@ -41,10 +44,10 @@ def publish(results_dir: Path, out: Path) -> list[str]:
     held = _published_names(table)
     added = []
     for row in rows:
-        name = _name(row["run_dir"])
+        tuned = row.get("tuning") == PRIVATE_SEARCH
+        name = _name(f"search:{row['search_id']}" if tuned else f"run:{row['run_dir']}")
         if name in held:
             continue
-        tuned = row.get("tuning") == PRIVATE_SEARCH
         source = RunFiles(Path(row["run_dir"]))
         summary = source.read_summary() if source.summary.exists() else {}
         target = RunFiles(Path(out) / RUNS / name)
@@ -55,8 +58,8 @@ def publish(results_dir: Path, out: Path) -> list[str]:
     return added
 
 
-def _name(run_dir: str) -> str:
-    return hashlib.sha256(str(run_dir).encode()).hexdigest()[:16]
+def _name(identity: str) -> str:
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 def _published_names(table: Path) -> set[str]:
@@ -76,4 +79,3 @@ def _without_secrets(record: dict[str, Any], private_search: bool) -> dict[str, 
         kept["config"] = kept["config"] | {
             "tune": {key: value for key, value in kept["config"]["tune"].items() if key != "trial"}}
     return kept
-

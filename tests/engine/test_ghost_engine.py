@@ -29,7 +29,6 @@ POLICIES = {
 }
 
 
-
 def assert_matches_reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=F.cross_entropy, policy=None):
     torch.manual_seed(1)
     reference = FunctorchEngine(model, loss_fn).per_sample_gradients(x, y)

@@ -2,6 +2,7 @@
 private search's trials (K, the trials, the selected trial's index) and no checkpoint, and reports exactly as the
 folder it came from; publishing again, or from another folder, only adds the runs DIR does not hold yet."""
 
+import hashlib
 import json
 
 import pandas as pd
@@ -57,6 +58,20 @@ def test_the_published_folder_holds_no_trial_count_no_trial_and_no_checkpoint(op
     untuned = [row for row in written if "tuning" not in row and "trial" not in row]
     published = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [row["finished_at"] for row in published if "finished_at" in row] == [r["finished_at"] for r in untuned]
+
+
+def test_a_published_name_cannot_be_matched_against_the_trials(operator_results, tmp_path):
+    """The attack: the released trial's directory is <search>/runs/t1 here (in a real search, the search's folder
+    and overrides with +trial=tK, all rebuildable from the published config), so hashing the candidates t0, t1, ...
+    as the names are hashed would find the selected index, and with it a lower bound on K."""
+    out = tmp_path / "published"
+    publish(operator_results, out)
+    names = {path.name for path in (out / "runs").iterdir()}
+    trial_dirs = [summary.parent for summary in (operator_results / "searches").rglob("summary.json")]
+    assert len(trial_dirs) == 8  # 2 searches x 4 trials
+    for trial_dir in trial_dirs:
+        for identity in (str(trial_dir), f"run:{trial_dir}", trial_dir.name):
+            assert hashlib.sha256(identity.encode()).hexdigest()[:16] not in names
 
 
 def test_the_published_folder_reports_as_the_original(operator_results, tmp_path):

@@ -60,7 +60,6 @@ def test_bad_run_directories_are_clear_errors(tmp_path):
         main(["synthesize", "--run", str(tmp_path)])
 
 
-
 @pytest.mark.slow
 def test_a_rerelease_is_a_fixed_draw_of_the_current_release_and_refuses_real_tables(tiny_run, tmp_path):
     """scripts/telemetry_rerelease.py: the same release seed gives the same release and scores (a paired
