@@ -20,7 +20,7 @@ Component = Callable[..., Mechanism]
 class Composed(Mechanism):
     """A structured mechanism assembled from components: ``clipping`` decides the groups, thresholds
     and clipping factors, ``noise`` (optional) the noise schedule's shape, ``postprocessing``
-    (optional) the transformation of the released gradient.
+    (optional) the transformation of the released gradient, after the clipping component's own.
 
     Privacy argument: the kernel enforces the clipping component's bounds, so the sensitivity is
     sqrt(sum_g C_g^2) of the clipping component's thresholds; the noise is z * s(t) times that
@@ -55,6 +55,9 @@ class Composed(Mechanism):
         return 1.0 if self.noise is None else self.noise.noise_shape(step, epoch)
 
     def postprocess(self, gradient: list[torch.Tensor], step: int, epoch: int) -> list[torch.Tensor]:
+        """The clipping component's own post-processing (the units of its release, such as adaptive
+        clipping's rescaled step; the identity for most), then the post-processing component's."""
+        gradient = self.clipping.postprocess(gradient, step, epoch)
         return gradient if self.postprocessing is None else self.postprocessing.postprocess(gradient, step, epoch)
 
 

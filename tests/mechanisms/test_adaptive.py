@@ -14,7 +14,7 @@ from dpbench.privacy.mechanism import MechanismContractError
 from dpbench.privacy.privatizer import StructuredPrivatizer
 from dpbench.training.checkpoint import read_checkpoint
 from dpbench.training.experiment import run_experiment
-from mechanisms.adaptive import AdaptiveClipping
+from mechanisms.adaptive import RESCALED_FLOOR, AdaptiveClipping
 from mechanisms.fixed import FixedClipping
 
 SHAPES = [torch.Size([6, 4]), torch.Size([4])]
@@ -138,3 +138,54 @@ def test_when_every_example_is_clipped_the_threshold_only_scales_the_step():
     unclipped = [privatizer(FixedClipping(c), z=3.0, seed=7).release([MaterializedGradients(small)], 0, 0).gradient
                  for c in (0.1, 5.0)]
     assert not torch.allclose(unclipped[1][0], 50.0 * unclipped[0][0])  # outside that regime it is not a scale
+
+
+def test_rescaled_step_is_the_plain_release_times_initial_over_applied_threshold():
+    """``rescale_step`` is post-processing only: at every step the release is Andrew et al.'s release of the
+    same noise draw times C_0 / C_t, with C_t the threshold that step was clipped to (moved by the noised
+    counts exactly as without rescaling), and the ledger records the same bound and multiplier."""
+    initial = 0.05
+    kernels = [
+        privatizer(AdaptiveClipping(initial, learning_rate=1.0, count_noise=2.0, rescale_step=rescale), z=1.0, seed=3)
+        for rescale in (False, True)
+    ]
+    moved = set()
+    for step in range(20):
+        batch = MaterializedGradients(grads(1.0, seed=step))
+        applied = kernels[0].mechanism.clip_norm
+        plain, rescaled = (kernel.release([batch], step, 0) for kernel in kernels)
+        assert plain.record == rescaled.record and plain.record.sensitivity == pytest.approx(applied)
+        for p, r in zip(plain.gradient, rescaled.gradient):
+            torch.testing.assert_close(r, p * (initial / applied))
+        assert kernels[1].mechanism.clip_norm == kernels[0].mechanism.clip_norm
+        moved.add(round(applied, 12))
+    assert len(moved) > 10  # the threshold moved, so the factor was exercised
+
+
+def test_rescaled_step_does_not_depend_on_the_threshold_when_every_example_is_clipped():
+    """What the rescaling is for: with every norm above C_t, the step is flat clipping's at C_0 whatever C_t
+    is (the same noise draw, at C_t = C_0 and at C_t = 50 C_0)."""
+    large = MaterializedGradients(grads(norm_scale=100.0))
+    releases = []
+    for threshold in (0.1, 5.0):
+        mechanism = AdaptiveClipping(0.1, count_noise=10.0, rescale_step=True)
+        mechanism.clip_norm = threshold
+        releases.append(privatizer(mechanism, z=3.0, seed=7).release([large], 0, 0).gradient)
+    for at_initial, at_fifty_times in zip(*releases):
+        torch.testing.assert_close(at_fifty_times, at_initial)
+
+
+def test_rescaled_threshold_stops_at_its_floor_and_the_step_stays_finite():
+    """With every gradient exactly 0 (a saturated softmax), the count says everything is under C and C falls
+    geometrically; the rescaled rule stops it at RESCALED_FLOOR * C_0, so C_0 / C_t stays finite."""
+    mechanism = AdaptiveClipping(1.0, target_quantile=0.1, learning_rate=1.0, count_noise=10.0, rescale_step=True)
+    kernel = privatizer(mechanism, z=1.0, seed=0)
+    for step in range(100):
+        release = kernel.release([MaterializedGradients(grads(0.0))], step, 0)
+    assert mechanism.clip_norm == RESCALED_FLOOR
+    assert all(torch.isfinite(g).all() for g in release.gradient)
+    unfloored = AdaptiveClipping(1.0, target_quantile=0.1, learning_rate=1.0, count_noise=10.0)
+    kernel = privatizer(unfloored, z=1.0, seed=0)
+    for step in range(200):
+        kernel.release([MaterializedGradients(grads(0.0))], step, 0)
+    assert unfloored.clip_norm < RESCALED_FLOOR  # Andrew et al.'s rule, unchanged, has no floor

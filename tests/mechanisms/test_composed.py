@@ -33,10 +33,12 @@ def test_every_member_of_the_contract_except_noise_and_postprocessing_goes_to_th
         assert vars(Composed)[member] is not vars(Mechanism)[member], member
 
 
-def test_adaptive_clipping_behaves_the_same_inside_a_composition():
-    """The private-statistics channel goes through: same releases, records and threshold updates."""
-    alone = AdaptiveClipping(0.5, count_noise=3.0)
-    composed = Composed(0.5, partial(AdaptiveClipping, count_noise=3.0))
+@pytest.mark.parametrize("rescale_step", [False, True])
+def test_adaptive_clipping_behaves_the_same_inside_a_composition(rescale_step):
+    """The private-statistics channel goes through: same releases, records and threshold updates; and the
+    clipping component's own post-processing (the rescaled step) is kept."""
+    alone = AdaptiveClipping(0.5, count_noise=3.0, rescale_step=rescale_step)
+    composed = Composed(0.5, partial(AdaptiveClipping, count_noise=3.0, rescale_step=rescale_step))
     assert composed.statistic_noise == 3.0
     kernels = [
         StructuredPrivatizer(m, SHAPES, 1.1, 10.0, 0.01, torch.Generator().manual_seed(0)) for m in (alone, composed)
@@ -50,7 +52,7 @@ def test_adaptive_clipping_behaves_the_same_inside_a_composition():
     assert composed.clipping.clip_norm == alone.clip_norm != 0.5
 
 
-def test_noise_and_postprocessing_come_only_from_their_components():
+def test_noise_comes_only_from_its_component_and_postprocessing_after_the_clippings_own():
     decaying_clipper = Composed(1.0, partial(NoiseDecay, epochs=3, end_ratio=0.5))
     assert decaying_clipper.noise_shape(0, 2) == 1.0  # the clipping component's own schedule is not used
     composed = Composed(
@@ -62,6 +64,11 @@ def test_noise_and_postprocessing_come_only_from_their_components():
     composed.postprocess([torch.ones(s) for s in SHAPES], 0, 0)
     torch.testing.assert_close(composed.postprocess([torch.ones(s) for s in SHAPES], 1, 0)[1], torch.full((4,), 1.9))
     assert composed.name == "perlayer+noise_decay+momentum"
+    heavy_ball = partial(NoisyMomentum, kind="heavy_ball")
+    rescaled = Composed(1.0, partial(AdaptiveClipping, rescale_step=True), postprocessing=heavy_ball)
+    rescaled.clipping.released_norm = 0.5  # as if the step were clipped to C_t = C_0 / 2: the release doubles
+    rescaled.postprocess([torch.ones(s) for s in SHAPES], 0, 0)
+    torch.testing.assert_close(rescaled.postprocess([torch.ones(s) for s in SHAPES], 1, 0)[1], torch.full((4,), 3.8))
 
 
 def test_components_must_be_factories():
