@@ -17,6 +17,7 @@ untuned one.
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -99,7 +100,6 @@ def compare_to_baseline(
     outside the mechanism group (same ``context_id``); a configuration without one is not compared. A baseline
     run is one named ``baseline`` whose ``mechanism._target_`` is the built-in's (conf/mechanism/<baseline>.yaml):
     a plugin run under the baseline's name is compared against it, never taken for it."""
-    rng = np.random.default_rng(seed)
     rows = []
     is_baseline = baseline_runs(results, baseline)
     for (dataset, target, tuning), group in results.groupby(TABLE):
@@ -112,6 +112,7 @@ def compare_to_baseline(
                 reference = reference_runs["final_accuracy"].dropna().to_numpy()
                 if len(values) == 0 or len(reference) == 0:
                     continue
+                rng = comparison_rng(seed, config, baseline_config)
                 low, high, p_value = difference_statistics(values, reference, rng, resamples, confidence)
                 rows.append({
                     "dataset": dataset, "target_epsilon": target, "tuning": tuning, "mechanism": mechanism,
@@ -131,6 +132,12 @@ def baseline_runs(results: pd.DataFrame, baseline: str) -> pd.Series:
     builtin = _builtin_target(baseline)
     return (results["mechanism"] == baseline) & results["config"].map(
         lambda config: builtin is None or config.get(MECHANISM_TARGET, builtin) == builtin)
+
+
+def comparison_rng(seed: int, *key: object) -> np.random.Generator:
+    """The bootstrap's generator for one comparison, drawn from ``seed`` and the compared pair's identifiers, so
+    that a comparison's interval is the same whichever other rows the results hold."""
+    return np.random.default_rng([seed, *(zlib.crc32(str(part).encode()) for part in key)])
 
 
 def difference_statistics(values: np.ndarray, reference: np.ndarray, rng: np.random.Generator, resamples: int,

@@ -28,6 +28,7 @@ from dpbench.reporting.leaderboard import (
     baseline_runs,
     comparable,
     comparison_cells,
+    comparison_rng,
     difference_statistics,
     epsilon_cell,
     percent_cell,
@@ -79,7 +80,6 @@ def compare_pipelines(results: pd.DataFrame, baseline: str = "fixed", resamples:
                       confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Each pipeline's mean accuracy minus each comparable ``baseline`` pipeline's, over their searches; a plugin
     recorded under the baseline's name is compared against it, never taken for it."""
-    rng = np.random.default_rng(seed)
     rows = searches(results)
     out = []
     is_baseline = baseline_runs(rows, baseline)
@@ -91,6 +91,7 @@ def compare_pipelines(results: pd.DataFrame, baseline: str = "fixed", resamples:
                     continue
                 values = own["final_accuracy"].dropna().to_numpy()
                 reference = reference_rows["final_accuracy"].dropna().to_numpy()
+                rng = comparison_rng(seed, pipeline, reference_pipeline)
                 low, high, p_value = difference_statistics(values, reference, rng, resamples, confidence)
                 out.append({
                     **dict(zip(TABLE, own.iloc[0][TABLE])), "mechanism": mechanism, PIPELINE: pipeline,

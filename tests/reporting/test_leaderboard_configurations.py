@@ -142,6 +142,18 @@ def test_delta_pairs_only_an_otherwise_identical_fixed_configuration(loaded):
     assert comparisons.loc[config_of(loaded, ADAPTIVE_CLASS), ["n_runs", "baseline_n_runs"]].tolist() == [2, 3]
 
 
+def test_a_comparisons_interval_does_not_depend_on_the_other_rows(results):
+    """The bootstrap of each pair is drawn from its own generator: adding runs of another configuration (a new
+    mechanism in the table) leaves every existing comparison's CI as it was."""
+    before = compare_to_baseline(load_results(results), resamples=200).set_index("config_id")
+    ablation = {**BASE["mechanism"], "name": "ablation", "_target_": "my.Ablation"}  # sorts before the others
+    run(results, "ablation", 0.93, seed=0, mechanism=ablation, mechanism_class="my.Ablation")
+    run(results, "ablation", 0.94, seed=1, mechanism=ablation, mechanism_class="my.Ablation")
+    after = compare_to_baseline(load_results(results), resamples=200).set_index("config_id")
+    assert len(after) == len(before) + 1
+    pd.testing.assert_frame_equal(after.loc[before.index], before)
+
+
 def test_the_report_notes_keys_that_differ_besides_the_mechanism(loaded):
     notes = confounders(loaded)
     assert notes == {("digits", 3.0, "untuned"): ["model._target_", "train.epochs", "train.lr"]}
