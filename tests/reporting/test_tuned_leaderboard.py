@@ -269,6 +269,19 @@ def test_pipelines_are_compared_over_their_searches(tmp_path):
     assert (comparisons["mechanism"] != "fixed").all()
 
 
+def test_a_pipeline_comparisons_interval_does_not_depend_on_the_other_pipelines(tmp_path):
+    """Each pair's bootstrap has its own generator: another pipeline's searches (sorting before the others) leave
+    every existing comparison's interval as it was."""
+    results = pipeline_results(tmp_path)
+    before = compare_pipelines(load_results(results), resamples=500).set_index(["pipeline", "baseline_pipeline"])
+    for seed in range(2):
+        write_search(results, f"mechanism=adaptive,space=narrow,seed={seed}", ADAPTIVE, 0.88 + 0.01 * seed,
+                     {"train.lr": 0.2}, pipeline="aapipe")
+    after = compare_pipelines(load_results(results), resamples=500).set_index(["pipeline", "baseline_pipeline"])
+    assert len(after) > len(before)
+    pd.testing.assert_frame_equal(after.loc[before.index], before)
+
+
 def test_the_trials_spread_is_only_in_the_operator_view(tmp_path):
     results = pipeline_results(tmp_path)
     public = write_report(results, tmp_path / "public")
