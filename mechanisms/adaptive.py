@@ -27,8 +27,8 @@ class AdaptiveClipping(Mechanism):
     With ``rescale_step`` the released gradient is multiplied by C_0 / C_t (C_0 = ``max_grad_norm``, the
     initial threshold, a public constant; C_t the threshold this step was clipped to, itself
     post-processing of earlier noised counts), so the learning rate is in units of C_0 whatever C_t
-    becomes: when every example is clipped, the step is the same as flat clipping's at C_0, and the
-    threshold decides only which examples are clipped. Post-processing of the release: it costs no
+    becomes: when every example is clipped, the step is the one it would be at C_t = C_0 (tested), and
+    the threshold decides only which examples are clipped. Post-processing of the release: it costs no
     privacy. Without it (Andrew et al.'s rule), C_t also multiplies the step, so a threshold that follows
     norms spanning decades moves the effective learning rate with it. The rescaled rule keeps
     C_t >= ``RESCALED_FLOOR`` * C_0 (a data-independent bound) so that C_0 / C_t stays finite."""

@@ -9,6 +9,7 @@ import torch
 
 from dpbench.engine.per_sample import MaterializedGradients
 from dpbench.privacy.accountant import epsilon
+from dpbench.privacy.isolation import IsolationError
 from dpbench.privacy.ledger import PrivacyLedger, StepRecord
 from dpbench.privacy.mechanism import MechanismContractError
 from dpbench.privacy.privatizer import StructuredPrivatizer
@@ -189,3 +190,18 @@ def test_rescaled_threshold_stops_at_its_floor_and_the_step_stays_finite():
     for step in range(200):
         kernel.release([MaterializedGradients(grads(0.0))], step, 0)
     assert unfloored.clip_norm < RESCALED_FLOOR  # Andrew et al.'s rule, unchanged, has no floor
+
+
+class RawMedianRescale(AdaptiveClipping):
+    """The attack on the rescaled step: rescale by the batch's raw median norm instead of the released threshold,
+    stored from the hook that sees the raw norms."""
+
+    def clip_statistic(self, group_norms, thresholds, step, epoch):
+        self.released_norm = float(group_norms[:, 0].median())
+        return super().clip_statistic(group_norms, thresholds, step, epoch)
+
+
+def test_a_rescale_by_raw_norms_is_refused():
+    kernel = privatizer(RawMedianRescale(0.05, count_noise=2.0, rescale_step=True), z=1.0, seed=0)
+    with pytest.raises(IsolationError):
+        kernel.release([MaterializedGradients(grads(1.0))], 0, 0)
