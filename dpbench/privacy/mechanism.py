@@ -30,7 +30,9 @@ are cross-checked on every run); the ghost engine's float32 norm identities for 
 positions (convolutions, sequences) lose no more than float32 rounding to cancellation (the engine check
 compares them with autograd before training, not on every batch); outside the isolation fingerprint (another library's module state,
 files, the network) a structured mechanism is trusted; a researcher-form plugin behaves on unprobed
-steps as it did on probed ones; and a seeded run's noise is reproducible from its published seed
+steps as it did on probed ones (the kernel makes every release the same call, probed step or not, and the
+verifier's schedule is secret: :mod:`dpbench.privacy.plugin_streams`); and a seeded run's noise is
+reproducible from its published seed
 (``privacy.secure_noise=true`` draws it from OS entropy instead: use that for a model you release).
 """
 

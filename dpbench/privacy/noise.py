@@ -9,8 +9,8 @@ Where the noise comes from: by default a ``torch.Generator`` seeded from the run
 reproducible, and anyone who knows the seed (it is in ``config.yaml`` and ``summary.json``) can
 regenerate the noise and subtract it: fine for a benchmark, never for a model someone releases. With
 ``privacy.secure_noise=true`` every noise tensor is drawn from the operating system's entropy source
-(:class:`OSEntropy`), and the Poisson sampler and torch's global generator (which researcher-form
-plugins draw their noise from) are seeded from it: nothing about the noise or the batches can be
+(:class:`OSEntropy`), and the Poisson sampler and the key of researcher-form plugins' random streams
+(:mod:`dpbench.privacy.plugin_streams`) are seeded from it: nothing about the noise or the batches can be
 recomputed from anything the run publishes.
 """
 

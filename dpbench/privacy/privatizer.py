@@ -3,7 +3,6 @@ record out. This is where the two mechanism contracts meet the kernel."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Iterable, Protocol, Sequence
 
@@ -16,7 +15,6 @@ from dpbench.privacy.mechanism import (
     Mechanism,
     MechanismContractError,
     ResearcherMechanism,
-    call_plugin,
     check_plugin_output,
     claimed_sigma,
     positive_number,
@@ -27,6 +25,7 @@ from dpbench.privacy.noise import (
     combined_noise_multiplier,
     gradient_noise_multiplier,
 )
+from dpbench.privacy.plugin_streams import release_seed, released_call
 
 
 @dataclass
@@ -129,22 +128,28 @@ class StructuredPrivatizer:
 
 
 class PluginProbe(Protocol):
-    """What the kernel needs of a verifier: on a probed step, the copy of the plugin that made the first
-    measured draw on the real batch and that draw (the release); None on other steps."""
+    """What the kernel needs of a verifier: whether it probes a step (decided before the release, by a
+    schedule the plugin cannot know), and the probe itself, made after the release from the plugin's
+    state before it, with the release as the probe's first draw."""
 
-    def observe(
-        self, plugin: ResearcherMechanism, per_sample_grads: list[torch.Tensor], step: int, epoch: int
-    ) -> tuple[ResearcherMechanism, list[torch.Tensor]] | None: ...
+    def will_probe(self, step: int, epoch: int, batch_size: int) -> bool: ...
+
+    def probe(
+        self, plugin: ResearcherMechanism, per_sample_grads: list[torch.Tensor], step: int, epoch: int,
+        release: tuple[ResearcherMechanism, list[torch.Tensor]], seed: int,
+    ) -> None: ...
 
 
 class PluginPrivatizer:
     """Runs a researcher-form plugin: it gets the whole logical batch's per-sample gradients
     (materialised by contract), its output is validated, and its *claimed* multiplier is recorded.
 
-    Every release is made by a deep copy of the plugin, whose state the plugin then adopts: on a probed
-    step the copy is the verifier's first measured draw, on the others a plain copy. So the plugin cannot
-    tell a release from a probe by being copied, and what is released at a probed step is exactly what
-    was measured."""
+    Every release is made the same way, probed step or not (:func:`released_call`): a deep copy of the
+    plugin with fresh random streams, every global generator seeded from :func:`release_seed` of ``key``
+    and the step, on the batch's tensors; the plugin then adopts the copy's state. At a probed step the
+    verifier then measures the plugin (its state before the step) on a copy of the batch taken before the
+    release, the release being its first draw. So the plugin cannot tell a probed step from another, and
+    what is released at a probed step is exactly what was measured."""
 
     def __init__(
         self,
@@ -153,6 +158,7 @@ class PluginPrivatizer:
         parameter_shapes: Sequence[torch.Size],
         max_grad_norm: float,
         sampling_rate: float,
+        key: int,
         device: torch.device | str = "cpu",
         verifier: PluginProbe | None = None,
     ) -> None:
@@ -162,17 +168,19 @@ class PluginPrivatizer:
         self.parameter_shapes = [torch.Size(s) for s in parameter_shapes]
         self.max_grad_norm = max_grad_norm
         self.sampling_rate = sampling_rate
+        self.key = int(key)
         self.device = torch.device(device)
 
     def release(self, chunks: Iterable[PerSampleGradients], step: int, epoch: int) -> Release:
         per_sample, loss_sum, batch_size = self._materialized_batch(chunks)
-        measured = None if self.verifier is None else self.verifier.observe(self.plugin, per_sample, step, epoch)
-        if measured is None:
-            releasing = copy.deepcopy(self.plugin)
-            output = call_plugin(releasing, self.name, per_sample, step, epoch)
-        else:
-            releasing, output = measured
+        probed = self.verifier is not None and self.verifier.will_probe(step, epoch, batch_size)
+        pristine = [g.detach().clone() for g in per_sample] if probed else None
+        seed = release_seed(self.key, step)
+        releasing, output = released_call(self.plugin, [g.detach() for g in per_sample], step, epoch, seed)
+        del per_sample
         gradient = check_plugin_output(output, self.parameter_shapes, self.name, step)
+        if pristine is not None:
+            self.verifier.probe(self.plugin, pristine, step, epoch, (releasing, gradient), seed)
         sigma = claimed_sigma(releasing, self.name, step, epoch)
         adopt_state(self.plugin, releasing)
         record = StepRecord(step, epoch, self.sampling_rate, sigma, self.max_grad_norm, self.name, "claimed")

@@ -77,8 +77,6 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     parameters = [p for p in model.parameters() if p.requires_grad]
     secure = bool(cfg.privacy.secure_noise)
     noise_generator = noise_source(secure, cfg.seed + 1, device)
-    if secure:  # researcher-form plugins draw their noise from torch's global generator
-        torch.manual_seed(entropy_seed())
     prepared = prepare_mechanism(
         OmegaConf.to_container(cfg.mechanism, resolve=True),
         plan,
@@ -91,6 +89,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         verification=OmegaConf.to_container(cfg.verify, resolve=True),
         seed=cfg.seed,
         calibrate=trial.noise_multiplier if trial else None,
+        plugin_key=entropy_seed() if secure else cfg.seed,  # researcher-form plugins' random streams
     )
     optimizer = build_optimizer(cfg.train, parameters)
     sampler = PoissonSampler(plan.dataset_size, plan.sampling_rate, seed=entropy_seed() if secure else cfg.seed + 2)

@@ -86,9 +86,12 @@ def prepare_mechanism(
     verification: Mapping[str, Any] | None = None,
     seed: int = 0,
     calibrate: Callable[[NoiseShape], float] | None = None,
+    plugin_key: int | None = None,
 ) -> PreparedMechanism:
     """Import, construct and calibrate the configured mechanism; a researcher-form plugin is wrapped
-    with a :class:`PluginVerifier` configured by ``verification`` (keys of ``conf/config.yaml:verify``).
+    with a :class:`PluginVerifier` configured by ``verification`` (keys of ``conf/config.yaml:verify``),
+    and its releases are made under random streams derived from ``plugin_key`` (default: ``seed``; a
+    secret for a run with secure noise).
     ``calibrate`` maps the mechanism's noise shape to its base multiplier (a search trial's budget);
     without it the multiplier spends ``target_epsilon`` on ``plan``."""
 
@@ -152,8 +155,9 @@ def prepare_mechanism(
             max_overhead=settings.get("max_overhead", 0.1),
             channel_draws=int(settings.get("channel_draws", 64)),
         )
+        key = seed if plugin_key is None else plugin_key
         privatizer = PluginPrivatizer(
-            plugin, name, parameter_shapes, max_grad_norm, plan.sampling_rate, device, verifier=verifier
+            plugin, name, parameter_shapes, max_grad_norm, plan.sampling_rate, key, device, verifier=verifier
         )
         return PreparedMechanism(name, "researcher", noise_multiplier, plugin, privatizer, verifier, accountant)
     raise MechanismContractError(

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from dpbench.privacy.plugin_streams import GENERATOR_TYPES, walk
 from dpbench.verification.measurement import SHIFT_TOLERANCE, std_upper
-from dpbench.verification.randomness import GENERATOR_TYPES, walk
 
 # A leaf is a separate channel if the two matched examples move it this many times more than the
 # difference of their releases can explain.

@@ -26,10 +26,10 @@ from dpbench.privacy.accountant import epsilon
 from dpbench.privacy.adapter import as_researcher_plugin
 from dpbench.privacy.ledger import PrivacyLedger, StepRecord
 from dpbench.privacy.mechanism import Mechanism, build_plugin
+from dpbench.privacy.plugin_streams import isolated_randomness, seed_globals
 from dpbench.privacy.privatizer import PluginPrivatizer
 from dpbench.verification.epsilon import EpsilonCheck, epsilon_check
 from dpbench.verification.findings import VerificationReport
-from dpbench.verification.randomness import isolated_randomness, seed_globals
 from dpbench.verification.verifier import PluginVerifier
 
 FAKE_SHAPES = (torch.Size([16, 8]), torch.Size([16]), torch.Size([4, 16]), torch.Size([4]))
@@ -153,7 +153,7 @@ def preflight(
     with isolated_randomness():
         seed_globals(seed)
         privatizer = PluginPrivatizer(
-            build_plugin(factory, name), name, run.shapes, run.max_grad_norm, run.sampling_rate, verifier=verifier
+            build_plugin(factory, name), name, run.shapes, run.max_grad_norm, run.sampling_rate, seed, verifier=verifier
         )
         for step, grads in enumerate(fake_gradients(run, steps, seed)):
             epoch = step // run.steps_per_epoch

@@ -1,14 +1,17 @@
 """The plugin verifier: measures, during a run, the privacy a researcher-form plugin actually gives.
 
 On sampled steps (the first step of every epoch, always, and each other step with probability
-``probe_rate``, decided by a hash of (seed, step) so a resumed run probes the same steps; below
-``probe_rate=1`` such an extra probe is dropped, and counted, while probing has cost more than
-``max_overhead`` x the training time measured between calls) it probes deep copies of the plugin in
-its current state, inside a saved-and-restored random state, so the run's randomness is untouched.
-The first draw's copy and output are handed back to be released, so what is released at a probed
-step is one of the measured calls:
+``probe_rate``, decided by a hash of the step and a secret schedule key drawn from the operating system's
+entropy, kept in the checkpoint so a resumed run probes the same steps; below ``probe_rate=1`` such an
+extra probe is dropped, and counted, while probing has cost more than ``max_overhead`` x the training
+time measured between calls) it probes deep copies of the plugin in its state before the step, inside a
+saved-and-restored random state, so the run's randomness is untouched. The step's release, made by the
+kernel the same way at every step (:mod:`dpbench.privacy.plugin_streams`), is the probe's first draw:
+what is released at a probed step is one of the measured calls, and a plugin cannot tell a probed step
+from another when it makes its release (nor predict one: the schedule is secret).
 
-1. ``draws`` calls on the real batch under different random streams: the noise scale per tensor;
+1. ``draws`` calls on the real batch under different random streams (the release and ``draws - 1``
+   more): the noise scale per tensor;
 2. one call per probe example (see :mod:`dpbench.verification.neighbours`) on the batch plus that
    example, under the first draw's stream: the exact shift, hence the effective multiplier
    (:mod:`dpbench.verification.measurement`); the minimum over examples is the gradient's;
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import math
 import random
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -36,6 +40,13 @@ import torch
 
 from dpbench.privacy.ledger import PrivacyLedger, StepRecord
 from dpbench.privacy.mechanism import check_plugin_output, claimed_sigma
+from dpbench.privacy.plugin_streams import (
+    call_under_seed,
+    derive_seed,
+    isolated_randomness,
+    released_call,
+    seed_globals,
+)
 from dpbench.verification.findings import (
     LEAK,
     Finding,
@@ -55,13 +66,22 @@ from dpbench.verification.plugin_state import (
     separate_channel,
     snapshot,
 )
-from dpbench.verification.randomness import (
-    call_under_seed,
-    copy_with_streams,
-    derive_seed,
-    fresh_instances_agree,
-    isolated_randomness,
-)
+
+
+def fresh_instances_agree(
+    factory: Callable[[], Any], per_sample_grads: list[torch.Tensor], step: int, epoch: int, seeds: tuple[int, int]
+) -> bool:
+    """Whether two freshly constructed instances, each built and called under a different random stream,
+    release exactly the same output: their "noise" is then fixed by the code (a constant seed). The calls
+    keep the instances' own generators (a run replaces them at every call, but a plugin whose noise is
+    fixed by its code is reported whatever the harness does)."""
+    outputs = []
+    for seed in seeds:
+        seed_globals(seed)
+        inputs = [g.clone() for g in per_sample_grads]
+        outputs.append(call_under_seed(factory(), inputs, step, epoch, derive_seed(seed, 1)))
+    return all(torch.equal(a, b) for a, b in zip(*outputs))
+
 
 # x_b, the matched example of the state-channel test, sits this fraction inside x_a's clipped contribution.
 MATCHED_MARGIN = 1e-3
@@ -112,6 +132,9 @@ class PluginVerifier:
         self.expected_batch_size = float(expected_batch_size)
         self.probe_rate = float(probe_rate)
         self.seed = int(seed)
+        # The probe schedule's key: secret (a plugin that could compute the schedule could noise only the
+        # probed steps); kept in state_dict so that a resumed run probes the same steps.
+        self._schedule_key = secrets.randbits(63)
         self.steps_per_epoch = int(steps_per_epoch)
         self.strict = strict
         self.draws = int(draws)
@@ -139,30 +162,37 @@ class PluginVerifier:
             return False
         if step % self.steps_per_epoch == 0:
             return True
-        return random.Random(derive_seed(self.seed, step, 0x5EED)).random() < self.probe_rate
+        return random.Random(derive_seed(self._schedule_key, step)).random() < self.probe_rate
 
     # ----------------------------------------------------------------------------------------- probing
-    def observe(
-        self, plugin: Any, per_sample_grads: list[torch.Tensor], step: int, epoch: int
-    ) -> tuple[Any, list[torch.Tensor]] | None:
-        """Call instead of the real ``plugin.clip_and_noise(per_sample_grads, step, epoch)``: if this step
-        is probed, returns the copy of ``plugin`` that made the first measured draw and that draw, which
-        the caller must release (so the release is one of the measured calls), else None. The first step
-        of every epoch is always probed, and with ``probe_rate=1`` every step; otherwise the overhead cap
-        drops only the other scheduled probes (counted).
+    def will_probe(self, step: int, epoch: int, batch_size: int) -> bool:
+        """Whether this step is probed (called once per step, before its release). The first step of every
+        epoch is always probed, and with ``probe_rate=1`` every step; otherwise the overhead cap drops only
+        the other scheduled probes (counted). An empty batch is not probed."""
+        now = time.perf_counter()
+        if self._returned_at is not None:
+            self._training_seconds += now - self._returned_at
+        self._returned_at = now
+        self._steps_observed += 1
+        if not self.should_probe(step, epoch) or batch_size == 0:
+            return False
+        if step % self.steps_per_epoch != 0 and self.probe_rate < 1.0 and self._over_budget():
+            self._skipped_for_budget += 1
+            return False
+        return True
+
+    def probe(
+        self, plugin: Any, per_sample_grads: list[torch.Tensor], step: int, epoch: int,
+        release: tuple[Any, list[torch.Tensor]], seed: int,
+    ) -> None:
+        """Measure ``plugin`` (its state before this step) on ``per_sample_grads`` (a copy of the batch the
+        step released from, which the probe may use up), with ``release`` (the copy of the plugin that made
+        the release, and its output, made under ``seed``) as the first draw.
         Raises a :class:`VerificationError` at a finding in strict mode."""
         started = time.perf_counter()
-        if self._returned_at is not None:
-            self._training_seconds += started - self._returned_at
-        self._steps_observed += 1
         try:
-            if not self.should_probe(step, epoch) or per_sample_grads[0].shape[0] == 0:
-                return None
-            if step % self.steps_per_epoch != 0 and self.probe_rate < 1.0 and self._over_budget():
-                self._skipped_for_budget += 1
-                return None
             with isolated_randomness(), torch.no_grad():
-                record, findings, released = self._probe(plugin, [g.detach() for g in per_sample_grads], step, epoch)
+                record, findings = self._probe(plugin, per_sample_grads, step, epoch, release, seed)
         finally:
             self._returned_at = time.perf_counter()
         self._probe_seconds += self._returned_at - started
@@ -174,7 +204,6 @@ class PluginVerifier:
             self._findings.append(finding)
             if self.strict:
                 raise (PrivacyLeakError if finding.kind == "leak" else PrivacyViolationError)(finding)
-        return released
 
     def _over_budget(self) -> bool:
         """Probing has already cost more than ``max_overhead`` x the training time between calls."""
@@ -184,28 +213,27 @@ class PluginVerifier:
         """A fresh copy of ``plugin`` called on ``inputs`` (the probe's own tensors, never the real batch)
         under ``seed``. Inputs a plugin modified in place are restored from the real batch."""
         versions = [t._version for t in inputs]
-        copy = copy_with_streams(plugin, seed)
-        output = call_under_seed(copy, inputs, step, epoch, seed)
+        copy, output = released_call(plugin, inputs, step, epoch, seed)
         check_plugin_output(output, self.parameter_shapes, self.mechanism, step)
         if [t._version for t in inputs] != versions:
             self._restore = True
         return copy, output
 
     def _probe(
-        self, plugin: Any, grads: list[torch.Tensor], step: int, epoch: int
-    ) -> tuple[ProbeRecord, list[Finding], tuple[Any, list[torch.Tensor]]]:
-        seeds = [derive_seed(self.seed, step, k) for k in range(self.draws)]
-        draws, states = [], []
+        self, plugin: Any, grads: list[torch.Tensor], step: int, epoch: int,
+        release: tuple[Any, list[torch.Tensor]], release_seed: int,
+    ) -> tuple[ProbeRecord, list[Finding]]:
+        seeds = [release_seed] + [derive_seed(self.seed, step, k) for k in range(1, self.draws)]
+        released_copy, released_output = release
+        claim = claimed_sigma(released_copy, self.mechanism, step, epoch)
+        draws, states = [[o.detach() for o in released_output]], [snapshot(released_copy)]
         inputs = [g.clone() for g in grads]
-        for seed in seeds:
+        for seed in seeds[1:]:
             if self._restore:
                 inputs, self._restore = [g.clone() for g in grads], False
             copy, output = self._call(plugin, inputs, step, epoch, seed)
             draws.append(output)
             states.append(snapshot(copy))
-            if len(draws) == 1:
-                claim = claimed_sigma(copy, self.mechanism, step, epoch)
-                released = (copy, output)
         scale, residuals = noise_scale(draws)
 
         examples = probe_examples(grads, scale.upper(self.alpha), self.max_grad_norm, torch.Generator().manual_seed(derive_seed(self.seed, step, -1)))
@@ -255,7 +283,7 @@ class PluginVerifier:
         ]
         if upper < self.threshold * claim:
             findings.append(Finding("violation", step, epoch, label, claim, measured, upper, self._explain(label, parts)))
-        return record, findings, released
+        return record, findings
 
     def _channels(self, plugin, grads, step, epoch, seed, candidates, states, base_output, output_a, with_a):
         """Sort random, data-dependent state leaves into separate channels and post-processing, with x_a
@@ -361,6 +389,7 @@ class PluginVerifier:
             "training_seconds": self._training_seconds,
             "skipped_for_budget": self._skipped_for_budget,
             "channel_pool": {path: list(pool) for path, pool in self._channel_pool.items()},
+            "schedule_key": self._schedule_key,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -372,3 +401,4 @@ class PluginVerifier:
         self._training_seconds = state["training_seconds"]
         self._skipped_for_budget = state["skipped_for_budget"]
         self._channel_pool = {path: (float(s), int(d)) for path, (s, d) in state.get("channel_pool", {}).items()}
+        self._schedule_key = int(state["schedule_key"])

@@ -66,8 +66,8 @@ def kernel(mechanism_factory: Callable[[], Mechanism], noise_multiplier: float) 
 
 
 def plugin(plugin_class: type, noise_multiplier: float, max_grad_norm: float) -> Launch:
-    """Fresh researcher-form plugins, run as the harness runs them; noise from torch's global
-    generator, seeded per launch."""
+    """Fresh researcher-form plugins, run as the harness runs them; their random streams keyed by the launch's
+    seed."""
 
     def launch(seed: int) -> Privatizer:
         torch.manual_seed(seed)
@@ -81,7 +81,7 @@ def plugin(plugin_class: type, noise_multiplier: float, max_grad_norm: float) ->
             target_epsilon=3.0,
             target_delta=1e-5,
         )
-        return PluginPrivatizer(instance, plugin_class.__name__, SHAPES, max_grad_norm, SAMPLING_RATE)
+        return PluginPrivatizer(instance, plugin_class.__name__, SHAPES, max_grad_norm, SAMPLING_RATE, seed)
 
     return launch
 

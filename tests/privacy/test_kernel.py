@@ -136,7 +136,7 @@ def test_plugin_gets_the_whole_logical_batch_in_order_whatever_the_chunking(chun
     bounds = [sum(chunk_sizes[:i]) for i in range(len(chunk_sizes) + 1)]
     chunks = [MaterializedGradients([g[a:b] for g in grads], torch.ones(b - a)) for a, b in zip(bounds, bounds[1:])]
     plugin = RecordingPlugin()
-    released = PluginPrivatizer(plugin, "recording", SHAPES, 1.0, 0.1).release(iter(chunks), step=0, epoch=0)
+    released = PluginPrivatizer(plugin, "recording", SHAPES, 1.0, 0.1, 0).release(iter(chunks), step=0, epoch=0)
     for seen, expected, shape in zip(plugin.seen, grads, SHAPES):
         assert seen.shape == (sum(chunk_sizes), *shape)
         torch.testing.assert_close(seen, expected, rtol=0, atol=0)

@@ -11,6 +11,7 @@ from scipy import stats
 from dpbench.engine.per_sample import MaterializedGradients
 from dpbench.privacy.noise import OSEntropy, noise_source, standard_normal
 from dpbench.privacy.privatizer import StructuredPrivatizer
+from dpbench.training import experiment
 from dpbench.training.experiment import run_experiment
 from mechanisms.fixed import FixedClipping
 
@@ -52,11 +53,14 @@ def test_a_seeded_release_can_be_denoised_from_the_seed_and_a_secure_one_cannot(
 
 
 @pytest.mark.slow
+# the kernel's noise; a plugin's own, with every step probed (each release is then a verifier's draw too)
+@pytest.mark.parametrize("mechanism", ["fixed", "example_plugin"])
 @pytest.mark.parametrize("secure", [False, True])
-def test_runs_record_their_noise_source_and_only_seeded_runs_repeat(make_config, tmp_path, secure):
+def test_runs_record_their_noise_source_and_only_seeded_runs_repeat(make_config, tmp_path, secure, mechanism):
     summaries = []
     for name in ("a", "b"):
-        cfg = make_config("train.epochs=1", f"privacy.secure_noise={str(secure).lower()}")
+        cfg = make_config("train.epochs=1", f"privacy.secure_noise={str(secure).lower()}", f"mechanism={mechanism}",
+                          "verify.probe_rate=1")
         summary = run_experiment(cfg, tmp_path / name)
         summaries.append(summary)
         assert json.loads((tmp_path / name / "summary.json").read_text())["noise"] == summary["noise"]
@@ -64,3 +68,28 @@ def test_runs_record_their_noise_source_and_only_seeded_runs_repeat(make_config,
     models = [torch.load(tmp_path / n / "checkpoint.pt", weights_only=False)["model"] for n in "ab"]
     same = all(torch.equal(models[0][key], models[1][key]) for key in models[0])
     assert same != secure
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("secure", [False, True])
+def test_plugin_streams_are_keyed_by_the_seed_only_in_a_seeded_run(make_config, tmp_path, monkeypatch, secure):
+    """Every release of a researcher-form plugin is made under a seed derived from the run's plugin key and
+    the step (:mod:`dpbench.privacy.plugin_streams`); with secure noise the key is OS entropy, never the
+    published seed, so no release (a probed step's included) can be regenerated from what the run publishes."""
+    keys = []
+    prepare = experiment.prepare_mechanism
+
+    def spy(*args, **kwargs):
+        keys.append(kwargs["plugin_key"])
+        return prepare(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "prepare_mechanism", spy)
+    seeds = []
+    for name in ("a", "b"):
+        cfg = make_config("train.epochs=1", "mechanism=example_plugin", f"privacy.secure_noise={str(secure).lower()}")
+        seeds.append(cfg.seed)
+        run_experiment(cfg, tmp_path / name)
+    if secure:
+        assert keys[0] != keys[1] and not set(keys) & set(seeds)
+    else:
+        assert keys == seeds

@@ -8,6 +8,7 @@ they clip flat to C, add N(0, (zC)^2) and divide by the expected batch size."""
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 
 import torch
@@ -255,6 +256,30 @@ class NoiseOnlyWhenCopied(Base):
         return self.release(self.clipped_sum(grads), std)
 
 
+class NoiseOnlyUnderForeignSeed(Base):
+    """Adds its noise only when torch's global seed is not the one it was built under (as it was when only
+    the verifier's probes were seeded), none otherwise. Not in BROKEN: the harness makes every release under
+    a seed of its own, so it is harmless (tests/verification/test_release_is_measured.py)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.home_seed = torch.initial_seed()
+
+    def clip_and_noise(self, grads, step, epoch):
+        probed = torch.initial_seed() != self.home_seed
+        return self.release(self.clipped_sum(grads), self.noise_multiplier * self.max_grad_norm if probed else 0.0)
+
+
+class NoiseOnlyUnderTheVerifier(Base):
+    """Adds its noise only when the verifier's code is on the call stack. The release is made by the kernel,
+    so it has no noise; the verifier's other draws have it, and its shifts (same stream as the release,
+    one example added) then carry a whole noise vector."""
+
+    def clip_and_noise(self, grads, step, epoch):
+        probed = any(frame.filename.endswith("verification/verifier.py") for frame in inspect.stack(context=0))
+        return self.release(self.clipped_sum(grads), self.noise_multiplier * self.max_grad_norm if probed else 0.0)
+
+
 # (class, verdict, reason: a substring of a finding's probe, bound on measured / claimed of the
 # violations: what the bug leaves of the claimed multiplier)
 BROKEN = [
@@ -273,6 +298,7 @@ BROKEN = [
     (UnpaidAdaptiveCount, "VIOLATION", "state:clip_norm", 0.9),
     (UnpaidUncentredCount, "VIOLATION", "state:clip_norm", 0.9),
     (RawUncentredCount, "LEAK", "state:clip_norm", None),
+    (NoiseOnlyUnderTheVerifier, "VIOLATION", "", 0.1),
 ]
 
 

@@ -1,47 +1,96 @@
-"""What a plugin releases is what the verifier measures: every release is made by a deep copy of the
-plugin (at a probed step, the verifier's first measured draw itself), so a plugin that behaves well only
-when copied or probed gains nothing, and its state still advances from the release it made."""
+"""What a plugin releases is what the verifier measures: every release is made the same way, probed step or
+not (a deep copy of the plugin with fresh streams, under a seed of the harness's), and at a probed step it is
+the verifier's first draw. So a plugin that behaves well only when copied or probed gains nothing: it cannot
+tell a probed step from another, and its state still advances from the release it made."""
 
+import inspect
 import math
+import random
 
+import numpy as np
 import pytest
 import torch
-from plugin_zoo import NoisedMomentum, NoiseOnlyWhenCopied
+from plugin_zoo import NoisedMomentum, NoiseOnlyUnderForeignSeed, NoiseOnlyUnderTheVerifier, NoiseOnlyWhenCopied
 
 from dpbench.engine.per_sample import MaterializedGradients
 from dpbench.privacy.privatizer import PluginPrivatizer
 from dpbench.verification.preflight import FakeRun, fake_gradients, plugin_factory
 from dpbench.verification.verifier import PluginVerifier
+from mechanisms.examples.flat_clip_plugin import FlatClipPlugin
 
 RUN = FakeRun()
 
 
 def releases(plugin, verifier=None, steps=40):
-    privatizer = PluginPrivatizer(plugin, "p", RUN.shapes, RUN.max_grad_norm, RUN.sampling_rate, verifier=verifier)
+    privatizer = PluginPrivatizer(plugin, "p", RUN.shapes, RUN.max_grad_norm, RUN.sampling_rate, 7, verifier=verifier)
     grads = next(fake_gradients(RUN, 1, 0))
     return [privatizer.release([MaterializedGradients(grads)], step, 0).gradient for step in range(steps)], grads
 
 
-def test_a_plugin_that_noises_only_when_copied_is_noised_in_every_release():
+@pytest.mark.parametrize("plugin_class", [NoiseOnlyWhenCopied, NoiseOnlyUnderForeignSeed])
+def test_a_plugin_that_noises_only_when_probed_is_noised_in_every_release(plugin_class):
+    """Before every release was made under the harness's own seed, a plugin noised only under the
+    verifier's seeds was VERIFIED on a run that released most steps without noise."""
     torch.manual_seed(0)
-    outputs, grads = releases(plugin_factory(NoiseOnlyWhenCopied, RUN)())
+    verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 0.01, 3, 1000, draws=4)
+    outputs, _ = releases(plugin_factory(plugin_class, RUN)(), verifier, steps=60)
+    assert len(verifier.report().probes) <= 3  # step 0 and perhaps one or two others: most releases unprobed
     flat = torch.stack([torch.cat([o.flatten() for o in out]) for out in outputs])
     expected = RUN.noise_multiplier * RUN.max_grad_norm / RUN.batch_size
     assert float(flat.std(dim=0).mean()) == pytest.approx(expected, rel=0.15)
 
 
+class Observer(FlatClipPlugin):
+    """A correct plugin that records what it could use to tell a probed step from another: the global
+    generators' seeds and states, its own generator, its inputs' identity markers, autograd and the stack."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.own = torch.Generator().manual_seed(11)
+        self.seen = []
+
+    def clip_and_noise(self, per_sample_grads, step, epoch):
+        self.seen.append((
+            torch.initial_seed(), hash(torch.get_rng_state().numpy().tobytes()), int(np.random.get_state()[1][0]),
+            random.getstate()[1][0], self.own.initial_seed(), torch.is_grad_enabled(),
+            [(g.requires_grad, g.is_leaf, g._version, g.is_contiguous(), g.dtype) for g in per_sample_grads],
+            [(frame.filename, frame.function) for frame in inspect.stack(context=0)[1:]],
+        ))
+        return super().clip_and_noise(per_sample_grads, step, epoch)
+
+
+def test_a_plugin_sees_the_same_at_a_probed_step_as_at_an_unprobed_one():
+    probed_steps = {3}
+    runs = []
+    for probe in (False, True):
+        verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 1.0, 3, 1000, draws=4)
+        verifier.should_probe = lambda step, epoch, probe=probe: probe and step in probed_steps
+        plugin = plugin_factory(Observer, RUN)()
+        outputs, _ = releases(plugin, verifier, steps=6)
+        runs.append((plugin.seen, outputs, verifier.report().probes))
+    (plain, plain_outputs, no_probes), (probed, probed_outputs, probes) = runs
+    assert not no_probes and [p.step for p in probes] == [3]
+    assert len(plain) == len(probed) == 6  # each step's release, the only call the plugin itself sees
+    assert plain == probed
+    for a, b in zip(plain_outputs, probed_outputs):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
 def test_at_a_probed_step_the_release_is_the_first_measured_draw():
+    """The verifier's shifts are measured against the release under the release's own stream: a plugin
+    whose release differs from the verifier's draws under the same stream (noise only under the verifier)
+    reads as a whole noise vector of shift, far below the claim."""
+    verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 1.0, 3, RUN.steps_per_epoch, draws=4)
+    releases(plugin_factory(NoiseOnlyUnderTheVerifier, RUN)(), verifier, steps=1)
+    (probe,) = verifier.report().probes
+    assert not probe.passed and probe.upper < 0.1 * probe.claimed
+
+
+def test_the_plugin_advances_from_its_release():
     plugin = plugin_factory(NoisedMomentum, RUN)()
     verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 1.0, 3, RUN.steps_per_epoch, draws=4)
-    grads = next(fake_gradients(RUN, 1, 0))
-    measured = verifier.observe(plugin, grads, 0, 0)
-    copy, draw = measured
-    privatizer = PluginPrivatizer(plugin, "p", RUN.shapes, RUN.max_grad_norm, RUN.sampling_rate)
-    verifier_again = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 1.0, 3, RUN.steps_per_epoch, draws=4)
-    privatizer.verifier = verifier_again
-    released = privatizer.release([MaterializedGradients(grads)], 0, 0).gradient
-    assert all(torch.equal(a, b) for a, b in zip(released, draw))
-    assert plugin.steps_seen == 1 and all(torch.equal(m, d) for m, d in zip(plugin.momentum, draw))
+    outputs, _ = releases(plugin, verifier, steps=1)
+    assert plugin.steps_seen == 1 and all(torch.equal(m, d) for m, d in zip(plugin.momentum, outputs[0]))
 
 
 def test_the_first_step_of_every_epoch_is_probed_whatever_the_overhead():
@@ -49,7 +98,7 @@ def test_the_first_step_of_every_epoch_is_probed_whatever_the_overhead():
         RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 0.5, 0, RUN.steps_per_epoch, draws=3, max_overhead=0.0
     )
     plugin = plugin_factory(NoisedMomentum, RUN)()
-    privatizer = PluginPrivatizer(plugin, "p", RUN.shapes, RUN.max_grad_norm, RUN.sampling_rate, verifier=verifier)
+    privatizer = PluginPrivatizer(plugin, "p", RUN.shapes, RUN.max_grad_norm, RUN.sampling_rate, 0, verifier=verifier)
     steps = 3 * RUN.steps_per_epoch
     for step, grads in enumerate(fake_gradients(RUN, steps, 0)):
         privatizer.release([MaterializedGradients(grads)], step, step // RUN.steps_per_epoch)
@@ -67,7 +116,8 @@ def test_probe_rate_one_measures_every_step_whatever_the_overhead():
         RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 1.0, 0, RUN.steps_per_epoch, draws=3, max_overhead=0.0
     )
     privatizer = PluginPrivatizer(
-        plugin_factory(NoisedMomentum, RUN)(), "p", RUN.shapes, RUN.max_grad_norm, RUN.sampling_rate, verifier=verifier
+        plugin_factory(NoisedMomentum, RUN)(), "p", RUN.shapes, RUN.max_grad_norm, RUN.sampling_rate, 0,
+        verifier=verifier,
     )
     for step, grads in enumerate(fake_gradients(RUN, 12, 0)):
         privatizer.release([MaterializedGradients(grads)], step, 0)

@@ -8,7 +8,9 @@ import pytest
 import torch
 from plugin_zoo import NoisedMomentum, RawNormAdaptive, ScheduleReportedAsMean, SkipsNoise
 
-from dpbench.privacy.ledger import PrivacyLedger, StepRecord
+from dpbench.engine.per_sample import MaterializedGradients
+from dpbench.privacy.ledger import PrivacyLedger
+from dpbench.privacy.privatizer import PluginPrivatizer
 from dpbench.verification import (
     PluginVerifier,
     PrivacyLeakError,
@@ -29,16 +31,15 @@ def verifier(probe_rate=1.0, **options) -> PluginVerifier:
 
 
 def train(cls, check: PluginVerifier | None, steps: int = STEPS) -> tuple[list, object, PrivacyLedger]:
-    """A stand-in training loop: the real plugin call after ``observe``, outputs and ledger kept."""
+    """The kernel's plugin path (:class:`PluginPrivatizer`), probed by ``check``: outputs, plugin and ledger."""
     torch.manual_seed(123)
     plugin = plugin_factory(cls, RUN)()
+    privatizer = PluginPrivatizer(plugin, "p", RUN.shapes, RUN.max_grad_norm, RUN.sampling_rate, 123, verifier=check)
     outputs, ledger = [], PrivacyLedger()
     for step, grads in enumerate(fake_gradients(RUN, steps, seed=5)):
-        epoch = step // RUN.steps_per_epoch
-        if check is not None:
-            check.observe(plugin, grads, step, epoch)
-        outputs.append(plugin.clip_and_noise(grads, step, epoch))
-        ledger.append(StepRecord(step, epoch, RUN.sampling_rate, plugin.get_effective_sigma(step, epoch), 1.0, "p", "claimed"))
+        release = privatizer.release([MaterializedGradients(grads)], step, step // RUN.steps_per_epoch)
+        outputs.append(release.gradient)
+        ledger.append(release.record)
     return outputs, plugin, ledger
 
 
@@ -56,7 +57,17 @@ def test_schedule_probes_every_epochs_first_step_and_a_fraction_of_the_rest():
     assert all(s in probed for s in range(0, 3000, RUN.steps_per_epoch))
     others = len(probed) - len(range(0, 3000, RUN.steps_per_epoch))
     assert 0.07 * 3000 < others < 0.13 * 3000
-    assert probed == [s for s in range(3000) if verifier(probe_rate=0.1).should_probe(s, 0)]  # same steps on resume
+    resumed = verifier(probe_rate=0.1)
+    resumed.load_state_dict(check.state_dict())
+    assert probed == [s for s in range(3000) if resumed.should_probe(s, s // RUN.steps_per_epoch)]  # same on resume
+
+
+def test_the_schedule_is_secret_not_a_function_of_the_run_seed():
+    """A plugin that knows the run's seed (and the verifier's code) cannot compute which steps are probed:
+    two verifiers of the same run probe different steps."""
+    one, two = verifier(probe_rate=0.1), verifier(probe_rate=0.1)
+    assert one.seed == two.seed
+    assert [one.should_probe(s, 0) for s in range(1, 3000)] != [two.should_probe(s, 0) for s in range(1, 3000)]
 
 
 def test_probing_off_is_unverified_and_accounts_the_claim():

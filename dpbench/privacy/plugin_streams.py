@@ -1,20 +1,28 @@
-"""Randomness under the verifier's control: probes run deep copies of a plugin under chosen random
-streams without touching the random state of the run being verified.
+"""The random streams of a researcher-form plugin, under the kernel's control at every call.
 
 A plugin may draw noise from torch's, numpy's or Python's global generators, or from generators it
-owns. Every probe call seeds all three global generators, and the copy it runs gets *fresh*
-generators in place of the ones the plugin owns, seeded from the same probe seed. So two calls with
-the same seed see common random numbers (their difference is exactly the effect of the data), and
-calls with different seeds see independent noise wherever it comes from. Whether a plugin's own
-generators were seeded from a constant cannot be seen from one instance; :func:`fresh_instances_agree`
-checks it on newly constructed instances.
+owns. Every call of a plugin, the release of every step and each of the verifier's draws alike, runs
+a deep copy of it (:func:`copy_with_streams`) whose own generators are replaced by *fresh* ones, with
+every global generator seeded from the call's seed (:func:`call_under_seed`), inside a saved-and-
+restored global random state (:func:`isolated_randomness`). So:
+
+- two calls with the same seed see common random numbers (their difference is exactly the effect of
+  the data), and calls with different seeds see independent noise wherever it comes from;
+- a step's release is made under :func:`release_seed` of the run's key and the step, the same call
+  whether the verifier probes that step or not: the verifier's first draw *is* the release, so a
+  plugin cannot tell a probed step from another by its random state, its generators or its inputs
+  (a plugin that noised only when it saw the verifier's streams was VERIFIED while releasing 150 of
+  180 steps without noise, before every release was made this way);
+- the run's own random state never moves with the plugin's draws, and a run's releases are
+  reproducible from its key: the run's seed, or with ``privacy.secure_noise=true`` a key drawn from
+  the operating system's entropy and never written anywhere.
 """
 
 from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,9 +36,27 @@ MAX_DEPTH = 8
 
 
 def derive_seed(*parts: int) -> int:
-    """A 63-bit seed determined by ``parts`` (e.g. run seed, step, draw), independent of any global state."""
-    words = np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, dtype=np.uint32)
+    """A 63-bit seed determined by ``parts`` (e.g. run key, step, draw), independent of any global state.
+    Each part counts with its low 64 bits (a 63-bit secret key keeps all of its entropy)."""
+    words = [int(p) >> shift & 0xFFFFFFFF for p in parts for shift in (0, 32)]
+    words = np.random.SeedSequence(words).generate_state(2, dtype=np.uint32)
     return (int(words[0]) << 31) ^ int(words[1])
+
+
+def release_seed(key: int, step: int) -> int:
+    """The seed of step ``step``'s release under the run's ``key`` (the verifier's first draw at that step)."""
+    return derive_seed(key, step, 0)
+
+
+def released_call(
+    plugin: Any, per_sample_grads: list[torch.Tensor], step: int, epoch: int, seed: int
+) -> tuple[Any, Any]:
+    """(the copy of ``plugin`` that made the call, its output): ``clip_and_noise`` on a copy with fresh
+    streams, every global generator seeded from ``seed``, the run's random state restored afterwards,
+    without autograd. The only way the kernel and the verifier call a plugin."""
+    with isolated_randomness(), torch.no_grad():
+        copy = copy_with_streams(plugin, seed)
+        return copy, call_under_seed(copy, per_sample_grads, step, epoch, seed)
 
 
 @contextmanager
@@ -108,16 +134,3 @@ def call_under_seed(plugin: Any, per_sample_grads: list[torch.Tensor], step: int
     if not isinstance(output, (list, tuple)):
         return output
     return [torch.as_tensor(o).detach() for o in output]
-
-
-def fresh_instances_agree(
-    factory: Callable[[], Any], per_sample_grads: list[torch.Tensor], step: int, epoch: int, seeds: tuple[int, int]
-) -> bool:
-    """Whether two freshly constructed instances, each built and called under a different random stream,
-    release exactly the same output: their "noise" is then fixed by the code (a constant seed)."""
-    outputs = []
-    for seed in seeds:
-        seed_globals(seed)
-        inputs = [g.clone() for g in per_sample_grads]
-        outputs.append(call_under_seed(factory(), inputs, step, epoch, derive_seed(seed, 1)))
-    return all(torch.equal(a, b) for a, b in zip(*outputs))
