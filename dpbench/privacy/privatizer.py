@@ -136,7 +136,7 @@ class PluginProbe(Protocol):
 
     def probe(
         self, plugin: ResearcherMechanism, per_sample_grads: list[torch.Tensor], step: int, epoch: int,
-        release: tuple[ResearcherMechanism, list[torch.Tensor]], seed: int,
+        release: tuple[ResearcherMechanism, list[torch.Tensor]], seed: int, claim: float,
     ) -> None: ...
 
 
@@ -179,9 +179,9 @@ class PluginPrivatizer:
         releasing, output = released_call(self.plugin, [g.detach() for g in per_sample], step, epoch, seed)
         del per_sample
         gradient = check_plugin_output(output, self.parameter_shapes, self.name, step)
+        sigma = claimed_sigma(releasing, self.name, step, epoch)  # read once, before any probe: one claim per step
         if pristine is not None:
-            self.verifier.probe(self.plugin, pristine, step, epoch, (releasing, gradient), seed)
-        sigma = claimed_sigma(releasing, self.name, step, epoch)
+            self.verifier.probe(self.plugin, pristine, step, epoch, (releasing, gradient), seed, sigma)
         adopt_state(self.plugin, releasing)
         record = StepRecord(step, epoch, self.sampling_rate, sigma, self.max_grad_norm, self.name, "claimed")
         return Release(gradient, record, loss_sum, batch_size)

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from dpbench.privacy.ledger import PrivacyLedger, StepRecord
-from dpbench.privacy.mechanism import check_plugin_output, claimed_sigma
+from dpbench.privacy.mechanism import check_plugin_output
 from dpbench.privacy.plugin_streams import (
     call_under_seed,
     derive_seed,
@@ -183,16 +183,18 @@ class PluginVerifier:
 
     def probe(
         self, plugin: Any, per_sample_grads: list[torch.Tensor], step: int, epoch: int,
-        release: tuple[Any, list[torch.Tensor]], seed: int,
+        release: tuple[Any, list[torch.Tensor]], seed: int, claim: float,
     ) -> None:
         """Measure ``plugin`` (its state before this step) on ``per_sample_grads`` (a copy of the batch the
         step released from, which the probe may use up), with ``release`` (the copy of the plugin that made
-        the release, and its output, made under ``seed``) as the first draw.
+        the release, and its output, made under ``seed``) as the first draw, against ``claim``: the step's
+        multiplier as the plugin reported it for the ledger, read before the probe (a plugin asked again
+        after the probe's calls could tell a probed step and claim more there than it was measured at).
         Raises a :class:`VerificationError` at a finding in strict mode."""
         started = time.perf_counter()
         try:
             with isolated_randomness(), torch.no_grad():
-                record, findings = self._probe(plugin, per_sample_grads, step, epoch, release, seed)
+                record, findings = self._probe(plugin, per_sample_grads, step, epoch, release, seed, claim)
         finally:
             self._returned_at = time.perf_counter()
         self._probe_seconds += self._returned_at - started
@@ -221,11 +223,10 @@ class PluginVerifier:
 
     def _probe(
         self, plugin: Any, grads: list[torch.Tensor], step: int, epoch: int,
-        release: tuple[Any, list[torch.Tensor]], release_seed: int,
+        release: tuple[Any, list[torch.Tensor]], release_seed: int, claim: float,
     ) -> tuple[ProbeRecord, list[Finding]]:
         seeds = [release_seed] + [derive_seed(self.seed, step, k) for k in range(1, self.draws)]
         released_copy, released_output = release
-        claim = claimed_sigma(released_copy, self.mechanism, step, epoch)
         draws, states = [[o.detach() for o in released_output]], [snapshot(released_copy)]
         inputs = [g.clone() for g in grads]
         for seed in seeds[1:]:

@@ -280,6 +280,21 @@ class NoiseOnlyUnderTheVerifier(Base):
         return self.release(self.clipped_sum(grads), self.noise_multiplier * self.max_grad_norm if probed else 0.0)
 
 
+class ClaimsMoreAfterAProbe(Base):
+    """Adds z C noise, but reports 10 z for a step whose release was followed by other calls (the verifier's
+    draws, counted in a class attribute every copy shares). Not in BROKEN: the harness reads the claim once,
+    right after the release and before any probe (tests/verification/test_release_is_measured.py)."""
+
+    calls: dict[int, int] = {}
+
+    def clip_and_noise(self, grads, step, epoch):
+        type(self).calls[step] = type(self).calls.get(step, 0) + 1
+        return self.release(self.clipped_sum(grads), self.noise_multiplier * self.max_grad_norm)
+
+    def get_effective_sigma(self, step, epoch):
+        return self.noise_multiplier * (10.0 if type(self).calls.get(step, 0) > 1 else 1.0)
+
+
 # (class, verdict, reason: a substring of a finding's probe, bound on measured / claimed of the
 # violations: what the bug leaves of the claimed multiplier)
 BROKEN = [

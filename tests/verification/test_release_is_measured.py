@@ -10,7 +10,13 @@ import random
 import numpy as np
 import pytest
 import torch
-from plugin_zoo import NoisedMomentum, NoiseOnlyUnderForeignSeed, NoiseOnlyUnderTheVerifier, NoiseOnlyWhenCopied
+from plugin_zoo import (
+    ClaimsMoreAfterAProbe,
+    NoisedMomentum,
+    NoiseOnlyUnderForeignSeed,
+    NoiseOnlyUnderTheVerifier,
+    NoiseOnlyWhenCopied,
+)
 
 from dpbench.engine.per_sample import MaterializedGradients
 from dpbench.privacy.privatizer import PluginPrivatizer
@@ -84,6 +90,18 @@ def test_at_a_probed_step_the_release_is_the_first_measured_draw():
     releases(plugin_factory(NoiseOnlyUnderTheVerifier, RUN)(), verifier, steps=1)
     (probe,) = verifier.report().probes
     assert not probe.passed and probe.upper < 0.1 * probe.claimed
+
+
+def test_a_plugin_cannot_claim_more_at_a_probed_step_than_was_measured():
+    ClaimsMoreAfterAProbe.calls.clear()
+    verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 1.0, 3, RUN.steps_per_epoch, draws=4)
+    plugin = plugin_factory(ClaimsMoreAfterAProbe, RUN)()
+    privatizer = PluginPrivatizer(plugin, "p", RUN.shapes, RUN.max_grad_norm, RUN.sampling_rate, 7, verifier=verifier)
+    records = [privatizer.release([MaterializedGradients(grads)], step, 0).record
+               for step, grads in enumerate(fake_gradients(RUN, 5, 0))]
+    assert min(ClaimsMoreAfterAProbe.calls.values()) > 1  # every step probed: the plugin could tell, afterwards
+    assert [r.noise_multiplier for r in records] == [RUN.noise_multiplier] * 5
+    assert [p.claimed for p in verifier.report().probes] == [RUN.noise_multiplier] * 5
 
 
 def test_the_plugin_advances_from_its_release():
