@@ -2,8 +2,8 @@
 
     python -m dpbench.verify path/to/file.py:ClassName [--epochs E] [--seed S] [--draws K] [--set key=value ...]
 
-Runs the plugin over a whole planned schedule (every epoch, compressed to a few steps each), probing the
-first step of every epoch and a share of the others, so a noise schedule that misbehaves only late is
+Runs the plugin over a whole planned schedule (every epoch, compressed to a few steps each), probing one
+secret step of every epoch and a share of the others, so a noise schedule that misbehaves only late is
 seen. Prints the verdict with its coverage and the evidence; exits 0 only for VERIFIED.
 """
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--draws", type=int, default=16, help="noise draws per probed step")
     parser.add_argument(
-        "--probe-rate", type=float, default=0.1, help="share of steps probed besides the first step of every epoch"
+        "--probe-rate", type=float, default=0.1, help="share of steps probed besides one step of every epoch"
     )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra constructor argument")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON after the summary")

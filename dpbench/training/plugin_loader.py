@@ -154,6 +154,7 @@ def prepare_mechanism(
             mechanism=name,
             max_overhead=settings.get("max_overhead", 0.1),
             channel_draws=int(settings.get("channel_draws", 64)),
+            total_steps=plan.total_steps,
         )
         key = seed if plugin_key is None else plugin_key
         privatizer = PluginPrivatizer(

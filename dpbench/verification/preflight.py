@@ -147,7 +147,7 @@ def preflight(
     steps = run.epochs * run.steps_per_epoch if steps is None else steps
     verifier = PluginVerifier(
         run.shapes, run.max_grad_norm, run.batch_size, probe_rate, seed, run.steps_per_epoch,
-        draws=draws, plugin_factory=factory, mechanism=name, max_overhead=None,
+        draws=draws, plugin_factory=factory, mechanism=name, max_overhead=None, total_steps=steps,
     )
     ledger = PrivacyLedger()
     with isolated_randomness():

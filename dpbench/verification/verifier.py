@@ -1,14 +1,14 @@
 """The plugin verifier: measures, during a run, the privacy a researcher-form plugin actually gives.
 
-On sampled steps (the first step of every epoch, always, and each other step with probability
-``probe_rate``, decided by a hash of the step and a secret schedule key drawn from the operating system's
-entropy, kept in the checkpoint so a resumed run probes the same steps; below ``probe_rate=1`` such an
-extra probe is dropped, and counted, while probing has cost more than ``max_overhead`` x the training
-time measured between calls) it probes deep copies of the plugin in its state before the step, inside a
-saved-and-restored random state, so the run's randomness is untouched. The step's release, made by the
-kernel the same way at every step (:mod:`dpbench.privacy.plugin_streams`), is the probe's first draw:
-what is released at a probed step is one of the measured calls, and a plugin cannot tell a probed step
-from another when it makes its release (nor predict one: the schedule is secret).
+On sampled steps (one step of every epoch, always, drawn uniformly within the epoch, and each other
+step with probability ``probe_rate``, decided by hashes of the step and a secret schedule key drawn from
+the operating system's entropy, kept in the checkpoint so a resumed run probes the same steps; below
+``probe_rate=1`` such an extra probe is dropped, and counted, while probing has cost more than
+``max_overhead`` x the training time measured between calls) it probes deep copies of the plugin in its
+state before the step, inside a saved-and-restored random state, so the run's randomness is untouched.
+The step's release, made by the kernel the same way at every step (:mod:`dpbench.privacy.plugin_streams`),
+is the probe's first draw: what is released at a probed step is one of the measured calls, and a plugin
+cannot tell a probed step from another when it makes its release (nor predict one: the schedule is secret).
 
 1. ``draws`` calls on the real batch under different random streams (the release and ``draws - 1``
    more): the noise scale per tensor;
@@ -118,6 +118,7 @@ class PluginVerifier:
         mechanism: str = "plugin",
         max_overhead: float | None = 0.10,
         channel_draws: int = 64,
+        total_steps: int | None = None,
     ) -> None:
         if not 0.0 <= probe_rate <= 1.0:
             raise ValueError(f"probe_rate must be in [0, 1] (0 turns probing off), got {probe_rate}")
@@ -136,6 +137,7 @@ class PluginVerifier:
         # probed steps); kept in state_dict so that a resumed run probes the same steps.
         self._schedule_key = secrets.randbits(63)
         self.steps_per_epoch = int(steps_per_epoch)
+        self.total_steps = total_steps  # None: every epoch has steps_per_epoch steps; else the last may be short
         self.strict = strict
         self.draws = int(draws)
         self.alpha = float(alpha)
@@ -155,31 +157,48 @@ class PluginVerifier:
         self._channel_pool: dict[str, tuple[float, int]] = {}
         self._fixed_noise: bool | None = None  # fresh-instance result, once known
         self._restore = False  # a plugin modified the probe's input tensors in place
+        self._epoch_probe_owed = False  # the epoch's step had an empty batch: probe the next step with one
 
     # ----------------------------------------------------------------------------------------- schedule
+    def epoch_step(self, step: int) -> bool:
+        """Whether ``step`` is its epoch's secret step, probed whatever the overhead: one step per epoch, drawn
+        uniformly from the epoch's by the schedule key (a fixed step, the first, could be the only one a
+        plugin noises: it was, on a run whose extra probes the overhead cap had dropped)."""
+        epoch_index, offset = divmod(step, self.steps_per_epoch)
+        length = self.steps_per_epoch
+        if self.total_steps is not None:
+            length = max(1, min(length, self.total_steps - epoch_index * self.steps_per_epoch))
+        return offset == random.Random(derive_seed(self._schedule_key, epoch_index, 1)).randrange(length)
+
     def should_probe(self, step: int, epoch: int) -> bool:
         if self.probe_rate == 0.0:
             return False
-        if step % self.steps_per_epoch == 0:
+        if self.epoch_step(step):
             return True
         return random.Random(derive_seed(self._schedule_key, step)).random() < self.probe_rate
 
     # ----------------------------------------------------------------------------------------- probing
     def will_probe(self, step: int, epoch: int, batch_size: int) -> bool:
-        """Whether this step is probed (called once per step, before its release). The first step of every
-        epoch is always probed, and with ``probe_rate=1`` every step; otherwise the overhead cap drops only
-        the other scheduled probes (counted). An empty batch is not probed."""
+        """Whether this step is probed (called once per step, before its release). One secret step of every
+        epoch (:meth:`epoch_step`) is always probed, and with ``probe_rate=1`` every step; otherwise the
+        overhead cap drops only the other scheduled probes (counted). An empty batch is not probed; if it
+        was its epoch's step, the next step with a batch is probed in its place."""
         now = time.perf_counter()
         if self._returned_at is not None:
             self._training_seconds += now - self._returned_at
         self._returned_at = now
         self._steps_observed += 1
-        if not self.should_probe(step, epoch) or batch_size == 0:
+        if not (self._epoch_probe_owed or self.should_probe(step, epoch)):
             return False
-        if step % self.steps_per_epoch != 0 and self.probe_rate < 1.0 and self._over_budget():
-            self._skipped_for_budget += 1
+        owed = self._epoch_probe_owed or self.epoch_step(step)
+        if batch_size == 0:
+            self._epoch_probe_owed = owed
             return False
-        return True
+        self._epoch_probe_owed = False
+        if owed or self.probe_rate >= 1.0 or not self._over_budget():
+            return True
+        self._skipped_for_budget += 1
+        return False
 
     def probe(
         self, plugin: Any, per_sample_grads: list[torch.Tensor], step: int, epoch: int,
@@ -391,6 +410,7 @@ class PluginVerifier:
             "skipped_for_budget": self._skipped_for_budget,
             "channel_pool": {path: list(pool) for path, pool in self._channel_pool.items()},
             "schedule_key": self._schedule_key,
+            "epoch_probe_owed": self._epoch_probe_owed,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -403,3 +423,4 @@ class PluginVerifier:
         self._skipped_for_budget = state["skipped_for_budget"]
         self._channel_pool = {path: (float(s), int(d)) for path, (s, d) in state.get("channel_pool", {}).items()}
         self._schedule_key = int(state["schedule_key"])
+        self._epoch_probe_owed = bool(state["epoch_probe_owed"])

@@ -19,7 +19,8 @@ class Base:
         self.max_grad_norm = max_grad_norm
         self.noise_multiplier = noise_multiplier
         self.expected_batch_size = batch_size
-        self.total_steps = epochs * round(dataset_size / batch_size)
+        self.steps_per_epoch = round(dataset_size / batch_size)
+        self.total_steps = epochs * self.steps_per_epoch
 
     def get_effective_sigma(self, step, epoch):
         return self.noise_multiplier
@@ -194,6 +195,15 @@ class NoiseOnlyAtStepZero(Base):
         return self.release(self.clipped_sum(grads), std)
 
 
+class NoiseOnlyAtEpochStarts(Base):
+    """Adds noise at the first step of every epoch only (the steps a verifier that always probed each epoch's
+    first step would look at; such a verifier passed it once the overhead cap dropped its extra probes)."""
+
+    def clip_and_noise(self, grads, step, epoch):
+        std = self.noise_multiplier * self.max_grad_norm if step % self.steps_per_epoch == 0 else 0.0
+        return self.release(self.clipped_sum(grads), std)
+
+
 class UnpaidUncentredCount(UnpaidAdaptiveCount):
     """As UnpaidAdaptiveCount, but counting unclipped examples without centring (sensitivity 1, so
     sigma_b = expected batch / 20 gives the same 0.85 z): an added example that is clipped leaves the
@@ -314,6 +324,7 @@ BROKEN = [
     (UnpaidUncentredCount, "VIOLATION", "state:clip_norm", 0.9),
     (RawUncentredCount, "LEAK", "state:clip_norm", None),
     (NoiseOnlyUnderTheVerifier, "VIOLATION", "", 0.1),
+    (NoiseOnlyAtEpochStarts, "VIOLATION", "", 0.0),
 ]
 
 

@@ -1,5 +1,5 @@
-"""Verdicts of real training runs: a plugin that cheats after its first step cannot end VERIFIED (the
-first step of every epoch is always probed, whatever the overhead cap), the verdict says how many steps
+"""Verdicts of real training runs: a plugin that cheats after its first step cannot end VERIFIED (one
+secret step of every epoch is always probed, whatever the overhead cap), the verdict says how many steps
 were measured, and the results name the class that actually ran."""
 
 import json
@@ -15,9 +15,20 @@ def test_noise_only_at_the_first_step_is_a_violation_in_a_three_epoch_run(make_c
     assert summary["verdict"] == "VIOLATION"
     assert summary["epsilon"] is None  # a step measured without noise: nothing finite can be verified
     verification = summary["verification"]
-    first_steps = {0, summary["steps"] // 3, 2 * summary["steps"] // 3}
-    assert first_steps <= {p["step"] for p in verification["probes"]}
+    per_epoch = summary["steps"] // 3
+    assert {p["step"] // per_epoch for p in verification["probes"]} == {0, 1, 2}  # every epoch probed
     assert summary["verdict_detail"].startswith(f"VIOLATION ({verification['steps_measured']} of {summary['steps']}")
+
+
+def test_noise_only_at_each_epochs_first_step_is_a_violation_with_extra_probes_dropped(make_config, tmp_path):
+    """The step of every epoch that is always probed is secret: a plugin that noises each epoch's first step
+    only ended VERIFIED when that step was the one, once the overhead cap dropped the extra probes (here,
+    with max_overhead 0, every extra probe after the first). It passes now only if the secret step is the
+    first in all 8 epochs: (1/6)^8."""
+    cfg = make_config("mechanism=example_plugin", "mechanism._target_=plugin_zoo.NoiseOnlyAtEpochStarts",
+                      "train.epochs=8", "verify.max_overhead=0")
+    summary = run_experiment(cfg, tmp_path / "run")
+    assert summary["verdict"] == "VIOLATION" and summary["epsilon"] is None
 
 
 def test_results_name_the_class_that_ran(make_config, tmp_path):

@@ -51,11 +51,15 @@ def test_probing_leaves_the_run_bitwise_unchanged():
     assert all(torch.equal(x, y) for x, y in zip(plain_plugin.momentum, probed_plugin.momentum))
 
 
-def test_schedule_probes_every_epochs_first_step_and_a_fraction_of_the_rest():
+def test_schedule_probes_a_uniform_step_of_every_epoch_and_a_fraction_of_the_rest():
     check = verifier(probe_rate=0.1)
     probed = [s for s in range(3000) if check.should_probe(s, s // RUN.steps_per_epoch)]
-    assert all(s in probed for s in range(0, 3000, RUN.steps_per_epoch))
-    others = len(probed) - len(range(0, 3000, RUN.steps_per_epoch))
+    epochs = 3000 // RUN.steps_per_epoch
+    offsets = [s % RUN.steps_per_epoch for s in range(epochs * RUN.steps_per_epoch) if check.epoch_step(s)]
+    assert len(offsets) == epochs and all(s in probed for s in range(3000) if check.epoch_step(s))
+    counts = [offsets.count(k) for k in range(RUN.steps_per_epoch)]  # about 3 per offset: not always the first
+    assert max(counts) <= 12 and sum(c > 0 for c in counts) >= RUN.steps_per_epoch // 2
+    others = len(probed) - len(offsets)
     assert 0.07 * 3000 < others < 0.13 * 3000
     resumed = verifier(probe_rate=0.1)
     resumed.load_state_dict(check.state_dict())
@@ -120,10 +124,14 @@ def test_report_is_json_and_state_round_trips_through_a_checkpoint():
     assert restored.verified_ledger(ledger) == check.verified_ledger(ledger)
 
 
-def test_overhead_budget_skips_scheduled_probes_but_always_probes_the_first_step():
+def test_overhead_budget_skips_scheduled_probes_but_always_probes_the_epochs_step():
     check = verifier(probe_rate=0.99, max_overhead=1e-6)
-    train(FlatClipPlugin, check, steps=10)
+    steps = RUN.steps_per_epoch
+    train(FlatClipPlugin, check, steps=steps)
     report = check.report()
-    scheduled = [s for s in range(1, 10) if check.should_probe(s, 0)]
-    assert [p.step for p in report.probes] == [0]
+    (epoch_step,) = [s for s in range(steps) if check.epoch_step(s)]
+    probes = [p.step for p in report.probes]
+    scheduled = [s for s in range(probes[0] + 1, steps) if check.should_probe(s, 0) and s != epoch_step]
+    assert epoch_step in probes and probes[0] <= epoch_step
+    assert probes == sorted({probes[0], epoch_step})
     assert report.settings["skipped_for_budget"] == len(scheduled) > 0 and "skipped" in report.confidence

@@ -49,7 +49,7 @@ def test_cli_adapts_a_structured_mechanism_and_takes_hyperparameters(capsys):
 @pytest.mark.slow
 def test_cli_runs_the_whole_schedule_so_a_late_shortfall_is_seen(capsys):
     """A noise schedule normalised to its mean looks right over a short run and is caught late in the
-    default whole schedule (60 epochs, every epoch's first step probed)."""
+    default whole schedule (60 epochs, one step of every epoch probed)."""
     from dpbench.verify import main
 
     spec = f"{ZOO}:StepDecayReportedAsMean"
