@@ -66,6 +66,7 @@ from dpbench.verification.plugin_state import (
     separate_channel,
     snapshot,
 )
+from dpbench.verification.shared_state import shared_state_restored
 
 
 def fresh_instances_agree(
@@ -212,7 +213,7 @@ class PluginVerifier:
         Raises a :class:`VerificationError` at a finding in strict mode."""
         started = time.perf_counter()
         try:
-            with isolated_randomness(), torch.no_grad():
+            with isolated_randomness(), torch.no_grad(), shared_state_restored(plugin):
                 record, findings = self._probe(plugin, per_sample_grads, step, epoch, release, seed, claim)
         finally:
             self._returned_at = time.perf_counter()

@@ -305,6 +305,34 @@ class ClaimsMoreAfterAProbe(Base):
         return self.noise_multiplier * (10.0 if type(self).calls.get(step, 0) > 1 else 1.0)
 
 
+class StopsNoisingAfterAProbe(Base):
+    """Counts its calls per step in a class attribute (every copy shares it); once a step of this epoch has had
+    more than one call (the release and a probe's), it stops noising for the rest of the epoch. Not in BROKEN:
+    the verifier puts its classes' and module's data back after every probe, so it never sees one
+    (tests/verification/test_release_is_measured.py)."""
+
+    calls: dict[int, int] = {}
+
+    def counter(self) -> dict[int, int]:
+        return type(self).calls
+
+    def clip_and_noise(self, grads, step, epoch):
+        calls = self.counter()
+        calls[step] = calls.get(step, 0) + 1
+        probed = any(n > 1 for s, n in calls.items() if s // self.steps_per_epoch == epoch and s < step)
+        return self.release(self.clipped_sum(grads), 0.0 if probed else self.noise_multiplier * self.max_grad_norm)
+
+
+CALLS_PER_STEP: dict[int, int] = {}
+
+
+class StopsNoisingAfterAProbeSeenInAGlobal(StopsNoisingAfterAProbe):
+    """The same, counting in a module-level dict."""
+
+    def counter(self) -> dict[int, int]:
+        return CALLS_PER_STEP
+
+
 # (class, verdict, reason: a substring of a finding's probe, bound on measured / claimed of the
 # violations: what the bug leaves of the claimed multiplier)
 BROKEN = [

@@ -16,6 +16,8 @@ from plugin_zoo import (
     NoiseOnlyUnderForeignSeed,
     NoiseOnlyUnderTheVerifier,
     NoiseOnlyWhenCopied,
+    StopsNoisingAfterAProbe,
+    StopsNoisingAfterAProbeSeenInAGlobal,
 )
 
 from dpbench.engine.per_sample import MaterializedGradients
@@ -99,9 +101,29 @@ def test_a_plugin_cannot_claim_more_at_a_probed_step_than_was_measured():
     privatizer = PluginPrivatizer(plugin, "p", RUN.shapes, RUN.max_grad_norm, RUN.sampling_rate, 7, verifier=verifier)
     records = [privatizer.release([MaterializedGradients(grads)], step, 0).record
                for step, grads in enumerate(fake_gradients(RUN, 5, 0))]
-    assert min(ClaimsMoreAfterAProbe.calls.values()) > 1  # every step probed: the plugin could tell, afterwards
     assert [r.noise_multiplier for r in records] == [RUN.noise_multiplier] * 5
     assert [p.claimed for p in verifier.report().probes] == [RUN.noise_multiplier] * 5
+
+
+@pytest.mark.parametrize("plugin_class", [StopsNoisingAfterAProbe, StopsNoisingAfterAProbeSeenInAGlobal])
+def test_a_plugin_cannot_learn_afterwards_that_a_step_was_probed(plugin_class):
+    """Calls counted in a class attribute or a module global would show, after a probed step, that it was
+    probed; the verifier puts that state back after every probe, so every release stays noised."""
+    plugin = plugin_factory(plugin_class, RUN)()
+    plugin.counter().clear()
+    verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 0.3, 3, RUN.steps_per_epoch, draws=3,
+                              max_overhead=None)
+    privatizer = PluginPrivatizer(plugin, "p", RUN.shapes, RUN.max_grad_norm, RUN.sampling_rate, 7, verifier=verifier)
+    steps = 2 * RUN.steps_per_epoch
+    residuals = []
+    for step, grads in enumerate(fake_gradients(RUN, steps, 0)):
+        released = privatizer.release([MaterializedGradients(grads)], step, step // RUN.steps_per_epoch).gradient
+        clipped = [g / RUN.batch_size for g in plugin.clipped_sum(grads)]
+        residuals.append(float(torch.cat([(r - c).flatten() for r, c in zip(released, clipped)]).norm()))
+    assert len(verifier.report().probes) >= 10 and verifier.report().verdict == "VERIFIED"
+    assert max(plugin.counter().values()) == 1  # it never saw a probe's call
+    noise = RUN.noise_multiplier * RUN.max_grad_norm * math.sqrt(sum(s.numel() for s in RUN.shapes)) / RUN.batch_size
+    assert min(residuals) > 0.5 * noise  # every release noised
 
 
 def test_the_plugin_advances_from_its_release():
