@@ -10,8 +10,9 @@ run as it would have been without probing (a module-level cache or generator a p
 the run too). Other channels (other modules, files, time) stay open: docs/verification.md, Limits.
 
 Which state: the classes of ``type(plugin).__mro__`` defined outside the standard library, dpbench and the
-numeric libraries, and their modules' globals; of those, every attribute that is data (not a function,
-class, module, descriptor or method). Containers, tensors, arrays, generators and objects are restored in
+numeric libraries, and their modules' globals; of those, every attribute that is data (numbers, strings,
+containers, tensors, arrays, generators, and objects of the plugin's own classes; not code, and not a
+library's objects). Containers, tensors, arrays, generators and objects are restored in
 place (so references held elsewhere see the restored value), other values by reassignment; names added during
 the probe are removed.
 """
@@ -46,8 +47,22 @@ def _owners(plugin: Any) -> list[Any]:
     return classes + [m for m in modules.values() if m is not None]
 
 
+DATA_TYPES = (
+    int, float, complex, bool, str, bytes, tuple, list, dict, set, frozenset, type(None), torch.Tensor, np.ndarray,
+    np.generic, torch.Generator, np.random.Generator, np.random.RandomState, random.Random,
+)
+"""Values restored whatever defines them; other objects only where the plugin's own code defines their class
+(a library's object, a torch module say, is left alone: rewriting it could cut it off from its users)."""
+
+
+def _is_data(value: Any) -> bool:
+    if isinstance(value, DATA_TYPES):
+        return True
+    return not isinstance(value, CODE_TYPES) and type(value).__module__.split(".")[0] not in NOT_PLUGIN_CODE
+
+
 def _data(namespace: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in namespace.items() if not k.startswith("__") and not isinstance(v, CODE_TYPES)}
+    return {k: v for k, v in namespace.items() if not k.startswith("__") and _is_data(v)}
 
 
 def _restore_in_place(current: Any, saved: Any) -> bool:

@@ -44,3 +44,20 @@ def test_the_harness_and_libraries_are_not_touched():
     owners = shared_state._owners(cls.__new__(cls))
     assert all(not getattr(o, "__name__", "").startswith(("dpbench", "torch")) for o in owners)
     assert all(not getattr(o, "__module__", "").startswith(("dpbench", "torch")) for o in owners if isinstance(o, type))
+
+
+LAYER = torch.nn.Linear(2, 2)
+
+
+class UsesALayer(Plugin):
+    def touch(self) -> None:
+        LAYER.weight.data.zero_()
+
+
+def test_a_librarys_object_in_the_plugins_module_is_left_alone():
+    """A torch module held in a plugin's globals keeps its identity and its parameters' (an optimizer may hold
+    them); its tensors are not the plugin's bookkeeping."""
+    weight = LAYER.weight
+    with shared_state_restored(UsesALayer()):
+        UsesALayer().touch()
+    assert LAYER.weight is weight and float(LAYER.weight.abs().sum()) == 0.0
