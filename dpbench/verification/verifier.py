@@ -423,5 +423,6 @@ class PluginVerifier:
         self._training_seconds = state["training_seconds"]
         self._skipped_for_budget = state["skipped_for_budget"]
         self._channel_pool = {path: (float(s), int(d)) for path, (s, d) in state.get("channel_pool", {}).items()}
-        self._schedule_key = int(state["schedule_key"])
-        self._epoch_probe_owed = bool(state["epoch_probe_owed"])
+        # a checkpoint written before the schedule was secret has no key: the resumed run keeps its own
+        self._schedule_key = int(state.get("schedule_key", self._schedule_key))
+        self._epoch_probe_owed = bool(state.get("epoch_probe_owed", False))

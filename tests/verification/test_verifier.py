@@ -66,6 +66,15 @@ def test_schedule_probes_a_uniform_step_of_every_epoch_and_a_fraction_of_the_res
     assert probed == [s for s in range(3000) if resumed.should_probe(s, s // RUN.steps_per_epoch)]  # same on resume
 
 
+def test_a_checkpoint_from_before_the_secret_schedule_still_resumes():
+    check = verifier(probe_rate=0.1)
+    train(FlatClipPlugin, check, steps=4)
+    old = {k: v for k, v in check.state_dict().items() if k not in ("schedule_key", "epoch_probe_owed")}
+    resumed = verifier(probe_rate=0.1)
+    resumed.load_state_dict(old)
+    assert resumed.report().to_dict()["steps_measured"] == check.report().to_dict()["steps_measured"]
+
+
 def test_the_schedule_is_secret_not_a_function_of_the_run_seed():
     """A plugin that knows the run's seed (and the verifier's code) cannot compute which steps are probed:
     two verifiers of the same run probe different steps."""
