@@ -1,10 +1,11 @@
 """The random streams of a researcher-form plugin, under the kernel's control at every call.
 
-A plugin may draw noise from torch's, numpy's or Python's global generators, or from generators it
-owns. Every call of a plugin, the release of every step and each of the verifier's draws alike, runs
-a deep copy of it (:func:`copy_with_streams`) whose own generators are replaced by *fresh* ones, with
-every global generator seeded from the call's seed (:func:`call_under_seed`), inside a saved-and-
-restored global random state (:func:`isolated_randomness`). So:
+A plugin may draw noise from torch's, numpy's or Python's global generators, from generators it owns,
+or from generators kept in its classes or modules. Every call of a plugin, the release of every step and
+each of the verifier's draws alike, runs a deep copy of it (:func:`copy_with_streams`) whose own
+generators are replaced by *fresh* ones, with its classes' and modules' generators reseeded in place
+(:func:`reseed_shared_generators`) and every global generator seeded from the call's seed
+(:func:`call_under_seed`), inside a saved-and-restored global random state (:func:`isolated_randomness`). So:
 
 - two calls with the same seed see common random numbers (their difference is exactly the effect of
   the data), and calls with different seeds see independent noise wherever it comes from;
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import copy
 import random
+import sys
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -48,6 +51,38 @@ def release_seed(key: int, step: int) -> int:
     return derive_seed(key, step, 0)
 
 
+NOT_PLUGIN_CODE = ("builtins", "dpbench", "torch", "numpy", "scipy", "typing", "abc", "collections", "enum")
+"""Top-level packages whose classes and globals are never a plugin's own."""
+
+
+def plugin_owners(plugin: Any) -> list[Any]:
+    """The plugin's own classes (of its MRO, outside ``NOT_PLUGIN_CODE``) and the modules that define them:
+    the state every copy of the plugin shares."""
+    classes = [c for c in type(plugin).__mro__ if c.__module__.split(".")[0] not in NOT_PLUGIN_CODE]
+    modules = {c.__module__: sys.modules.get(c.__module__) for c in classes}
+    return classes + [m for m in modules.values() if m is not None]
+
+
+def reseed_shared_generators(plugin: Any, seed: int) -> None:
+    """Reseed, in place, the generators the plugin keeps in its classes or modules (a module-level
+    ``torch.Generator``, say) from ``seed``, each from its own name: copies share them, so without this a
+    release and the verifier's call under the same seed would not see the same noise."""
+    for owner in plugin_owners(plugin):
+        label = getattr(owner, "__qualname__", getattr(owner, "__name__", ""))
+        for name, value in list(vars(owner).items()):
+            if not isinstance(value, GENERATOR_TYPES):
+                continue
+            own = derive_seed(seed, zlib.crc32(f"{label}.{name}".encode()))
+            if isinstance(value, torch.Generator):
+                value.manual_seed(own)
+            elif isinstance(value, np.random.Generator):
+                value.bit_generator.state = type(value.bit_generator)(own).state
+            elif isinstance(value, np.random.RandomState):
+                value.seed(own % 2**32)
+            else:
+                value.seed(own)
+
+
 def released_call(
     plugin: Any, per_sample_grads: list[torch.Tensor], step: int, epoch: int, seed: int
 ) -> tuple[Any, Any]:
@@ -56,6 +91,7 @@ def released_call(
     without autograd. The only way the kernel and the verifier call a plugin."""
     with isolated_randomness(), torch.no_grad():
         copy = copy_with_streams(plugin, seed)
+        reseed_shared_generators(plugin, seed)
         return copy, call_under_seed(copy, per_sample_grads, step, epoch, seed)
 
 

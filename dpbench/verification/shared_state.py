@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import functools
 import random
-import sys
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,20 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 
-NOT_PLUGIN_CODE = ("builtins", "dpbench", "torch", "numpy", "scipy", "typing", "abc", "collections", "enum")
-"""Top-level packages whose classes and globals are never the plugin's own."""
+from dpbench.privacy.plugin_streams import NOT_PLUGIN_CODE, plugin_owners
+
 CODE_TYPES = (
     types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, types.MethodType, classmethod,
     staticmethod, property, functools.partial, types.MethodDescriptorType, types.WrapperDescriptorType,
     types.GetSetDescriptorType, types.MemberDescriptorType,
 )
-
-
-def _owners(plugin: Any) -> list[Any]:
-    """The plugin's own classes and the modules that define them."""
-    classes = [c for c in type(plugin).__mro__ if c.__module__.split(".")[0] not in NOT_PLUGIN_CODE]
-    modules = {c.__module__: sys.modules.get(c.__module__) for c in classes}
-    return classes + [m for m in modules.values() if m is not None]
 
 
 DATA_TYPES = (
@@ -106,7 +98,7 @@ def _restore_in_place(current: Any, saved: Any) -> bool:
 def shared_state_restored(plugin: Any) -> Iterator[None]:
     """Run the block, then put the plugin's classes' and modules' data back as they were when it began."""
     saved: list[tuple[Any, set[str], dict[str, Any], dict[str, Any]]] = []
-    for owner in _owners(plugin):
+    for owner in plugin_owners(plugin):
         namespace = _data(vars(owner))
         values, copies = {}, {}
         for name, value in namespace.items():

@@ -418,6 +418,20 @@ class IntegerSchedule(Base):
         return self.release(self.clipped_sum(grads), self.multipliers[0] * self.max_grad_norm)
 
 
+MODULE_GENERATOR = torch.Generator().manual_seed(1234)
+
+
+class ModuleLevelGenerator(Base):
+    """Correct: draws its noise from a generator kept at module level (every copy shares it)."""
+
+    def noise(self, shape, std, generator=None):
+        return std * torch.randn(shape, generator=MODULE_GENERATOR)
+
+    def clip_and_noise(self, grads, step, epoch):
+        return self.release(self.clipped_sum(grads), self.noise_multiplier * self.max_grad_norm)
+
+
 CORRECT = [
     OverNoised, NoisedMomentum, EntropySeededGenerator, PaidAdaptiveCount, PaidUncentredCount, IntegerSchedule,
+    ModuleLevelGenerator,
 ]

@@ -37,11 +37,11 @@ def test_the_harness_and_libraries_are_not_touched():
     """Only the plugin's own classes and modules: a built-in mechanism adapted to the plugin form brings
     dpbench's and torch's modules into its class hierarchy, and those are never rewritten."""
     from dpbench.privacy.adapter import as_researcher_plugin
-    from dpbench.verification import shared_state
+    from dpbench.privacy.plugin_streams import plugin_owners
     from mechanisms.fixed import FixedClipping
 
     cls = as_researcher_plugin(FixedClipping)
-    owners = shared_state._owners(cls.__new__(cls))
+    owners = plugin_owners(cls.__new__(cls))
     assert all(not getattr(o, "__name__", "").startswith(("dpbench", "torch")) for o in owners)
     assert all(not getattr(o, "__module__", "").startswith(("dpbench", "torch")) for o in owners if isinstance(o, type))
 
