@@ -10,6 +10,7 @@ from scipy import stats
 
 from dpbench.engine.per_sample import MaterializedGradients
 from dpbench.privacy.noise import OSEntropy, noise_source, standard_normal
+from dpbench.privacy.plugin_streams import walk
 from dpbench.privacy.privatizer import StructuredPrivatizer
 from dpbench.training import experiment
 from dpbench.training.experiment import run_experiment
@@ -91,5 +92,10 @@ def test_plugin_streams_are_keyed_by_the_seed_only_in_a_seeded_run(make_config, 
         run_experiment(cfg, tmp_path / name)
     if secure:
         assert keys[0] != keys[1] and not set(keys) & set(seeds)
+        for name, key in zip("ab", keys):  # the secret key is written nowhere: run files, checkpoint
+            run = tmp_path / name
+            assert not any(str(key) in f.read_text(errors="ignore") for f in run.rglob("*") if f.suffix != ".pt")
+            checkpoint = torch.load(run / "checkpoint.pt", weights_only=False)
+            assert key not in [leaf for _, leaf in walk(checkpoint) if isinstance(leaf, int)]
     else:
         assert keys == seeds
