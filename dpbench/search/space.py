@@ -9,6 +9,8 @@ per Hydra override key, each one of
 
 and ``relative: true`` makes a range a factor of the value in the base configuration (the dataset's
 tuned preset), so one space serves every dataset. Every file says where its ranges come from.
+``tune.space=a+b`` searches the union of two spaces, e.g. ``fixed+training_options`` (a mechanism's space and
+the training options that cost no privacy).
 """
 
 from __future__ import annotations
@@ -92,7 +94,16 @@ class SearchSpace:
 
 
 def load_space(name: str, directory: Path = SPACES_DIR) -> SearchSpace:
-    """The search space ``<directory>/<name>.yaml``."""
+    """The search space ``<directory>/<name>.yaml``, or for ``a+b+...`` the union of those spaces (e.g. a
+    mechanism's space and ``training_options``); a key in two of them is refused."""
+    if "+" in name:
+        dimensions: dict[str, Dimension] = {}
+        for part in name.split("+"):
+            for dimension in load_space(part, directory).dimensions:
+                if dimension.key in dimensions:
+                    raise SearchSpaceError(f"search space '{name}': '{dimension.key}' is in more than one of its parts")
+                dimensions[dimension.key] = dimension
+        return SearchSpace(name, tuple(dimensions.values()))
     path = directory / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in directory.glob("*.yaml")))

@@ -63,7 +63,9 @@ def train(
     learning_rate: LearningRate | None = None,
 ) -> TrainingState:
     """Train to ``plan.epochs``. With ``parameter_ema`` (a decay), evaluation uses an exponential moving
-    average of the parameters; with ``learning_rate`` (``step -> lr``) the optimizer's rate follows that
+    average of the parameters after each step, bias-corrected as Adam's moments are (the weights of the iterates
+    so far, decaying geometrically, sum to 1: the initialisation carries no weight, so a decay whose horizon
+    exceeds a short run still averages the trained iterates); with ``learning_rate`` (``step -> lr``) the optimizer's rate follows that
     schedule. Both are post-processing of released gradients, free of privacy cost. The mean training
     loss is computed from un-noised data, so it is recorded (as ``train_loss_nonprivate``) only when
     ``nonprivate_diagnostics`` asks for it."""
@@ -93,7 +95,7 @@ def train(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if state.parameter_average is not None:
-                torch._foreach_lerp_(state.parameter_average, [p.detach() for p in parameters], 1.0 - parameter_ema)
+                update_average(state.parameter_average, parameters, parameter_ema, state.step + 1)
             loss_sum += release.loss_sum
             examples += release.batch_size
             state.step += 1
@@ -117,6 +119,13 @@ def train(
         state.epoch = epoch + 1
         on_epoch_end(state)
     return state
+
+
+def update_average(average: list[torch.Tensor], parameters: list[torch.Tensor], decay: float, count: int) -> None:
+    """Fold the ``count``-th iterate into the bias-corrected EMA: after it, ``average`` is
+    ``sum_i decay**(count - i) * p_i / sum_i decay**(count - i)`` over the iterates ``p_1 .. p_count``."""
+    weight = (1.0 - decay) / (1.0 - decay**count)
+    torch._foreach_lerp_(average, [p.detach() for p in parameters], weight)
 
 
 @contextmanager

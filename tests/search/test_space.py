@@ -60,3 +60,19 @@ def test_a_searched_key_cannot_also_be_set_by_hand(tmp_path, capsys):
 
     assert main([f"paths.results={tmp_path}", "train.lr=0.5"]) == 1
     assert "train.lr is searched by the 'fixed' space" in capsys.readouterr().err
+
+
+def test_a_composed_space_is_the_union_of_its_parts():
+    space = load_space("fixed+training_options")
+    keys = [d.key for d in space.dimensions]
+    assert keys == [*(d.key for d in load_space("fixed").dimensions),
+                    *(d.key for d in load_space("training_options").dimensions)]
+    draws = [space.draw(np.random.default_rng(seed), {"train.lr": 8.0, "train.max_grad_norm": 0.1})
+             for seed in range(40)]
+    assert {d["train.parameter_ema"] for d in draws} == {None, 0.99, 0.999}
+    assert all(2.0 * 0.999 <= d["train.lr"] <= 32.0 * 1.001 for d in draws)
+
+
+def test_a_key_in_two_parts_of_a_composed_space_is_refused():
+    with pytest.raises(SearchSpaceError, match="'train.lr' is in more than one"):
+        load_space("fixed+adaptive_rescaled")
