@@ -44,6 +44,7 @@ from dpbench.reporting.run_files import RunFiles, append_result_row
 from dpbench.search.plan import TRIAL_GROUP, SearchPlan, draw_plan
 from dpbench.search.selection import RESULT_FILE, select_best
 from dpbench.search.space import SearchSpaceError, load_space
+from dpbench.training.run_directory import directory_name
 from dpbench.search.tuning_record import pipeline_id, private_search_row
 from dpbench.training.run_summary import result_row
 
@@ -68,7 +69,7 @@ def search_name(overrides: list[str], preset: str = PRIVATE) -> str:
     it runs."""
     named = overrides if preset == PRIVATE else [f"tune={preset}", *overrides]
     defining = sorted(o for o in named if not o.startswith(EXECUTION_PREFIXES))
-    return ",".join(defining).replace("/", "_") or "default"
+    return directory_name(",".join(defining).replace("/", "_"))
 
 
 def split_preset(arguments: list[str]) -> tuple[str, list[str]]:
@@ -193,7 +194,7 @@ def record_private_search(result: dict, plan: SearchPlan, base: DictConfig, dire
 
 def apply_public_choice(result: dict, plan: SearchPlan, directory: Path, results: Path) -> int:
     """Runs the public proxy's choice on the private data; adds the run to ``result``."""
-    run_dir = results / "runs" / f"public_proxy,{directory.name}"
+    run_dir = results / "runs" / directory_name(f"public_proxy,{directory.name}")
     done = subprocess.run(apply_command(plan, result["released"]["overrides"], run_dir), check=False)
     files = RunFiles(run_dir)
     if done.returncode != 0 or not files.summary.exists():

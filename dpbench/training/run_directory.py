@@ -3,6 +3,7 @@ started with (execution keys such as paths and the device may change)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from omegaconf import DictConfig, OmegaConf
@@ -14,6 +15,20 @@ log = logging.getLogger("dpbench")
 
 # Keys that change how (or where) a run is executed but not what it computes: a resumed run may change them.
 EXECUTION_KEYS = ("resume", "overwrite", "progress", "device", "paths")
+
+
+# File systems refuse names over 255 bytes; a run's or a search's name is its overrides, which can be longer.
+MAX_NAME_BYTES = 255
+
+
+def directory_name(overrides: str) -> str:
+    """A directory name for a run or search named by its ``overrides``: the text itself when it fits, else its
+    start and a hash of the whole (distinct overrides keep distinct names; the config inside says the rest)."""
+    name = overrides or "default"
+    if len(name.encode()) <= MAX_NAME_BYTES:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return name.encode()[: MAX_NAME_BYTES - len(digest) - 2].decode(errors="ignore") + ",#" + digest
 
 
 class RunDirectoryError(DpbenchError, RuntimeError):
