@@ -44,8 +44,8 @@ from dpbench.reporting.run_files import RunFiles, append_result_row
 from dpbench.search.plan import TRIAL_GROUP, SearchPlan, draw_plan
 from dpbench.search.selection import RESULT_FILE, select_best
 from dpbench.search.space import SearchSpaceError, load_space
-from dpbench.training.run_directory import directory_name
 from dpbench.search.tuning_record import pipeline_id, private_search_row
+from dpbench.training.run_directory import directory_name
 from dpbench.training.run_summary import result_row
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
