@@ -67,8 +67,8 @@ def train(
     iterates so far, decaying geometrically, sum to 1: the initialisation carries no weight, so a decay whose
     horizon exceeds a short run still averages the trained iterates); with ``learning_rate`` (``step -> lr``)
     the optimizer's rate follows that schedule. Both are post-processing of released gradients, free of privacy
-    cost. The mean training loss is computed from un-noised data, so it is recorded (as ``train_loss_nonprivate``) only when
-    ``nonprivate_diagnostics`` asks for it."""
+    cost. The mean training loss is computed from un-noised data, so it is recorded (as
+    ``train_loss_nonprivate``) only when ``nonprivate_diagnostics`` asks for it."""
     parameters = [p for p in model.parameters() if p.requires_grad]
     if parameter_ema is not None and state.parameter_average is None:
         state.parameter_average = [p.detach().clone() for p in parameters]
