@@ -20,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dpbench.engine.per_sample import GradientEngine
+from dpbench.errors import DpbenchError
 from dpbench.privacy.calibration import TrainingPlan
 from dpbench.privacy.ledger import PrivacyLedger
 from dpbench.privacy.privatizer import Release
@@ -69,6 +70,9 @@ def train(
     the optimizer's rate follows that schedule. Both are post-processing of released gradients, free of privacy
     cost. The mean training loss is computed from un-noised data, so it is recorded (as
     ``train_loss_nonprivate``) only when ``nonprivate_diagnostics`` asks for it."""
+    if parameter_ema is not None and not 0.0 <= parameter_ema < 1.0:
+        raise DpbenchError(f"train.parameter_ema={parameter_ema}: the EMA's decay must be in [0, 1) (e.g. 0.99), "
+                           "or null for no average")
     parameters = [p for p in model.parameters() if p.requires_grad]
     if parameter_ema is not None and state.parameter_average is None:
         state.parameter_average = [p.detach().clone() for p in parameters]

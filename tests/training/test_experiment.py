@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dpbench.config_schema import ConfigKeyError, ConfigTargetError
+from dpbench.errors import DpbenchError
 from dpbench.privacy.calibration import PrivacyConfigError
 from dpbench.privacy.mechanism import MechanismContractError
 from dpbench.training.checkpoint import CheckpointError
@@ -185,6 +186,7 @@ def target_of(cls: type) -> str:
         (["+model.num_clases=3"], ConfigKeyError, r"did you mean 'model\.num_classes'.*DigitsTanhCNN takes num_classes"),
         (["+mechanism.max_grad_nrom=2"], ConfigKeyError, r"did you mean 'mechanism\.max_grad_norm'"),
         (["model._target_=no_such_module.Model"], ConfigTargetError, "model._target_=no_such_module.Model cannot be"),
+        (["train.parameter_ema=1.0"], DpbenchError, r"decay must be in \[0, 1\)"),
     ],
 )
 def test_bad_input_gets_a_clear_error(make_config, tmp_path, overrides, error, message):
