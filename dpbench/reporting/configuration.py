@@ -20,6 +20,7 @@ EXECUTION_KEYS = frozenset({
     "resume", "overwrite", "progress", "device",
     "dataset.root", "dataset.download", "dataset.verify_checksums",
     "train.physical_batch_size",
+    "tune.final_seeds",  # how many runs apply a public proxy's choice; each run records its own seed
 })
 EXECUTION_PREFIXES = ("paths.",)
 MECHANISM_CLASS = "mechanism_class"

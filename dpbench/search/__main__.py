@@ -17,7 +17,8 @@ the selected trial may be published, and K never. The selected model's row is ap
 Public-proxy tuning (``tune=public tune.tuned_on=DATASET``) runs ``tune.trials`` trials on that public
 dataset instead, each one run at the target, then applies the best trial's hyper-parameters to the private
 dataset in one ordinary run (``<results>/runs/public_proxy,<overrides>``), whose summary records
-``tuned_on``: no tuning cost is charged to the private data.
+``tuned_on``: no tuning cost is charged to the private data. ``tune.final_seeds=[0,1,2]`` runs the choice at
+each of those seeds instead (the spread of the reported accuracy), one run per seed.
 
     python -m dpbench.search tune=public tune.tuned_on=mnist_scattering dataset=fmnist_scattering
 """
@@ -51,6 +52,8 @@ from dpbench.training.run_summary import result_row
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 LAUNCHER_PREFIXES = ("hydra/launcher=", "hydra.launcher.")
 PINNED_TUNE_KEYS = ("tune.reference_batch_size", "tune.reference_epochs")
+FINAL_SEEDS = "tune.final_seeds="  # how many private runs apply a public proxy's choice: not part of the search
+SEED = re.compile(r"^\+?seed=")
 log = logging.getLogger("dpbench.search")
 
 
@@ -173,10 +176,13 @@ def trial_command(plan: SearchPlan, directory: Path, launcher: list[str]) -> lis
     ]
 
 
-def apply_command(plan: SearchPlan, chosen: dict, run_dir: Path) -> list[str]:
-    """The private run of a public proxy: the search's overrides (the private dataset) and the chosen values."""
+def apply_command(plan: SearchPlan, chosen: dict, run_dir: Path, seed: int | None = None) -> list[str]:
+    """The private run of a public proxy: the search's overrides (the private dataset) and the chosen values,
+    at ``seed`` instead of the search's own seed if it is given."""
+    base = plan.base_overrides if seed is None else [
+        *(o for o in plan.base_overrides if not SEED.match(o)), f"seed={seed}"]
     return [
-        sys.executable, "-m", "dpbench", f"+tune={PUBLIC}", *plan.base_overrides,
+        sys.executable, "-m", "dpbench", f"+tune={PUBLIC}", *base,
         *(f"{key}={json.dumps(value)}" for key, value in chosen.items()),
         f"hydra.run.dir='{run_dir}'", "resume=true",
     ]
@@ -192,22 +198,47 @@ def record_private_search(result: dict, plan: SearchPlan, base: DictConfig, dire
     append_result_row(results / "results.jsonl", row)
 
 
-def apply_public_choice(result: dict, plan: SearchPlan, directory: Path, results: Path) -> int:
-    """Runs the public proxy's choice on the private data; adds the run to ``result``."""
-    run_dir = results / "runs" / directory_name(f"public_proxy,{directory.name}")
-    done = subprocess.run(apply_command(plan, result["released"]["overrides"], run_dir), check=False)
-    files = RunFiles(run_dir)
-    if done.returncode != 0 or not files.summary.exists():
-        log.error("the private run of the chosen hyper-parameters failed; see %s", run_dir)
-        return 1
-    summary = files.read_summary()
-    result["applied"] = {key: summary.get(key) for key in ("run_dir", "dataset", "final_accuracy", "epsilon",
-                                                           "tuned_on", "tuning_cost")}
-    log.info(
-        "applied to %s: test accuracy %.2f%% | epsilon %.4g (the run's own; tuning on %s: no cost charged to %s)",
-        summary["dataset"], 100 * summary["final_accuracy"], summary["epsilon"], plan.tuned_on, summary["dataset"],
-    )
-    return 0
+def final_seeds(cfg: DictConfig) -> list[int | None]:
+    """The seeds of a public proxy's private runs: ``tune.final_seeds``, or the search's own seed (``None``)."""
+    seeds = cfg.tune.get("final_seeds")
+    if seeds is None:
+        return [None]
+    if isinstance(seeds, int) or not all(isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds):
+        raise ValueError(f"tune.final_seeds must be a list of integer seeds, e.g. tune.final_seeds=[0,1,2]; got {seeds}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"tune.final_seeds must name distinct seeds, at least one; got {list(seeds)}")
+    return [None if seed == cfg.seed else int(seed) for seed in seeds]
+
+
+def apply_public_choice(result: dict, plan: SearchPlan, directory: Path, results: Path,
+                        seeds: list[int | None]) -> int:
+    """Runs the public proxy's choice on the private data, once per seed (``None``: the search's own seed);
+    lists the runs in ``result["applied"]``. A run that already finished is read, not run again."""
+    result["applied"] = []
+    failed = 0
+    for seed in seeds:
+        suffix = "" if seed is None else f",final_seed={seed}"
+        run_dir = results / "runs" / directory_name(f"public_proxy,{directory.name}{suffix}")
+        files = RunFiles(run_dir)
+        if not files.summary.exists():
+            done = subprocess.run(apply_command(plan, result["released"]["overrides"], run_dir, seed), check=False)
+            if done.returncode != 0 or not files.summary.exists():
+                log.error("the private run of the chosen hyper-parameters failed; see %s", run_dir)
+                failed += 1
+                continue
+        summary = files.read_summary()
+        result["applied"].append({key: summary.get(key) for key in (
+            "run_dir", "dataset", "seed", "final_accuracy", "epsilon", "tuned_on", "tuning_cost")})
+        log.info(
+            "applied to %s (seed %s): test accuracy %.2f%% | epsilon %.4g (the run's own; tuning on %s: no cost "
+            "charged to %s)", summary["dataset"], summary.get("seed"), 100 * summary["final_accuracy"],
+            summary["epsilon"], plan.tuned_on, summary["dataset"],
+        )
+    accuracies = [100 * run["final_accuracy"] for run in result["applied"]]
+    if len(accuracies) > 1:
+        log.info("applied at %d seeds: test accuracy %.2f ± %.2f%% (mean ± std)", len(accuracies),
+                 float(np.mean(accuracies)), float(np.std(accuracies, ddof=1)))
+    return 1 if failed else 0
 
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -248,9 +279,17 @@ def run_search(arguments: list[str]) -> int:
     launcher = [a for a in arguments if a.startswith(LAUNCHER_PREFIXES)]
     try:
         preset, arguments = split_preset(arguments)
-        overrides = [a for a in arguments if a not in launcher and not a.startswith(PINNED_TUNE_KEYS)]
+        applying = [a for a in arguments if a.startswith(FINAL_SEEDS)]
+        if applying and preset != PUBLIC:
+            raise ValueError(
+                "tune.final_seeds is for a public proxy (tune=public): a private search releases its selected "
+                "model only; each further run on the private data would cost privacy that the search's epsilon "
+                "does not include")
+        overrides = [a for a in arguments
+                     if a not in launcher and a not in applying and not a.startswith(PINNED_TUNE_KEYS)]
         check_placement(overrides)
-        cfg = compose_base(overrides, preset)
+        cfg = compose_base(overrides + applying, preset)
+        seeds = final_seeds(cfg) if preset == PUBLIC else []
         results = Path(cfg.paths.results)
         directory = results / "searches" / search_name(overrides, preset)
         plan = plan_search(cfg, overrides, directory, preset)
@@ -276,7 +315,7 @@ def run_search(arguments: list[str]) -> int:
     if plan.tune == PUBLIC:
         log.info("best trial %s on %s (%s): validation score %.4f", best["trial"], plan.tuned_on, chosen,
                  best["validation_score"])
-        status = apply_public_choice(result, plan, directory, results)
+        status = apply_public_choice(result, plan, directory, results, seeds)
         (directory / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
         return status
     (directory / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
