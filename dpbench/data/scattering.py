@@ -6,7 +6,8 @@ transform (kymatio's ``Scattering2D``, Morlet wavelets, ``J`` scales, ``L`` angl
 learned and no data-dependent part: it maps each example on its own, so a dataset and its
 neighbour still differ in exactly one row after it, and it costs no privacy. Per-example input
 normalisation (GroupNorm without parameters, in :mod:`dpbench.models.scatter_net`) keeps that
-property; normalisation by dataset statistics would not, and is not offered.
+property; normalisation by the training set's statistics is offered only through a DP release of them
+(:mod:`dpbench.models.released_normalization`), which is in the run's ledger.
 
 The transform is computed once per dataset and cached under ``<data root>/scattering/``, keyed by
 a fingerprint of the pixels, so later runs load it in seconds (and need kymatio, the ``dpbench[scatter]``

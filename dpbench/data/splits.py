@@ -1,12 +1,21 @@
 """The classification workload: images (or features) and class labels held in memory as tensors."""
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dpbench.workload import LossFunction, Workload
+from dpbench.models.released_normalization import ReleasedNormalization, channel_statistics
+from dpbench.privacy.ledger import StepRecord
+from dpbench.privacy.noise import NoiseSource
+from dpbench.privacy.statistics_release import StatisticsRelease, release_sum
+from dpbench.workload import LossFunction, Workload, WorkloadError
+
+RELEASE_CHUNK = 8192  # training rows per chunk of a statistics release
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,42 @@ class DatasetSplits(Workload):
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         return {"test_accuracy": accuracy(model, self.test_features, self.test_labels, device)}
+
+    def statistics_releases(self, model: nn.Module) -> tuple[StatisticsRelease, ...]:
+        """The training-set input statistics that ``model``'s :class:`ReleasedNormalization` needs (none for a
+        model without one)."""
+        return tuple(release for name, module in self._normalizations(model) for release in module.releases(name))
+
+    def release_statistics(self, model: nn.Module, run_dir: Path, generator: NoiseSource) -> list[StepRecord]:
+        """Release, through the kernel, the sums of every training example's per-channel input mean and mean
+        square, and set the model's normalisation from them (the privacy argument is in
+        :mod:`dpbench.models.released_normalization`)."""
+        records = []
+        for name, module in self._normalizations(model):
+            sums = {}
+            for release in module.releases(name):
+                statistic = release.name.rsplit(".", 1)[1]
+                chunks = (channel_statistics(self.train_features[i : i + RELEASE_CHUNK])[statistic]
+                          for i in range(0, self.train_size, RELEASE_CHUNK))
+                sums[statistic] = release_sum(chunks, release, generator)
+                records.append(release.record())
+            module.set_statistics(sums, self.train_size)
+            log.info("released the per-channel input mean and variance of %d training examples for %s (noise "
+                     "multiplier %.3g)", self.train_size, name or "the model", module.noise_multiplier)
+        return records
+
+    def _normalizations(self, model: nn.Module) -> list[tuple[str, ReleasedNormalization]]:
+        """The model's :class:`ReleasedNormalization` (at most one, normalising the model's input)."""
+        found = [(name, module) for name, module in model.named_modules() if isinstance(module, ReleasedNormalization)]
+        if len(found) > 1:
+            raise WorkloadError(f"{type(model).__name__} has {len(found)} ReleasedNormalization modules "
+                                f"({', '.join(name for name, _ in found)}); dpbench releases the statistics of the "
+                                "model's input for one, which must normalise the input")
+        for name, module in found:
+            if module.channels != self.input_shape[0]:
+                raise WorkloadError(f"{name} (ReleasedNormalization) normalises {module.channels} channels but "
+                                    f"{self.name}'s inputs have {self.input_shape[0]}: it must normalise the model's input")
+        return found
 
 
 @torch.no_grad()

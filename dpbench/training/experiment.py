@@ -93,9 +93,6 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     )
     optimizer = build_optimizer(cfg.train, parameters)
     sampler = PoissonSampler(plan.dataset_size, plan.sampling_rate, seed=entropy_seed() if secure else cfg.seed + 2)
-    engine = build_engine(
-        cfg.train.engine, model, data.loss(model), cfg.train.get("augmentation"), data.test_features, data.test_labels
-    )
     state = TrainingState()
     if resume:
         state = load_checkpoint(
@@ -105,6 +102,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     elif releases:  # statistics of the training data released once, before training, and accounted with it
         for record in _released(data, model, releases, files.dir, noise_source(secure, cfg.seed + 3)):
             state.ledger.append(record)
+    engine = build_engine(  # after the releases: its checks run the model, which may need released statistics
+        cfg.train.engine, model, data.loss(model), cfg.train.get("augmentation"), data.test_features, data.test_labels
+    )
     log.info(
         "%s on %s (%s): N=%d, q=%.5f, %d steps/epoch x %d epochs, calibrated noise multiplier z=%.4f for "
         "epsilon=%g, delta=%g; device %s",
