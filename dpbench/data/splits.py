@@ -74,8 +74,9 @@ class DatasetSplits(Workload):
                                 "model's input for one, which must normalise the input")
         for name, module in found:
             if module.channels != self.input_shape[0]:
-                raise WorkloadError(f"{name} (ReleasedNormalization) normalises {module.channels} channels but "
-                                    f"{self.name}'s inputs have {self.input_shape[0]}: it must normalise the model's input")
+                raise WorkloadError(
+                    f"{name} (ReleasedNormalization) normalises {module.channels} channels but {self.name}'s inputs "
+                    f"have {self.input_shape[0]}: it must normalise the model's input")
         return found
 
 

@@ -204,7 +204,8 @@ def final_seeds(cfg: DictConfig) -> list[int | None]:
     if seeds is None:
         return [None]
     if isinstance(seeds, int) or not all(isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds):
-        raise ValueError(f"tune.final_seeds must be a list of integer seeds, e.g. tune.final_seeds=[0,1,2]; got {seeds}")
+        raise ValueError(f"tune.final_seeds must be a list of integer seeds, e.g. tune.final_seeds=[0,1,2]; "
+                         f"got {seeds}")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"tune.final_seeds must name distinct seeds, at least one; got {list(seeds)}")
     return [None if seed == cfg.seed else int(seed) for seed in seeds]
