@@ -47,11 +47,24 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Options added after results were recorded, at the value that computes what runs without the option computed:
+# at that value the key is dropped, with the keys that matter only for its other values, so a run that sets it and
+# a run recorded before it existed share a configuration. Any other value keeps them all (a new configuration).
+EARLIER_BEHAVIOUR = {
+    "model.normalization": ("group", ("model.released_normalization.",)),
+}
+
+
 def defining(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """The keys that define a configuration: all but the seed and the execution-only keys."""
+    """The keys that define a configuration: all but the seed, the execution-only keys and options at the value
+    that reproduces the behaviour from before they existed (:data:`EARLIER_BEHAVIOUR`)."""
+    dropped: set[str] = set()
+    for key, (value, only_for_others) in EARLIER_BEHAVIOUR.items():
+        if key in flat and flat[key] == value:
+            dropped |= {key} | {other for other in flat if other.startswith(only_for_others)}
     return {
         key: value for key, value in flat.items()
-        if key != SEED and key not in EXECUTION_KEYS and not key.startswith(EXECUTION_PREFIXES)
+        if key != SEED and key not in EXECUTION_KEYS and not key.startswith(EXECUTION_PREFIXES) and key not in dropped
     }
 
 
