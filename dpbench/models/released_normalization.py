@@ -18,9 +18,11 @@ as public (it is also in the sampling rate B / N); everything after is post-proc
 for every example, so no example's output depends on another example (the engine's independence check
 runs on it like on any layer), and it has no parameters, so training never changes it.
 
-The bounds are configuration, chosen without the private data (here: root-mean-square per channel, so the
-L2 bound grows as the square root of the channel count); rows above them are scaled down, which biases
-the statistics toward 0 but never the privacy guarantee.
+The bounds are configuration (root-mean-square per channel, so the L2 bound grows as the square root of the
+channel count), and the guarantee holds whatever they are: rows above them are scaled down, which biases the
+statistics toward 0, never the sensitivity. Choosing them from the private data is a choice that ε does not
+charge, like any hyper-parameter; the defaults were read off MNIST's training set, so they are free only where
+MNIST is not the private data.
 """
 
 from __future__ import annotations
