@@ -31,7 +31,7 @@ from dpbench.reporting.run_files import append_result_row, write_atomic
 from dpbench.runtime import tune_allocator
 from dpbench.training.experiment import run_experiment
 from dpbench.training.plugin_loader import MechanismNotFoundError
-from dpbench.training.run_directory import directory_name
+from dpbench.training.run_directory import directory_name, public_proxy_run_name
 from dpbench.verification.findings import VerificationError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -53,6 +53,7 @@ USER_ERRORS = (
 )
 
 OmegaConf.register_new_resolver("run_name", directory_name, replace=True)
+OmegaConf.register_new_resolver("public_proxy_run", public_proxy_run_name, replace=True)
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")

@@ -18,7 +18,9 @@ Public-proxy tuning (``tune=public tune.tuned_on=DATASET``) runs ``tune.trials``
 dataset instead, each one run at the target, then applies the best trial's hyper-parameters to the private
 dataset in one ordinary run (``<results>/runs/public_proxy,<overrides>``), whose summary records
 ``tuned_on``: no tuning cost is charged to the private data. ``tune.final_seeds=[0,1,2]`` runs the choice at
-each of those seeds instead (the spread of the reported accuracy), one run per seed.
+each of those seeds instead (the spread of the reported accuracy), one run per seed, through the same launcher
+as the trials (``<results>/runs/public_proxy,<overrides>,final_seed=S``; the search's own seed keeps the name
+without the suffix).
 
     python -m dpbench.search tune=public tune.tuned_on=mnist_scattering dataset=fmnist_scattering
 """
@@ -46,7 +48,7 @@ from dpbench.search.plan import TRIAL_GROUP, SearchPlan, draw_plan
 from dpbench.search.selection import RESULT_FILE, select_best
 from dpbench.search.space import SearchSpaceError, load_space
 from dpbench.search.tuning_record import pipeline_id, private_search_row
-from dpbench.training.run_directory import directory_name
+from dpbench.training.run_directory import directory_name, letter_spelling, public_proxy_run_name
 from dpbench.training.run_summary import result_row
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -176,15 +178,18 @@ def trial_command(plan: SearchPlan, directory: Path, launcher: list[str]) -> lis
     ]
 
 
-def apply_command(plan: SearchPlan, chosen: dict, run_dir: Path, seed: int | None = None) -> list[str]:
-    """The private run of a public proxy: the search's overrides (the private dataset) and the chosen values,
-    at ``seed`` instead of the search's own seed if it is given."""
-    base = plan.base_overrides if seed is None else [
-        *(o for o in plan.base_overrides if not SEED.match(o)), f"seed={seed}"]
+def apply_command(plan: SearchPlan, chosen: dict, search: str, seeds: list[int], own_seed: int,
+                  launcher: list[str]) -> list[str]:
+    """The private runs of a public proxy: one Hydra multirun, through the configured launcher, of the search's
+    overrides (the private dataset) and the chosen values at each of ``seeds``, each run in the directory that
+    :func:`~dpbench.training.run_directory.public_proxy_run_name` names for the search (``search``) and its seed."""
+    base = [o for o in plan.base_overrides if not SEED.match(o)]
     return [
-        sys.executable, "-m", "dpbench", f"+tune={PUBLIC}", *base,
+        sys.executable, "-m", "dpbench", "-m", f"+tune={PUBLIC}", *base,
         *(f"{key}={json.dumps(value)}" for key, value in chosen.items()),
-        f"hydra.run.dir='{run_dir}'", "resume=true",
+        f"seed={','.join(str(seed) for seed in seeds)}",
+        f"hydra.sweep.subdir='${{public_proxy_run:{letter_spelling(search)},${{seed}},{own_seed}}}'",
+        "resume=true", *launcher,
     ]
 
 
@@ -198,35 +203,38 @@ def record_private_search(result: dict, plan: SearchPlan, base: DictConfig, dire
     append_result_row(results / "results.jsonl", row)
 
 
-def final_seeds(cfg: DictConfig) -> list[int | None]:
-    """The seeds of a public proxy's private runs: ``tune.final_seeds``, or the search's own seed (``None``)."""
+def final_seeds(cfg: DictConfig) -> list[int]:
+    """The seeds of a public proxy's private runs: ``tune.final_seeds``, or the search's own seed."""
     seeds = cfg.tune.get("final_seeds")
     if seeds is None:
-        return [None]
+        return [int(cfg.seed)]
     if isinstance(seeds, int) or not all(isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds):
         raise ValueError(f"tune.final_seeds must be a list of integer seeds, e.g. tune.final_seeds=[0,1,2]; "
                          f"got {seeds}")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"tune.final_seeds must name distinct seeds, at least one; got {list(seeds)}")
-    return [None if seed == cfg.seed else int(seed) for seed in seeds]
+    return [int(seed) for seed in seeds]
 
 
-def apply_public_choice(result: dict, plan: SearchPlan, directory: Path, results: Path,
-                        seeds: list[int | None]) -> int:
-    """Runs the public proxy's choice on the private data, once per seed (``None``: the search's own seed);
-    lists the runs in ``result["applied"]``. A run that already finished is read, not run again."""
+def apply_public_choice(result: dict, plan: SearchPlan, directory: Path, results: Path, seeds: list[int],
+                        own_seed: int, launcher: list[str]) -> int:
+    """Runs the public proxy's choice on the private data at each of ``seeds`` (``own_seed``: the search's), as
+    one multirun through the search's launcher; lists the runs in ``result["applied"]``. A run that already
+    finished is read, not run again."""
+    chosen = result["released"]["overrides"]
+    run_dirs = {seed: results / "runs" / public_proxy_run_name(letter_spelling(directory.name), seed, own_seed)
+                for seed in seeds}
+    pending = [seed for seed in seeds if not RunFiles(run_dirs[seed]).summary.exists()]
+    if pending:
+        subprocess.run(apply_command(plan, chosen, directory.name, pending, own_seed, launcher), check=False)
     result["applied"] = []
     failed = 0
     for seed in seeds:
-        suffix = "" if seed is None else f",final_seed={seed}"
-        run_dir = results / "runs" / directory_name(f"public_proxy,{directory.name}{suffix}")
-        files = RunFiles(run_dir)
+        files = RunFiles(run_dirs[seed])
         if not files.summary.exists():
-            done = subprocess.run(apply_command(plan, result["released"]["overrides"], run_dir, seed), check=False)
-            if done.returncode != 0 or not files.summary.exists():
-                log.error("the private run of the chosen hyper-parameters failed; see %s", run_dir)
-                failed += 1
-                continue
+            log.error("the private run of the chosen hyper-parameters at seed %d failed; see %s", seed, files.dir)
+            failed += 1
+            continue
         summary = files.read_summary()
         result["applied"].append({key: summary.get(key) for key in (
             "run_dir", "dataset", "seed", "final_accuracy", "epsilon", "tuned_on", "tuning_cost")})
@@ -316,7 +324,7 @@ def run_search(arguments: list[str]) -> int:
     if plan.tune == PUBLIC:
         log.info("best trial %s on %s (%s): validation score %.4f", best["trial"], plan.tuned_on, chosen,
                  best["validation_score"])
-        status = apply_public_choice(result, plan, directory, results, seeds)
+        status = apply_public_choice(result, plan, directory, results, seeds, int(cfg.seed), launcher)
         (directory / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
         return status
     (directory / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")

@@ -31,6 +31,26 @@ def directory_name(overrides: str) -> str:
     return name.encode()[: MAX_NAME_BYTES - len(digest) - 2].decode(errors="ignore") + ",#" + digest
 
 
+# A text spelled in the letters a-p (a hex digit each): passes Hydra's override grammar and OmegaConf's resolver
+# arguments unquoted and stays a string there (a hex spelling of digits only would be read as a number).
+_HEX_TO_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
+_LETTERS_TO_HEX = str.maketrans("abcdefghijklmnop", "0123456789abcdef")
+
+
+def letter_spelling(text: str) -> str:
+    """``text`` spelled in the letters a-p, for a resolver argument; :func:`public_proxy_run_name` reads it."""
+    return text.encode().hex().translate(_HEX_TO_LETTERS)
+
+
+def public_proxy_run_name(search: str, seed: int, own_seed: int) -> str:
+    """The run directory of a public proxy's choice applied to the private data at ``seed``: named by its search
+    (the search directory's name in :func:`letter_spelling`), and by the seed where that is not the search's own
+    (``own_seed``), whose run keeps the search's name alone."""
+    name = bytes.fromhex(search.translate(_LETTERS_TO_HEX)).decode()
+    suffix = "" if int(seed) == int(own_seed) else f",final_seed={int(seed)}"
+    return directory_name(f"public_proxy,{name}{suffix}")
+
+
 class RunDirectoryError(DpbenchError, RuntimeError):
     """The run directory holds work that this invocation would otherwise destroy."""
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from dpbench.privacy.calibration import TrainingPlan, calibrate_noise_multiplier
 from dpbench.report import write_report
@@ -37,9 +38,9 @@ def test_only_the_private_run_of_a_proxy_records_tuned_on(make_config):
 
 def test_final_seeds_name_the_private_runs_and_are_checked(make_config):
     cfg = make_config("+tune=public", "tune.tuned_on=mnist", "seed=3")
-    assert final_seeds(cfg) == [None]  # the search's own seed only
+    assert final_seeds(cfg) == [3]  # the search's own seed only
     assert final_seeds(make_config("+tune=public", "tune.tuned_on=mnist", "seed=3", "tune.final_seeds=[3,0,1]")) == [
-        None, 0, 1]  # the search's own seed keeps its run's name
+        3, 0, 1]
     for bad, message in [("[0,0]", "distinct seeds"), ("[]", "at least one"), ("[0.5]", "integer seeds"),
                          ("7", "list of integer seeds")]:
         with pytest.raises(ValueError, match=message):
@@ -93,8 +94,10 @@ def test_final_seeds_run_the_choice_at_each_seed_and_a_relaunch_adds_only_new_on
     results = tmp_path / "results"
     overrides = ["tune=public", "tune.tuned_on=mnist", "tune.trials=1", "dataset.verify_checksums=false",
                  "train.epochs=1", "progress=false", f"paths.results={results}"]
-    assert main([*overrides, "tune.final_seeds=[1,0]"]) == 0
+    launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    assert main([*overrides, *launcher, "tune.final_seeds=[1,0]"]) == 0
     (directory,) = (results / "searches").iterdir()  # final_seeds do not make it another search
+    assert private_multirun(results) == ("JoblibLauncher", "seed=1,0")  # both seeds in one multirun, as the trials
     result = json.loads((directory / "result.json").read_text())
     assert [run["seed"] for run in result["applied"]] == [1, 0]
     runs = {run["seed"]: json.loads((Path(run["run_dir"]) / "summary.json").read_text()) for run in result["applied"]}
@@ -108,9 +111,17 @@ def test_final_seeds_run_the_choice_at_each_seed_and_a_relaunch_adds_only_new_on
         return (Path(runs[seed]["run_dir"]) / "summary.json").stat().st_mtime_ns
 
     finished = {seed: written(seed) for seed in runs}
-    assert main([*overrides, "tune.final_seeds=[0,1,2]"]) == 0
+    assert main([*overrides, *launcher, "tune.final_seeds=[0,1,2]"]) == 0
     result = json.loads((directory / "result.json").read_text())
     assert [run["seed"] for run in result["applied"]] == [0, 1, 2]
+    assert private_multirun(results) == ("JoblibLauncher", "seed=2")  # only the new seed runs
     assert {seed: written(seed) for seed in (0, 1)} == finished  # read, not run again
     board = pd.read_csv(write_report(results, tmp_path / "report")["leaderboard_csv"])
     assert len(board) == 1 and board["n_runs"].iloc[0] == 3 and board["seeds"].iloc[0] == 3  # one configuration
+
+
+def private_multirun(results: Path) -> tuple[str, str]:
+    """The launcher and the seed override of the last multirun in ``results/runs`` (the private runs')."""
+    recorded = OmegaConf.load(results / "runs" / "multirun.yaml")
+    (seeds,) = [o for o in recorded.hydra.overrides.task if o.startswith("seed=")]
+    return recorded.hydra.launcher._target_.rsplit(".", 1)[-1], seeds

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import sys
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
 from dpbench import cli
 from dpbench.search.__main__ import search_name
-from dpbench.training.run_directory import MAX_NAME_BYTES, directory_name
+from dpbench.training.run_directory import MAX_NAME_BYTES, directory_name, letter_spelling, public_proxy_run_name
 
 LONG_LR = "train.lr=0.05" + "0" * 300  # 0.05, spelled with 300 more zeros
 
@@ -30,6 +33,20 @@ def test_a_search_with_long_overrides_gets_a_short_name():
     overrides = [f"mechanism.option_{i}=value_{i}" for i in range(30)]
     assert len(search_name(overrides).encode()) <= MAX_NAME_BYTES
     assert search_name(overrides) != search_name([*overrides[:-1], "mechanism.option_29=other"])
+
+
+def test_a_public_proxy_run_is_named_by_its_search_and_seed_through_hydras_grammar():
+    search = "dataset=digits,train.lr=[1, 2],x='y\"z',tune=public"  # commas, brackets and quotes survive
+    encoded = letter_spelling(search)
+    assert public_proxy_run_name(encoded, 0, 0) == f"public_proxy,{search}"  # the search's own seed
+    assert public_proxy_run_name(encoded, 2, 0) == f"public_proxy,{search},final_seed=2"
+    assert len(public_proxy_run_name(letter_spelling("x" * 300), 1, 0).encode()) <= MAX_NAME_BYTES
+    assert public_proxy_run_name(letter_spelling("0"), 0, 0) == "public_proxy,0"  # digits stay a string
+    # as the search passes it to a multirun: Hydra's override grammar keeps it, and each job's seed resolves it
+    subdir = f"${{public_proxy_run:{encoded},${{seed}},0}}"
+    (override,) = OverridesParser.create().parse_overrides([f"hydra.sweep.subdir='{subdir}'"])
+    assert override.value() == subdir
+    assert OmegaConf.create({"seed": 1, "subdir": subdir}).subdir == f"public_proxy,{search},final_seed=1"
 
 
 def test_a_run_with_overrides_longer_than_a_file_name_runs(tmp_path, monkeypatch):
