@@ -77,10 +77,21 @@ def leaderboard(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def confounders(results: pd.DataFrame) -> dict[tuple, list[str]]:
-    """Per table (dataset, ε, how tuned): the config keys outside the mechanism group, and outside what tuning
-    chose, whose values differ between its rows. Non-empty means the table compares more than mechanisms."""
-    return {table: confounding_keys(_configs(runs).values(), _free_keys(runs))
-            for table, runs in results.groupby(TABLE)}
+    """Per table (dataset, ε, how tuned): the config keys outside the mechanism group whose values differ between
+    rows that did not tune them (:func:`_held_apart`). Non-empty means the table compares more than mechanisms."""
+    return {table: _held_apart(runs) for table, runs in results.groupby(TABLE)}
+
+
+def _held_apart(runs: pd.DataFrame) -> list[str]:
+    """The keys outside the mechanism group (and outside what identifies a search) whose values differ between
+    the configurations of ``runs`` that held them fixed, i.e. did not search them. A key that one row's search
+    chose is free for that row only: two other rows that held it at different values (40 and 60 epochs beside a
+    search of the epochs) still compare more than mechanisms."""
+    searched = _searched_by_config(runs)
+    configs = _configs(runs)
+    always_free = PER_SEARCH_KEYS if (runs["tuning"] != UNTUNED).any() else ()
+    return [key for key in confounding_keys(configs.values(), always_free)
+            if differing_keys([config for name, config in configs.items() if key not in searched[name]])]
 
 
 def comparable(run: pd.Series, baseline: pd.Series) -> bool:
@@ -290,20 +301,26 @@ def _configs(runs: pd.DataFrame) -> dict[str, dict]:
     return dict(zip(runs["config_id"], runs["config"]))
 
 
+def _searched_by_config(runs: pd.DataFrame) -> dict[str, set[str]]:
+    """Per configuration: the keys its search chose (none for an untuned one)."""
+    return {config: set(_searched(row)) for config, row in zip(runs["config_id"], runs.to_dict("records"))}
+
+
 def _distinctions(results: pd.DataFrame) -> dict[tuple, str]:
     """Per configuration: its values of the keys that differ within its table (less what tuning chose), mechanism
     keys counted only where rows of the same mechanism differ in them (a my.Class run beside the real ``fixed``)."""
     described = {}
     for table, runs in results.groupby(TABLE):
-        configs = _configs(runs)
         free = _free_keys(runs)
-        shared = confounding_keys(configs.values(), free)
+        held_apart = _held_apart(runs)
+        searched = _searched_by_config(runs)
         for mechanism, own in runs.groupby("mechanism"):
             own_configs = _configs(own)
-            keys = shared + [key for key in differing_keys(own_configs.values())
-                             if is_mechanism_key(key) and key not in free]
+            mechanism_keys = [key for key in differing_keys(own_configs.values())
+                              if is_mechanism_key(key) and key not in free]
             for config, values in own_configs.items():
-                described[(*table, mechanism, config)] = describe(values, keys)
+                held = [key for key in held_apart if key not in searched[config]]  # a chosen value is in "chosen"
+                described[(*table, mechanism, config)] = describe(values, held + mechanism_keys)
     return described
 
 

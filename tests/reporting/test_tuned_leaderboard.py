@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 from dpbench.report import write_report
-from dpbench.reporting.leaderboard import compare_to_baseline, leaderboard
+from dpbench.reporting.leaderboard import compare_to_baseline, confounders, leaderboard
 from dpbench.reporting.results_table import NoResultsError, load_results
 from dpbench.reporting.tuned_pipelines import compare_pipelines, pipelines
 from dpbench.search.tuning_record import PRIVATE_SEARCH, PUBLIC_PROXY, private_search_row, public_proxy_record
@@ -59,10 +59,12 @@ def write_run(results: Path, name: str, mechanism: dict, accuracy: float, seed: 
 
 
 def write_search(results: Path, search: str, mechanism: dict, accuracy: float, chosen: dict, trials_run: int = 3,
-                 total: float = TOTAL, pipeline: str | None = None, unreleased: tuple[float, ...] = ()):
+                 total: float = TOTAL, pipeline: str | None = None, unreleased: tuple[float, ...] = (),
+                 searched: list[str] | None = None):
     """A private search's selected trial (its summary, as a trial writes it; ``unreleased``: the accuracies of its
     other trials) and the released row the search appends to the results table (built by the search's own
-    function), recording ``pipeline`` as the search's pipeline id."""
+    function), recording ``pipeline`` as the search's pipeline id and ``searched`` (default: the mechanism's
+    space) as the keys it chose; a key of ``chosen`` that is not searched is a setting the search held fixed."""
     trial = {"trial": "t1", "validation_score": accuracy - 0.05, "epsilon_search": total,
              "search": {"trials_mean": 2, "trials_shape": 1, "reference_noise_multiplier": 5.4,
                         "within_reference_curve": True, "validation_size": 144, "score_noise": 10}}
@@ -75,7 +77,8 @@ def write_search(results: Path, search: str, mechanism: dict, accuracy: float, c
     for index, other in enumerate(unreleased, start=2):  # trials the search did not select
         write_run(search_dir, f"t{index}", mechanism, other, tune=tune | {"trial": f"t{index}"}, train=train,
                   **trial | {"trial": f"t{index}"})
-    released = private_search_row(row, search, SEARCHED[mechanism["name"]], trials_run, trials_run, pipeline)
+    searched = SEARCHED[mechanism["name"]] if searched is None else searched
+    released = private_search_row(row, search, searched, trials_run, trials_run, pipeline)
     with open(results / "results.jsonl", "a") as handle:
         handle.write(json.dumps(released) + "\n")
 
@@ -199,6 +202,23 @@ def test_what_a_search_chose_is_not_a_difference_but_the_mechanism_class_is(tmp_
     assert {"train.max_grad_norm=0.5", "train.max_grad_norm=2.0"} <= {
         part for chosen in builtin["chosen"] for part in chosen.split(", ")}
     assert "mechanism_class=my.Class" in row_of(board, mechanism_class="my.Class")["differs"]
+
+
+def test_a_setting_held_at_different_values_is_a_difference_even_where_another_search_chose_it(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    chosen = {"train.lr": 0.1, "train.max_grad_norm": 1.0}
+    write_search(results, "held=30", FIXED, 0.90, chosen)  # the preset's 30 epochs, held fixed
+    write_search(results, "searched", FIXED, 0.91, chosen | {"train.epochs": 20},
+                 searched=[*SEARCHED["fixed"], "train.epochs"])  # the epochs chosen by this search
+    board = leaderboard(load_results(results))
+    assert confounders(load_results(results)) == {("digits", 3.0, PRIVATE_SEARCH): []}  # what a search chose
+    assert set(board["differs"]) == {""}
+    write_search(results, "held=40", FIXED, 0.92, chosen | {"train.epochs": 40})  # held fixed at another value
+    board = leaderboard(load_results(results))
+    assert confounders(load_results(results)) == {("digits", 3.0, PRIVATE_SEARCH): ["train.epochs"]}
+    assert sorted(board["differs"]) == ["", "train.epochs=30", "train.epochs=40"]  # the search's 20 is "chosen"
+    assert "train.epochs=20" in row_of(board, differs="")["chosen"]
 
 
 def test_nothing_published_tells_which_trial_was_selected(tmp_path):
