@@ -126,3 +126,13 @@ def run_killed_after_first_checkpoint(monkeypatch: pytest.MonkeyPatch):
             monkeypatch.setattr(experiment, "save_checkpoint", real_save)
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_integrity_baseline():
+    """A run arms the kernel's integrity baseline (dpbench/privacy/containment.py) for its own process; a test
+    that prepared a mechanism without finishing a run must not leave it armed for the next test's patches."""
+    yield
+    from dpbench.privacy.containment import disarm
+
+    disarm()

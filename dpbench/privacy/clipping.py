@@ -19,8 +19,9 @@ from typing import Sequence
 import torch
 
 from dpbench.engine.per_sample import PerSampleGradients
+from dpbench.privacy.containment import call_contained
 from dpbench.privacy.isolation import call_isolated, plain_tensor
-from dpbench.privacy.mechanism import Mechanism, MechanismContractError
+from dpbench.privacy.mechanism import Mechanism, MechanismContractError, structured_call
 
 STATISTIC_BOUND = 0.5
 SAFETY_MARGIN = 2.0**-20
@@ -68,7 +69,8 @@ def check_groups(groups: Sequence[Sequence[int]], n_tensors: int) -> tuple[tuple
 
 
 def clipping_plan(mechanism: Mechanism, groups: tuple[tuple[int, ...], ...], step: int, epoch: int) -> ClippingPlan:
-    return ClippingPlan(groups, tuple(float(c) for c in mechanism.thresholds(step, epoch)))
+    thresholds = structured_call(mechanism, "thresholds", step, step, epoch)
+    return ClippingPlan(groups, tuple(float(c) for c in thresholds))
 
 
 def clip_chunk(
@@ -86,10 +88,7 @@ def clip_chunk(
             f"step {step}: non-finite per-sample gradient for {len(bad)} example(s) of the batch; the loss "
             "has diverged or an input holds inf/NaN: lower train.lr or check the inputs"
         )
-    membership = torch.zeros(squared.shape[1], len(plan.groups), dtype=torch.float64, device=squared.device)
-    for g, group in enumerate(plan.groups):
-        membership[list(group), g] = 1.0
-    group_norms = (squared @ membership).sqrt()
+    group_norms = (squared @ _membership(plan, squared.shape[1], squared.device)).sqrt()
     thresholds = torch.tensor(plan.thresholds, dtype=torch.float64, device=squared.device)
     proposed = _raw_data_hook(mechanism, "clip_factors", group_norms, thresholds, step, epoch)
     if proposed.shape != group_norms.shape or not torch.isfinite(proposed).all() or (proposed < 0).any():
@@ -107,7 +106,16 @@ def clip_chunk(
                 f"{group_norms.shape[0]} finite values"
             )
         statistic = float(values.to(torch.float64).clamp(-STATISTIC_BOUND, STATISTIC_BOUND).sum())
+    membership = _membership(plan, squared.shape[1], squared.device)  # built after the hooks, which never see it
     return ClippedChunk(per_sample.weighted_sum(factors @ membership.to(factors.dtype).T), statistic)
+
+
+def _membership(plan: ClippingPlan, n_tensors: int, device: torch.device) -> torch.Tensor:
+    """``[n_tensors, G]``: 1 where parameter tensor i is in group g."""
+    membership = torch.zeros(n_tensors, len(plan.groups), dtype=torch.float64, device=device)
+    for g, group in enumerate(plan.groups):
+        membership[list(group), g] = 1.0
+    return membership
 
 
 def bounded_factors(proposed: torch.Tensor, group_norms: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
@@ -135,4 +143,6 @@ def _raw_data_hook(
     args = (group_norms.clone(), thresholds.clone(), step, epoch)
     if getattr(type(mechanism), hook) is getattr(Mechanism, hook):
         return getattr(mechanism, hook)(*args)
-    return plain_tensor(call_isolated(mechanism, hook, mechanism.name, step, *args), hook, mechanism.name, step)
+    what = f"{hook} at step {step}"
+    value = call_contained(mechanism.name, what, call_isolated, mechanism, hook, mechanism.name, step, *args)
+    return plain_tensor(value, hook, mechanism.name, step)

@@ -10,21 +10,29 @@ they ran; any difference is refused with an error that names what changed. State
 the hooks that receive released values (``observe_statistic`` and ``postprocess``).
 
 What the fingerprint covers (the *reachable state*): the mechanism object and everything reachable
-from it (attributes, ``__slots__``, nested containers, tensors and arrays by content, generators by
-state, functions by their closure cells and defaults, bound methods and partials), the attributes of
+from it (attributes, ``__slots__``, nested containers with their keys and set elements, tensors by
+their whole storage, layout, version and Python attributes, NumPy arrays by content (object arrays
+element by element), ``bytearray``, ``array.array`` and ``memoryview`` by their bytes, generators of
+torch, NumPy and ``random`` by state, functions by their closure cells and defaults, bound methods and
+partials, any other object without attributes by what ``pickle`` would save of it), the attributes of
 every class in its MRO and of every user class reached, the module globals that its methods (and the
 functions they reach) name, and the global random states of torch, ``random`` and NumPy (a raw-data
-hook must be deterministic). Modules are compared by identity, not walked: a mechanism that writes
-raw data into another library's module state is outside what this check sees (stated in the README's
-trust model).
+hook must be deterministic). An object whose state the fingerprint cannot read (no attributes, not
+picklable, not a known immutable type: a Python generator, say) is refused before the hook runs.
+Modules are compared by identity, not walked: a mechanism that writes raw data into another library's
+module state is outside what this check sees (stated in the README's trust model).
 """
 
 from __future__ import annotations
 
+import array
 import functools
 import random
+import re
+import threading
 import types
-from collections import deque
+import weakref
+from collections import defaultdict, deque
 from typing import Any
 
 import numpy as np
@@ -39,8 +47,17 @@ RAW_DATA_HOOKS = ("clip_factors", "clip_statistic")
 _LIBRARY_PREFIXES = (
     "builtins", "torch", "numpy", "typing", "abc", "collections", "functools", "enum", "dpbench.privacy"
 )
-_SKIPPED_CLASS_KEYS = {"__dict__", "__weakref__", "__doc__", "__module__", "__qualname__", "__parameters__"}
+# ``_abc_impl`` holds the caches of an abstract base class, which every isinstance check may fill.
+_SKIPPED_CLASS_KEYS = {"__dict__", "__weakref__", "__doc__", "__module__", "__qualname__", "__parameters__", "_abc_impl"}
 _ATOMS = (int, float, complex, bool, str, bytes, type(None), type(Ellipsis))
+# Objects without attributes whose value cannot change: compared by equality.
+_IMMUTABLE = (
+    torch.dtype, torch.device, torch.layout, torch.memory_format, np.dtype, range, slice, re.Pattern, types.CodeType,
+    types.GenericAlias, types.UnionType, type(NotImplemented), types.MethodDescriptorType, types.WrapperDescriptorType,
+    types.ClassMethodDescriptorType, types.GetSetDescriptorType, types.MemberDescriptorType,
+)
+_LOCKS = (type(threading.Lock()), type(threading.RLock()))
+_PLAIN_CONTAINERS = {dict, list, tuple, deque, set, frozenset}  # no attributes to visit
 
 
 class IsolationError(MechanismContractError):
@@ -61,6 +78,8 @@ class StateFingerprint:
         self._classes: deque[type] = deque()
         self._functions: deque[tuple[types.FunctionType, str]] = deque()
         self._keep_alive: list[object] = []
+        self.unreadable: list[str] = []
+        """Paths (with their type) of reachable objects whose state cannot be read: see :func:`call_isolated`."""
         self._visit(mechanism, "self")
         self._classes.extend(c for c in type(mechanism).__mro__ if c is not object)
         self._drain()
@@ -102,56 +121,91 @@ class StateFingerprint:
         self._seen[id(obj)] = path
         self._keep_alive.append(obj)  # ids stay unique while the fingerprint is built
         if isinstance(obj, torch.Tensor):
-            self.values[path] = ("tensor", obj.detach().clone())
+            self.values[path] = _tensor_state(obj)
+            if obj.is_leaf and obj.grad is not None:
+                self._visit(obj.grad, f"{path}.grad")
+            self._visit_attributes(obj, path)
+        elif isinstance(obj, dict):
+            self.values[path] = (type(obj).__name__, len(obj))
+            for index, (key, value) in enumerate(list(obj.items())):
+                if not isinstance(key, _ATOMS):
+                    self._visit(key, f"{path} key {index}")
+                self._visit(value, f"{path}[{key!r}]")
+            if isinstance(obj, defaultdict):
+                self._visit(obj.default_factory, f"{path}.default_factory")
+            if type(obj) not in _PLAIN_CONTAINERS:
+                self._visit_attributes(obj, path)
+        elif isinstance(obj, (list, tuple, deque)):
+            self.values[path] = (type(obj).__name__, len(obj))
+            for index, value in enumerate(list(obj)):
+                self._visit(value, f"{path}[{index}]")
+            if type(obj) not in _PLAIN_CONTAINERS:
+                self._visit_attributes(obj, path)
+        elif isinstance(obj, (set, frozenset)):
+            self.values[path] = (type(obj).__name__, frozenset(map(repr, obj)))
+            for index, element in enumerate(list(obj)):
+                if not isinstance(element, _ATOMS):
+                    self._visit(element, f"{path} element {index}")
+            if type(obj) not in _PLAIN_CONTAINERS:
+                self._visit_attributes(obj, path)
+        elif isinstance(obj, types.FunctionType):
+            self._visit_function(obj, path)
         elif isinstance(obj, torch.Generator):
             self.values[path] = ("generator", obj.get_state().clone())
+        elif isinstance(obj, random.Random):
+            self.values[path] = ("python generator", obj.getstate())
+            self._visit_attributes(obj, path)
+        elif isinstance(obj, (np.random.Generator, np.random.RandomState, np.random.BitGenerator)):
+            self.values[path] = ("numpy generator", type(obj).__qualname__)
+            self._visit(_numpy_generator_state(obj), f"{path} state")
         elif isinstance(obj, np.ndarray):
-            self.values[path] = ("ndarray", obj.copy())
+            self._visit_array(obj, path)
         elif isinstance(obj, np.generic):
             self.values[path] = ("numpy scalar", obj.dtype.str, obj.tobytes())
+        elif isinstance(obj, bytearray):
+            self.values[path] = ("bytearray", bytes(obj))
+        elif isinstance(obj, array.array):
+            self.values[path] = ("array", obj.typecode, obj.tobytes())
+        elif isinstance(obj, memoryview):
+            self._visit_memoryview(obj, path)
         elif isinstance(obj, types.ModuleType):
             self.values[path] = ("module", obj.__name__)
         elif isinstance(obj, type):
             self.values[path] = ("class", obj.__module__, obj.__qualname__)
             self._classes.append(obj)
-        elif isinstance(obj, dict):
-            self.values[path] = (type(obj).__name__, len(obj))
-            for key, value in list(obj.items()):
-                self._visit(value, f"{path}[{key!r}]")
-        elif isinstance(obj, (list, tuple, deque)):
-            self.values[path] = (type(obj).__name__, len(obj))
-            for index, value in enumerate(list(obj)):
-                self._visit(value, f"{path}[{index}]")
-        elif isinstance(obj, (set, frozenset)):
-            self.values[path] = (type(obj).__name__, frozenset(map(repr, obj)))
-        elif isinstance(obj, types.FunctionType):
-            self._visit_function(obj, path)
-        elif isinstance(obj, types.MethodType):
-            self.values[path] = ("method",)
-            self._visit(obj.__func__, f"{path}.__func__")
+        elif isinstance(obj, (types.MethodType, types.BuiltinMethodType, types.MethodWrapperType)):
+            self.values[path] = ("method", getattr(obj, "__qualname__", type(obj).__name__))
+            self._visit(getattr(obj, "__func__", None), f"{path}.__func__")
             self._visit(obj.__self__, f"{path}.__self__")
         elif isinstance(obj, functools.partial):
             self.values[path] = ("partial",)
             self._visit(obj.func, f"{path}.func")
             self._visit(obj.args, f"{path}.args")
             self._visit(obj.keywords, f"{path}.keywords")
+            self._visit_attributes(obj, path)
         elif isinstance(obj, (staticmethod, classmethod)):
             self._visit(obj.__func__, path)
         elif isinstance(obj, property):
             self.values[path] = ("property",)
             for part in ("fget", "fset", "fdel"):
                 self._visit(getattr(obj, part), f"{path}.{part}")
+        elif isinstance(obj, _IMMUTABLE):
+            self.values[path] = ("immutable", obj)
+        elif isinstance(obj, _LOCKS):
+            self.values[path] = ("lock", repr(obj).split(" at 0x")[0])
+        elif isinstance(obj, types.MappingProxyType):
+            self.values[path] = ("mappingproxy",)
+            self._visit(dict(obj), f"{path} contents")
+        elif isinstance(obj, types.CellType):
+            self.values[path] = ("cell",)
+            self._visit(_cell_contents(obj), f"{path} contents")
         else:
             self._visit_object(obj, path)
 
     def _visit_function(self, function: types.FunctionType, path: str) -> None:
         self.values[path] = ("function", function.__module__, function.__qualname__)
         for name, cell in zip(function.__code__.co_freevars, function.__closure__ or ()):
-            try:
-                contents = cell.cell_contents
-            except ValueError:  # an empty cell
-                contents = None
-            self._visit(contents, f"{path} closure variable {name}")
+            self._visit(_cell_contents(cell), f"{path} closure variable {name}")
         self._visit(function.__defaults__, f"{path} defaults")
         self._visit(function.__kwdefaults__, f"{path} keyword defaults")
         if function.__dict__:
@@ -161,18 +215,63 @@ class StateFingerprint:
 
     def _visit_object(self, obj: object, path: str) -> None:
         cls = type(obj)
+        self.values[path] = ("object", cls.__module__, cls.__qualname__)
+        if isinstance(obj, functools._lru_cache_wrapper):  # its cache is state: a new entry is a miss
+            info = obj.cache_info()
+            self.values[path] += (info.misses, info.currsize)
+        if not self._visit_attributes(obj, path):
+            self._visit_pickled(obj, path)
+
+    def _visit_attributes(self, obj: object, path: str) -> bool:
+        """Visit ``obj``'s ``__dict__`` and ``__slots__`` (and its class); whether it has either."""
+        cls = type(obj)
         attributes = getattr(obj, "__dict__", None)
         slots = [s for c in cls.__mro__ for s in getattr(c, "__slots__", ()) if isinstance(s, str)]
-        self.values[path] = ("object", cls.__module__, cls.__qualname__)
         if attributes is None and not slots:
-            self.values[path] += (id(obj),)  # opaque (e.g. a C object): compared by identity
-            return
+            return False
         self._classes.append(cls)
         for key, value in list((attributes or {}).items()):
             self._visit(value, f"{path}.{key}")
         for slot in slots:
             if slot not in ("__dict__", "__weakref__") and hasattr(obj, slot):
                 self._visit(getattr(obj, slot), f"{path}.{slot}")
+        return True
+
+    def _visit_pickled(self, obj: object, path: str) -> None:
+        """An object without attributes (a C object): its state is what pickle would save of it; one that
+        pickle cannot save is recorded as unreadable."""
+        if isinstance(obj, weakref.ref):
+            self._visit(obj(), f"{path}()")
+            return
+        try:
+            reduced = obj.__reduce_ex__(4)
+        except Exception:  # noqa: BLE001 - any failure means the state cannot be read
+            self.unreadable.append(f"{path} ({type(obj).__module__}.{type(obj).__qualname__})")
+            self.values[path] += (id(obj),)
+            return
+        if isinstance(reduced, str):  # a named global: compared by its name
+            self.values[path] += (reduced,)
+            return
+        items = [None if part is None else list(part) for part in reduced[3:5]]
+        self._visit([*reduced[1:3], *items], f"{path} pickled")
+
+    def _visit_array(self, obj: np.ndarray, path: str) -> None:
+        if obj.dtype.hasobject:  # the elements are references: compare what they refer to
+            self.values[path] = ("object array", obj.shape, str(obj.dtype))
+            self._visit(obj.tolist(), f"{path} elements")
+        else:
+            self.values[path] = ("ndarray", obj.copy(), obj.strides, obj.flags.writeable)
+        if obj.base is not None:  # the buffer beyond the view (or the bytearray it wraps)
+            self._visit(obj.base, f"{path}.base")
+        self._visit_attributes(obj, path)
+
+    def _visit_memoryview(self, obj: memoryview, path: str) -> None:
+        try:
+            self.values[path] = ("memoryview", obj.format, obj.shape, obj.readonly, obj.tobytes())
+        except ValueError:  # released
+            self.values[path] = ("memoryview", "released")
+            return
+        self._visit(obj.obj, f"{path}.obj")
 
     def _random_states(self) -> None:
         self.values["torch's global random state"] = ("tensor", torch.get_rng_state())
@@ -192,13 +291,42 @@ def _global_names(code: types.CodeType) -> set[str]:
     return names
 
 
+def _tensor_state(tensor: torch.Tensor) -> tuple:
+    """A tensor's whole state: for a dense tensor the bytes of its entire storage (data beyond the view
+    too) with shape, strides and offset; its dtype, device, ``requires_grad`` and version counter (which
+    every in-place operation moves, even one that leaves the values as they were)."""
+    data = tensor.detach()
+    version = None if data.is_inference() else data._version
+    meta = (data.dtype, data.device, tensor.requires_grad, version)
+    if data.layout != torch.strided or data.is_meta:
+        return ("tensor", data.to_dense().clone() if data.is_sparse else data.clone(), *meta)
+    storage = torch.empty(0, dtype=torch.uint8, device=data.device).set_(data.untyped_storage()).clone()
+    return ("tensor", storage, tuple(data.shape), data.stride(), data.storage_offset(), *meta)
+
+
+def _cell_contents(cell: types.CellType) -> object:
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty cell
+        return None
+
+
+def _numpy_generator_state(generator: object) -> object:
+    if isinstance(generator, np.random.Generator):
+        return generator.bit_generator.state
+    if isinstance(generator, np.random.RandomState):
+        return generator.get_state(legacy=False)
+    return generator.state
+
+
 def _same(a: Any, b: Any) -> bool:
     if not (isinstance(a, tuple) and isinstance(b, tuple) and a and b and a[0] == b[0]):
         return False
     if a[0] in ("tensor", "generator"):
-        return _same_tensor(a[1], b[1])
+        return _same_tensor(a[1], b[1]) and a[2:] == b[2:]
     if a[0] == "ndarray":
-        return a[1].shape == b[1].shape and a[1].dtype == b[1].dtype and a[1].tobytes() == b[1].tobytes()
+        same_content = a[1].shape == b[1].shape and a[1].dtype == b[1].dtype and a[1].tobytes() == b[1].tobytes()
+        return same_content and a[2:] == b[2:]
     if a[0] == "tensors":
         return len(a[1]) == len(b[1]) and all(map(_same, a[1], b[1]))
     return a == b
@@ -218,6 +346,14 @@ def call_isolated(mechanism: object, hook: str, name: str, step: int, *args: obj
     reach. The arguments are the caller's own copies: the hook may read them, and a change it makes
     to them is invisible to the kernel."""
     before = StateFingerprint(mechanism)
+    if before.unreadable:
+        shown = ", ".join(before.unreadable[:5]) + (f" and {len(before.unreadable) - 5} more" if len(before.unreadable) > 5 else "")
+        raise IsolationError(
+            f"mechanism '{name}' at step {step}: {hook} sees un-noised per-example data, and the isolation check "
+            f"cannot read the state of {shown}, so it could not tell whether the hook changed it. Keep the "
+            "mechanism's state in values the check compares (numbers, strings, bytes, containers, tensors, arrays, "
+            "generators, objects with attributes), or move this object out of the mechanism's reach"
+        )
     result = getattr(mechanism, hook)(*args)
     after = StateFingerprint(mechanism)
     changed = before.changes(after)

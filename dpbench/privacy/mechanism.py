@@ -16,7 +16,11 @@ the mechanism returns, because the kernel enforces every step of the argument:
   copies of the norms and run under a fingerprint of all the state the mechanism's code can reach;
   any change is refused, so nothing computed from raw data reaches a release, a threshold, a noise
   scale or a later step (:mod:`dpbench.privacy.isolation`). State may change only in
-  ``observe_statistic`` (the noised statistic) and ``postprocess`` (the released gradient).
+  ``observe_statistic`` (the noised statistic) and ``postprocess`` (the released gradient);
+- **containment**: every call of a mechanism's code (either contract) may not obtain a frame (the
+  kernel's frames hold the raw batch and the un-noised sum), scan the interpreter's objects, or leave a
+  thread, a trace, profile or signal function, a torch mode or global hook, or a replaced function of
+  dpbench, torch or the accountants behind it (:mod:`dpbench.privacy.containment`).
 
 **Researcher form** (:class:`ResearcherMechanism`): the interface researchers already use. The
 plugin receives materialised per-sample gradients and returns the noised gradient itself, and
@@ -28,8 +32,10 @@ it verified, with the number of steps it measured.
 What a user *assumes* (nothing else): the accountants are correct (two independent implementations
 are cross-checked on every run); the ghost engine's float32 norm identities for layers applied at many
 positions (convolutions, sequences) lose no more than float32 rounding to cancellation (the engine check
-compares them with autograd before training, not on every batch); outside the isolation fingerprint (another library's module state,
-files, the network) a structured mechanism is trusted; a researcher-form plugin behaves on unprobed
+compares them with autograd before training, not on every batch); outside the isolation fingerprint and
+containment (another library's module state, files, the network, native code, its own objects' finalizers,
+code that sets out to disable dpbench's checks themselves) a mechanism is trusted: it runs in the kernel's
+process, and only a separate process would contain it completely; a researcher-form plugin behaves on unprobed
 steps as it did on probed ones (the kernel makes every release the same call, probed step or not, and the
 verifier's schedule is secret: :mod:`dpbench.privacy.plugin_streams`); and a seeded run's noise is
 reproducible from its published seed
@@ -39,9 +45,11 @@ reproducible from its published seed
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
+
+from dpbench.privacy.containment import ContainmentError, call_contained
 
 
 class MechanismContractError(TypeError):
@@ -54,10 +62,11 @@ class PluginError(RuntimeError):
 
 
 def build_plugin(factory: Callable[[], object], name: str, arguments: Mapping[str, object] | None = None) -> object:
-    """``factory()``, with an exception from the plugin's ``__init__`` reported as a :class:`PluginError`."""
+    """``factory()`` (run :func:`~dpbench.privacy.containment.contained`), with an exception from the plugin's
+    ``__init__`` reported as a :class:`PluginError`."""
     try:
-        return factory()
-    except PluginError:
+        return call_contained(name, "__init__", factory)
+    except (PluginError, ContainmentError):
         raise
     except Exception as error:
         shown = "" if arguments is None else ", ".join(f"{k}={v!r}" for k, v in arguments.items())
@@ -69,9 +78,13 @@ def build_plugin(factory: Callable[[], object], name: str, arguments: Mapping[st
 
 
 def call_plugin(plugin: object, name: str, per_sample_grads: list[torch.Tensor], step: int, epoch: int) -> object:
-    """``plugin.clip_and_noise(...)``, with an exception from the plugin reported as a :class:`PluginError`."""
+    """``plugin.clip_and_noise(...)`` (run :func:`~dpbench.privacy.containment.contained`), with an exception
+    from the plugin reported as a :class:`PluginError`."""
     try:
-        return plugin.clip_and_noise(per_sample_grads, step, epoch)
+        what = f"clip_and_noise at step {step}"
+        return call_contained(name, what, plugin.clip_and_noise, per_sample_grads, step, epoch)
+    except ContainmentError:
+        raise
     except Exception as error:
         shapes = ", ".join(str(tuple(g.shape)) for g in per_sample_grads)
         raise PluginError(
@@ -168,11 +181,22 @@ def check_plugin_output(
     return list(output)
 
 
+def structured_call(mechanism: Mechanism, hook: str, step: int, *args: object) -> Any:
+    """``mechanism.<hook>(*args)``: the base class's own method is kernel code; anything else (a subclass's
+    override, an attribute set on the instance) is the mechanism's and runs
+    :func:`~dpbench.privacy.containment.contained`."""
+    method = getattr(mechanism, hook)
+    if getattr(method, "__func__", None) is getattr(Mechanism, hook):
+        return method(*args)
+    return call_contained(mechanism.name, f"{hook} at step {step}", method, *args)
+
+
 def claimed_sigma(plugin: ResearcherMechanism, mechanism: str, step: int, epoch: int) -> float:
     """What a researcher-form plugin reports through ``get_effective_sigma``, checked to be a usable
     noise multiplier (a finite number > 0)."""
     return positive_number(
-        plugin.get_effective_sigma(step, epoch), mechanism, step,
+        call_contained(mechanism, f"get_effective_sigma at step {step}", plugin.get_effective_sigma, step, epoch),
+        mechanism, step,
         "get_effective_sigma", "the noise multiplier (noise std / max_grad_norm) used at that step",
     )
 

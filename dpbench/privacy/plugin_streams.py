@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dpbench.privacy.containment import contained
 from dpbench.privacy.mechanism import call_plugin
 
 GENERATOR_TYPES = (torch.Generator, np.random.Generator, np.random.RandomState, random.Random)
@@ -89,7 +90,7 @@ def released_call(
     """(the copy of ``plugin`` that made the call, its output): ``clip_and_noise`` on a copy with fresh
     streams, every global generator seeded from ``seed``, the run's random state restored afterwards,
     without autograd. The only way the kernel and the verifier call a plugin."""
-    with isolated_randomness(), torch.no_grad():
+    with contained(type(plugin).__name__, f"a release at step {step}"), isolated_randomness(), torch.no_grad():
         copy = copy_with_streams(plugin, seed)
         reseed_shared_generators(plugin, seed)
         return copy, call_under_seed(copy, per_sample_grads, step, epoch, seed)

@@ -18,6 +18,7 @@ from dpbench.privacy.mechanism import (
     check_plugin_output,
     claimed_sigma,
     positive_number,
+    structured_call,
 )
 from dpbench.privacy.noise import (
     NoiseSource,
@@ -59,7 +60,9 @@ class StructuredPrivatizer:
     ) -> None:
         self.mechanism = mechanism
         self.parameter_shapes = [torch.Size(s) for s in parameter_shapes]
-        self.groups = check_groups(mechanism.parameter_groups(self.parameter_shapes), len(self.parameter_shapes))
+        self.groups = check_groups(
+            structured_call(mechanism, "parameter_groups", 0, self.parameter_shapes), len(self.parameter_shapes)
+        )
         self.noise_multiplier = noise_multiplier
         self.expected_batch_size = expected_batch_size
         self.sampling_rate = sampling_rate
@@ -87,7 +90,7 @@ class StructuredPrivatizer:
         a schedule that later follows released values (an adaptively chosen noise level, which standard
         composition does not cover) or raw data is refused."""
         shape = positive_number(
-            self.mechanism.noise_shape(step, epoch), self.mechanism.name, step, "noise_shape",
+            structured_call(self.mechanism, "noise_shape", step, step, epoch), self.mechanism.name, step, "noise_shape",
             "the data-independent factor of the noise multiplier at that step",
         )
         planned = self._planned_shapes.setdefault((step, epoch), shape)
@@ -118,10 +121,13 @@ class StructuredPrivatizer:
             noised_statistic = add_gaussian_noise(
                 [torch.tensor(statistic, device=self.device)], self.mechanism.statistic_noise, self.generator
             )[0]
-            self.mechanism.observe_statistic(float(noised_statistic) / self.expected_batch_size, step, epoch)
+            observed = float(noised_statistic) / self.expected_batch_size
+            structured_call(self.mechanism, "observe_statistic", step, observed, step, epoch)
             z = combined_noise_multiplier(z_gradient, z_statistic)
+        del total, noised, statistic  # only released values are alive when the mechanism's code runs again
         gradient = check_plugin_output(
-            self.mechanism.postprocess(average, step, epoch), self.parameter_shapes, self.mechanism.name, step
+            structured_call(self.mechanism, "postprocess", step, average, step, epoch),
+            self.parameter_shapes, self.mechanism.name, step,
         )
         record = StepRecord(step, epoch, self.sampling_rate, z, plan.sensitivity, self.mechanism.name, "harness")
         return Release(gradient, record, loss_sum, batch_size)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from dpbench.errors import DpbenchError
+from dpbench.privacy.containment import call_contained
 from dpbench.privacy.ledger import PrivacyLedger
 from dpbench.privacy.sampler import PoissonSampler
 from dpbench.training.loop import TrainingState
@@ -81,8 +82,11 @@ def load_checkpoint(
     payload = read_checkpoint(path)
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
-    if payload["mechanism"] is not None:
-        vars(mechanism).update(payload["mechanism"])
+    saved_mechanism = payload["mechanism"]
+    if isinstance(saved_mechanism, bytes):  # unpickling runs the mechanism's own code: contained
+        saved_mechanism = call_contained(type(mechanism).__name__, "restoring its state", pickle.loads, saved_mechanism)
+    if saved_mechanism is not None:  # (a dict: a checkpoint written before the state was pickled separately)
+        vars(mechanism).update(saved_mechanism)
     sampler.load_state_dict(payload["sampler"])
     if verifier is not None and payload["verifier"] is not None:
         verifier.load_state_dict(payload["verifier"])
@@ -132,13 +136,12 @@ def read_checkpoint(path: Path) -> dict:
     return payload
 
 
-def _object_state(mechanism: object) -> dict | None:
-    """The mechanism's attributes, if they can be pickled (a plugin holding, say, an open file cannot
-    be checkpointed; it is then rebuilt fresh on resume, with a warning)."""
-    state = dict(vars(mechanism))
+def _object_state(mechanism: object) -> bytes | None:
+    """The mechanism's attributes, pickled (which runs the mechanism's own code: contained), if they can be
+    (a plugin holding, say, an open file cannot be checkpointed; it is then rebuilt fresh on resume, with a
+    warning)."""
     try:
-        pickle.dumps(state)
+        return call_contained(type(mechanism).__name__, "checkpointing its state", pickle.dumps, dict(vars(mechanism)))
     except (pickle.PicklingError, TypeError, AttributeError) as error:
         log.warning("mechanism state cannot be checkpointed (%s); a resumed run restarts it fresh", error)
         return None
-    return state

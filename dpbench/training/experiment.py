@@ -22,6 +22,7 @@ from dpbench.config_schema import check_config_keys
 from dpbench.data import DatasetSplits
 from dpbench.engine.choice import build_engine
 from dpbench.privacy.calibration import TrainingPlan, validate_privacy_target
+from dpbench.privacy.containment import check_integrity
 from dpbench.privacy.ledger import StepRecord
 from dpbench.privacy.noise import entropy_seed, noise_source
 from dpbench.privacy.sampler import PoissonSampler
@@ -113,6 +114,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     )
 
     def on_epoch_end(state: TrainingState) -> None:
+        check_integrity(prepared.name, f"the end of epoch {state.epoch}")
         save_checkpoint(
             files.checkpoint, model, optimizer, prepared.mechanism, sampler, noise_generator, state, prepared.verifier
         )
@@ -141,6 +143,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         with swapped_in(parameters, state.parameter_average):
             score, record = trial.release_score(model, noise_source(secure, cfg.seed + 4, device))
         state.ledger.append(record)
+    check_integrity(prepared.name, "the end of training")  # before ε is computed and results are written
     summary = run_summary(cfg, run_dir, data.name, plan, prepared, state)
     if trial is not None:
         summary.update(trial.summary(score, prepared.accountable_ledger(state.ledger)))

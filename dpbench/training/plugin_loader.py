@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from dpbench.privacy.accountant import epsilon
 from dpbench.privacy.calibration import NoiseShape, TrainingPlan, calibrate_noise_multiplier
+from dpbench.privacy.containment import arm, call_contained
 from dpbench.privacy.ledger import PrivacyLedger
 from dpbench.privacy.mechanism import Mechanism, MechanismContractError, build_plugin, claimed_sigma
 from dpbench.privacy.privatizer import PluginPrivatizer, StructuredPrivatizer
@@ -100,6 +101,7 @@ def prepare_mechanism(
             return calibrate(shape)
         return calibrate_noise_multiplier(target_epsilon, delta, plan, shape, accountant=accountant)
 
+    arm()  # the process's integrity baseline, before the mechanism's module is imported
     options = dict(config)
     target = options.pop("_target_", None)
     if not target:
@@ -113,7 +115,7 @@ def prepare_mechanism(
         ) from error
     name = display_name(options.pop("name", None), target, cls)
     if isinstance(cls, type) and issubclass(cls, Mechanism):
-        mechanism = _instantiate(target, options)
+        mechanism = call_contained(name, "__init__", _instantiate, target, options)
         noise_multiplier = noise_for(mechanism.noise_shape)
         privatizer = StructuredPrivatizer(
             mechanism, parameter_shapes, noise_multiplier, plan.expected_batch_size, plan.sampling_rate, noise_generator, device

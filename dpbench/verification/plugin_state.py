@@ -1,8 +1,14 @@
 """What a plugin keeps between steps, and whether keeping it costs privacy.
 
-A probe snapshots every numeric leaf of a plugin copy's state after the call (tensors, arrays and
-numbers reachable through attributes, dicts, lists and tuples; generators excluded) and sorts each
-leaf that one added example changes (same random stream, so the change is exact):
+A probe snapshots every leaf of a plugin copy's state after the call: tensors of every dtype (and their
+Python attributes and gradients), arrays, numbers, strings, ``bytes``, ``bytearray``, ``memoryview`` and
+``array.array`` values, reachable at any depth through attributes, ``__slots__``, dicts (keys too), lists,
+tuples, deques, sets, closures and defaults of functions, partials, and what pickle would save of any other
+object; generators excluded. Each leaf is compared by its exact bytes, so data kept in any encoding (a float
+tensor viewed as ``uint8``, its ``.tobytes()``, a formatted string) is seen changing, and measured by its
+values: numbers as themselves, bytes (``uint8``/``int8`` tensors, ``bytes``, strings) read as the float32
+they most often encode. The verifier sorts each leaf that one added example changes (same random stream, so
+the change is exact):
 
 - identical under every random stream, yet changed by the example: a deterministic function of raw
   data, a **leak** (a clip norm set from raw norms, an EMA or momentum of un-noised gradients);
@@ -18,38 +24,186 @@ leaf that one added example changes (same random stream, so the change is exact)
 
 from __future__ import annotations
 
+import array
+import functools
 import math
+import re
+import types
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from dpbench.privacy.plugin_streams import GENERATOR_TYPES, walk
+from dpbench.privacy.plugin_streams import GENERATOR_TYPES
 from dpbench.verification.measurement import SHIFT_TOLERANCE, std_upper
 
 # A leaf is a separate channel if the two matched examples move it this many times more than the
 # difference of their releases can explain.
 CHANNEL_MARGIN = 10.0
 
-Snapshot = dict[str, torch.Tensor]
+_NUMBERS = (bool, int, float, complex)
+_BYTES = (str, bytes, bytearray, memoryview)
+_BYTE_DTYPES = (torch.uint8, torch.int8)
+_NUMBER_DTYPES = {bool: torch.bool, int: torch.int64, float: torch.float64, complex: torch.complex128}  # bool first
+# Values with no state of their own to snapshot (code, types, the plugin's generators).
+_SKIPPED = (type, types.ModuleType, types.BuiltinFunctionType, torch.dtype, torch.device, type(None)) + GENERATOR_TYPES
+_ADDRESS = re.compile(r" at 0x[0-9a-f]+")
+
+
+@dataclass(frozen=True, eq=False)
+class Leaf:
+    """One leaf of a plugin's state: ``raw``, its exact bytes and ``kind`` (type and shape), which equality
+    compares, and ``values``, the float64 numbers the shift and spread of a channel are measured on."""
+
+    kind: str
+    raw: bytes
+    values: torch.Tensor
+
+
+Snapshot = dict[str, Leaf]
 
 
 def snapshot(plugin: Any) -> Snapshot:
-    leaves = {}
-    for path, value in walk(plugin):
-        if isinstance(value, GENERATOR_TYPES):
+    return {path: leaf for path, value in _walk(plugin) if (leaf := _leaf(value)) is not None}
+
+
+def _walk(plugin: Any) -> Iterator[tuple[str, Any]]:
+    """(path, value) of every leaf reachable from ``plugin`` (see the module docstring), each object once.
+    Paths read like code: ``ema[0]``, ``state['count']``, ``carrier.payload``."""
+    seen: set[int] = set()
+    made: list[Any] = []  # what this walk builds (pickled state) stays alive, so that ids stay unique
+    stack: list[tuple[str, Any]] = [("", plugin)]
+    while stack:
+        path, obj = stack.pop()
+        if isinstance(obj, _NUMBERS + _BYTES + (array.array, np.generic)):
+            yield path, obj
             continue
-        tensor = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
-        if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype in (torch.bool, torch.int64, torch.int32):
-            leaves[path] = tensor.reshape(-1).to("cpu", torch.float64)
-    return leaves
+        if isinstance(obj, _SKIPPED) or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, np.ndarray) and not obj.dtype.hasobject:
+            yield path, obj
+            continue
+        if isinstance(obj, torch.Tensor):
+            yield path, obj
+        children = _children(obj, path)
+        if children is None:
+            made.append(pickled := _pickled(obj))
+            children = [(f"{path} pickled", pickled)]
+        stack.extend(reversed(children))
 
 
-def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+def _children(obj: Any, path: str) -> list[tuple[str, Any]] | None:
+    """What ``obj`` holds, by path; None for an object without attributes of a type not known here."""
+    if isinstance(obj, dict):
+        children = []
+        for index, (key, value) in enumerate(obj.items()):
+            if not isinstance(key, _NUMBERS + _BYTES):
+                children.append((f"{path} key {index}", key))
+            label = repr(key) if not _ADDRESS.search(repr(key)) else f"<{type(key).__qualname__} key {index}>"
+            children.append((f"{path}[{label}]", value))
+    elif isinstance(obj, (list, tuple, deque)):
+        children = [(f"{path}[{i}]", v) for i, v in enumerate(obj)]
+    elif isinstance(obj, np.ndarray):  # of objects
+        children = [(f"{path}[{i}]", v) for i, v in enumerate(obj.ravel().tolist())]
+    elif isinstance(obj, (set, frozenset)):  # in an order that does not depend on the elements' addresses
+        by_value = sorted(obj, key=lambda v: _ADDRESS.sub("", repr(v)))
+        children = [(f"{path} element {i}", v) for i, v in enumerate(by_value)]
+    elif isinstance(obj, torch.Tensor):
+        children = [(f"{path}.grad", obj.grad)] if obj.is_leaf else []
+    elif isinstance(obj, types.FunctionType):
+        cells = zip(obj.__code__.co_freevars, obj.__closure__ or ())
+        children = [(f"{path} closure {name}", _cell_contents(cell)) for name, cell in cells]
+        children += [(f"{path} defaults", obj.__defaults__), (f"{path} keyword defaults", obj.__kwdefaults__)]
+    elif isinstance(obj, types.MethodType):
+        children = [(f"{path}.__self__", obj.__self__)]
+    elif isinstance(obj, functools.partial):
+        children = [(f"{path}.func", obj.func), (f"{path}.args", obj.args), (f"{path}.keywords", obj.keywords)]
+    else:
+        children = None
+    attributes = getattr(obj, "__dict__", None)
+    slots = [s for c in type(obj).__mro__ for s in getattr(c, "__slots__", ()) if isinstance(s, str)]
+    if attributes is None and not slots:
+        return children
+    children = children or []
+    children += [(f"{path}.{k}" if path else k, v) for k, v in dict(attributes or {}).items()]
+    for slot in dict.fromkeys(slots):
+        if slot not in ("__dict__", "__weakref__") and hasattr(obj, slot):
+            children.append((f"{path}.{slot}" if path else slot, getattr(obj, slot)))
+    return children
+
+
+def _pickled(obj: Any) -> Any:
+    """What pickle would save of an object without attributes (its constructor's arguments and state);
+    None if it cannot be pickled."""
+    try:
+        reduced = obj.__reduce_ex__(4)
+    except Exception:  # noqa: BLE001 - not picklable: nothing to read
+        return None
+    if isinstance(reduced, str):
+        return None
+    return [*reduced[1:3], *(None if part is None else list(part) for part in reduced[3:5])]
+
+
+def _cell_contents(cell: types.CellType) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty cell
+        return None
+
+
+def _leaf(value: Any) -> Leaf | None:
+    if isinstance(value, torch.Tensor):
+        return _tensor_leaf(value)
+    if isinstance(value, (np.ndarray, np.generic)):
+        return _array_leaf(np.asarray(value))
+    if isinstance(value, array.array):
+        return _array_leaf(np.frombuffer(value.tobytes(), dtype=value.typecode))
+    if isinstance(value, _BYTES):
+        raw = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else bytes(value)
+        return Leaf(type(value).__name__, raw, _bytes_values(raw))
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:  # beyond int64: exact as text, measured as float
+        return Leaf("int", str(value).encode(), torch.tensor([float(value) if abs(value) < 2**1023 else math.inf], dtype=torch.float64))
+    if isinstance(value, _NUMBERS):
+        dtype = next(d for number, d in _NUMBER_DTYPES.items() if isinstance(value, number))
+        return _tensor_leaf(torch.tensor(value, dtype=dtype))
+    return None
+
+
+def _tensor_leaf(tensor: torch.Tensor) -> Leaf:
+    tensor = tensor.detach().to("cpu")
+    tensor = (tensor.to_dense() if tensor.layout != torch.strided else tensor).resolve_conj().resolve_neg().contiguous()
+    raw = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+    kind = f"{tensor.dtype} {tuple(tensor.shape)}"
+    if tensor.dtype in _BYTE_DTYPES:
+        return Leaf(kind, raw, _bytes_values(raw))
+    values = torch.view_as_real(tensor) if tensor.is_complex() else tensor
+    return Leaf(kind, raw, values.reshape(-1).to(torch.float64))
+
+
+def _array_leaf(values: np.ndarray) -> Leaf:
+    values = np.ascontiguousarray(values)
+    raw, kind = values.tobytes(), f"{values.dtype.str} {values.shape}"
+    if values.dtype.kind == "c":
+        return Leaf(kind, raw, torch.from_numpy(np.stack([values.real, values.imag], -1).astype(np.float64).reshape(-1)))
+    if values.dtype.kind in "biuf" and values.dtype.itemsize > 1 or values.dtype.kind == "b":
+        return Leaf(kind, raw, torch.from_numpy(values.astype(np.float64).reshape(-1)))
+    return Leaf(kind, raw, _bytes_values(raw))
+
+
+def _bytes_values(raw: bytes) -> torch.Tensor:
+    """Bytes read as the numbers they most often encode: float32 where their length allows, else bytes."""
+    data = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.zeros(0, dtype=torch.uint8)
+    return (data.view(torch.float32) if len(raw) % 4 == 0 else data).to(torch.float64)
+
+
+def _same(a: Leaf | None, b: Leaf | None) -> bool:
     if a is None or b is None:
         return a is b
-    return a.shape == b.shape and bool(torch.equal(a, b))
+    return a.kind == b.kind and a.raw == b.raw
 
 
 def changed_leaves(base: Snapshot, shifted: Snapshot) -> list[str]:
@@ -73,10 +227,10 @@ class Channel:
         return asdict(self)
 
 
-def _norm(a: torch.Tensor | None, b: torch.Tensor | None) -> float:
-    if a is None or b is None or a.shape != b.shape:
+def _norm(a: Leaf | None, b: Leaf | None) -> float:
+    if a is None or b is None or a.values.shape != b.values.shape:
         return math.inf
-    return float((a - b).norm())
+    return float((a.values - b.values).norm())
 
 
 def separate_channel(
@@ -109,8 +263,11 @@ def separate_channel(
 def leaf_spread(path: str, draws: list[Snapshot], scale: float = 1.0) -> tuple[float, int] | None:
     """Sum of squared deviations of the leaf / ``scale`` from its mean across draws, and its degrees of
     freedom; None if a draw lacks the leaf or changes its shape."""
-    values = [d.get(path) for d in draws]
-    if any(v is None or v.shape != values[0].shape for v in values):
+    leaves = [d.get(path) for d in draws]
+    if any(leaf is None for leaf in leaves):
+        return None
+    values = [leaf.values for leaf in leaves]
+    if any(v.shape != values[0].shape for v in values):
         return None
     stacked = torch.stack(values) / scale
     return float((stacked - stacked.mean(dim=0)).pow(2).sum()), (stacked.shape[0] - 1) * stacked.shape[1]

@@ -5,8 +5,16 @@ The two attacks that motivated the boundary are reproduced end to end first: wit
 first releases the batch's largest raw norm exactly, the second makes the next step's recorded
 sensitivity (and so its noise scale) a raw statistic of this batch."""
 
+import array
+import functools
+import itertools
 import math
+import random
+import struct
+import threading
+import weakref
 
+import numpy as np
 import pytest
 import torch
 
@@ -177,6 +185,122 @@ class StatisticStash(AdaptiveClipping):
         return super().clip_statistic(group_norms, thresholds, step, epoch)
 
 
+class Holder:
+    """A plain object, hashable by identity: kept in sets and as dict keys."""
+
+    value = 0.0
+
+
+class ContentStash(Mechanism):
+    """Writes the batch's largest raw norm into ``self.<attribute>`` with ``write(self, norm)``, where the
+    fingerprint can only see it by the content of a buffer, an attribute of a tensor, the storage behind a
+    view, a generator's state or an object held in a set or as a dict key."""
+
+    name = "content_stash"
+
+    def __init__(self, make, write):
+        super().__init__(1.0)
+        self.stash, self.write = make(), write
+
+    def clip_factors(self, group_norms, thresholds, step, epoch):
+        self.write(self.stash, float(group_norms.max()))
+        return super().clip_factors(group_norms, thresholds, step, epoch)
+
+
+def packed(norm: float) -> bytes:
+    return struct.pack("d", norm)
+
+
+def set_attribute(target: object, norm: float) -> None:
+    target.value = norm
+
+
+def draws(norm: float) -> int:
+    """A data-dependent number of calls: what a counter or a generator's position can carry."""
+    return 1 + int(norm * 10) % 7
+
+
+def fill_outside_view(view: torch.Tensor, norm: float) -> None:
+    view.as_strided((1,), (1,), 5).fill_(norm)  # storage element 5, beyond the view's two
+
+
+def rewrite_unchanged(tensor: torch.Tensor, norm: float) -> None:
+    for _ in range(draws(norm)):  # values unchanged; the version counter moves
+        tensor.add_(0.0)
+
+
+def set_grad(tensor: torch.Tensor, norm: float) -> None:
+    tensor.grad = torch.full_like(tensor, norm)
+
+
+def assign(target, norm):
+    target[:] = packed(norm)
+
+
+CONTENT_ROUTES = {
+    "bytearray": (lambda: bytearray(8), assign),
+    "array.array": (lambda: array.array("d", [0.0]), lambda a, norm: a.__setitem__(0, norm)),
+    "memoryview": (lambda: memoryview(bytearray(8)), assign),
+    "numpy object array": (lambda: np.array([Holder()], dtype=object), lambda a, norm: set_attribute(a[0], norm)),
+    "numpy buffer beyond a view": (lambda: np.zeros(8)[:2], lambda a, norm: a.base.__setitem__(5, norm)),
+    "tensor attribute": (lambda: torch.zeros(1), set_attribute),
+    "tensor storage beyond a view": (lambda: torch.zeros(8)[:2], fill_outside_view),
+    "tensor version counter": (lambda: torch.zeros(2), rewrite_unchanged),
+    "tensor gradient": (lambda: torch.zeros(2), set_grad),
+    "python generator": (lambda: random.Random(0), lambda g, norm: g.seed(norm)),
+    "numpy generator": (lambda: np.random.default_rng(0), lambda g, norm: g.random(draws(norm))),
+    "iterator": (lambda: itertools.count(), lambda c, norm: [next(c) for _ in range(draws(norm))]),
+    "set element": (lambda: {Holder()}, lambda s, norm: set_attribute(next(iter(s)), norm)),
+    "dict key": (lambda: {Holder(): 0.0}, lambda d, norm: set_attribute(next(iter(d)), norm)),
+    "cache": (lambda: functools.lru_cache(maxsize=None)(abs), lambda cached, norm: cached(norm)),
+}
+
+
+@pytest.mark.parametrize("route", CONTENT_ROUTES)
+def test_state_seen_only_by_its_content_is_compared_by_content(route):
+    make, write = CONTENT_ROUTES[route]
+    with pytest.raises(IsolationError, match=r"clip_factors .* changed self\.stash"):
+        run_steps(ContentStash(make, write))
+
+
+class Unreadable(Mechanism):
+    """Holds a Python generator: its state (a suspended frame) is opaque to the fingerprint."""
+
+    name = "unreadable"
+
+    def __init__(self, max_grad_norm):
+        super().__init__(max_grad_norm)
+        self.remembered = (norm for norm in iter(lambda: 0.0, None))
+
+    def clip_factors(self, group_norms, thresholds, step, epoch):
+        return super().clip_factors(group_norms, thresholds, step, epoch)
+
+
+def test_state_the_fingerprint_cannot_read_is_refused_by_type():
+    with pytest.raises(IsolationError, match=r"cannot read the state of self\.remembered \(builtins\.generator\)"):
+        run_steps(Unreadable(1.0))
+
+
+class ReadsEverything(Mechanism):
+    """Honest: holds every kind of state the fingerprint compares by content and only reads it in the hook."""
+
+    name = "reads_everything"
+
+    def __init__(self, max_grad_norm):
+        super().__init__(max_grad_norm)
+        self.state = {
+            "buffer": bytearray(packed(max_grad_norm)), "array": array.array("d", [max_grad_norm]),
+            "ndarray": np.ones(3), "objects": np.array([Holder()], dtype=object), "tensor": torch.ones(2)[:1],
+            "rng": random.Random(0), "numpy rng": np.random.default_rng(0), "holders": {Holder()}, "dtype": torch.float64,
+            "lock": threading.Lock(), "reference": weakref.ref(Holder), "counter": itertools.count(),
+        }
+
+    def clip_factors(self, group_norms, thresholds, step, epoch):
+        scale = struct.unpack("d", bytes(self.state["buffer"]))[0] * float(self.state["tensor"][0])
+        assert isinstance(self.state["rng"], random.Random) and np.all(self.state["ndarray"] == 1.0)
+        return super().clip_factors(group_norms, thresholds * scale, step, epoch)
+
+
 ROUTES = {
     "attribute": (lambda: NormInGradient(1.0), r"self\.largest"),
     "nested container": (lambda: NestedContainer(1.0), r"self\.history\['norms'\]\[0\]"),
@@ -234,7 +358,7 @@ def test_a_tensor_subclass_cannot_be_returned_to_the_kernel():
         run_steps(ReturnsASubclass(1.0))
 
 
-@pytest.mark.parametrize("mechanism", [AdaptiveClipping(1.0, count_noise=20.0), AutomaticClipping(1.0)])
+@pytest.mark.parametrize("mechanism", [AdaptiveClipping(1.0, count_noise=20.0), AutomaticClipping(1.0), ReadsEverything(1.0)])
 def test_honest_mechanisms_that_override_raw_data_hooks_run(mechanism):
     releases = run_steps(mechanism, steps=3)
     assert len(releases) == 3 and all(torch.isfinite(g).all() for r in releases for g in r.gradient)

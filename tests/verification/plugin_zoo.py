@@ -8,7 +8,6 @@ they clip flat to C, add N(0, (zC)^2) and divide by the expected batch size."""
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 
 import torch
@@ -280,13 +279,17 @@ class NoiseOnlyUnderForeignSeed(Base):
         return self.release(self.clipped_sum(grads), self.noise_multiplier * self.max_grad_norm if probed else 0.0)
 
 
-class NoiseOnlyUnderTheVerifier(Base):
-    """Adds its noise only when the verifier's code is on the call stack. The release is made by the kernel,
-    so it has no noise; the verifier's other draws have it, and its shifts (same stream as the release,
-    one example added) then carry a whole noise vector."""
+class NoiseOnlyAfterTheFirstCall(Base):
+    """Adds its noise only from its second call of a step on (counted in a class attribute every copy
+    shares): the kernel's release, the first call, has none; the verifier's other draws have it, and its
+    shifts (same stream as the release, one example added) then carry a whole noise vector. (Reading the
+    call stack to find the verifier instead is refused outright: tests/privacy/test_containment.py.)"""
+
+    calls: dict[int, int] = {}
 
     def clip_and_noise(self, grads, step, epoch):
-        probed = any(frame.filename.endswith("verification/verifier.py") for frame in inspect.stack(context=0))
+        type(self).calls[step] = type(self).calls.get(step, 0) + 1
+        probed = type(self).calls[step] > 1
         return self.release(self.clipped_sum(grads), self.noise_multiplier * self.max_grad_norm if probed else 0.0)
 
 
@@ -351,7 +354,7 @@ BROKEN = [
     (UnpaidAdaptiveCount, "VIOLATION", "state:clip_norm", 0.9),
     (UnpaidUncentredCount, "VIOLATION", "state:clip_norm", 0.9),
     (RawUncentredCount, "LEAK", "state:clip_norm", None),
-    (NoiseOnlyUnderTheVerifier, "VIOLATION", "", 0.1),
+    (NoiseOnlyAfterTheFirstCall, "VIOLATION", "", 0.1),
     (NoiseOnlyAtEpochStarts, "VIOLATION", "", 0.0),
 ]
 

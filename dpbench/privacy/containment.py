@@ -1,0 +1,323 @@
+"""Containment of mechanism code: what the kernel refuses while a mechanism's code runs, and checks after.
+
+A mechanism is code running in the kernel's own process, so it could reach past its arguments: walk the
+call stack to the kernel's frames (they hold the raw batch, the un-noised sum and whether the step is being
+probed) and read or change what it finds there; scan the garbage collector for the same objects; install a
+trace, profile or signal function that the kernel's code then calls with its frames; push a torch function
+or dispatch mode that sees (and can change) every tensor operation after it, the kernel's noise included; or
+replace a function the kernel, torch or an accountant calls. Each of these was shown to end a run
+``VERIFIED`` with a broken guarantee before this module existed.
+
+Two defences, both on every call of mechanism code (:func:`contained`):
+
+- *refused while it runs*: an audit hook (:pep:`578`) refuses, on the thread running the mechanism, every
+  way Python offers to obtain a frame (``sys._getframe`` and so ``inspect.currentframe``, a traceback's,
+  generator's or coroutine's frame) or to swap a function's code, and, on every thread while it runs,
+  every way to reach other threads' frames or arbitrary objects (``sys._current_frames``,
+  ``gc.get_objects``, ``gc.get_referrers``, ``gc.get_referents``) or to run code the kernel cannot see
+  (``ctypes``, new audit hooks, ``sys.monitoring``, a fork); a thread it starts must have ended when its
+  call returns. The attempt is recorded, so a mechanism that catches the refusal is refused all the same
+  when the call ends.
+  ``logging`` inside a mechanism still works (without the caller's line, which it finds with a frame), and
+  so do ``traceback.format_stack`` (text only; ``torch.manual_seed`` calls it) and importing a module (whose
+  import-time code is trusted like the mechanism's own module's: both run outside its calls' containment).
+- *checked when it returns* (:class:`ProcessIntegrity`): nothing that makes the kernel's code call foreign
+  code was installed (trace and profile functions, signal handlers, ``gc.callbacks``, torch function and
+  dispatch modes, torch's global module hooks), and no function of dpbench, torch's tensor API, the
+  accountants' libraries or the modules that write results was replaced (their namespaces, the classes
+  defined in dpbench, and the code and defaults of dpbench's functions, all compared by identity with a
+  baseline taken before the mechanism was imported).
+
+Any finding refuses the run with a :class:`ContainmentError`. What this cannot do is stated as an
+assumption in docs/trust_model.md: in-process code that sets out to dismantle these checks themselves (or
+runs native code, or acts through finalizers of its own objects) is not contained; a separate process
+would be.
+"""
+
+from __future__ import annotations
+
+import _thread
+import gc
+import logging
+import signal
+import sys
+import threading
+import traceback
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Callable, TypeVar
+
+import torch
+
+from dpbench.errors import DpbenchError
+
+ON_ITS_THREAD = {
+    "sys._getframe": "read the call stack (sys._getframe, inspect.currentframe)",
+    "sys.settrace": "install a trace function (sys.settrace)",
+    "sys.setprofile": "install a profile function (sys.setprofile)",
+}
+"""Refused on the thread running mechanism code (on another thread they reach only that thread's frames)."""
+WHILE_IT_RUNS = {
+    "sys._current_frames": "read every thread's call stack (sys._current_frames)",
+    "sys.addaudithook": "install an audit hook",
+    "gc.get_objects": "scan the interpreter's objects (gc.get_objects)",
+    "gc.get_referrers": "find what refers to an object (gc.get_referrers)",
+    "gc.get_referents": "follow references the object's attributes do not show (gc.get_referents)",
+    "os.fork": "fork the process",
+    "os.forkpty": "fork the process",
+}
+"""Refused on every thread while mechanism code runs (a thread it starts is not running mechanism code)."""
+REFUSED_PREFIXES = {"ctypes.": "call native code through ctypes", "sys.monitoring.": "register a monitoring tool"}
+STACK_TEXT = frozenset({traceback.extract_stack.__code__, traceback.format_stack.__code__})
+"""``traceback.extract_stack`` and ``format_stack`` (which ``torch.manual_seed`` calls) take their own frame and
+return the stack as text (file, line, function names; no frames, no locals): allowed."""
+FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
+WATCHED_MODULES = (
+    "dpbench", "torch", "torch.nn.functional", "torch.linalg", "torch.random", "torch.nn.modules.module",
+    "numpy", "numpy.random", "random", "math", "json", "os", "builtins", "hashlib", "opacus.accountants",
+    "dp_accounting",
+)
+"""Modules (and their loaded submodules, for the packages dpbench, opacus.accountants and dp_accounting)
+whose namespaces the kernel, its accountants and its result writers call through."""
+PACKAGES = ("dpbench", "opacus.accountants", "dp_accounting")
+CACHES = frozenset({"__slotnames__"})
+"""Names the interpreter itself adds to a class (copyreg caches its slot names there when it is pickled)."""
+T = TypeVar("T")
+
+
+class ContainmentError(DpbenchError, RuntimeError):
+    """Mechanism code reached past its arguments into the process (see :mod:`dpbench.privacy.containment`)."""
+
+
+class _Context(threading.local):
+    depth = 0
+
+
+_context = _Context()  # how deep this thread is in mechanism code
+_running = 0  # threads in mechanism code
+_attempts: list[str] = []  # what the audit hook refused since the outermost call began, on any thread
+_hook_installed = False
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    """The process's audit hook: a no-op except while mechanism code runs."""
+    if not _running:
+        return
+    refused = WHILE_IT_RUNS.get(event)
+    if refused is None:
+        refused = next((what for prefix, what in REFUSED_PREFIXES.items() if event.startswith(prefix)), None)
+    if refused is None and _context.depth:
+        if event == "sys._getframe" and (getattr(args[0], "f_code", None) in STACK_TEXT or _importing()):
+            return
+        refused = ON_ITS_THREAD.get(event)
+        if refused is None and event == "object.__getattr__" and len(args) > 1 and args[1] in FRAME_ATTRIBUTES:
+            refused = f"read a call-stack frame ({args[1]})"
+        if refused is None and event == "object.__setattr__" and len(args) > 1 and args[1] == "__code__":
+            refused = "replace a function's code"
+    if refused is not None:
+        _attempts.append(refused)
+        raise ContainmentError(f"mechanism code may not {refused}")
+
+
+def _importing() -> bool:
+    """A module is being imported (its top-level code runs: ``typing``, ``enum`` and ``collections`` read
+    their caller's frame to name what it defines). Import-time code is trusted like the mechanism's own
+    module, whose import runs before any of its calls."""
+    return any(
+        getattr(vars(module).get("__spec__"), "_initializing", False)
+        for module in list(sys.modules.values())
+        if isinstance(module, types.ModuleType)
+    )
+
+
+def _install_hook() -> None:
+    global _hook_installed
+    if not _hook_installed:
+        sys.addaudithook(_audit)  # audit hooks cannot be removed: installed once per process
+        _hook_installed = True
+
+
+@contextmanager
+def contained(mechanism: str, what: str) -> Iterator[None]:
+    """Run mechanism code (``what``, e.g. ``clip_and_noise at step 3``) under the audit hook's refusals,
+    then check the process's integrity. Nested uses (a mechanism's code calling the kernel, which calls it
+    again) check once, at the outermost exit."""
+    global _running
+    _install_hook()
+    outermost = _context.depth == 0
+    if outermost:
+        _attempts.clear()
+        threads = _thread._count()
+        _running += 1
+    source_lookup, logging._srcfile = logging._srcfile, None  # logging's caller lookup reads frames
+    _context.depth += 1
+    try:
+        yield
+    finally:
+        _context.depth -= 1
+        logging._srcfile = source_lookup
+        if outermost:
+            _running -= 1
+            attempts = sorted(set(_attempts))
+            _attempts.clear()
+            if _thread._count() > threads:
+                attempts.append("start a thread that outlives its call")
+            if attempts:
+                raise ContainmentError(_refusal(mechanism, what, attempts))
+            if _baseline is not None:
+                _baseline.check(mechanism, what)
+
+
+def call_contained(mechanism: str, what: str, function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)``, mechanism code, run :func:`contained`."""
+    with contained(mechanism, what):
+        return function(*args)
+
+
+def _refusal(mechanism: str, what: str, findings: list[str]) -> str:
+    return (
+        f"mechanism '{mechanism}' ({what}) tried to " + "; and to ".join(findings) + ". A mechanism may use only "
+        "the arguments it is given and its own state: the kernel's frames and objects hold un-noised data, and "
+        "what runs outside its calls escapes the checks that make its ε meaningful. The run is refused"
+    )
+
+
+class ProcessIntegrity:
+    """What must not change while mechanism code can run: the functions that make the kernel call foreign
+    code, and the identity of every name in the watched namespaces (a name added to a dpbench module, which
+    could shadow a builtin it calls, counts as a change; a submodule's name does not)."""
+
+    def __init__(self) -> None:
+        self.hooks = _hooks()
+        self.namespaces = [
+            (label, namespace, tuple(namespace), _identities(namespace, tuple(namespace)), strict)
+            for label, namespace, strict in _namespaces()
+        ]
+        self.functions = [(label, function, _function_identity(function)) for label, function in _functions()]
+
+    def changes(self) -> list[str]:
+        """What changed since the baseline, described."""
+        hooks = _hooks()
+        changed = [key for key, value in self.hooks.items() if hooks.get(key) != value]
+        changed += [key for key in hooks.keys() - self.hooks.keys()]
+        for label, namespace, keys, identities, strict in self.namespaces:
+            if _identities(namespace, keys) != identities:
+                now = _identities(namespace, keys)
+                changed += [f"{label}.{key}" for key, a, b in zip(keys, identities, now) if a != b]
+            if strict and len(namespace) != len(keys):
+                added = set(namespace) - set(keys)
+                changed += [
+                    f"{label}.{key} (added)"
+                    for key in added
+                    if key not in CACHES and not isinstance(namespace[key], types.ModuleType)
+                ]
+        changed += [
+            f"{label} (code or defaults)"
+            for label, function, identity in self.functions
+            if _function_identity(function) != identity
+        ]
+        return changed
+
+    def check(self, mechanism: str, what: str) -> None:
+        """Refuse the run if anything watched changed since the baseline."""
+        changed = self.changes()
+        if changed:
+            raise ContainmentError(
+                f"mechanism '{mechanism}' ({what}): the process changed while its code could run: "
+                + ", ".join(sorted(changed)[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+                + ". A mechanism may not install hooks, modes or handlers, or replace functions of dpbench, "
+                "torch or the accountants; the run is refused"
+            )
+
+
+def _hooks() -> dict[str, object]:
+    """Everything through which the kernel's own code would call code that a mechanism installed."""
+    handlers = {}
+    for number in signal.valid_signals():
+        try:
+            handlers[f"signal handler {signal.Signals(number).name}"] = signal.getsignal(number)
+        except (ValueError, OSError):
+            continue
+    module_hooks = vars(torch.nn.modules.module)
+    global_hooks = {
+        f"torch global module hooks {name}": tuple(map(id, value.values()))
+        for name, value in module_hooks.items()
+        if name.startswith("_global_") and isinstance(value, dict)
+    }
+    return {
+        "trace function (sys.settrace)": sys.gettrace(),
+        "profile function (sys.setprofile)": sys.getprofile(),
+        "thread trace function (threading.settrace)": threading.gettrace(),
+        "thread profile function (threading.setprofile)": threading.getprofile(),
+        "garbage-collector callbacks (gc.callbacks)": tuple(map(id, gc.callbacks)),
+        "torch function modes": torch._C._len_torch_function_stack(),
+        "torch dispatch modes": torch._C._len_torch_dispatch_stack(),
+    } | handlers | global_hooks
+
+
+def _watched(module_name: str) -> bool:
+    return module_name != __name__ and (
+        module_name in WATCHED_MODULES or any(module_name.startswith(p + ".") for p in PACKAGES)
+    )
+
+
+def _namespaces() -> Iterator[tuple[str, Any, bool]]:
+    """(label, live namespace, whether an added name is a change) of every watched module and class."""
+    for module_name, module in list(sys.modules.items()):
+        if isinstance(module, types.ModuleType) and _watched(module_name):
+            own = module_name == "dpbench" or module_name.startswith("dpbench.")
+            yield module_name, vars(module), own
+            if own:
+                for name, value in list(vars(module).items()):
+                    if isinstance(value, type) and value.__module__ == module_name:
+                        yield f"{module_name}.{name}", vars(value), True
+    for cls in (torch.Tensor, torch._C.TensorBase):  # a name added to Tensor shadows TensorBase's method
+        yield f"{cls.__module__}.{cls.__qualname__}", vars(cls), True
+
+
+def _functions() -> Iterator[tuple[str, types.FunctionType]]:
+    """dpbench's functions and methods (their code and defaults can be swapped without a new name)."""
+    for module_name, module in list(sys.modules.items()):
+        own = module_name.startswith("dpbench") and _watched(module_name)
+        if not own or not isinstance(module, types.ModuleType):
+            continue
+        for name, value in list(vars(module).items()):
+            if isinstance(value, types.FunctionType) and value.__module__ == module_name:
+                yield f"{module_name}.{name}", value
+            elif isinstance(value, type) and value.__module__ == module_name:
+                for attribute, member in list(vars(value).items()):
+                    if isinstance(member, types.FunctionType):
+                        yield f"{module_name}.{name}.{attribute}", member
+
+
+def _identities(namespace: Any, keys: tuple[str, ...]) -> tuple[int, ...]:
+    return tuple(map(id, map(namespace.get, keys)))
+
+
+def _function_identity(function: types.FunctionType) -> tuple[int, ...]:
+    return id(function.__code__), id(function.__defaults__), id(function.__kwdefaults__)
+
+
+_baseline: ProcessIntegrity | None = None
+
+
+def arm() -> None:
+    """Take the integrity baseline: call before a mechanism's module is imported (each run does); every
+    later :func:`contained` call is checked against it."""
+    global _baseline
+    _install_hook()
+    _baseline = ProcessIntegrity()
+
+
+def disarm() -> None:
+    """Drop the baseline (the audit hook's refusals stay: they need none)."""
+    global _baseline
+    _baseline = None
+
+
+def check_integrity(mechanism: str, what: str) -> None:
+    """Check the process against the baseline outside a mechanism's call (e.g. before results are written):
+    catches what mechanism code left behind that runs later (a thread, a handler, a finalizer)."""
+    if _baseline is not None:
+        _baseline.check(mechanism, what)

@@ -1,0 +1,297 @@
+"""Attacks on the process around a mechanism: its code tries to reach past its arguments (the kernel's frames,
+the garbage collector, threads, hooks and modes that the kernel's own code would call, replaced functions),
+and the kernel refuses each one (dpbench/privacy/containment.py).
+
+The first three are a red team's attacks that ended ``VERIFIED`` before containment: a structured
+``postprocess`` that read the kernel's un-noised sum from its caller's frame (a release with no noise at all);
+a ``clip_factors`` that multiplied the kernel's group-membership matrix in its caller's frame by 10 (every
+example's contribution 10x the bound the ledger records); a researcher-form plugin that read, from the
+kernel's frame, whether the step was being probed (150 of 180 releases without noise)."""
+
+import gc
+import logging
+import signal
+import sys
+import threading
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import dpbench.privacy.noise as kernel_noise
+from dpbench.engine.per_sample import MaterializedGradients
+from dpbench.privacy import containment
+from dpbench.privacy.containment import ContainmentError, arm, call_contained
+from dpbench.privacy.mechanism import Mechanism, build_plugin
+from dpbench.privacy.privatizer import PluginPrivatizer, StructuredPrivatizer
+from mechanisms.examples.flat_clip_plugin import FlatClipPlugin
+
+SHAPES = [torch.Size([3, 2]), torch.Size([2])]
+
+
+def batch(seed: int = 0, size: int = 6) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn((size, *s), generator=generator) for s in SHAPES]
+
+
+def run_steps(mechanism: Mechanism, steps: int = 2) -> list:
+    privatizer = StructuredPrivatizer(mechanism, SHAPES, 10.0, 6.0, 0.1, generator=torch.Generator().manual_seed(1))
+    return [privatizer.release([MaterializedGradients(batch(step))], step, 0) for step in range(steps)]
+
+
+def plugin_releases(plugin_class: type, steps: int = 2) -> list:
+    plugin = build_plugin(lambda: plugin_class(1.0, 10.0, 8, 100, 6, 1, 3.0, 1e-5), plugin_class.__name__)
+    privatizer = PluginPrivatizer(plugin, plugin_class.__name__, SHAPES, 1.0, 0.06, key=7)
+    return [privatizer.release([MaterializedGradients(batch(step))], step, 0) for step in range(steps)]
+
+
+# ------------------------------------------------------------------------ the red team's three attacks
+class ReadsTheRawSumFromTheKernelsFrame(Mechanism):
+    name = "reads_raw_sum"
+
+    def postprocess(self, gradient, step, epoch):
+        kernel = sys._getframe(1).f_locals
+        return [t / kernel["self"].expected_batch_size for t in kernel["total"]]
+
+
+class InflatesTheKernelsMembership(Mechanism):
+    name = "inflates_membership"
+
+    def clip_factors(self, group_norms, thresholds, step, epoch):
+        frame = sys._getframe(1)
+        while frame is not None and "membership" not in frame.f_locals:
+            frame = frame.f_back
+        if frame is not None:
+            frame.f_locals["membership"].mul_(10)
+        return super().clip_factors(group_norms, thresholds, step, epoch)
+
+
+class NoiseOnlyWhenTheKernelProbes(FlatClipPlugin):
+    def clip_and_noise(self, per_sample_grads, step, epoch):
+        frame, probed = sys._getframe(1), False
+        while frame is not None:
+            probed = probed or bool(frame.f_locals.get("probed"))
+            frame = frame.f_back
+        released = super().clip_and_noise(per_sample_grads, step, epoch)
+        return released if probed else [r * 0 for r in released]
+
+
+@pytest.mark.parametrize("mechanism", [ReadsTheRawSumFromTheKernelsFrame, InflatesTheKernelsMembership])
+def test_a_structured_mechanism_that_walks_into_the_kernels_frames_is_refused(mechanism):
+    with pytest.raises(ContainmentError, match="read the call stack"):
+        run_steps(mechanism(1.0))
+
+
+def test_a_plugin_that_looks_for_the_probe_in_the_kernels_frames_is_refused():
+    with pytest.raises(ContainmentError, match=r"NoiseOnlyWhenTheKernelProbes.*read the call stack"):
+        plugin_releases(NoiseOnlyWhenTheKernelProbes)
+
+
+# ------------------------------------------------------------------------ other ways to a frame or an object
+def frame_from_a_traceback():
+    try:
+        raise RuntimeError
+    except RuntimeError as error:
+        return error.__traceback__.tb_frame
+
+
+def frame_from_a_generator():
+    def generator():
+        yield
+
+    return generator().gi_frame
+
+
+def run_in_a_thread(function):
+    """``function()`` on another thread, which is not running mechanism code itself; its errors swallowed."""
+    thread = threading.Thread(target=lambda: suppress_all(function))
+    thread.start()
+    thread.join()
+
+
+def suppress_all(function):
+    try:
+        function()
+    except Exception:
+        pass
+
+
+REACHES = {
+    "a traceback's frame": frame_from_a_traceback,
+    "a generator's frame": frame_from_a_generator,
+    "every thread's frames": sys._current_frames,
+    "the objects gc tracks": gc.get_objects,
+    "what refers to a tensor": lambda: gc.get_referrers(torch.zeros(1)),
+    "a thread that outlives the call": lambda: threading.Thread(target=threading.Event().wait, args=(0.5,)).start(),
+    "a thread that reads the kernel's frames": lambda: run_in_a_thread(sys._current_frames),
+    "a trace function": lambda: sys.settrace(None),
+    "a profile function": lambda: sys.setprofile(None),
+    "another function's code": lambda: setattr(kernel_noise.add_gaussian_noise, "__code__", (lambda: 0).__code__),
+}
+
+
+@pytest.mark.parametrize("reach", REACHES.values(), ids=REACHES.keys())
+def test_every_route_to_the_kernels_frames_and_objects_is_refused_in_a_hook(reach):
+    class Reaches(Mechanism):
+        name = "reaches"
+
+        def postprocess(self, gradient, step, epoch):
+            reach()
+            return gradient
+
+    with pytest.raises(ContainmentError, match="reaches"):
+        run_steps(Reaches(1.0), steps=1)
+    assert kernel_noise.add_gaussian_noise.__code__.co_name == "add_gaussian_noise"
+
+
+def test_a_refusal_the_mechanism_catches_still_refuses_the_run():
+    class SwallowsTheRefusal(Mechanism):
+        name = "swallows"
+
+        def clip_factors(self, group_norms, thresholds, step, epoch):
+            try:
+                sys._getframe(1)
+            except Exception:
+                pass
+            return super().clip_factors(group_norms, thresholds, step, epoch)
+
+    with pytest.raises(ContainmentError, match=r"swallows' \(clip_factors at step 0\) tried to read the call stack"):
+        run_steps(SwallowsTheRefusal(1.0), steps=1)
+
+
+class ReadsFramesWhenPickled:
+    """State whose pickling (at every epoch's checkpoint) runs code that walks into the caller's frames."""
+
+    def __reduce__(self):
+        sys._getframe(1)
+        return (ReadsFramesWhenPickled, ())
+
+
+def test_a_mechanism_whose_state_reads_frames_when_checkpointed_is_refused():
+    from dpbench.training.checkpoint import _object_state
+
+    mechanism = Mechanism(1.0)
+    mechanism.payload = ReadsFramesWhenPickled()
+    with pytest.raises(ContainmentError, match=r"Mechanism' \(checkpointing its state\) tried to read the call stack"):
+        _object_state(mechanism)
+
+
+# ------------------------------------------------------------------------ what must not change around the kernel
+class ZeroesEveryRandomDraw(TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        return result.zero_() if "normal" in str(func) or "randn" in str(func) else result
+
+
+def push_a_dispatch_mode():
+    mode = ZeroesEveryRandomDraw()
+    mode.__enter__()
+    return mode
+
+
+def test_a_torch_mode_that_would_zero_the_kernels_noise_is_refused():
+    """Pushed in ``__init__``, the mode sees every tensor operation after it: the kernel's noise draw included."""
+    arm()
+    modes = []
+    try:
+        with pytest.raises(ContainmentError, match="torch dispatch modes"):
+            call_contained("zeroes_noise", "__init__", lambda: modes.append(push_a_dispatch_mode()))
+    finally:
+        for mode in modes:
+            mode.__exit__(None, None, None)
+
+
+def test_a_replaced_kernel_function_is_refused(monkeypatch):
+    arm()
+    with pytest.raises(ContainmentError, match=r"dpbench.privacy.noise.add_gaussian_noise"):
+        call_contained("patches", "clip_factors at step 0", monkeypatch.setattr, kernel_noise, "add_gaussian_noise",
+                       lambda tensors, std, source: tensors)
+
+
+def test_a_replaced_torch_function_is_refused(monkeypatch):
+    arm()
+    with pytest.raises(ContainmentError, match=r"torch.randn"):
+        call_contained("patches", "__init__", monkeypatch.setattr, torch, "randn", lambda *a, **k: torch.zeros(a[0]))
+
+
+def test_a_name_added_to_a_kernel_module_is_refused(monkeypatch):
+    """A module global named like a builtin shadows it for the module's own code."""
+    arm()
+    with pytest.raises(ContainmentError, match=r"dpbench.privacy.noise.max \(added\)"):
+        call_contained("shadows", "__init__", lambda: monkeypatch.setattr(kernel_noise, "max", min, raising=False))
+
+
+def test_a_signal_handler_installed_is_refused():
+    """A handler runs between any two of the kernel's bytecodes, with the kernel's frame as argument."""
+    arm()
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        with pytest.raises(ContainmentError, match="signal handler SIGUSR1"):
+            call_contained("handler", "__init__", signal.signal, signal.SIGUSR1, lambda number, frame: None)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_change_made_outside_any_call_is_found_at_the_next(monkeypatch):
+    """At import time, say: the baseline is taken before the mechanism's module is imported."""
+    arm()
+    monkeypatch.setattr(torch.Tensor, "normal_", lambda self, *a, **k: self.zero_())
+    with pytest.raises(ContainmentError, match=r"torch.Tensor.normal_"):
+        call_contained("m", "thresholds at step 0", lambda: [1.0])
+
+
+# ------------------------------------------------------------------------ what honest mechanisms still do
+def test_logging_and_local_exceptions_work_inside_a_hook(caplog):
+    class Logs(Mechanism):
+        name = "logs"
+
+        def postprocess(self, gradient, step, epoch):
+            try:
+                raise ValueError("handled")
+            except ValueError:
+                logging.getLogger("my_mechanism").warning("step %d released", step)
+            return gradient
+
+    arm()
+    with caplog.at_level(logging.WARNING, logger="my_mechanism"):
+        run_steps(Logs(1.0), steps=2)
+    assert [r.getMessage() for r in caplog.records] == ["step 0 released", "step 1 released"]
+
+
+def test_seeding_torch_inside_a_hook_works():
+    """``torch.manual_seed`` records the stack as text (for lazily seeded accelerators): no frame leaves it."""
+    class Seeds(Mechanism):
+        name = "seeds"
+
+        def postprocess(self, gradient, step, epoch):
+            torch.manual_seed(step)
+            return gradient
+
+    run_steps(Seeds(1.0), steps=2)
+
+
+def test_a_module_imported_inside_a_hook_may_define_named_tuples_and_enums(tmp_path, monkeypatch):
+    (tmp_path / "helper_with_types.py").write_text(
+        "import collections, enum, typing\n"
+        "Pair = collections.namedtuple('Pair', 'a b')\n"
+        "class Colour(enum.Enum):\n    RED = 1\n"
+        "class Point(typing.NamedTuple):\n    x: int\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    class ImportsLazily(Mechanism):
+        name = "imports_lazily"
+
+        def postprocess(self, gradient, step, epoch):
+            import helper_with_types
+
+            assert helper_with_types.Colour.RED.value == 1
+            return gradient
+
+    run_steps(ImportsLazily(1.0), steps=1)
+
+
+def test_outside_mechanism_code_nothing_is_refused():
+    assert containment._context.depth == 0
+    assert sys._getframe(0).f_code.co_name == "test_outside_mechanism_code_nothing_is_refused"
+    assert isinstance(gc.get_referrers(SHAPES), list)
