@@ -50,6 +50,7 @@ class ProbeRecord:
     post_processing: tuple[str, ...]
     leaks: tuple[str, ...]
     batch_size: int
+    noise_shape: dict | None = None  # the Gaussianity tests, this probe's and the run's pool (None: older records)
 
     def to_dict(self) -> dict:
         return _finite(asdict(self))
@@ -99,7 +100,7 @@ class VerificationReport:
         skipped = f" ({s['skipped_for_budget']} scheduled probes skipped to keep probing under {s['max_overhead']:.0%} of training time)" if s.get("skipped_for_budget") else ""
         return (
             f"{len(self.probes)} probed steps of {self.steps_observed}{skipped}; per probe {s.get('draws')} noise draws and "
-            f"{s.get('probes_per_step')} adversarial examples; a step is a violation when the upper "
+            f"{s.get('probes_per_step')} neighbouring batches; a step is a violation when the upper "
             f"{1 - s.get('alpha', 0):.6g}-confidence bound of its effective multiplier is below "
             f"{s.get('threshold')} x the claim (shortfalls within that resolution are measurement noise)"
         )

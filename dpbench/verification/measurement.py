@@ -110,8 +110,12 @@ def _whitened(shift: list[torch.Tensor], std: tuple[float, ...], total: float) -
 
 
 def measure_direction(
-    probe: str, shift: list[torch.Tensor], scale: NoiseScale, residuals: torch.Tensor, alpha: float
+    probe: str, shift: list[torch.Tensor], scale: NoiseScale, residuals: torch.Tensor, alpha: float,
+    directional_alpha: float | None = None,
 ) -> DirectionMeasurement:
+    """The multiplier against ``shift``; the directional bound is taken at ``directional_alpha`` (default
+    ``alpha``), smaller where the direction was chosen from the same draws among many (Bonferroni)."""
+    directional_alpha = alpha if directional_alpha is None else directional_alpha
     flat = flatten(shift)
     total = float(flat.norm())
     if total == 0.0:
@@ -121,7 +125,7 @@ def measure_direction(
     along = residuals @ (flat / total)
     dof = residuals.shape[0] - 1
     directional = math.sqrt(float(along.pow(2).sum()) / dof) / total
-    directional_upper = directional * math.sqrt(dof / _chi2_lower(alpha, dof))
+    directional_upper = directional * math.sqrt(dof / _chi2_lower(directional_alpha, dof))
     return DirectionMeasurement(probe, total, whitened, whitened_upper, directional, directional_upper)
 
 

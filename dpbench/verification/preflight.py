@@ -24,6 +24,7 @@ import torch
 from dpbench.engine.per_sample import MaterializedGradients
 from dpbench.privacy.accountant import epsilon
 from dpbench.privacy.adapter import as_researcher_plugin
+from dpbench.privacy.containment import arm
 from dpbench.privacy.ledger import PrivacyLedger, StepRecord
 from dpbench.privacy.mechanism import Mechanism, build_plugin
 from dpbench.privacy.plugin_streams import isolated_randomness, seed_globals
@@ -74,7 +75,9 @@ def fake_gradients(run: FakeRun, steps: int, seed: int) -> Iterator[list[torch.T
 
 
 def load_class(spec: str) -> type:
-    """``path/to/file.py:ClassName`` or ``package.module:ClassName``."""
+    """``path/to/file.py:ClassName`` or ``package.module:ClassName``, imported after the process's integrity
+    baseline is taken (:func:`dpbench.privacy.containment.arm`)."""
+    arm()
     location, sep, name = spec.rpartition(":")
     if not sep or not name:
         raise ValueError(f"'{spec}' is not PATH.py:ClassName or module:ClassName")

@@ -12,12 +12,15 @@ cannot tell a probed step from another when it makes its release (nor predict on
 
 1. ``draws`` calls on the real batch under different random streams (the release and ``draws - 1``
    more): the noise scale per tensor;
-2. one call per probe example (see :mod:`dpbench.verification.neighbours`) on the batch plus that
-   example, under the first draw's stream: the exact shift, hence the effective multiplier
-   (:mod:`dpbench.verification.measurement`); the minimum over examples is the gradient's;
-3. the copies' state after each call: leaks and separate noised channels
+2. the shape of the noise those draws show (:mod:`dpbench.verification.noise_shape`): not Gaussian, at
+   this probe or pooled over the run's probes, is multiplier 0 (no Gaussian accountant applies);
+3. one call per neighbouring batch (see :mod:`dpbench.verification.neighbours`: one example added at a
+   secret row, at norms from C/2 to 1e4 C and on the quietest tensor and coordinate, or one row removed),
+   under the first draw's stream: the exact shift, hence the effective multiplier
+   (:mod:`dpbench.verification.measurement`); the minimum over neighbours is the gradient's;
+4. the copies' state after each call: leaks and separate noised channels
    (:mod:`dpbench.verification.plugin_state`), the latter composed with the gradient's multiplier;
-4. once, if a ``plugin_factory`` is given: two fresh instances under different streams; identical
+5. once, if a ``plugin_factory`` is given: two fresh instances under different streams; identical
    outputs mean the plugin's noise is fixed by its code (a constant-seeded generator), multiplier 0.
 
 A probe passes when the upper confidence bound of the measured multiplier is at least ``threshold``
@@ -57,7 +60,15 @@ from dpbench.verification.findings import (
     verdict_of,
 )
 from dpbench.verification.measurement import combined_multiplier, flatten, measure_direction, noise_scale, std_upper
-from dpbench.verification.neighbours import PROBE_EXAMPLES, probe_examples, with_example
+from dpbench.verification.neighbours import NEIGHBOURS_PER_PROBE, QUIETEST_COORDINATE, probe_neighbours, with_example
+from dpbench.verification.noise_shape import (
+    SHAPE_ALPHA,
+    ShapePool,
+    ShapeTest,
+    coordinate_kurtosis,
+    quietest_coordinate,
+    shape_test,
+)
 from dpbench.verification.plugin_state import (
     Channel,
     changed_leaves,
@@ -87,6 +98,7 @@ def fresh_instances_agree(
 # x_b, the matched example of the state-channel test, sits this fraction inside x_a's clipped contribution.
 MATCHED_MARGIN = 1e-3
 FRESH_INSTANCE = "fresh-instance"
+NOT_GAUSSIAN = "noise-not-gaussian"
 
 
 def _round_down(sigma: float) -> float:
@@ -157,6 +169,7 @@ class PluginVerifier:
         # Per state channel: pooled sum of squared shift-normalised deviations and its degrees of freedom.
         self._channel_pool: dict[str, tuple[float, int]] = {}
         self._fixed_noise: bool | None = None  # fresh-instance result, once known
+        self._shape_pool = ShapePool()  # the noise-shape statistic over every probe's coordinates
         self._restore = False  # a plugin modified the probe's input tensors in place
         self._epoch_probe_owed = False  # the epoch's step had an empty batch: probe the next step with one
 
@@ -256,14 +269,22 @@ class PluginVerifier:
             draws.append(output)
             states.append(snapshot(copy))
         scale, residuals = noise_scale(draws)
+        shapes = self._shape_tests(residuals)
 
-        examples = probe_examples(grads, scale.upper(self.alpha), self.max_grad_norm, torch.Generator().manual_seed(derive_seed(self.seed, step, -1)))
+        neighbours = probe_neighbours(
+            grads, scale.upper(self.alpha), quietest_coordinate(residuals), self.max_grad_norm,
+            torch.Generator().manual_seed(derive_seed(self.seed, step, -1)),
+            torch.Generator().manual_seed(derive_seed(self._schedule_key, step, 2)),
+        )
         directions, moved, outputs, shifted_states = [], {}, {}, {}
-        for name, example in examples.items():
-            copy, outputs[name] = self._call(plugin, with_example(grads, example), step, epoch, seeds[0])
+        for neighbour in neighbours:
+            name = neighbour.name
+            copy, outputs[name] = self._call(plugin, neighbour.batch(grads), step, epoch, seeds[0])
             shifted_states[name] = snapshot(copy)
             shift = [o - b for o, b in zip(outputs[name], draws[0])]
-            directions.append(measure_direction(name, shift, scale, residuals, self.alpha))
+            # the quietest coordinate was chosen among all from these draws: its bound is Bonferroni's
+            chosen_among = residuals.shape[1] if name == QUIETEST_COORDINATE else 1
+            directions.append(measure_direction(name, shift, scale, residuals, self.alpha, self.alpha / chosen_among))
             for path in changed_leaves(states[0], shifted_states[name]):
                 moved.setdefault(path, name)
 
@@ -285,6 +306,8 @@ class PluginVerifier:
             )
         if self._fixed_noise:
             parts.append((0.0, 0.0, FRESH_INSTANCE))
+        if not all(test.gaussian for test in shapes.values()):
+            parts.append((0.0, 0.0, NOT_GAUSSIAN))
         measured = combined_multiplier([p[0] for p in parts])
         upper = combined_multiplier([p[1] for p in parts])
         label = " + ".join(p[2] for p in parts)
@@ -293,6 +316,7 @@ class PluginVerifier:
             step, epoch, claim, measured, upper, passed, label,
             tuple(d.to_dict() for d in directions), tuple(c.to_dict() for c in channels),
             tuple(post_processing), tuple(leaks), grads[0].shape[0],
+            {kind: test.to_dict() for kind, test in shapes.items()},
         )
         findings = [
             Finding(
@@ -305,6 +329,17 @@ class PluginVerifier:
         if upper < self.threshold * claim:
             findings.append(Finding("violation", step, epoch, label, claim, measured, upper, self._explain(label, parts)))
         return record, findings
+
+    def _shape_tests(self, residuals: torch.Tensor) -> dict[str, ShapeTest]:
+        """The Gaussianity test of this probe's draws and of the pool of every probe's so far, each at
+        ``SHAPE_ALPHA`` (see :mod:`dpbench.verification.noise_shape`)."""
+        values = coordinate_kurtosis(residuals)
+        self._shape_pool.add(values)
+        m = residuals.shape[0] - 1
+        return {
+            "probe": shape_test(float(values.sum()), values.numel(), m, SHAPE_ALPHA),
+            "run": shape_test(self._shape_pool.total, self._shape_pool.coordinates, m, SHAPE_ALPHA),
+        }
 
     def _channels(self, plugin, grads, step, epoch, seed, candidates, states, base_output, output_a, with_a):
         """Sort random, data-dependent state leaves into separate channels and post-processing, with x_a
@@ -352,6 +387,10 @@ class PluginVerifier:
         if FRESH_INSTANCE in label:
             return ("two freshly built instances released identical outputs under different random streams: the "
                     "plugin's noise comes from a generator seeded from a constant, so it is no noise at all")
+        if NOT_GAUSSIAN in label:
+            return ("the noise across random streams is not Gaussian (its per-coordinate kurtosis on the sphere "
+                    f"differs from a Gaussian's beyond a false-alarm bound of {SHAPE_ALPHA:g}): a Gaussian "
+                    "accountant's epsilon does not hold for it")
         first = parts[0]
         text = (f"noise std along the shift caused by one added '{first[2]}' example is {first[0]:.4g} x the shift "
                 "(whitened by the measured per-tensor noise scales)")
@@ -369,7 +408,7 @@ class PluginVerifier:
             self._probe_seconds,
             {
                 "probe_rate": self.probe_rate, "draws": self.draws, "alpha": self.alpha, "threshold": self.threshold,
-                "probes_per_step": len(PROBE_EXAMPLES), "seed": self.seed, "fresh_instance_check": self.plugin_factory is not None,
+                "probes_per_step": NEIGHBOURS_PER_PROBE, "shape_alpha": SHAPE_ALPHA, "seed": self.seed, "fresh_instance_check": self.plugin_factory is not None,
                 "max_overhead": self.max_overhead, "skipped_for_budget": self._skipped_for_budget,
                 "channel_draws": self.channel_draws,
                 "training_seconds": self._training_seconds,
@@ -396,7 +435,9 @@ class PluginVerifier:
         for r in claimed:
             sigma = self.verified_sigma(r.step, r.noise_multiplier)
             if not sigma > 0:
-                raise UnverifiableLedgerError(f"step {r.step} was measured without noise; no epsilon can be verified")
+                raise UnverifiableLedgerError(
+                    f"step {r.step} was measured without noise (or with noise that is not Gaussian); no epsilon can be verified"
+                )
             records.append(StepRecord(r.step, r.epoch, r.sampling_rate, sigma, r.sensitivity, r.mechanism, r.noise_source))
         return PrivacyLedger(records)
 
@@ -410,6 +451,7 @@ class PluginVerifier:
             "training_seconds": self._training_seconds,
             "skipped_for_budget": self._skipped_for_budget,
             "channel_pool": {path: list(pool) for path, pool in self._channel_pool.items()},
+            "shape_pool": [self._shape_pool.total, self._shape_pool.coordinates],
             "schedule_key": self._schedule_key,
             "epoch_probe_owed": self._epoch_probe_owed,
         }
@@ -426,3 +468,5 @@ class PluginVerifier:
         # a checkpoint written before the schedule was secret has no key: the resumed run keeps its own
         self._schedule_key = int(state.get("schedule_key", self._schedule_key))
         self._epoch_probe_owed = bool(state.get("epoch_probe_owed", False))
+        total, count = state.get("shape_pool", (0.0, 0))  # absent from checkpoints of before the shape test
+        self._shape_pool = ShapePool(float(total), int(count))
