@@ -21,7 +21,15 @@ import torch
 from dpbench.engine.per_sample import PerSampleGradients
 from dpbench.privacy.containment import call_contained
 from dpbench.privacy.isolation import call_isolated, plain_tensor
-from dpbench.privacy.mechanism import Mechanism, MechanismContractError, structured_call
+from dpbench.privacy.mechanism import (
+    Declared,
+    Mechanism,
+    MechanismContractError,
+    class_hook,
+    declared_values,
+    plain_floats,
+    structured_call,
+)
 
 STATISTIC_BOUND = 0.5
 SAFETY_MARGIN = 2.0**-20
@@ -45,6 +53,7 @@ class ClippingPlan:
 
     groups: tuple[tuple[int, ...], ...]
     thresholds: tuple[float, ...]
+    declared: Declared  # the mechanism's name and statistic noise, read once
 
     def __post_init__(self) -> None:
         if len(self.groups) != len(self.thresholds):
@@ -68,9 +77,12 @@ def check_groups(groups: Sequence[Sequence[int]], n_tensors: int) -> tuple[tuple
     return tuple(tuple(group) for group in groups)
 
 
-def clipping_plan(mechanism: Mechanism, groups: tuple[tuple[int, ...], ...], step: int, epoch: int) -> ClippingPlan:
-    thresholds = structured_call(mechanism, "thresholds", step, step, epoch)
-    return ClippingPlan(groups, tuple(float(c) for c in thresholds))
+def clipping_plan(
+    mechanism: Mechanism, groups: tuple[tuple[int, ...], ...], step: int, epoch: int, declared: Declared | None = None
+) -> ClippingPlan:
+    declared = declared_values(mechanism) if declared is None else declared
+    thresholds = structured_call(mechanism, declared, "thresholds", step, step, epoch, convert=plain_floats)
+    return ClippingPlan(groups, thresholds, declared)
 
 
 def clip_chunk(
@@ -90,19 +102,20 @@ def clip_chunk(
         )
     group_norms = (squared @ _membership(plan, squared.shape[1], squared.device)).sqrt()
     thresholds = torch.tensor(plan.thresholds, dtype=torch.float64, device=squared.device)
-    proposed = _raw_data_hook(mechanism, "clip_factors", group_norms, thresholds, step, epoch)
+    name = plan.declared.name
+    proposed = _raw_data_hook(mechanism, plan.declared, "clip_factors", group_norms, thresholds, step, epoch)
     if proposed.shape != group_norms.shape or not torch.isfinite(proposed).all() or (proposed < 0).any():
         raise MechanismContractError(
-            f"mechanism '{mechanism.name}' step {step}: clip_factors must return finite factors >= 0 of shape "
+            f"mechanism '{name}' step {step}: clip_factors must return finite factors >= 0 of shape "
             f"{tuple(group_norms.shape)}, got shape {tuple(proposed.shape)}"
         )
     factors = bounded_factors(proposed, group_norms, thresholds)
     statistic = 0.0
-    if mechanism.statistic_noise is not None:
-        values = _raw_data_hook(mechanism, "clip_statistic", group_norms, thresholds, step, epoch)
+    if plan.declared.statistic_noise is not None:
+        values = _raw_data_hook(mechanism, plan.declared, "clip_statistic", group_norms, thresholds, step, epoch)
         if values.shape != group_norms.shape[:1] or not torch.isfinite(values).all():
             raise MechanismContractError(
-                f"mechanism '{mechanism.name}' step {step}: clip_statistic must return "
+                f"mechanism '{name}' step {step}: clip_statistic must return "
                 f"{group_norms.shape[0]} finite values"
             )
         statistic = float(values.to(torch.float64).clamp(-STATISTIC_BOUND, STATISTIC_BOUND).sum())
@@ -136,13 +149,17 @@ def bounded_factors(proposed: torch.Tensor, group_norms: torch.Tensor, threshold
 
 
 def _raw_data_hook(
-    mechanism: Mechanism, hook: str, group_norms: torch.Tensor, thresholds: torch.Tensor, step: int, epoch: int
+    mechanism: Mechanism, declared: Declared, hook: str, group_norms: torch.Tensor, thresholds: torch.Tensor,
+    step: int, epoch: int,
 ) -> torch.Tensor:
     """Call a hook that sees un-noised norms with copies of them; the base class's own hooks are kernel
-    code, a subclass's run isolated (any change to the state its code can reach is refused)."""
+    code, a subclass's run contained and isolated (any change to the state its code can reach is refused),
+    its result made a plain tensor inside that."""
     args = (group_norms.clone(), thresholds.clone(), step, epoch)
-    if getattr(type(mechanism), hook) is getattr(Mechanism, hook):
-        return getattr(mechanism, hook)(*args)
-    what = f"{hook} at step {step}"
-    value = call_contained(mechanism.name, what, call_isolated, mechanism, hook, mechanism.name, step, *args)
-    return plain_tensor(value, hook, mechanism.name, step)
+    if class_hook(mechanism, declared, hook) is Mechanism.__dict__[hook]:
+        return Mechanism.__dict__[hook](mechanism, *args)
+
+    def isolated() -> torch.Tensor:
+        return plain_tensor(call_isolated(mechanism, hook, declared.name, step, *args), hook, declared.name, step)
+
+    return call_contained(declared.name, f"{hook} at step {step}", isolated)

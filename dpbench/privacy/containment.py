@@ -15,18 +15,26 @@ Two defences, both on every call of mechanism code (:func:`contained`):
   generator's or coroutine's frame) or to swap a function's code, and, on every thread while it runs,
   every way to reach other threads' frames or arbitrary objects (``sys._current_frames``,
   ``gc.get_objects``, ``gc.get_referrers``, ``gc.get_referents``) or to run code the kernel cannot see
-  (``ctypes``, new audit hooks, ``sys.monitoring``, a fork); a thread it starts must have ended when its
-  call returns. The attempt is recorded, so a mechanism that catches the refusal is refused all the same
+  (``ctypes``, new audit hooks, ``sys.monitoring``, a fork); a thread it starts must have ended, and it may
+  not have registered a ``weakref.finalize``, when its call returns. The attempt is recorded, so a mechanism
+  that catches the refusal is refused all the same
   when the call ends.
   ``logging`` inside a mechanism still works (without the caller's line, which it finds with a frame), and
   so do ``traceback.format_stack`` (text only; ``torch.manual_seed`` calls it) and importing a module (whose
   import-time code is trusted like the mechanism's own module's: both run outside its calls' containment).
 - *checked when it returns* (:class:`ProcessIntegrity`): nothing that makes the kernel's code call foreign
   code was installed (trace and profile functions, signal handlers, ``gc.callbacks``, torch function and
-  dispatch modes, torch's global module hooks), and no function of dpbench, torch's tensor API, the
-  accountants' libraries or the modules that write results was replaced (their namespaces, the classes
-  defined in dpbench, and the code and defaults of dpbench's functions, all compared by identity with a
-  baseline taken before the mechanism was imported).
+  dispatch modes, torch's global module hooks, logging's handlers and filters), and no name of dpbench,
+  torch's top-level and tensor API, the accountants' libraries or the modules that write results was
+  replaced or added (their namespaces, the classes they define, and the code and defaults of dpbench's
+  functions, all compared by identity with a baseline taken before the mechanism was imported).
+
+"Every call of mechanism code" includes what is easy to miss: a property the kernel reads, a returned
+value's ``__float__`` or ``__iter__``, a tensor subclass's ``__torch_function__``, pickling its state for a
+checkpoint. :mod:`dpbench.privacy.mechanism` (``declared_values``, ``structured_call``, the ``plain_*``
+conversions) reads a structured mechanism's declared values once and converts what its hooks return to
+plain values, both inside :func:`contained`, and refuses classes whose attributes would not read as they
+are (custom attribute access, a hook that is not a method of the class).
 
 Any finding refuses the run with a :class:`ContainmentError`. What this cannot do is stated as an
 assumption in docs/trust_model.md: in-process code that sets out to dismantle these checks themselves (or
@@ -44,6 +52,7 @@ import sys
 import threading
 import traceback
 import types
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Callable, TypeVar
@@ -75,11 +84,12 @@ return the stack as text (file, line, function names; no frames, no locals): all
 FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
 WATCHED_MODULES = (
     "dpbench", "torch", "torch.nn.functional", "torch.linalg", "torch.random", "torch.nn.modules.module",
-    "numpy", "numpy.random", "random", "math", "json", "os", "builtins", "hashlib", "opacus.accountants",
-    "dp_accounting",
+    "numpy", "numpy.random", "random", "math", "json", "json.encoder", "json.decoder", "logging", "os", "builtins",
+    "hashlib", "opacus.accountants", "dp_accounting",
 )
 """Modules (and their loaded submodules, for the packages dpbench, opacus.accountants and dp_accounting)
-whose namespaces the kernel, its accountants and its result writers call through."""
+whose namespaces, and the classes they define, the kernel, its accountants and its result writers call
+through."""
 PACKAGES = ("dpbench", "opacus.accountants", "dp_accounting")
 CACHES = frozenset({"__slotnames__"})
 """Names the interpreter itself adds to a class (copyreg caches its slot names there when it is pickled)."""
@@ -148,7 +158,7 @@ def contained(mechanism: str, what: str) -> Iterator[None]:
     outermost = _context.depth == 0
     if outermost:
         _attempts.clear()
-        threads = _thread._count()
+        threads, finalizers = _thread._count(), set(weakref.finalize._registry)
         _running += 1
     source_lookup, logging._srcfile = logging._srcfile, None  # logging's caller lookup reads frames
     _context.depth += 1
@@ -163,6 +173,8 @@ def contained(mechanism: str, what: str) -> Iterator[None]:
             _attempts.clear()
             if _thread._count() > threads:
                 attempts.append("start a thread that outlives its call")
+            if set(weakref.finalize._registry) - finalizers:
+                attempts.append("register a finalizer (weakref.finalize), which runs after its call")
             if attempts:
                 raise ContainmentError(_refusal(mechanism, what, attempts))
             if _baseline is not None:
@@ -253,7 +265,22 @@ def _hooks() -> dict[str, object]:
         "garbage-collector callbacks (gc.callbacks)": tuple(map(id, gc.callbacks)),
         "torch function modes": torch._C._len_torch_function_stack(),
         "torch dispatch modes": torch._C._len_torch_dispatch_stack(),
+        "logging's loggers, handlers, filters and formatters": _logging_identity(),
     } | handlers | global_hooks
+
+
+def _logging_identity() -> tuple[int, ...]:
+    """Every logger's handlers and filters, and every handler's filters and formatter (what the console and a
+    run's log write ε through), by identity."""
+    loggers = [logging.root] + [
+        logger for logger in list(logging.root.manager.loggerDict.values()) if isinstance(logger, logging.Logger)
+    ]
+    parts: list[int] = []
+    for logger in loggers:
+        parts += [id(logger), *map(id, logger.filters), *map(id, logger.handlers)]
+        for handler in logger.handlers:
+            parts += [id(handler.formatter), *map(id, handler.filters), *map(id, vars(handler).values())]
+    return tuple(parts)
 
 
 def _watched(module_name: str) -> bool:
@@ -263,15 +290,14 @@ def _watched(module_name: str) -> bool:
 
 
 def _namespaces() -> Iterator[tuple[str, Any, bool]]:
-    """(label, live namespace, whether an added name is a change) of every watched module and class."""
+    """(label, live namespace, whether an added name is a change) of every watched module and class (a name
+    added to a module or class shadows a builtin or a base class's method)."""
     for module_name, module in list(sys.modules.items()):
         if isinstance(module, types.ModuleType) and _watched(module_name):
-            own = module_name == "dpbench" or module_name.startswith("dpbench.")
-            yield module_name, vars(module), own
-            if own:
-                for name, value in list(vars(module).items()):
-                    if isinstance(value, type) and value.__module__ == module_name:
-                        yield f"{module_name}.{name}", vars(value), True
+            yield module_name, vars(module), True
+            for name, value in list(vars(module).items()):
+                if isinstance(value, type) and value.__module__ == module_name:
+                    yield f"{module_name}.{name}", vars(value), True
     for cls in (torch.Tensor, torch._C.TensorBase):  # a name added to Tensor shadows TensorBase's method
         yield f"{cls.__module__}.{cls.__qualname__}", vars(cls), True
 

@@ -225,7 +225,7 @@ class StateFingerprint:
     def _visit_attributes(self, obj: object, path: str) -> bool:
         """Visit ``obj``'s ``__dict__`` and ``__slots__`` (and its class); whether it has either."""
         cls = type(obj)
-        attributes = getattr(obj, "__dict__", None)
+        attributes = instance_dict(obj)
         slots = [s for c in cls.__mro__ for s in getattr(c, "__slots__", ()) if isinstance(s, str)]
         if attributes is None and not slots:
             return False
@@ -339,6 +339,16 @@ def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
     if a.is_sparse or b.is_sparse:
         return torch.equal(a.to_dense(), b.to_dense())
     return torch.equal(a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8))
+
+
+def instance_dict(obj: object) -> dict | None:
+    """``obj``'s attributes as the interpreter stores them, whatever its class says ``__dict__`` is (a class
+    attribute or property named ``__dict__`` could show anything); None for an object without them."""
+    for klass in type(obj).__mro__:
+        descriptor = vars(klass).get("__dict__")
+        if type(descriptor) is types.GetSetDescriptorType:
+            return descriptor.__get__(obj)
+    return None
 
 
 def call_isolated(mechanism: object, hook: str, name: str, step: int, *args: object) -> Any:

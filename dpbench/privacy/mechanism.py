@@ -44,7 +44,11 @@ reproducible from its published seed
 
 from __future__ import annotations
 
+import inspect
 import math
+import operator
+import types
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
@@ -160,7 +164,7 @@ def check_plugin_output(
 ) -> list[torch.Tensor]:
     """Validate what ``clip_and_noise`` returned: one finite tensor of each parameter's shape."""
     where = f"mechanism '{mechanism}' at step {step}"
-    if not isinstance(output, (list, tuple)):
+    if type(output) not in (list, tuple):
         raise MechanismContractError(
             f"{where}: clip_and_noise returned {type(output).__name__}; it must return a list with one tensor per parameter"
         )
@@ -169,8 +173,10 @@ def check_plugin_output(
             f"{where}: clip_and_noise returned {len(output)} tensors for {len(parameter_shapes)} parameters"
         )
     for index, (tensor, shape) in enumerate(zip(output, parameter_shapes)):
-        if not isinstance(tensor, torch.Tensor):
-            raise MechanismContractError(f"{where}: output {index} is {type(tensor).__name__}, not a tensor")
+        if type(tensor) is not torch.Tensor:  # checked first: a subclass's methods would run uncontained
+            raise MechanismContractError(
+                f"{where}: output {index} is {type(tensor).__name__}, not a plain torch.Tensor"
+            )
         if tensor.shape != shape:
             raise MechanismContractError(
                 f"{where}: output {index} has shape {tuple(tensor.shape)}, expected {tuple(shape)} "
@@ -181,14 +187,130 @@ def check_plugin_output(
     return list(output)
 
 
-def structured_call(mechanism: Mechanism, hook: str, step: int, *args: object) -> Any:
-    """``mechanism.<hook>(*args)``: the base class's own method is kernel code; anything else (a subclass's
-    override, an attribute set on the instance) is the mechanism's and runs
-    :func:`~dpbench.privacy.containment.contained`."""
-    method = getattr(mechanism, hook)
-    if getattr(method, "__func__", None) is getattr(Mechanism, hook):
-        return method(*args)
-    return call_contained(mechanism.name, f"{hook} at step {step}", method, *args)
+CUSTOM_ATTRIBUTE_ACCESS = ("__getattribute__", "__getattr__", "__dict__", "__class__")
+"""A structured mechanism's class may not define these: the kernel and the isolation fingerprint read its
+attributes, and these would run its code (uncontained) or show them other than they are."""
+READ_BY_BASE_HOOKS = ("max_grad_norm",)
+"""Attributes the base class's hooks (kernel code, run uncontained) read: plain values only."""
+HOOKS = ("parameter_groups", "thresholds", "clip_factors", "clip_statistic", "noise_shape", "observe_statistic",
+         "postprocess")
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What a structured mechanism declares once, read inside containment as plain values."""
+
+    name: str
+    statistic_noise: float | None
+
+
+def declared_values(mechanism: Mechanism) -> Declared:
+    """The mechanism's name and statistic noise, as a plain ``str`` and ``float`` (or None), after checking
+    that its class reads as it is (:func:`check_plain_class`)."""
+    check_plain_class(type(mechanism))
+    label = type(mechanism).__name__
+
+    def read() -> Declared:
+        name, noise = mechanism.name, mechanism.statistic_noise
+        return Declared(str(name), None if noise is None else float(noise))
+
+    declared = call_contained(label, "name and statistic_noise", read)
+    noise = declared.statistic_noise
+    if type(declared.name) is not str or not (noise is None or type(noise) is float):
+        raise MechanismContractError(f"mechanism '{label}': name must be a str and statistic_noise a float or None")
+    return declared
+
+
+def check_plain_class(cls: type) -> None:
+    """Refuse a structured mechanism class whose attributes do not read as they are: a metaclass, custom
+    attribute access, a property (or other descriptor) for a value the base class's hooks read, or a hook
+    that is not a plain function."""
+    problems = []
+    if type(cls) is not type:
+        problems.append(f"its metaclass {type(cls).__name__}")
+    for klass in cls.__mro__:
+        if klass in (Mechanism, object):
+            continue
+        namespace = vars(klass)
+        problems += [f"{klass.__name__}.{name}" for name in CUSTOM_ATTRIBUTE_ACCESS if name in namespace]
+        problems += [
+            f"{klass.__name__}.{name} (a {type(namespace[name]).__name__}, not a plain value)"
+            for name in READ_BY_BASE_HOOKS
+            if name in namespace and type(namespace[name]) not in (str, int, float, type(None))
+        ]
+        problems += [
+            f"{klass.__name__}.{name} (a {type(namespace[name]).__name__}, not a function)"
+            for name in HOOKS if name in namespace and not isinstance(namespace[name], types.FunctionType)
+        ]
+    if problems:
+        raise MechanismContractError(
+            f"mechanism class {cls.__name__} defines {', '.join(problems)}: the kernel reads a structured mechanism's "
+            "attributes and calls its hooks, and these would run its code where it is not contained or show its "
+            "state other than it is; use plain attributes and methods"
+        )
+
+
+def structured_call(
+    mechanism: Mechanism, declared: Declared, hook: str, step: int, *args: object,
+    convert: Callable[[Any], Any] | None = None,
+) -> Any:
+    """``mechanism.<hook>(*args)``, its result passed through ``convert`` (to plain values). The base class's
+    own method is kernel code (it reads only plain attributes, :func:`check_plain_class`); a subclass's
+    runs :func:`~dpbench.privacy.containment.contained`, ``convert`` included (it may run the result's
+    methods). A hook set on the instance (not a method of the class) is refused."""
+    method = class_hook(mechanism, declared, hook)
+
+    def call() -> Any:
+        value = method(mechanism, *args)
+        return value if convert is None else convert(value)
+
+    if method is Mechanism.__dict__[hook]:
+        return call()
+    return call_contained(declared.name, f"{hook} at step {step}", call)
+
+
+def class_hook(mechanism: Mechanism, declared: Declared, hook: str) -> types.FunctionType:
+    """The function that ``mechanism.<hook>`` is, found without running any of the mechanism's code; a hook
+    set on the instance (not a method of its class) is refused."""
+    method = inspect.getattr_static(mechanism, hook)
+    if hook in vars(mechanism) or not isinstance(method, types.FunctionType):
+        raise MechanismContractError(
+            f"mechanism '{declared.name}': {hook} must be a method of its class, not an attribute set on the instance"
+        )
+    return method
+
+
+def plain_number(value: object) -> float | str:
+    """A returned number as a plain float; what ``float()`` refuses comes back as its repr (both computed
+    where the mechanism's code is contained), for the caller's message."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def plain_floats(values: object) -> tuple[float, ...]:
+    """``values`` (any iterable of numbers) as a tuple of plain floats."""
+    return tuple(float(v) for v in values)
+
+
+def plain_groups(groups: object) -> tuple[tuple[int, ...], ...]:
+    """Parameter groups as a tuple of tuples of plain ints (``operator.index``: no float, no subclass)."""
+    return tuple(tuple(operator.index(i) for i in group) for group in groups)
+
+
+def plain_tensors(tensors: object) -> list[torch.Tensor]:
+    """A hook's list of tensors as plain ``torch.Tensor`` copies; anything else (a subclass, whose methods
+    would run wherever the kernel uses it) is refused."""
+    if type(tensors) not in (list, tuple):
+        raise MechanismContractError(f"returned {type(tensors).__name__}; it must return a list of tensors")
+    for index, tensor in enumerate(tensors):
+        if type(tensor) is not torch.Tensor:
+            raise MechanismContractError(
+                f"output {index} is {type(tensor).__name__}; it must be a plain torch.Tensor (a subclass's methods "
+                "would run wherever the kernel uses it)"
+            )
+    return [t.detach().clone() for t in tensors]
 
 
 def claimed_sigma(plugin: ResearcherMechanism, mechanism: str, step: int, epoch: int) -> float:

@@ -17,6 +17,10 @@ from dpbench.privacy.mechanism import (
     ResearcherMechanism,
     check_plugin_output,
     claimed_sigma,
+    declared_values,
+    plain_groups,
+    plain_number,
+    plain_tensors,
     positive_number,
     structured_call,
 )
@@ -59,10 +63,12 @@ class StructuredPrivatizer:
         device: torch.device | str = "cpu",
     ) -> None:
         self.mechanism = mechanism
+        self.declared = declared_values(mechanism)
         self.parameter_shapes = [torch.Size(s) for s in parameter_shapes]
-        self.groups = check_groups(
-            structured_call(mechanism, "parameter_groups", 0, self.parameter_shapes), len(self.parameter_shapes)
+        groups = structured_call(
+            mechanism, self.declared, "parameter_groups", 0, list(self.parameter_shapes), convert=plain_groups
         )
+        self.groups = check_groups(groups, len(self.parameter_shapes))
         self.noise_multiplier = noise_multiplier
         self.expected_batch_size = expected_batch_size
         self.sampling_rate = sampling_rate
@@ -79,9 +85,9 @@ class StructuredPrivatizer:
 
     def _split(self, total: float) -> tuple[float, float | None]:
         """(gradient multiplier, statistic multiplier or None) for a step worth ``total``."""
-        if self.mechanism.statistic_noise is None:
+        if self.declared.statistic_noise is None:
             return total, None
-        statistic_multiplier = self.mechanism.statistic_noise / STATISTIC_BOUND
+        statistic_multiplier = self.declared.statistic_noise / STATISTIC_BOUND
         return gradient_noise_multiplier(total, statistic_multiplier), statistic_multiplier
 
     def noise_multiplier_at(self, step: int, epoch: int) -> float:
@@ -90,20 +96,21 @@ class StructuredPrivatizer:
         a schedule that later follows released values (an adaptively chosen noise level, which standard
         composition does not cover) or raw data is refused."""
         shape = positive_number(
-            structured_call(self.mechanism, "noise_shape", step, step, epoch), self.mechanism.name, step, "noise_shape",
+            structured_call(self.mechanism, self.declared, "noise_shape", step, step, epoch, convert=plain_number),
+            self.declared.name, step, "noise_shape",
             "the data-independent factor of the noise multiplier at that step",
         )
         planned = self._planned_shapes.setdefault((step, epoch), shape)
         if shape != planned:
             raise MechanismContractError(
-                f"mechanism '{self.mechanism.name}' at step {step}: noise_shape returned {shape:.6g}, but "
+                f"mechanism '{self.declared.name}' at step {step}: noise_shape returned {shape:.6g}, but "
                 f"{planned:.6g} when the noise was calibrated; the noise schedule must be a fixed function of "
                 "(step, epoch), independent of the data and of anything released during training"
             )
         return self.noise_multiplier * shape
 
     def release(self, chunks: Iterable[PerSampleGradients], step: int, epoch: int) -> Release:
-        plan = clipping_plan(self.mechanism, self.groups, step, epoch)
+        plan = clipping_plan(self.mechanism, self.groups, step, epoch, self.declared)
         total = [torch.zeros(s, device=self.device) for s in self.parameter_shapes]
         statistic, loss_sum, batch_size = 0.0, 0.0, 0
         for chunk in chunks:
@@ -119,17 +126,16 @@ class StructuredPrivatizer:
         z = z_gradient
         if z_statistic is not None:
             noised_statistic = add_gaussian_noise(
-                [torch.tensor(statistic, device=self.device)], self.mechanism.statistic_noise, self.generator
+                [torch.tensor(statistic, device=self.device)], self.declared.statistic_noise, self.generator
             )[0]
             observed = float(noised_statistic) / self.expected_batch_size
-            structured_call(self.mechanism, "observe_statistic", step, observed, step, epoch)
+            structured_call(self.mechanism, self.declared, "observe_statistic", step, observed, step, epoch)
             z = combined_noise_multiplier(z_gradient, z_statistic)
         del total, noised, statistic  # only released values are alive when the mechanism's code runs again
-        gradient = check_plugin_output(
-            structured_call(self.mechanism, "postprocess", step, average, step, epoch),
-            self.parameter_shapes, self.mechanism.name, step,
-        )
-        record = StepRecord(step, epoch, self.sampling_rate, z, plan.sensitivity, self.mechanism.name, "harness")
+        released = structured_call(self.mechanism, self.declared, "postprocess", step, average, step, epoch,
+                                   convert=plain_tensors)
+        gradient = check_plugin_output(released, self.parameter_shapes, self.declared.name, step)
+        record = StepRecord(step, epoch, self.sampling_rate, z, plan.sensitivity, self.declared.name, "harness")
         return Release(gradient, record, loss_sum, batch_size)
 
 

@@ -22,7 +22,15 @@ from dpbench.privacy.accountant import epsilon
 from dpbench.privacy.calibration import NoiseShape, TrainingPlan, calibrate_noise_multiplier
 from dpbench.privacy.containment import arm, call_contained
 from dpbench.privacy.ledger import PrivacyLedger
-from dpbench.privacy.mechanism import Mechanism, MechanismContractError, build_plugin, claimed_sigma
+from dpbench.privacy.mechanism import (
+    Mechanism,
+    MechanismContractError,
+    build_plugin,
+    claimed_sigma,
+    declared_values,
+    plain_number,
+    structured_call,
+)
 from dpbench.privacy.privatizer import PluginPrivatizer, StructuredPrivatizer
 from dpbench.verification import UNVERIFIED, VERIFIED, PluginVerifier, UnverifiableLedgerError
 
@@ -116,7 +124,12 @@ def prepare_mechanism(
     name = display_name(options.pop("name", None), target, cls)
     if isinstance(cls, type) and issubclass(cls, Mechanism):
         mechanism = call_contained(name, "__init__", _instantiate, target, options)
-        noise_multiplier = noise_for(mechanism.noise_shape)
+        declared = declared_values(mechanism)
+        noise_multiplier = noise_for(
+            lambda step, epoch: structured_call(
+                mechanism, declared, "noise_shape", step, step, epoch, convert=plain_number
+            )
+        )
         privatizer = StructuredPrivatizer(
             mechanism, parameter_shapes, noise_multiplier, plan.expected_batch_size, plan.sampling_rate, noise_generator, device
         )

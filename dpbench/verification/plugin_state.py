@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dpbench.privacy.isolation import instance_dict
 from dpbench.privacy.plugin_streams import GENERATOR_TYPES
 from dpbench.verification.measurement import SHIFT_TOLERANCE, std_upper
 
@@ -124,7 +125,7 @@ def _children(obj: Any, path: str) -> list[tuple[str, Any]] | None:
         children = [(f"{path}.func", obj.func), (f"{path}.args", obj.args), (f"{path}.keywords", obj.keywords)]
     else:
         children = None
-    attributes = getattr(obj, "__dict__", None)
+    attributes = instance_dict(obj)
     slots = [s for c in type(obj).__mro__ for s in getattr(c, "__slots__", ()) if isinstance(s, str)]
     if attributes is None and not slots:
         return children

@@ -22,7 +22,8 @@ import dpbench.privacy.noise as kernel_noise
 from dpbench.engine.per_sample import MaterializedGradients
 from dpbench.privacy import containment
 from dpbench.privacy.containment import ContainmentError, arm, call_contained
-from dpbench.privacy.mechanism import Mechanism, build_plugin
+from dpbench.privacy.isolation import IsolationError
+from dpbench.privacy.mechanism import Mechanism, MechanismContractError, build_plugin
 from dpbench.privacy.privatizer import PluginPrivatizer, StructuredPrivatizer
 from mechanisms.examples.flat_clip_plugin import FlatClipPlugin
 
@@ -252,8 +253,8 @@ def test_logging_and_local_exceptions_work_inside_a_hook(caplog):
                 logging.getLogger("my_mechanism").warning("step %d released", step)
             return gradient
 
-    arm()
     with caplog.at_level(logging.WARNING, logger="my_mechanism"):
+        arm()
         run_steps(Logs(1.0), steps=2)
     assert [r.getMessage() for r in caplog.records] == ["step 0 released", "step 1 released"]
 
@@ -295,3 +296,150 @@ def test_outside_mechanism_code_nothing_is_refused():
     assert containment._context.depth == 0
     assert sys._getframe(0).f_code.co_name == "test_outside_mechanism_code_nothing_is_refused"
     assert isinstance(gc.get_referrers(SHAPES), list)
+
+
+# ------------------------------------------------------------------------ a second red team's routes
+class HookSetOnTheInstance(Mechanism):
+    name = "instance_hook"
+
+    def __init__(self, max_grad_norm):
+        super().__init__(max_grad_norm)
+        self.leak = []
+        self.clip_factors = lambda norms, thresholds, step, epoch: (self.leak.append(float(norms.max())), 1 / norms)[1]
+
+
+class NameReadsFrames(Mechanism):
+    @property
+    def name(self):
+        sys._getframe(1)
+        return "name_reads_frames"
+
+
+class ShapeReadsFramesWhenConverted(Mechanism):
+    name = "shape_reads_frames"
+
+    def noise_shape(self, step, epoch):
+        class Shape(float):
+            def __float__(self):
+                sys._getframe(1)
+                return 1.0
+
+        return Shape(1.0)
+
+
+class GroupsChangeOnTheSecondPass(Mechanism):
+    name = "groups_change"
+
+    def parameter_groups(self, parameter_shapes):
+        class Groups(list):
+            passes = 0
+
+            def __iter__(self):
+                type(self).passes += 1
+                return iter([[0, 1]] if type(self).passes == 1 else [[0, 1]] * 16)
+
+        return Groups()
+
+
+class Spy(torch.Tensor):
+    pass
+
+
+class ReleasesASubclass(Mechanism):
+    name = "releases_a_subclass"
+
+    def postprocess(self, gradient, step, epoch):
+        return [g.as_subclass(Spy) for g in gradient]
+
+
+class HidesItsDict:
+    __dict__ = property(lambda self: {})
+
+
+class StashBehindAFakeDict(Mechanism):
+    name = "stash_behind_a_fake_dict"
+
+    def __init__(self, max_grad_norm):
+        super().__init__(max_grad_norm)
+        self.box = HidesItsDict()
+
+    def clip_factors(self, group_norms, thresholds, step, epoch):
+        self.box.raw = group_norms.clone()
+        return super().clip_factors(group_norms, thresholds, step, epoch)
+
+
+class FinalizerOnTheKernelsArgument(Mechanism):
+    name = "finalizer"
+    stash: list = []
+
+    def clip_factors(self, group_norms, thresholds, step, epoch):
+        import weakref
+
+        weakref.finalize(group_norms, type(self).stash.append, group_norms.clone())
+        return super().clip_factors(group_norms, thresholds, step, epoch)
+
+
+def test_a_hook_set_on_the_instance_is_refused():
+    with pytest.raises(MechanismContractError, match="clip_factors must be a method of its class"):
+        run_steps(HookSetOnTheInstance(1.0), steps=1)
+
+
+@pytest.mark.parametrize("mechanism", [NameReadsFrames, ShapeReadsFramesWhenConverted])
+def test_what_the_kernel_reads_from_a_mechanism_is_read_contained(mechanism):
+    """A property or a returned value's ``__float__`` is the mechanism's code too."""
+    with pytest.raises(ContainmentError, match="read the call stack"):
+        run_steps(mechanism(1.0), steps=1)
+
+
+def test_groups_are_checked_as_they_are_used():
+    privatizer = StructuredPrivatizer(GroupsChangeOnTheSecondPass(1.0), SHAPES, 10.0, 6.0, 0.1)
+    assert privatizer.groups == ((0, 1),)
+    assert privatizer.release([MaterializedGradients(batch(0))], 0, 0).record.sensitivity == 1.0
+
+
+def test_a_released_tensor_subclass_is_refused():
+    with pytest.raises(MechanismContractError, match="plain torch.Tensor"):
+        run_steps(ReleasesASubclass(1.0), steps=1)
+
+
+def test_a_mechanism_class_with_custom_attribute_access_is_refused():
+    class ShowsNoState(Mechanism):
+        name = "shows_no_state"
+        __dict__ = property(lambda self: {})
+
+    with pytest.raises(MechanismContractError, match=r"ShowsNoState.__dict__"):
+        run_steps(ShowsNoState(1.0), steps=1)
+
+
+def test_state_behind_a_fake_dict_is_seen():
+    with pytest.raises(IsolationError, match=r"changed self.box"):
+        run_steps(StashBehindAFakeDict(1.0), steps=1)
+
+
+def test_a_finalizer_that_would_run_after_the_check_is_refused():
+    with pytest.raises(ContainmentError, match="register a finalizer"):
+        run_steps(FinalizerOnTheKernelsArgument(1.0), steps=1)
+
+
+def test_a_logging_filter_that_would_rewrite_epsilon_is_refused():
+    arm()
+    handler = logging.StreamHandler()
+    logging.getLogger("dpbench").addHandler(handler)
+    arm()
+    try:
+        with pytest.raises(ContainmentError, match="logging's loggers, handlers, filters"):
+            call_contained("rewrites", "__init__", handler.addFilter, lambda record: True)
+    finally:
+        logging.getLogger("dpbench").removeHandler(handler)
+
+
+def test_the_json_encoder_and_new_names_in_torch_are_watched(monkeypatch):
+    import json
+
+    arm()
+    with pytest.raises(ContainmentError, match=r"json.encoder.JSONEncoder.iterencode"):
+        call_contained("rewrites", "__init__", monkeypatch.setattr, json.JSONEncoder, "iterencode", lambda *a: iter(()))
+    monkeypatch.undo()
+    arm()
+    with pytest.raises(ContainmentError, match=r"torch._stash \(added\)"):
+        call_contained("stashes", "clip_factors", lambda: monkeypatch.setattr(torch, "_stash", [], raising=False))
