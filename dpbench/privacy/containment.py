@@ -178,7 +178,7 @@ def contained(mechanism: str, what: str) -> Iterator[None]:
             if attempts:
                 raise ContainmentError(_refusal(mechanism, what, attempts))
             if _baseline is not None:
-                _baseline.check(mechanism, what)
+                _baseline.check(mechanism, what, whole=False)
 
 
 def call_contained(mechanism: str, what: str, function: Callable[..., T], *args: Any) -> T:
@@ -197,27 +197,34 @@ def _refusal(mechanism: str, what: str, findings: list[str]) -> str:
 
 class ProcessIntegrity:
     """What must not change while mechanism code can run: the functions that make the kernel call foreign
-    code, and the identity of every name in the watched namespaces (a name added to a dpbench module, which
-    could shadow a builtin it calls, counts as a change; a submodule's name does not)."""
+    code, and the identity of every name in the watched namespaces (a name added, which could shadow a
+    builtin or a base class's method, counts as a change; a submodule's name does not).
+
+    After each call of mechanism code everything the kernel's step runs through is checked (the hooks, every
+    watched module's namespace, dpbench's classes and functions, torch's tensor classes: about 1 ms); the
+    classes of the other watched modules (the accountants', json's, logging's, torch's own), which only
+    the end of an epoch and of the run call, are checked there (:func:`check_integrity`), before they are."""
 
     def __init__(self) -> None:
         self.hooks = _hooks()
         self.namespaces = [
-            (label, namespace, tuple(namespace), _identities(namespace, tuple(namespace)), strict)
-            for label, namespace, strict in _namespaces()
+            (label, namespace, tuple(namespace), _identities(namespace, tuple(namespace)), every_call)
+            for label, namespace, every_call in _namespaces()
         ]
         self.functions = [(label, function, _function_identity(function)) for label, function in _functions()]
 
-    def changes(self) -> list[str]:
-        """What changed since the baseline, described."""
+    def changes(self, whole: bool = True) -> list[str]:
+        """What changed since the baseline, described: everything, or (``whole=False``) what a step uses."""
         hooks = _hooks()
         changed = [key for key, value in self.hooks.items() if hooks.get(key) != value]
         changed += [key for key in hooks.keys() - self.hooks.keys()]
-        for label, namespace, keys, identities, strict in self.namespaces:
+        for label, namespace, keys, identities, every_call in self.namespaces:
+            if not (whole or every_call):
+                continue
             if _identities(namespace, keys) != identities:
                 now = _identities(namespace, keys)
                 changed += [f"{label}.{key}" for key, a, b in zip(keys, identities, now) if a != b]
-            if strict and len(namespace) != len(keys):
+            if len(namespace) != len(keys):
                 added = set(namespace) - set(keys)
                 changed += [
                     f"{label}.{key} (added)"
@@ -231,9 +238,9 @@ class ProcessIntegrity:
         ]
         return changed
 
-    def check(self, mechanism: str, what: str) -> None:
-        """Refuse the run if anything watched changed since the baseline."""
-        changed = self.changes()
+    def check(self, mechanism: str, what: str, whole: bool = True) -> None:
+        """Refuse the run if anything watched (everything, or what a step uses) changed since the baseline."""
+        changed = self.changes(whole)
         if changed:
             raise ContainmentError(
                 f"mechanism '{mechanism}' ({what}): the process changed while its code could run: "
@@ -290,14 +297,14 @@ def _watched(module_name: str) -> bool:
 
 
 def _namespaces() -> Iterator[tuple[str, Any, bool]]:
-    """(label, live namespace, whether an added name is a change) of every watched module and class (a name
-    added to a module or class shadows a builtin or a base class's method)."""
+    """(label, live namespace, whether it is checked after every call) of every watched module and class."""
     for module_name, module in list(sys.modules.items()):
         if isinstance(module, types.ModuleType) and _watched(module_name):
             yield module_name, vars(module), True
+            own = module_name == "dpbench" or module_name.startswith("dpbench.")
             for name, value in list(vars(module).items()):
                 if isinstance(value, type) and value.__module__ == module_name:
-                    yield f"{module_name}.{name}", vars(value), True
+                    yield f"{module_name}.{name}", vars(value), own
     for cls in (torch.Tensor, torch._C.TensorBase):  # a name added to Tensor shadows TensorBase's method
         yield f"{cls.__module__}.{cls.__qualname__}", vars(cls), True
 

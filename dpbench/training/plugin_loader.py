@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from dpbench.privacy.accountant import epsilon
 from dpbench.privacy.calibration import NoiseShape, TrainingPlan, calibrate_noise_multiplier
-from dpbench.privacy.containment import arm, call_contained
+from dpbench.privacy.containment import arm, call_contained, check_integrity
 from dpbench.privacy.ledger import PrivacyLedger
 from dpbench.privacy.mechanism import (
     Mechanism,
@@ -124,6 +124,7 @@ def prepare_mechanism(
     name = display_name(options.pop("name", None), target, cls)
     if isinstance(cls, type) and issubclass(cls, Mechanism):
         mechanism = call_contained(name, "__init__", _instantiate, target, options)
+        check_integrity(name, "__init__")
         declared = declared_values(mechanism)
         noise_multiplier = noise_for(
             lambda step, epoch: structured_call(
@@ -155,6 +156,7 @@ def prepare_mechanism(
 
         noise_multiplier = noise_for(_reported_shape(build(1.0), name))
         plugin = build(noise_multiplier)
+        check_integrity(name, "__init__")
         settings = dict(verification or {})
         verifier = PluginVerifier(
             parameter_shapes,

@@ -21,7 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import dpbench.privacy.noise as kernel_noise
 from dpbench.engine.per_sample import MaterializedGradients
 from dpbench.privacy import containment
-from dpbench.privacy.containment import ContainmentError, arm, call_contained
+from dpbench.privacy.containment import ContainmentError, arm, call_contained, check_integrity
 from dpbench.privacy.isolation import IsolationError
 from dpbench.privacy.mechanism import Mechanism, MechanismContractError, build_plugin
 from dpbench.privacy.privatizer import PluginPrivatizer, StructuredPrivatizer
@@ -437,8 +437,9 @@ def test_the_json_encoder_and_new_names_in_torch_are_watched(monkeypatch):
     import json
 
     arm()
+    call_contained("rewrites", "__init__", monkeypatch.setattr, json.JSONEncoder, "iterencode", lambda *a: iter(()))
     with pytest.raises(ContainmentError, match=r"json.encoder.JSONEncoder.iterencode"):
-        call_contained("rewrites", "__init__", monkeypatch.setattr, json.JSONEncoder, "iterencode", lambda *a: iter(()))
+        check_integrity("rewrites", "the end of epoch 1")  # before anything writes results
     monkeypatch.undo()
     arm()
     with pytest.raises(ContainmentError, match=r"torch._stash \(added\)"):
