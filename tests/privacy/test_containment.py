@@ -16,6 +16,7 @@ import threading
 
 import pytest
 import torch
+from kernel_steps import SHAPES, batch, run_steps
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import dpbench.privacy.noise as kernel_noise
@@ -26,18 +27,6 @@ from dpbench.privacy.isolation import IsolationError
 from dpbench.privacy.mechanism import Mechanism, MechanismContractError, build_plugin
 from dpbench.privacy.privatizer import PluginPrivatizer, StructuredPrivatizer
 from mechanisms.examples.flat_clip_plugin import FlatClipPlugin
-
-SHAPES = [torch.Size([3, 2]), torch.Size([2])]
-
-
-def batch(seed: int = 0, size: int = 6) -> list[torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return [torch.randn((size, *s), generator=generator) for s in SHAPES]
-
-
-def run_steps(mechanism: Mechanism, steps: int = 2) -> list:
-    privatizer = StructuredPrivatizer(mechanism, SHAPES, 10.0, 6.0, 0.1, generator=torch.Generator().manual_seed(1))
-    return [privatizer.release([MaterializedGradients(batch(step))], step, 0) for step in range(steps)]
 
 
 def plugin_releases(plugin_class: type, steps: int = 2) -> list:

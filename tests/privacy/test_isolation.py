@@ -17,6 +17,7 @@ import weakref
 import numpy as np
 import pytest
 import torch
+from kernel_steps import SHAPES, batch, run_steps
 
 from dpbench.engine.per_sample import MaterializedGradients
 from dpbench.privacy.isolation import IsolationError
@@ -24,18 +25,6 @@ from dpbench.privacy.mechanism import Mechanism, MechanismContractError
 from dpbench.privacy.privatizer import StructuredPrivatizer
 from mechanisms.adaptive import AdaptiveClipping
 from mechanisms.normalized import AutomaticClipping
-
-SHAPES = [torch.Size([3, 2]), torch.Size([2])]
-
-
-def batch(seed: int = 0, size: int = 6) -> list[torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return [torch.randn((size, *s), generator=generator) for s in SHAPES]
-
-
-def run_steps(mechanism: Mechanism, steps: int = 2) -> list:
-    privatizer = StructuredPrivatizer(mechanism, SHAPES, 10.0, 6.0, 0.1, generator=torch.Generator().manual_seed(1))
-    return [privatizer.release([MaterializedGradients(batch(step))], step, 0) for step in range(steps)]
 
 
 class NormInGradient(Mechanism):
