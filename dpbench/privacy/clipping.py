@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -152,14 +152,37 @@ def _raw_data_hook(
     mechanism: Mechanism, declared: Declared, hook: str, group_norms: torch.Tensor, thresholds: torch.Tensor,
     step: int, epoch: int,
 ) -> torch.Tensor:
-    """Call a hook that sees un-noised norms with copies of them; the base class's own hooks are kernel
-    code, a subclass's run contained and isolated (any change to the state its code can reach is refused),
-    its result made a plain tensor inside that."""
-    args = (group_norms.clone(), thresholds.clone(), step, epoch)
+    """Call a hook that sees un-noised norms: the base class's own hooks are kernel code; a subclass's runs
+    contained and isolated (any change to the state its code can reach is refused), *per example*
+    (:func:`per_example`), on copies of the norms, its result made a plain tensor inside that."""
     if class_hook(mechanism, declared, hook) is Mechanism.__dict__[hook]:
-        return Mechanism.__dict__[hook](mechanism, *args)
+        return Mechanism.__dict__[hook](mechanism, group_norms.clone(), thresholds.clone(), step, epoch)
 
     def isolated() -> torch.Tensor:
-        return plain_tensor(call_isolated(mechanism, hook, declared.name, step, *args), hook, declared.name, step)
+        function, norms = getattr(mechanism, hook), group_norms.clone()
+        rows = call_isolated(mechanism, hook, declared.name, step,
+                             lambda: per_example(lambda own: function(own, thresholds.clone(), step, epoch), norms))
+        return plain_tensor(rows, hook, declared.name, step)
 
     return call_contained(declared.name, f"{hook} at step {step}", isolated)
+
+
+# vmap's first use loads torch's decompositions, which reads the call stack: done here, at import, so that it
+# does not happen inside a mechanism's contained call (where reading the stack is refused).
+torch.func.vmap(torch.neg)(torch.zeros(1))
+
+
+def per_example(hook: Callable[[torch.Tensor], torch.Tensor], group_norms: torch.Tensor) -> torch.Tensor:
+    """``hook`` applied to each example's norms alone (a ``[1, G]`` batch), the results stacked: an example's
+    clipping factor (or statistic) can then depend on its own norms only. A hook of the whole ``[B, G]``
+    matrix could make one example's factor depend on another's norm (zero every factor when some example's
+    norm is large: one example then moves the sum by up to B C_g, with C_g recorded), and the kernel's bound,
+    checked example by example, would not see it. ``torch.func.vmap`` evaluates the hook once for all
+    examples, each seeing only its own row; a hook that vmap cannot run (Python control flow on the values)
+    is called row by row instead."""
+    if group_norms.shape[0] == 0:
+        return hook(group_norms)
+    try:
+        return torch.func.vmap(lambda row: hook(row.unsqueeze(0)).squeeze(0), randomness="error")(group_norms)
+    except (RuntimeError, ValueError, NotImplementedError):
+        return torch.cat([hook(group_norms[i:i + 1]) for i in range(group_norms.shape[0])])

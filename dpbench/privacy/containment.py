@@ -91,8 +91,9 @@ WATCHED_MODULES = (
 whose namespaces, and the classes they define, the kernel, its accountants and its result writers call
 through."""
 PACKAGES = ("dpbench", "opacus.accountants", "dp_accounting")
-CACHES = frozenset({"__slotnames__"})
-"""Names the interpreter itself adds to a class (copyreg caches its slot names there when it is pickled)."""
+CACHES = frozenset({"__slotnames__", "__warningregistry__"})
+"""Names the interpreter itself adds: copyreg caches a class's slot names in it when it is pickled, and a
+warning records itself in the module that issued it."""
 T = TypeVar("T")
 
 

@@ -33,7 +33,7 @@ import threading
 import types
 import weakref
 from collections import defaultdict, deque
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -294,8 +294,14 @@ def _global_names(code: types.CodeType) -> set[str]:
 def _tensor_state(tensor: torch.Tensor) -> tuple:
     """A tensor's whole state: for a dense tensor the bytes of its entire storage (data beyond the view
     too) with shape, strides and offset; its dtype, device, ``requires_grad`` and version counter (which
-    every in-place operation moves, even one that leaves the values as they were)."""
-    data = tensor.detach()
+    every in-place operation moves, even one that leaves the values as they were). A tensor kept from inside
+    the per-example (vmap) evaluation of a raw-data hook cannot be read at all: a new object, unequal to any
+    state before."""
+    try:
+        data = tensor.detach()
+        data.untyped_storage()
+    except RuntimeError:
+        return ("tensor that escaped the per-example evaluation", object())
     version = None if data.is_inference() else data._version
     meta = (data.dtype, data.device, tensor.requires_grad, version)
     if data.layout != torch.strided or data.is_meta:
@@ -351,10 +357,10 @@ def instance_dict(obj: object) -> dict | None:
     return None
 
 
-def call_isolated(mechanism: object, hook: str, name: str, step: int, *args: object) -> Any:
-    """``getattr(mechanism, hook)(*args)``, refused if it changes any state the mechanism's code can
-    reach. The arguments are the caller's own copies: the hook may read them, and a change it makes
-    to them is invisible to the kernel."""
+def call_isolated(mechanism: object, hook: str, name: str, step: int, call: Callable[[], Any]) -> Any:
+    """``call()`` (which runs ``mechanism``'s ``hook`` on the caller's own copies of its arguments: the hook
+    may read them, and a change it makes to them is invisible to the kernel), refused if it changes any
+    state the mechanism's code can reach."""
     before = StateFingerprint(mechanism)
     if before.unreadable:
         shown = ", ".join(before.unreadable[:5]) + (f" and {len(before.unreadable) - 5} more" if len(before.unreadable) > 5 else "")
@@ -364,8 +370,14 @@ def call_isolated(mechanism: object, hook: str, name: str, step: int, *args: obj
             "mechanism's state in values the check compares (numbers, strings, bytes, containers, tensors, arrays, "
             "generators, objects with attributes), or move this object out of the mechanism's reach"
         )
-    result = getattr(mechanism, hook)(*args)
-    after = StateFingerprint(mechanism)
+    result = call()
+    try:
+        after = StateFingerprint(mechanism)
+    except RuntimeError as error:  # e.g. a tensor kept from inside the per-example (vmap) evaluation
+        raise IsolationError(
+            f"mechanism '{name}' at step {step}: {hook} sees un-noised per-example data and left state the isolation "
+            f"check cannot read ({str(error)[:120]}); keep raw-data hooks free of side effects"
+        ) from error
     changed = before.changes(after)
     if changed:
         shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")

@@ -358,14 +358,16 @@ class StashBehindAFakeDict(Mechanism):
 
 
 class FinalizerOnTheKernelsArgument(Mechanism):
+    """A finalizer runs when its object is collected: after the call, outside every check."""
+
     name = "finalizer"
     stash: list = []
 
-    def clip_factors(self, group_norms, thresholds, step, epoch):
+    def postprocess(self, gradient, step, epoch):
         import weakref
 
-        weakref.finalize(group_norms, type(self).stash.append, group_norms.clone())
-        return super().clip_factors(group_norms, thresholds, step, epoch)
+        weakref.finalize(gradient[0], type(self).stash.append, step)
+        return gradient
 
 
 def test_a_hook_set_on_the_instance_is_refused():
@@ -433,3 +435,51 @@ def test_the_json_encoder_and_new_names_in_torch_are_watched(monkeypatch):
     arm()
     with pytest.raises(ContainmentError, match=r"torch._stash \(added\)"):
         call_contained("stashes", "clip_factors", lambda: monkeypatch.setattr(torch, "_stash", [], raising=False))
+
+
+# ------------------------------------------------------------------------ a third red team's routes
+class ZeroesEveryoneIfOneIsLarge(Mechanism):
+    """Every factor x norm <= C holds, but one example's norm decides everyone's factor."""
+
+    name = "cross_example"
+
+    def clip_factors(self, group_norms, thresholds, step, epoch):
+        factors = torch.clamp(thresholds / group_norms, max=1.0)
+        return factors * 0 if bool((group_norms > 50 * thresholds).any()) else factors
+
+
+class StatisticOfTheWholeBatch(Mechanism):
+    name = "cross_statistic"
+    statistic_noise = 10.0
+
+    def clip_statistic(self, group_norms, thresholds, step, epoch):
+        large = (group_norms > 50 * thresholds).any()
+        return torch.full((group_norms.shape[0],), 0.5 if bool(large) else -0.5)
+
+
+def contribution_of_one_large_example(mechanism: Mechanism) -> float:
+    """How far one example of norm 100 C moves the un-noised clipped sum (C = 1)."""
+    from dpbench.privacy.clipping import check_groups, clip_chunk, clipping_plan
+
+    groups = check_groups([[0, 1]], 2)
+    plan = clipping_plan(mechanism, groups, 0, 0)
+    base = batch(0)
+    large = [torch.cat([g, torch.full((1, *g.shape[1:]), 100.0 / (g[0].numel() + 2) ** 0.5)]) for g in base]
+    sums = [clip_chunk(MaterializedGradients(b), mechanism, plan, 0, 0).gradient_sum for b in (base, large)]
+    return float(torch.cat([(a - b).flatten() for a, b in zip(*sums)]).norm())
+
+
+def test_an_examples_factor_depends_on_its_own_norms_only():
+    """The red team's version moved the sum by 248 C with C recorded; per example, one example moves it by C."""
+    assert contribution_of_one_large_example(ZeroesEveryoneIfOneIsLarge(1.0)) <= 1.0 + 1e-6
+
+
+def test_an_examples_statistic_depends_on_its_own_norms_only():
+    from dpbench.privacy.clipping import check_groups, clip_chunk, clipping_plan
+
+    mechanism = StatisticOfTheWholeBatch(1.0)
+    plan = clipping_plan(mechanism, check_groups([[0, 1]], 2), 0, 0)
+    base = batch(0)
+    large = [torch.cat([g, torch.full((1, *g.shape[1:]), 100.0)]) for g in base]
+    statistics = [clip_chunk(MaterializedGradients(b), mechanism, plan, 0, 0).statistic_sum for b in (base, large)]
+    assert abs(statistics[1] - statistics[0]) <= 0.5  # STATISTIC_BOUND: the one example's own value
