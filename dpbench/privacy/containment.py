@@ -12,7 +12,8 @@ Two defences, both on every call of mechanism code (:func:`contained`):
 
 - *refused while it runs*: an audit hook (:pep:`578`) refuses, on the thread running the mechanism, every
   way Python offers to obtain a frame (``sys._getframe`` and so ``inspect.currentframe``, a traceback's,
-  generator's or coroutine's frame) or to swap a function's code, and, on every thread while it runs,
+  generator's or coroutine's frame) or to replace a watched function's code or defaults, and, on every
+  thread while it runs,
   every way to reach other threads' frames or arbitrary objects (``sys._current_frames``,
   ``gc.get_objects``, ``gc.get_referrers``, ``gc.get_referents``) or to run code the kernel cannot see
   (``ctypes``, new audit hooks, ``sys.monitoring``, a fork); a thread it starts must have ended, and it may
@@ -47,6 +48,7 @@ from __future__ import annotations
 import _thread
 import gc
 import logging
+import operator
 import signal
 import sys
 import threading
@@ -82,6 +84,7 @@ STACK_TEXT = frozenset({traceback.extract_stack.__code__, traceback.format_stack
 """``traceback.extract_stack`` and ``format_stack`` (which ``torch.manual_seed`` calls) take their own frame and
 return the stack as text (file, line, function names; no frames, no locals): allowed."""
 FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
+FUNCTION_ATTRIBUTES = frozenset({"__code__", "__defaults__", "__kwdefaults__"})
 WATCHED_MODULES = (
     "dpbench", "torch", "torch.nn.functional", "torch.linalg", "torch.random", "torch.nn.modules.module",
     "numpy", "numpy.random", "random", "math", "json", "json.encoder", "json.decoder", "logging", "os", "builtins",
@@ -124,8 +127,9 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         refused = ON_ITS_THREAD.get(event)
         if refused is None and event == "object.__getattr__" and len(args) > 1 and args[1] in FRAME_ATTRIBUTES:
             refused = f"read a call-stack frame ({args[1]})"
-        if refused is None and event == "object.__setattr__" and len(args) > 1 and args[1] == "__code__":
-            refused = "replace a function's code"
+        if (refused is None and event == "object.__setattr__" and len(args) > 1 and args[1] in FUNCTION_ATTRIBUTES
+                and _watched_name(getattr(args[0], "__module__", None))):
+            refused = f"replace the {args[1]} of {getattr(args[0], '__qualname__', 'a function')} (a watched module's)"
     if refused is not None:
         _attempts.append(refused)
         raise ContainmentError(f"mechanism code may not {refused}")
@@ -202,9 +206,11 @@ class ProcessIntegrity:
     builtin or a base class's method, counts as a change; a submodule's name does not).
 
     After each call of mechanism code everything the kernel's step runs through is checked (the hooks, every
-    watched module's namespace, dpbench's classes and functions, torch's tensor classes: about 1 ms); the
-    classes of the other watched modules (the accountants', json's, logging's, torch's own), which only
-    the end of an epoch and of the run call, are checked there (:func:`check_integrity`), before they are."""
+    watched module's namespace, dpbench's classes, torch's tensor classes: under 1 ms, flattened into a few
+    C-level passes); the classes of the other watched modules (the accountants', json's, logging's, torch's
+    own) and logging's handlers, which only the end of an epoch and of the run use, and dpbench functions'
+    code and defaults (whose replacement inside a call the audit hook refuses) are checked there
+    (:func:`check_integrity`), before they are used."""
 
     def __init__(self) -> None:
         self.hooks = _hooks()
@@ -212,10 +218,27 @@ class ProcessIntegrity:
             (label, namespace, tuple(namespace), _identities(namespace, tuple(namespace)), every_call)
             for label, namespace, every_call in _namespaces()
         ]
-        self.functions = [(label, function, _function_identity(function)) for label, function in _functions()]
+        # the step's namespaces flattened, so that the check after every call is a few C-level passes
+        step = [(namespace, keys) for _, namespace, keys, _, every_call in self.namespaces if every_call]
+        self.step_namespaces = [namespace for namespace, _ in step]
+        self.step_spaces = [namespace for namespace, keys in step for _ in keys]
+        self.step_keys = [key for _, keys in step for key in keys]
+        self.step_identities = self._step_identities()
+        self.functions = list(_functions())
+        self.function_parts = _function_parts([function for _, function in self.functions])
+        self.logging = _logging_identity()
+
+    def _step_identities(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        try:
+            values = tuple(map(id, map(operator.getitem, self.step_spaces, self.step_keys)))
+        except KeyError:  # a name was deleted
+            return None
+        return tuple(map(len, self.step_namespaces)), values
 
     def changes(self, whole: bool = True) -> list[str]:
         """What changed since the baseline, described: everything, or (``whole=False``) what a step uses."""
+        if not whole and self._step_identities() == self.step_identities and _hooks() == self.hooks:
+            return []
         hooks = _hooks()
         changed = [key for key, value in self.hooks.items() if hooks.get(key) != value]
         changed += [key for key in hooks.keys() - self.hooks.keys()]
@@ -232,11 +255,15 @@ class ProcessIntegrity:
                     for key in added
                     if key not in CACHES and not isinstance(namespace[key], types.ModuleType)
                 ]
-        changed += [
-            f"{label} (code or defaults)"
-            for label, function, identity in self.functions
-            if _function_identity(function) != identity
-        ]
+        now = _function_parts([function for _, function in self.functions]) if whole else self.function_parts
+        if now != self.function_parts:
+            changed += [
+                f"{label} (code or defaults)"
+                for index, (label, _) in enumerate(self.functions)
+                if any(a[index] != b[index] for a, b in zip(now, self.function_parts))
+            ]
+        if whole and _logging_identity() != self.logging:
+            changed.append("logging's loggers, handlers, filters and formatters")
         return changed
 
     def check(self, mechanism: str, what: str, whole: bool = True) -> None:
@@ -273,7 +300,6 @@ def _hooks() -> dict[str, object]:
         "garbage-collector callbacks (gc.callbacks)": tuple(map(id, gc.callbacks)),
         "torch function modes": torch._C._len_torch_function_stack(),
         "torch dispatch modes": torch._C._len_torch_dispatch_stack(),
-        "logging's loggers, handlers, filters and formatters": _logging_identity(),
     } | handlers | global_hooks
 
 
@@ -289,6 +315,14 @@ def _logging_identity() -> tuple[int, ...]:
         for handler in logger.handlers:
             parts += [id(handler.formatter), *map(id, handler.filters), *map(id, vars(handler).values())]
     return tuple(parts)
+
+
+def _watched_name(module_name: object) -> bool:
+    """Whether a function of this module is one the kernel's checks watch (or its own module's: any module
+    of a watched package, not just the watched modules' own namespaces)."""
+    return isinstance(module_name, str) and (
+        module_name == __name__ or module_name.split(".")[0] in {name.split(".")[0] for name in WATCHED_MODULES}
+    )
 
 
 def _watched(module_name: str) -> bool:
@@ -329,8 +363,12 @@ def _identities(namespace: Any, keys: tuple[str, ...]) -> tuple[int, ...]:
     return tuple(map(id, map(namespace.get, keys)))
 
 
-def _function_identity(function: types.FunctionType) -> tuple[int, ...]:
-    return id(function.__code__), id(function.__defaults__), id(function.__kwdefaults__)
+FUNCTION_PARTS = tuple(operator.attrgetter(name) for name in ("__code__", "__defaults__", "__kwdefaults__"))
+
+
+def _function_parts(functions: list[types.FunctionType]) -> tuple[tuple[int, ...], ...]:
+    """The identities of the functions' code, defaults and keyword defaults."""
+    return tuple(tuple(map(id, map(part, functions))) for part in FUNCTION_PARTS)
 
 
 _baseline: ProcessIntegrity | None = None
