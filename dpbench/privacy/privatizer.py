@@ -144,6 +144,8 @@ class PluginProbe(Protocol):
     schedule the plugin cannot know), and the probe itself, made after the release from the plugin's
     state before it, with the release as the probe's first draw."""
 
+    def watch(self, plugin: ResearcherMechanism) -> None: ...
+
     def will_probe(self, step: int, epoch: int, batch_size: int) -> bool: ...
 
     def probe(
@@ -176,6 +178,8 @@ class PluginPrivatizer:
     ) -> None:
         self.plugin = plugin
         self.verifier = verifier
+        if verifier is not None:
+            verifier.watch(plugin)  # its shared state is snapshotted before each probed release
         self.name = name
         self.parameter_shapes = [torch.Size(s) for s in parameter_shapes]
         self.max_grad_norm = max_grad_norm

@@ -24,7 +24,11 @@ and a **ladder of norms**, ``norm-<r>C``: random directions at ``LADDER_RUNGS`` 
 ``[1, LADDER_RATIO)``. A plugin whose sensitivity exceeds C only for some norms (it clips only above
 1000 C, or drops huge examples and adds less noise) is measured at a norm where it does: one rung always
 lies in ``[2 C, 8 C)``, ``[8 C, 32 C)`` and so on, so one that lets norms up to ``T >= 8 C`` through
-unclipped is caught at every probe, and one with a smaller ``T`` at a share of probes.
+unclipped is caught at every probe, and one with a smaller ``T`` at a share of probes. Four far rungs, at
+``10^6``, ``10^9``, ``10^12`` and ``10^15`` x C x the same factor, catch a plugin that stops clipping only
+above some norm ``T`` beyond the near ladder: every ``T`` under 1e15 C has a rung above it at every probe. One
+that misbehaves only in a window of norms between two rungs (say only in [1e7 C, 1e8 C]) is caught only at the
+probes whose secret factor puts a rung in it, and one that misbehaves only above 4e15 C not at all.
 
 Each added example goes in at a row of its own, drawn by the probe's secret generator (``spread`` always
 last, as the state-channel test needs, and ``every-layer`` always first), so a plugin that treats some row
@@ -44,10 +48,14 @@ import torch
 HUGE = 1e4
 INSIDE = 1e-3
 LADDER_BASE, LADDER_RATIO, LADDER_RUNGS = 0.5, 4.0, 7
+# Rungs far above the ladder, at 10^e C (times the same secret factor): a plugin that clips only above 1e6 C is
+# measured there. The highest, under 4e15 C, keeps an honest float32 plugin's squared norms (under 1.6e31 C^2,
+# 1.6e33 at C = 10) far below float32's 3.4e38.
+FAR_RUNGS = (6, 9, 12, 15)
 QUIETEST_COORDINATE = "one-coordinate"
 HUGE_EXAMPLES = ("spread", "every-layer", "one-layer", QUIETEST_COORDINATE, "opposite-mean")
 REMOVALS = ("remove-first", "remove-random")
-NEIGHBOURS_PER_PROBE = len(HUGE_EXAMPLES) + 1 + LADDER_RUNGS + len(REMOVALS)
+NEIGHBOURS_PER_PROBE = len(HUGE_EXAMPLES) + 1 + LADDER_RUNGS + len(FAR_RUNGS) + len(REMOVALS)
 
 
 @dataclass(frozen=True)
@@ -72,9 +80,11 @@ def _unit(shape: torch.Size, generator: torch.Generator, like: torch.Tensor) -> 
 
 
 def ladder_norms(max_grad_norm: float, secret: torch.Generator) -> list[float]:
-    """The ladder's norms: ``LADDER_BASE x LADDER_RATIO^k x C x j``, one log-uniform ``j`` in ``[1, LADDER_RATIO)``."""
+    """The ladder's norms: ``LADDER_BASE x LADDER_RATIO^k x C x j`` and ``10^e x C x j`` for ``e`` in
+    ``FAR_RUNGS``, one log-uniform ``j`` in ``[1, LADDER_RATIO)``."""
     jitter = LADDER_RATIO ** float(torch.rand((), generator=secret, dtype=torch.float64))
-    return [LADDER_BASE * LADDER_RATIO**k * jitter * max_grad_norm for k in range(LADDER_RUNGS)]
+    near = [LADDER_BASE * LADDER_RATIO**k * jitter * max_grad_norm for k in range(LADDER_RUNGS)]
+    return near + [10.0**e * jitter * max_grad_norm for e in FAR_RUNGS]
 
 
 def added_examples(

@@ -162,3 +162,86 @@ class ShapePool:
     def add(self, values: torch.Tensor) -> None:
         self.total += float(values.sum())
         self.coordinates += int(values.numel())
+
+
+# ------------------------------------------------------------------------------------------------ atoms
+# The atom test's level: an honest plugin's ties exceed the allowance with probability at most this per probe.
+ATOM_ALPHA = 1e-7
+# A coordinate is tested only where its measured noise std is at least this many times its values' spacing (the
+# step of the values' floating-point grid at their largest magnitude; the grid is the coarsest of bfloat16,
+# float16 and the output's dtype that the values lie on): rounding then makes two continuous draws equal with
+# probability at most ``1 / (sqrt(pi) x ATOM_MIN_SPACINGS)`` per pair.
+ATOM_MIN_SPACINGS = 200.0
+# The tie probability of each pair is bounded with the true std at half the measured one (at K = 8 a measured std
+# reads twice the true one with probability 2e-4; and the mean of 1 / measured std over many coordinates is
+# 1.13 / true std, so the sum of the bounds is conservative by about 2.3x).
+ATOM_STD_MARGIN = 2.0
+
+
+@dataclass(frozen=True)
+class AtomTest:
+    """Exact ties between a coordinate's draws under different random streams: continuous noise never has two
+    draws exactly equal, up to rounding; noise with an atom (exactly zero noise on a share of coordinates in
+    each draw, a lattice) has them at a fixed rate."""
+
+    coordinates: int  # coordinates tested (noise std >= ATOM_MIN_SPACINGS spacings)
+    ties: int  # equal pairs of adjacent sorted draws, summed over those coordinates
+    allowance: int  # the most ties an honest plugin shows with probability 1 - level
+    level: float
+
+    @property
+    def gaussian(self) -> bool:
+        return self.ties <= self.allowance
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "gaussian": self.gaussian}
+
+
+def value_grid(values: torch.Tensor) -> torch.dtype:
+    """The coarsest floating-point type all ``values`` are exactly representable in: bfloat16, float16 or
+    their own (a plugin that computes in half precision and returns float32, as mixed precision does, has
+    values on float16's grid, where honest draws tie far more often than on float32's)."""
+    for narrow in (torch.bfloat16, torch.float16):
+        if torch.finfo(narrow).bits >= torch.finfo(values.dtype).bits:
+            continue
+        finite = values.abs().max() <= torch.finfo(narrow).max if values.numel() else True
+        if finite and torch.equal(values.to(narrow).to(values.dtype), values):
+            return narrow
+    return values.dtype
+
+
+def atom_test(draws: list[list[torch.Tensor]], level: float = ATOM_ALPHA) -> AtomTest:
+    """Count exact ties between draws of the same coordinate (``draws[k][p]``: draw ``k`` of tensor ``p``) over
+    the coordinates whose noise is far above their values' floating-point spacing, against a Poisson bound.
+
+    Under continuous noise of std ``s`` a pair of draws of a coordinate is equal only when rounding to the
+    output's dtype merges them: their difference, ``N(0, 2 s^2)``, must be under the spacing ``u`` of the values,
+    probability at most ``u / (sqrt(pi) s)``. The expected number of tied pairs is at most ``lambda = sum_i
+    C(K, 2) u_i ATOM_STD_MARGIN / (sqrt(pi) s_i)`` over the tested coordinates (``s_i`` measured; the margin
+    covers a measured std reading high), and the ties (a sum of rare, nearly independent indicators) exceed
+    Poisson(lambda)'s upper ``level`` quantile with probability about ``level``. Coordinates whose noise is
+    within ``ATOM_MIN_SPACINGS`` spacings of their values (a float16 output, noise tiny against the value)
+    are not tested, so honest noise that rounding makes discrete is never charged."""
+    from scipy.stats import poisson
+
+    k = len(draws)
+    coordinates, ties, expected = 0, 0, 0.0
+    for p in range(len(draws[0])):
+        dtype = draws[0][p].dtype
+        if not dtype.is_floating_point:
+            continue
+        stacked = torch.stack([d[p].detach().reshape(-1).to("cpu") for d in draws])
+        grid = value_grid(stacked)
+        values = stacked.to(torch.float64)
+        largest = values.abs().max(dim=0).values.clamp_min(torch.finfo(grid).tiny)
+        spacing = torch.finfo(grid).eps * torch.exp2(torch.floor(torch.log2(largest)))  # the grid's step there
+        std = values.std(dim=0)
+        tested = std >= ATOM_MIN_SPACINGS * spacing
+        if not bool(tested.any()):
+            continue
+        ordered = stacked[:, tested].sort(dim=0).values
+        ties += int((ordered[1:] == ordered[:-1]).sum())
+        coordinates += int(tested.sum())
+        expected += float((spacing[tested] / std[tested]).sum()) * k * (k - 1) / 2 * ATOM_STD_MARGIN / math.sqrt(math.pi)
+    allowance = int(poisson.isf(level, expected)) if expected > 0 else 0
+    return AtomTest(coordinates, ties, allowance, level)

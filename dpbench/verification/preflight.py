@@ -155,8 +155,10 @@ def preflight(
     ledger = PrivacyLedger()
     with isolated_randomness():
         seed_globals(seed)
+        plugin = build_plugin(factory, name)
+        verifier.watch(plugin)
         privatizer = PluginPrivatizer(
-            build_plugin(factory, name), name, run.shapes, run.max_grad_norm, run.sampling_rate, seed, verifier=verifier
+            plugin, name, run.shapes, run.max_grad_norm, run.sampling_rate, seed, verifier=verifier
         )
         for step, grads in enumerate(fake_gradients(run, steps, seed)):
             epoch = step // run.steps_per_epoch

@@ -1,5 +1,6 @@
-"""The state a plugin's copies share, put back after a probe: the data attributes of the plugin's own classes
-and the data globals of their modules.
+"""The state a plugin's copies share, put back before every call of a probe (to the snapshot taken before the
+step's release) and after the probe (to the state the release left): the data attributes of the plugin's own
+classes, the data globals of their modules, and the defaults and closure cells of the functions they define.
 
 A probe calls deep copies of the plugin, so the plugin's instance state is untouched; but every copy shares its
 class and its module. A plugin that counts its calls there (a class attribute, a module-level dict) learns
@@ -10,11 +11,17 @@ run as it would have been without probing (a module-level cache or generator a p
 the run too). Other channels (other modules, files, time) stay open: docs/verification.md, Limits.
 
 Which state: the classes of ``type(plugin).__mro__`` defined outside the standard library, dpbench and the
-numeric libraries, and their modules' globals; of those, every attribute that is data (numbers, strings,
+numeric libraries, and their modules' globals; the defaults, keyword defaults and closure cells of the
+functions those modules and classes define (a mutable default ``def _store(d={})`` is a module-level dict by
+another name); of those, every attribute that is data (numbers, strings,
 containers, tensors, arrays, generators, and objects of the plugin's own classes; not code, and not a
 library's objects). Containers, tensors, arrays, generators and objects are restored in
 place (so references held elsewhere see the restored value), other values by reassignment; names added during
 the probe are removed.
+
+Before each call, too: a plugin that counts a step's calls there can otherwise release its first call
+un-noised and make the later ones (the verifier's) look honest; restored before each, every call of a probe is
+the step's first. State elsewhere (another library's module, files) is not restored (docs/verification.md).
 """
 
 from __future__ import annotations
@@ -94,26 +101,96 @@ def _restore_in_place(current: Any, saved: Any) -> bool:
     return True
 
 
-@contextmanager
-def shared_state_restored(plugin: Any) -> Iterator[None]:
-    """Run the block, then put the plugin's classes' and modules' data back as they were when it began."""
-    saved: list[tuple[Any, set[str], dict[str, Any], dict[str, Any]]] = []
-    for owner in plugin_owners(plugin):
-        namespace = _data(vars(owner))
-        values, copies = {}, {}
-        for name, value in namespace.items():
-            try:
-                copies[name] = copy.deepcopy(value)
-            except Exception:  # a value that cannot be copied is left as the probe leaves it
-                continue
-            values[name] = value
-        saved.append((owner, set(namespace), values, copies))
+def _plugin_functions(owners: list[Any]) -> list[types.FunctionType]:
+    """The functions the plugin's own modules and classes define (module-level functions, methods, static and
+    class methods, properties' accessors), whose defaults and closures are state every copy shares."""
+    modules = {o.__name__ for o in owners if isinstance(o, types.ModuleType)}
+    found: dict[int, types.FunctionType] = {}
+    for owner in owners:
+        for value in vars(owner).values():
+            candidates = [value]
+            if isinstance(value, (staticmethod, classmethod)):
+                candidates = [value.__func__]
+            elif isinstance(value, property):
+                candidates = [value.fget, value.fset, value.fdel]
+            for fn in candidates:
+                if isinstance(fn, types.FunctionType) and fn.__module__ in modules:
+                    found[id(fn)] = fn
+    return list(found.values())
+
+
+def _copy(value: Any) -> tuple[bool, Any]:
     try:
-        yield
-    finally:
-        for owner, present, values, copies in saved:
+        return True, copy.deepcopy(value)
+    except Exception:  # a value that cannot be copied is left as the calls leave it
+        return False, None
+
+
+def _put_back(value: Any, saved: Any) -> Any:
+    """``value`` with ``saved``'s contents put into it where possible, else a fresh copy of ``saved``."""
+    fresh = copy.deepcopy(saved)  # the snapshot itself is never handed out: it may be restored again
+    return value if _restore_in_place(value, fresh) else fresh
+
+
+class SharedSnapshot:
+    """The data of the plugin's classes and modules (see the module docstring) and the defaults, keyword
+    defaults and closure cells of the functions they define, as they were when taken. :meth:`restore` puts
+    them back, as often as needed (each time from a fresh copy of the snapshot)."""
+
+    def __init__(self, plugin: Any) -> None:
+        owners = plugin_owners(plugin)
+        self._namespaces: list[tuple[Any, set[str], dict[str, tuple[Any, Any]]]] = []
+        for owner in owners:
+            namespace = _data(vars(owner))
+            values = {}
+            for name, value in namespace.items():
+                ok, saved = _copy(value)
+                if ok:
+                    values[name] = (value, saved)
+            self._namespaces.append((owner, set(namespace), values))
+        self._functions: list[tuple[types.FunctionType, Any, Any, list[tuple[Any, Any, Any]]]] = []
+        for fn in _plugin_functions(owners):
+            defaults = fn.__defaults__
+            kwdefaults = fn.__kwdefaults__
+            saved_defaults = None
+            if defaults is not None:
+                saved_defaults = [(v, *_copy(v)) if _is_data(v) else (v, False, None) for v in defaults]
+            saved_kwdefaults = None
+            if kwdefaults is not None:
+                saved_kwdefaults = {k: ((v, *_copy(v)) if _is_data(v) else (v, False, None)) for k, v in kwdefaults.items()}
+            cells = []
+            for cell in fn.__closure__ or ():
+                try:
+                    value = cell.cell_contents
+                except ValueError:  # an empty cell
+                    continue
+                if _is_data(value):
+                    ok, saved = _copy(value)
+                    if ok:
+                        cells.append((cell, value, saved))
+            self._functions.append((fn, saved_defaults, saved_kwdefaults, cells))
+
+    def restore(self) -> None:
+        for owner, present, values in self._namespaces:
             for name in set(_data(vars(owner))) - present:
                 delattr(owner, name)
-            for name, value in values.items():
-                restored = _restore_in_place(value, copies[name])  # the original object, as it was
-                setattr(owner, name, value if restored else copies[name])
+            for name, (value, saved) in values.items():
+                setattr(owner, name, _put_back(value, saved))
+        for fn, defaults, kwdefaults, cells in self._functions:
+            if defaults is not None:
+                fn.__defaults__ = tuple(_put_back(v, saved) if ok else v for v, ok, saved in defaults)
+            if kwdefaults is not None:
+                fn.__kwdefaults__ = {k: (_put_back(v, saved) if ok else v) for k, (v, ok, saved) in kwdefaults.items()}
+            for cell, value, saved in cells:
+                cell.cell_contents = _put_back(value, saved)
+
+
+@contextmanager
+def shared_state_restored(plugin: Any) -> Iterator[SharedSnapshot]:
+    """Run the block, then put the plugin's shared state (:class:`SharedSnapshot`) back as it was when it
+    began; the block gets that snapshot."""
+    snapshot = SharedSnapshot(plugin)
+    try:
+        yield snapshot
+    finally:
+        snapshot.restore()

@@ -5,7 +5,9 @@ step with probability ``probe_rate``, decided by hashes of the step and a secret
 the operating system's entropy, kept in the checkpoint so a resumed run probes the same steps; below
 ``probe_rate=1`` such an extra probe is dropped, and counted, while probing has cost more than
 ``max_overhead`` x the training time measured between calls) it probes deep copies of the plugin in its
-state before the step, inside a saved-and-restored random state, so the run's randomness is untouched.
+state before the step, inside a saved-and-restored random state, so the run's randomness is untouched, and
+each from the shared state (class, module and function data, :mod:`dpbench.verification.shared_state`) the
+release started from; one more call repeats the release, which must come out the same.
 The step's release, made by the kernel the same way at every step (:mod:`dpbench.privacy.plugin_streams`),
 is the probe's first draw: what is released at a probed step is one of the measured calls, and a plugin
 cannot tell a probed step from another when it makes its release (nor predict one: the schedule is secret).
@@ -15,7 +17,7 @@ cannot tell a probed step from another when it makes its release (nor predict on
 2. the shape of the noise those draws show (:mod:`dpbench.verification.noise_shape`): not Gaussian, at
    this probe or pooled over the run's probes, is multiplier 0 (no Gaussian accountant applies);
 3. one call per neighbouring batch (see :mod:`dpbench.verification.neighbours`: one example added at a
-   secret row, at norms from C/2 to 1e4 C and on the quietest tensor and coordinate, or one row removed),
+   secret row, at norms from C/2 to about 4e15 C and on the quietest tensor and coordinate, or one row removed),
    under the first draw's stream: the exact shift, hence the effective multiplier
    (:mod:`dpbench.verification.measurement`); the minimum over neighbours is the gradient's;
 4. the copies' state after each call: leaks and separate noised channels
@@ -64,6 +66,7 @@ from dpbench.verification.neighbours import NEIGHBOURS_PER_PROBE, QUIETEST_COORD
 from dpbench.verification.noise_shape import (
     SHAPE_ALPHA,
     ShapePool,
+    atom_test,
     ShapeTest,
     coordinate_kurtosis,
     quietest_coordinate,
@@ -77,7 +80,7 @@ from dpbench.verification.plugin_state import (
     separate_channel,
     snapshot,
 )
-from dpbench.verification.shared_state import shared_state_restored
+from dpbench.verification.shared_state import SharedSnapshot, shared_state_restored
 
 
 def fresh_instances_agree(
@@ -99,6 +102,20 @@ def fresh_instances_agree(
 MATCHED_MARGIN = 1e-3
 FRESH_INSTANCE = "fresh-instance"
 NOT_GAUSSIAN = "noise-not-gaussian"
+NOT_REPRODUCED = "release-not-reproduced"
+# A call from the release's state, batch and stream must give the release again, up to this fraction of each
+# tensor's measured noise std (room for non-deterministic reductions on an accelerator, nothing more).
+REPRODUCE_TOLERANCE = 1e-3
+
+
+def release_reproduced(release: list[torch.Tensor], again: list[torch.Tensor], std: Sequence[float]) -> bool:
+    """Whether ``again`` (a call from the release's state on its batch under its stream) equals ``release``
+    within ``REPRODUCE_TOLERANCE`` x each tensor's noise std."""
+    for a, b, s in zip(release, again, std):
+        difference = float((a.detach().to("cpu", torch.float64) - b.detach().to("cpu", torch.float64)).abs().max()) if a.numel() else 0.0
+        if not difference <= REPRODUCE_TOLERANCE * s:
+            return False
+    return True
 
 
 def _round_down(sigma: float) -> float:
@@ -172,6 +189,11 @@ class PluginVerifier:
         self._shape_pool = ShapePool()  # the noise-shape statistic over every probe's coordinates
         self._restore = False  # a plugin modified the probe's input tensors in place
         self._epoch_probe_owed = False  # the epoch's step had an empty batch: probe the next step with one
+        # The plugin whose shared state is snapshotted before each probed step's release (learned from the first
+        # probe, or given by watch), the snapshot, and the one every call of the probe in progress starts from.
+        self._watched: Any = None
+        self._pre_release: SharedSnapshot | None = None
+        self._call_state: SharedSnapshot | None = None
 
     # ----------------------------------------------------------------------------------------- schedule
     def epoch_step(self, step: int) -> bool:
@@ -210,9 +232,17 @@ class PluginVerifier:
             return False
         self._epoch_probe_owed = False
         if owed or self.probe_rate >= 1.0 or not self._over_budget():
+            # the state the release starts from: every call of the probe starts from it too
+            self._pre_release = SharedSnapshot(self._watched) if self._watched is not None else None
             return True
         self._skipped_for_budget += 1
         return False
+
+    def watch(self, plugin: Any) -> None:
+        """Snapshot ``plugin``'s shared state (its classes', modules' and functions' data) before each probed
+        release from now on (the kernel's plugin: :class:`~dpbench.privacy.privatizer.PluginPrivatizer` names
+        it when it is built)."""
+        self._watched = plugin
 
     def probe(
         self, plugin: Any, per_sample_grads: list[torch.Tensor], step: int, epoch: int,
@@ -225,10 +255,17 @@ class PluginVerifier:
         after the probe's calls could tell a probed step and claim more there than it was measured at).
         Raises a :class:`VerificationError` at a finding in strict mode."""
         started = time.perf_counter()
+        if self._watched is None:
+            self._watched = plugin
         try:
-            with isolated_randomness(), torch.no_grad(), shared_state_restored(plugin):
+            # after the probe the run goes on from the state the release left; each of the probe's calls starts
+            # from the state the release started from (a plugin that counts its calls in shared state sees
+            # every call as the release)
+            with isolated_randomness(), torch.no_grad(), shared_state_restored(plugin) as after_release:
+                self._call_state = self._pre_release if self._pre_release is not None else after_release
                 record, findings = self._probe(plugin, per_sample_grads, step, epoch, release, seed, claim)
         finally:
+            self._pre_release = self._call_state = None
             self._returned_at = time.perf_counter()
         self._probe_seconds += self._returned_at - started
         self._probes.append(record)
@@ -248,6 +285,8 @@ class PluginVerifier:
         """A fresh copy of ``plugin`` called on ``inputs`` (the probe's own tensors, never the real batch)
         under ``seed``. Inputs a plugin modified in place are restored from the real batch."""
         versions = [t._version for t in inputs]
+        if self._call_state is not None:
+            self._call_state.restore()
         copy, output = released_call(plugin, inputs, step, epoch, seed)
         check_plugin_output(output, self.parameter_shapes, self.mechanism, step)
         if [t._version for t in inputs] != versions:
@@ -269,7 +308,14 @@ class PluginVerifier:
             draws.append(output)
             states.append(snapshot(copy))
         scale, residuals = noise_scale(draws)
-        shapes = self._shape_tests(residuals)
+        reproduced = True
+        if self._pre_release is not None:
+            # the release again: same state, batch and stream. What a plugin's output depends on besides those
+            # (calls counted in another library's module, a file, the clock) shows here, at one call's cost
+            _, again = self._call(plugin, [g.clone() for g in grads], step, epoch, seeds[0])
+            reproduced = release_reproduced(draws[0], again, scale.std)
+        shapes: dict = self._shape_tests(residuals)
+        shapes["atoms"] = atom_test(draws)
 
         neighbours = probe_neighbours(
             grads, scale.upper(self.alpha), quietest_coordinate(residuals), self.max_grad_norm,
@@ -301,6 +347,8 @@ class PluginVerifier:
         worst = min(directions, key=lambda d: d.sigma)
         parts = [(worst.sigma, worst.upper, worst.probe)] + [(c.multiplier, c.upper, f"state:{c.path}") for c in channels]
         if self.plugin_factory is not None and self._fixed_noise is None:
+            if self._call_state is not None:
+                self._call_state.restore()
             self._fixed_noise = fresh_instances_agree(
                 self.plugin_factory, grads, step, epoch, (derive_seed(self.seed, step, 1 << 20), derive_seed(self.seed, step, 1 << 21))
             )
@@ -308,6 +356,8 @@ class PluginVerifier:
             parts.append((0.0, 0.0, FRESH_INSTANCE))
         if not all(test.gaussian for test in shapes.values()):
             parts.append((0.0, 0.0, NOT_GAUSSIAN))
+        if not reproduced:
+            parts.append((0.0, 0.0, NOT_REPRODUCED))
         measured = combined_multiplier([p[0] for p in parts])
         upper = combined_multiplier([p[1] for p in parts])
         label = " + ".join(p[2] for p in parts)
@@ -387,10 +437,15 @@ class PluginVerifier:
         if FRESH_INSTANCE in label:
             return ("two freshly built instances released identical outputs under different random streams: the "
                     "plugin's noise comes from a generator seeded from a constant, so it is no noise at all")
+        if NOT_REPRODUCED in label:
+            return ("a call from the state the release started from, on its batch and under its random stream, did "
+                    "not give the release again: the plugin's output depends on something the probe does not hold "
+                    "fixed (state kept outside its classes and modules), so what was measured is not what was released")
         if NOT_GAUSSIAN in label:
             return ("the noise across random streams is not Gaussian (its per-coordinate kurtosis on the sphere "
-                    f"differs from a Gaussian's beyond a false-alarm bound of {SHAPE_ALPHA:g}): a Gaussian "
-                    "accountant's epsilon does not hold for it")
+                    f"differs from a Gaussian's beyond a false-alarm bound of {SHAPE_ALPHA:g}, or draws of the same "
+                    "coordinate are exactly equal far more often than rounding explains: the noise has an atom): a "
+                    "Gaussian accountant's epsilon does not hold for it")
         first = parts[0]
         text = (f"noise std along the shift caused by one added '{first[2]}' example is {first[0]:.4g} x the shift "
                 "(whitened by the measured per-tensor noise scales)")
