@@ -66,8 +66,8 @@ from dpbench.verification.neighbours import NEIGHBOURS_PER_PROBE, QUIETEST_COORD
 from dpbench.verification.noise_shape import (
     SHAPE_ALPHA,
     ShapePool,
-    atom_test,
     ShapeTest,
+    atom_test,
     coordinate_kurtosis,
     quietest_coordinate,
     shape_test,
