@@ -114,6 +114,8 @@ REACHES = {
     "what refers to a tensor": lambda: gc.get_referrers(torch.zeros(1)),
     "a thread that outlives the call": lambda: threading.Thread(target=threading.Event().wait, args=(0.5,)).start(),
     "a thread that reads the kernel's frames": lambda: run_in_a_thread(sys._current_frames),
+    "native memory through ctypes": lambda: __import__("ctypes").addressof(__import__("ctypes").c_int(1)),
+    "an audit hook of its own": lambda: sys.addaudithook(lambda event, args: None),
     "a trace function": lambda: sys.settrace(None),
     "a profile function": lambda: sys.setprofile(None),
     "another function's code": lambda: setattr(kernel_noise.add_gaussian_noise, "__code__", (lambda: 0).__code__),
