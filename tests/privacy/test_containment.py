@@ -116,6 +116,7 @@ REACHES = {
     "a thread that reads the kernel's frames": lambda: run_in_a_thread(sys._current_frames),
     "native memory through ctypes": lambda: __import__("ctypes").addressof(__import__("ctypes").c_int(1)),
     "an audit hook of its own": lambda: sys.addaudithook(lambda event, args: None),
+    "a fork": lambda: __import__("os").fork(),  # refused before it forks
     "a trace function": lambda: sys.settrace(None),
     "a profile function": lambda: sys.setprofile(None),
     "another function's code": lambda: setattr(kernel_noise.add_gaussian_noise, "__code__", (lambda: 0).__code__),
