@@ -5,7 +5,9 @@ or from generators kept in its classes or modules. Every call of a plugin, the r
 each of the verifier's draws alike, runs a deep copy of it (:func:`copy_with_streams`) whose own
 generators are replaced by *fresh* ones, with its classes' and modules' generators reseeded in place
 (:func:`reseed_shared_generators`) and every global generator seeded from the call's seed
-(:func:`call_under_seed`), inside a saved-and-restored global random state (:func:`isolated_randomness`). So:
+(:func:`call_under_seed`), inside a saved-and-restored global random state (:func:`isolated_randomness`), with the operating system's
+entropy as its code sees it (``os.urandom``, and through it ``secrets``, ``random.SystemRandom`` and numpy's
+unseeded generators) drawn from the call's seed too (:func:`entropy_under_seed`). So:
 
 - two calls with the same seed see common random numbers (their difference is exactly the effect of
   the data), and calls with different seeds see independent noise wherever it comes from;
@@ -22,6 +24,8 @@ generators are replaced by *fresh* ones, with its classes' and modules' generato
 from __future__ import annotations
 
 import copy
+import operator
+import os
 import random
 import sys
 import zlib
@@ -163,11 +167,44 @@ def copy_with_streams(plugin: Any, seed: int) -> Any:
     return copy.deepcopy(plugin, memo)
 
 
+ENTROPY_STREAM = 0x05_E7_07_09
+"""The part that derives a call's stand-in for the operating system's entropy from the call's seed."""
+
+
+@contextmanager
+def entropy_under_seed(seed: int) -> Iterator[None]:
+    """While the block runs, ``os.urandom`` (and ``random``'s reference to it, which ``secrets``,
+    ``random.SystemRandom`` and numpy's unseeded ``default_rng()`` / ``SeedSequence()`` read) returns bytes
+    of a stream derived from ``seed``. A plugin that draws its noise from the operating system's entropy (as
+    a careful implementation might) is then measured like one that draws from a seeded generator: its
+    release and the verifier's calls under the same seed see common random numbers. With
+    ``privacy.secure_noise=true`` the seed derives from a secret key drawn from the operating system, so the
+    stream is as unpredictable to anyone outside the run. Not covered: entropy read in native code
+    (``torch.Generator.seed()``, ``torch.seed()``), the clock or files."""
+    stream = np.random.default_rng(derive_seed(seed, ENTROPY_STREAM))
+
+    def urandom(size: int) -> bytes:
+        size = operator.index(size)
+        if size < 0:
+            raise ValueError("negative argument not allowed")
+        return stream.bytes(size)
+
+    saved = os.urandom, random._urandom  # type: ignore[attr-defined]
+    os.urandom = random._urandom = urandom  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        os.urandom, random._urandom = saved  # type: ignore[attr-defined]
+
+
 def call_under_seed(plugin: Any, per_sample_grads: list[torch.Tensor], step: int, epoch: int, seed: int) -> list[torch.Tensor]:
-    """``plugin.clip_and_noise`` with every global generator seeded from ``seed`` (call inside
-    :func:`isolated_randomness`, on inputs the caller owns: a plugin may modify them in place)."""
+    """``plugin.clip_and_noise`` with every global generator and the operating system's entropy seeded from
+    ``seed`` (call inside :func:`isolated_randomness`, on inputs the caller owns: a plugin may modify them
+    in place)."""
     seed_globals(seed)
-    output = call_plugin(plugin, type(plugin).__name__, per_sample_grads, step, epoch)
+    name = type(plugin).__name__
+    with contained(name, f"clip_and_noise at step {step}"), entropy_under_seed(seed):  # checked once restored
+        output = call_plugin(plugin, name, per_sample_grads, step, epoch)
     if not isinstance(output, (list, tuple)):
         return output
     return [torch.as_tensor(o).detach() for o in output]

@@ -440,7 +440,10 @@ class PluginVerifier:
         if NOT_REPRODUCED in label:
             return ("a call from the state the release started from, on its batch and under its random stream, did "
                     "not give the release again: the plugin's output depends on something the probe does not hold "
-                    "fixed (state kept outside its classes and modules), so what was measured is not what was released")
+                    "fixed (state kept outside its classes and modules, the clock, a file, or entropy read in native "
+                    "code such as torch.Generator.seed() or torch.seed()), so what was measured is not what was "
+                    "released; draw noise from torch's, numpy's or Python's generators (global, or objects the plugin "
+                    "holds) or from os.urandom / secrets, which the kernel seeds at every call")
         if NOT_GAUSSIAN in label:
             return ("the noise across random streams is not Gaussian (its per-coordinate kurtosis on the sphere "
                     f"differs from a Gaussian's beyond a false-alarm bound of {SHAPE_ALPHA:g}, or draws of the same "

@@ -2,6 +2,9 @@
 or OS entropy (``privacy.secure_noise=true``: nothing the run publishes determines it)."""
 
 import json
+import os
+import random
+import secrets
 
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ from scipy import stats
 
 from dpbench.engine.per_sample import MaterializedGradients
 from dpbench.privacy.noise import OSEntropy, noise_source, standard_normal
-from dpbench.privacy.plugin_streams import walk
+from dpbench.privacy.plugin_streams import entropy_under_seed, isolated_randomness, released_call, walk
 from dpbench.privacy.privatizer import StructuredPrivatizer
 from dpbench.training import experiment
 from dpbench.training.experiment import run_experiment
@@ -99,3 +102,48 @@ def test_plugin_streams_are_keyed_by_the_seed_only_in_a_seeded_run(make_config, 
             assert key not in [leaf for _, leaf in walk(checkpoint) if isinstance(leaf, int)]
     else:
         assert keys == seeds
+
+
+class EntropyEveryCall:
+    """Flat clipping to 1 with noise std 1 drawn from OS entropy afresh at every call."""
+
+    def clip_and_noise(self, grads: list[torch.Tensor], step: int, epoch: int) -> list[torch.Tensor]:
+        norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads))
+        scale = torch.clamp(1.0 / (norms + 1e-12), max=1.0)
+        generator = torch.Generator().manual_seed(secrets.randbits(63))
+        return [torch.einsum("b,b...->...", scale, g) + torch.randn(g.shape[1:], generator=generator) for g in grads]
+
+    def get_effective_sigma(self, step: int, epoch: int) -> float:
+        return 1.0
+
+
+def test_a_plugin_drawing_os_entropy_sees_its_calls_stream_and_the_process_gets_it_back():
+    """A plugin that draws its noise from OS entropy (``os.urandom``, ``secrets``, numpy's unseeded generator)
+    is measured like one with a seeded generator: its release and the verifier's calls under the same seed see
+    common random numbers (without this an honest such plugin was a VIOLATION, 'release-not-reproduced'),
+    different seeds see different noise, and the real entropy is back once the call returns."""
+    plugin = EntropyEveryCall()
+    grads = [torch.randn((8, *s), generator=torch.Generator().manual_seed(3)) for s in SHAPES]
+    urandom = os.urandom
+
+    def release(seed: int) -> list[torch.Tensor]:
+        with isolated_randomness():
+            return released_call(plugin, [g.clone() for g in grads], 0, 0, seed)[1]
+
+    first, again, other = release(5), release(5), release(6)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert all(not torch.equal(a, b) for a, b in zip(first, other))
+    assert os.urandom is urandom and random._urandom is urandom
+    assert os.urandom(16) != os.urandom(16)
+
+
+def test_entropy_under_seed_is_a_function_of_the_seed_and_refuses_what_os_urandom_refuses():
+    with entropy_under_seed(1):
+        a = (os.urandom(8), secrets.token_bytes(8), np.random.default_rng().integers(1 << 62))
+    with entropy_under_seed(1):
+        b = (os.urandom(8), secrets.token_bytes(8), np.random.default_rng().integers(1 << 62))
+        with pytest.raises(ValueError):
+            os.urandom(-1)
+    with entropy_under_seed(2):
+        c = (os.urandom(8), secrets.token_bytes(8), np.random.default_rng().integers(1 << 62))
+    assert a == b and all(x != y for x, y in zip(a, c))

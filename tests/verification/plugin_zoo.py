@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import math
+import secrets
 
+import numpy as np
 import torch
 
 
@@ -421,6 +423,19 @@ class IntegerSchedule(Base):
         return self.release(self.clipped_sum(grads), self.multipliers[0] * self.max_grad_norm)
 
 
+class EntropyEveryCall(Base):
+    """Correct: every call draws its noise from a generator seeded afresh from OS entropy (``secrets``),
+    and numpy's unseeded generator for the bias-like tensors (as a careful implementation might)."""
+
+    def noise(self, shape, std, generator=None):
+        if len(shape) <= 1:
+            return torch.from_numpy(np.random.default_rng().normal(0.0, std, tuple(shape))).float()
+        return std * torch.randn(shape, generator=torch.Generator().manual_seed(secrets.randbits(63)))
+
+    def clip_and_noise(self, grads, step, epoch):
+        return self.release(self.clipped_sum(grads), self.noise_multiplier * self.max_grad_norm)
+
+
 MODULE_GENERATOR = torch.Generator().manual_seed(1234)
 
 
@@ -435,6 +450,6 @@ class ModuleLevelGenerator(Base):
 
 
 CORRECT = [
-    OverNoised, NoisedMomentum, EntropySeededGenerator, PaidAdaptiveCount, PaidUncentredCount, IntegerSchedule,
-    ModuleLevelGenerator,
+    OverNoised, NoisedMomentum, EntropySeededGenerator, EntropyEveryCall, PaidAdaptiveCount, PaidUncentredCount,
+    IntegerSchedule, ModuleLevelGenerator,
 ]
