@@ -4,7 +4,9 @@
 
 Runs the plugin over a whole planned schedule (every epoch, compressed to a few steps each), probing one
 secret step of every epoch and a share of the others, so a noise schedule that misbehaves only late is
-seen. Prints the verdict with its coverage and the evidence; exits 0 only for VERIFIED.
+seen. Prints the verdict with its coverage and the evidence; exits 0 only for VERIFIED, 1 for another
+verdict, and 2 when the plugin cannot be loaded or run (one paragraph naming the problem; ``--traceback``
+shows the whole traceback).
 """
 
 from __future__ import annotations
@@ -14,8 +16,13 @@ import ast
 import json
 import sys
 
-from dpbench.verification.findings import VERIFIED
+from dpbench.errors import DpbenchError
+from dpbench.privacy.mechanism import MechanismContractError, PluginError
+from dpbench.verification.findings import VERIFIED, VerificationError
 from dpbench.verification.preflight import FakeRun, load_class, plugin_factory, preflight
+
+# A plugin that cannot be loaded or run, named with the fix: one paragraph, no traceback.
+PLUGIN_PROBLEMS = (DpbenchError, MechanismContractError, PluginError, VerificationError)
 
 
 def _value(text: str):
@@ -44,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra constructor argument")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON after the summary")
+    parser.add_argument("--traceback", action="store_true", help="show the whole traceback of an error")
     args = parser.parse_args(argv)
     hyperparameters = {}
     for item in args.set:
@@ -52,11 +60,18 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--set expects KEY=VALUE, got '{item}'")
         hyperparameters[key] = _value(value)
     run = FakeRun(dataset_size=args.steps_per_epoch * FakeRun.batch_size, epochs=args.epochs)
-    cls = load_class(args.plugin)
-    result = preflight(
-        plugin_factory(cls, run, **hyperparameters), run, seed=args.seed, steps=args.steps,
-        probe_rate=args.probe_rate, draws=args.draws, name=getattr(cls, "__name__", args.plugin),
-    )
+    try:
+        cls = load_class(args.plugin)
+        result = preflight(
+            plugin_factory(cls, run, **hyperparameters), run, seed=args.seed, steps=args.steps,
+            probe_rate=args.probe_rate, draws=args.draws, name=getattr(cls, "__name__", args.plugin),
+        )
+    except PLUGIN_PROBLEMS as error:
+        if args.traceback:
+            raise
+        message = " ".join(str(error).split())
+        print(f"dpbench.verify: {type(error).__name__}: {message}\n(--traceback shows the whole traceback)", file=sys.stderr)
+        return 2
     print(result.summary())
     if args.json:
         print(json.dumps({"report": result.report.to_dict(), "epsilon": result.epsilon.to_dict()}, indent=2))

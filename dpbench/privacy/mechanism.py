@@ -78,7 +78,7 @@ def build_plugin(factory: Callable[[], object], name: str, arguments: Mapping[st
         raise PluginError(
             f"plugin '{name}' raised {type(error).__name__}: {error} in __init__({shown}). The harness passes "
             "max_grad_norm and noise_multiplier as float, n_params, dataset_size, batch_size and epochs as int, "
-            "target_epsilon and target_delta as float; fix the plugin (its traceback is in error.txt)"
+            "target_epsilon and target_delta as float; fix the plugin"
         ) from error
 
 
@@ -94,8 +94,7 @@ def call_plugin(plugin: object, name: str, per_sample_grads: list[torch.Tensor],
         shapes = ", ".join(str(tuple(g.shape)) for g in per_sample_grads)
         raise PluginError(
             f"plugin '{name}' raised {type(error).__name__}: {error} in clip_and_noise(per_sample_grads=[{shapes}] "
-            f"(one [B, *param_shape] tensor per parameter), step={step}, epoch={epoch}); fix the plugin (its "
-            "traceback is in error.txt)"
+            f"(one [B, *param_shape] tensor per parameter), step={step}, epoch={epoch}); fix the plugin"
         ) from error
 
 

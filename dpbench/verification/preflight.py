@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from dpbench.engine.per_sample import MaterializedGradients
+from dpbench.errors import DpbenchError
 from dpbench.privacy.accountant import epsilon
 from dpbench.privacy.adapter import as_researcher_plugin
 from dpbench.privacy.containment import arm
@@ -80,25 +81,39 @@ def load_class(spec: str) -> type:
     arm()
     location, sep, name = spec.rpartition(":")
     if not sep or not name:
-        raise ValueError(f"'{spec}' is not PATH.py:ClassName or module:ClassName")
+        raise PluginLoadError(f"'{spec}' is not PATH.py:ClassName or module:ClassName")
     if location.endswith(".py"):
         path = Path(location).resolve()
         if not path.is_file():
-            raise FileNotFoundError(f"no plugin file {path}")
+            raise PluginLoadError(f"no plugin file {path}: check the path before ':{name}'")
         module_name = f"dpbench_verify_{path.stem}_{abs(hash(str(path)))}"
         spec_ = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec_)
         sys.modules[module_name] = module
         sys.path.insert(0, str(path.parent))
         try:
-            spec_.loader.exec_module(module)
+            _import(lambda: spec_.loader.exec_module(module), str(path))
         finally:
             sys.path.remove(str(path.parent))
     else:
-        module = importlib.import_module(location)
+        module = _import(lambda: importlib.import_module(location), location)
     if not hasattr(module, name):
-        raise AttributeError(f"{location} defines no '{name}'")
+        raise PluginLoadError(f"{location} defines no '{name}': check the class name after ':'")
     return getattr(module, name)
+
+
+class PluginLoadError(DpbenchError, ImportError):
+    """The plugin named on the command line cannot be found or imported."""
+
+
+def _import(load: Callable[[], Any], location: str) -> Any:
+    try:
+        return load()
+    except Exception as error:
+        raise PluginLoadError(
+            f"importing {location} raised {type(error).__name__}: {error}; fix the plugin's module (a module "
+            "name needs its directory on PYTHONPATH)"
+        ) from error
 
 
 def plugin_factory(cls: type, run: FakeRun, **hyperparameters: Any) -> Callable[[], Any]:

@@ -1,5 +1,6 @@
 """``python -m dpbench.verify``: the verdict word first, exit code 0 only for VERIFIED."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,5 +71,29 @@ def test_a_plugin_that_raises_is_named_with_the_call_and_its_arguments(tmp_path,
         "    def clip_and_noise(self, grads, step, epoch): ...\n"
         "    def get_effective_sigma(self, step, epoch): return 1.0\n"
     )
-    with pytest.raises(PluginError, match=r"plugin 'Broken' raised KeyError: 'schedule' in __init__\(max_grad_norm=1.0"):
-        main([f"{plugin}:Broken", "--epochs", "1"])
+    assert main([f"{plugin}:Broken", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "plugin 'Broken' raised KeyError: 'schedule' in __init__(max_grad_norm=1.0" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2
+    with pytest.raises(PluginError, match="raised KeyError"):
+        main([f"{plugin}:Broken", "--epochs", "1", "--traceback"])
+
+
+@pytest.mark.parametrize(
+    "spec,problem",
+    [
+        ("no_colon_here", "is not PATH.py:ClassName"),
+        ("{tmp}/missing.py:Plugin", "no plugin file"),
+        ("{tmp}/syntax.py:Plugin", "importing .*syntax.py raised SyntaxError"),
+        ("{tmp}/syntax_free.py:Missing", "defines no 'Missing'"),
+        ("no_such_module_xyz:Plugin", "importing no_such_module_xyz raised ModuleNotFoundError"),
+    ],
+)
+def test_a_plugin_that_cannot_be_loaded_is_one_paragraph_and_exit_2(tmp_path, capsys, spec, problem):
+    from dpbench.verify import main
+
+    (tmp_path / "syntax.py").write_text("class Plugin(:\n")
+    (tmp_path / "syntax_free.py").write_text("class Plugin:\n    pass\n")
+    assert main([spec.format(tmp=tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(problem, err) and "Traceback" not in err, err
