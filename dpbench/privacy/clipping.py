@@ -167,22 +167,15 @@ def _raw_data_hook(
     return call_contained(declared.name, f"{hook} at step {step}", isolated)
 
 
-# vmap's first use loads torch's decompositions, which reads the call stack: done here, at import, so that it
-# does not happen inside a mechanism's contained call (where reading the stack is refused).
-torch.func.vmap(torch.neg)(torch.zeros(1))
-
-
 def per_example(hook: Callable[[torch.Tensor], torch.Tensor], group_norms: torch.Tensor) -> torch.Tensor:
-    """``hook`` applied to each example's norms alone (a ``[1, G]`` batch), the results stacked: an example's
-    clipping factor (or statistic) can then depend on its own norms only. A hook of the whole ``[B, G]``
-    matrix could make one example's factor depend on another's norm (zero every factor when some example's
-    norm is large: one example then moves the sum by up to B C_g, with C_g recorded), and the kernel's bound,
-    checked example by example, would not see it. ``torch.func.vmap`` evaluates the hook once for all
-    examples, each seeing only its own row; a hook that vmap cannot run (Python control flow on the values)
-    is called row by row instead."""
+    """``hook`` applied to each example's norms alone, the results stacked: an example's clipping factor (or
+    statistic) can then depend on its own norms only. A hook of the whole ``[B, G]`` matrix could make one
+    example's factor depend on another's norm (zero every factor when some example's norm is large: one
+    example then moves the sum by up to B C_g, with C_g recorded), and the kernel's bound, checked example by
+    example, would not see it. Each call gets a ``[1, G]`` tensor of its own (a copy, not a view of the
+    matrix, whose storage holds every row; and not a ``torch.func.vmap`` batch either, which a hook can unwrap
+    to the whole matrix: a red team's hooks did both). State a call could leave for the next is refused by
+    the fingerprint around the whole loop (:func:`~dpbench.privacy.isolation.call_isolated`)."""
     if group_norms.shape[0] == 0:
-        return hook(group_norms)
-    try:
-        return torch.func.vmap(lambda row: hook(row.unsqueeze(0)).squeeze(0), randomness="error")(group_norms)
-    except (RuntimeError, ValueError, NotImplementedError):
-        return torch.cat([hook(group_norms[i:i + 1]) for i in range(group_norms.shape[0])])
+        return hook(group_norms.clone())
+    return torch.cat([hook(group_norms[i:i + 1].clone()) for i in range(group_norms.shape[0])])

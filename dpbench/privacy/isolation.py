@@ -294,14 +294,14 @@ def _global_names(code: types.CodeType) -> set[str]:
 def _tensor_state(tensor: torch.Tensor) -> tuple:
     """A tensor's whole state: for a dense tensor the bytes of its entire storage (data beyond the view
     too) with shape, strides and offset; its dtype, device, ``requires_grad`` and version counter (which
-    every in-place operation moves, even one that leaves the values as they were). A tensor kept from inside
-    the per-example (vmap) evaluation of a raw-data hook cannot be read at all: a new object, unequal to any
-    state before."""
+    every in-place operation moves, even one that leaves the values as they were). A tensor whose storage
+    cannot be read (one kept from inside a ``torch.func`` transform the hook ran, say) is a new object,
+    unequal to any state before."""
     try:
         data = tensor.detach()
         data.untyped_storage()
     except RuntimeError:
-        return ("tensor that escaped the per-example evaluation", object())
+        return ("tensor without a readable storage", object())
     version = None if data.is_inference() else data._version
     meta = (data.dtype, data.device, tensor.requires_grad, version)
     if data.layout != torch.strided or data.is_meta:
@@ -373,7 +373,7 @@ def call_isolated(mechanism: object, hook: str, name: str, step: int, call: Call
     result = call()
     try:
         after = StateFingerprint(mechanism)
-    except RuntimeError as error:  # e.g. a tensor kept from inside the per-example (vmap) evaluation
+    except RuntimeError as error:  # e.g. a tensor kept from inside a torch.func transform the hook ran
         raise IsolationError(
             f"mechanism '{name}' at step {step}: {hook} sees un-noised per-example data and left state the isolation "
             f"check cannot read ({str(error)[:120]}); keep raw-data hooks free of side effects"

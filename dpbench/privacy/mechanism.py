@@ -45,6 +45,7 @@ reproducible from its published seed
 
 from __future__ import annotations
 
+import abc
 import inspect
 import math
 import operator
@@ -219,6 +220,32 @@ def declared_values(mechanism: Mechanism) -> Declared:
     if type(declared.name) is not str or not (noise is None or type(noise) is float):
         raise MechanismContractError(f"mechanism '{label}': name must be a str and statistic_noise a float or None")
     return declared
+
+
+PLAIN_METACLASSES = (type, abc.ABCMeta, type(Protocol))
+"""Metaclasses a researcher-form plugin's class may have: the default one and abstract bases or protocols."""
+
+
+def check_plain_plugin_class(cls: object) -> None:
+    """Refuse a mechanism class (either form) whose class-level attribute access runs its code: another
+    metaclass than ``PLAIN_METACLASSES`` (one with a ``__name__`` property, say, runs its code wherever the
+    kernel names the class, outside containment), or a class in its MRO defining custom attribute access."""
+    if not isinstance(cls, type):
+        return
+    problems = [] if type(cls) in PLAIN_METACLASSES else [f"its metaclass {type(cls).__qualname__}"]
+    for klass in type.__getattribute__(cls, "__mro__"):
+        if klass is not object:
+            namespace = type.__getattribute__(klass, "__dict__")
+            problems += [
+                f"{type.__getattribute__(klass, '__name__')}.{name}" for name in CUSTOM_ATTRIBUTE_ACCESS
+                if name in namespace and type(namespace[name]) is not types.GetSetDescriptorType  # the interpreter's own
+            ]
+    if problems:
+        raise MechanismContractError(
+            f"mechanism class {type.__getattribute__(cls, '__qualname__')} defines {', '.join(problems)}: the kernel "
+            "reads a mechanism's attributes and names its class outside the mechanism's calls, and these would run "
+            "its code there or show its state other than it is; use a plain class (abc.ABC is fine)"
+        )
 
 
 def check_plain_class(cls: type) -> None:

@@ -190,14 +190,17 @@ class PluginPrivatizer:
     def release(self, chunks: Iterable[PerSampleGradients], step: int, epoch: int) -> Release:
         per_sample, loss_sum, batch_size = self._materialized_batch(chunks)
         probed = self.verifier is not None and self.verifier.will_probe(step, epoch, batch_size)
-        pristine = [g.detach().clone() for g in per_sample] if probed else None
+        # the same work before every release, probed or not (a copy of the batch for the probe, the verifier's
+        # snapshot): work done only before probed releases told the plugin which releases were measured
+        pristine = [g.detach().clone() for g in per_sample] if self.verifier is not None else None
         seed = release_seed(self.key, step)
         releasing, output = released_call(self.plugin, [g.detach() for g in per_sample], step, epoch, seed)
         del per_sample
         gradient = check_plugin_output(output, self.parameter_shapes, self.name, step)
         sigma = claimed_sigma(releasing, self.name, step, epoch)  # read once, before any probe: one claim per step
-        if pristine is not None:
+        if probed:
             self.verifier.probe(self.plugin, pristine, step, epoch, (releasing, gradient), seed, sigma)
+        del pristine
         adopt_state(self.plugin, releasing)
         record = StepRecord(step, epoch, self.sampling_rate, sigma, self.max_grad_norm, self.name, "claimed")
         return Release(gradient, record, loss_sum, batch_size)

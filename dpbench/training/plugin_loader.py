@@ -10,6 +10,7 @@ a class with ``clip_and_noise`` and ``get_effective_sigma`` is a researcher-form
 from __future__ import annotations
 
 from dataclasses import dataclass
+from inspect import getattr_static
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -26,6 +27,7 @@ from dpbench.privacy.mechanism import (
     Mechanism,
     MechanismContractError,
     build_plugin,
+    check_plain_plugin_class,
     claimed_sigma,
     declared_values,
     plain_number,
@@ -121,8 +123,16 @@ def prepare_mechanism(
             f"cannot import mechanism class '{target}' ({error}); use mechanism=NAME for a built-in "
             "(conf/mechanism/NAME.yaml) or mechanism._target_=module.Class for a class on PYTHONPATH"
         ) from error
+    structured = isinstance(cls, type) and issubclass(cls, Mechanism)
+    researcher = all(callable(getattr_static(cls, m, None)) for m in ("clip_and_noise", "get_effective_sigma"))
+    if not (structured or researcher):
+        raise MechanismContractError(
+            f"'{target}' is neither a dpbench.privacy.mechanism.Mechanism subclass nor a researcher-form plugin "
+            "(a class with clip_and_noise(per_sample_grads, step, epoch) and get_effective_sigma(step, epoch))"
+        )
+    check_plain_plugin_class(cls)  # before anything reads the class's attributes
     name = display_name(options.pop("name", None), target, cls)
-    if isinstance(cls, type) and issubclass(cls, Mechanism):
+    if structured:
         mechanism = call_contained(name, "__init__", _instantiate, target, options)
         check_integrity(name, "__init__")
         declared = declared_values(mechanism)
@@ -136,52 +146,47 @@ def prepare_mechanism(
         )
         privatizer.check_schedule((t, plan.epoch_of(t)) for t in range(plan.total_steps))
         return PreparedMechanism(name, "structured", noise_multiplier, mechanism, privatizer, accountant=accountant)
-    if callable(getattr(cls, "clip_and_noise", None)) and callable(getattr(cls, "get_effective_sigma", None)):
-        max_grad_norm = float(options.pop("max_grad_norm"))
-        n_params = sum(int(torch.Size(s).numel()) for s in parameter_shapes)
+    max_grad_norm = float(options.pop("max_grad_norm"))
+    n_params = sum(int(torch.Size(s).numel()) for s in parameter_shapes)
 
-        def build(noise_multiplier: float) -> object:
-            arguments = dict(
-                max_grad_norm=max_grad_norm,
-                noise_multiplier=float(noise_multiplier),
-                n_params=n_params,
-                dataset_size=int(plan.dataset_size),
-                batch_size=int(plan.expected_batch_size),
-                epochs=int(plan.epochs),
-                target_epsilon=float(target_epsilon),
-                target_delta=float(delta),
-                **options,
-            )
-            return build_plugin(lambda: cls(**arguments), name, arguments)
+    def build(noise_multiplier: float) -> object:
+        arguments = dict(
+            max_grad_norm=max_grad_norm,
+            noise_multiplier=float(noise_multiplier),
+            n_params=n_params,
+            dataset_size=int(plan.dataset_size),
+            batch_size=int(plan.expected_batch_size),
+            epochs=int(plan.epochs),
+            target_epsilon=float(target_epsilon),
+            target_delta=float(delta),
+            **options,
+        )
+        return build_plugin(lambda: cls(**arguments), name, arguments)
 
-        noise_multiplier = noise_for(_reported_shape(build(1.0), name))
-        plugin = build(noise_multiplier)
-        check_integrity(name, "__init__")
-        settings = dict(verification or {})
-        verifier = PluginVerifier(
-            parameter_shapes,
-            max_grad_norm,
-            int(plan.expected_batch_size),
-            probe_rate=float(settings.get("probe_rate", 0.01)),
-            seed=seed,
-            steps_per_epoch=plan.steps_per_epoch,
-            strict=bool(settings.get("strict", False)),
-            draws=int(settings.get("draws", 8)),
-            plugin_factory=lambda: build(noise_multiplier),
-            mechanism=name,
-            max_overhead=settings.get("max_overhead", 0.1),
-            channel_draws=int(settings.get("channel_draws", 64)),
-            total_steps=plan.total_steps,
-        )
-        key = seed if plugin_key is None else plugin_key
-        privatizer = PluginPrivatizer(
-            plugin, name, parameter_shapes, max_grad_norm, plan.sampling_rate, key, device, verifier=verifier
-        )
-        return PreparedMechanism(name, "researcher", noise_multiplier, plugin, privatizer, verifier, accountant)
-    raise MechanismContractError(
-        f"'{target}' is neither a dpbench.privacy.mechanism.Mechanism subclass nor a researcher-form plugin "
-        "(a class with clip_and_noise(per_sample_grads, step, epoch) and get_effective_sigma(step, epoch))"
+    noise_multiplier = noise_for(_reported_shape(build(1.0), name))
+    plugin = build(noise_multiplier)
+    check_integrity(name, "__init__")
+    settings = dict(verification or {})
+    verifier = PluginVerifier(
+        parameter_shapes,
+        max_grad_norm,
+        int(plan.expected_batch_size),
+        probe_rate=float(settings.get("probe_rate", 0.01)),
+        seed=seed,
+        steps_per_epoch=plan.steps_per_epoch,
+        strict=bool(settings.get("strict", False)),
+        draws=int(settings.get("draws", 8)),
+        plugin_factory=lambda: build(noise_multiplier),
+        mechanism=name,
+        max_overhead=settings.get("max_overhead", 0.1),
+        channel_draws=int(settings.get("channel_draws", 64)),
+        total_steps=plan.total_steps,
     )
+    key = seed if plugin_key is None else plugin_key
+    privatizer = PluginPrivatizer(
+        plugin, name, parameter_shapes, max_grad_norm, plan.sampling_rate, key, device, verifier=verifier
+    )
+    return PreparedMechanism(name, "researcher", noise_multiplier, plugin, privatizer, verifier, accountant)
 
 
 def display_name(declared: str | None, target: str, cls: type) -> str:

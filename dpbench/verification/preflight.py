@@ -27,7 +27,7 @@ from dpbench.privacy.accountant import epsilon
 from dpbench.privacy.adapter import as_researcher_plugin
 from dpbench.privacy.containment import arm
 from dpbench.privacy.ledger import PrivacyLedger, StepRecord
-from dpbench.privacy.mechanism import Mechanism, build_plugin
+from dpbench.privacy.mechanism import Mechanism, build_plugin, check_plain_plugin_class
 from dpbench.privacy.plugin_streams import isolated_randomness, seed_globals
 from dpbench.privacy.privatizer import PluginPrivatizer
 from dpbench.verification.epsilon import EpsilonCheck, epsilon_check
@@ -119,6 +119,7 @@ def _import(load: Callable[[], Any], location: str) -> Any:
 def plugin_factory(cls: type, run: FakeRun, **hyperparameters: Any) -> Callable[[], Any]:
     """A zero-argument constructor of the plugin for ``run``; a structured :class:`Mechanism` is
     adapted with :func:`as_researcher_plugin` (its ``epochs`` filled in if it takes one)."""
+    check_plain_plugin_class(cls)
     if isinstance(cls, type) and issubclass(cls, Mechanism):
         if "epochs" in inspect.signature(cls).parameters:
             hyperparameters.setdefault("epochs", run.epochs)

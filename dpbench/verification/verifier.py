@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from dpbench.privacy.containment import call_contained, contained
 from dpbench.privacy.ledger import PrivacyLedger, StepRecord
 from dpbench.privacy.mechanism import check_plugin_output
 from dpbench.privacy.plugin_streams import (
@@ -224,6 +225,14 @@ class PluginVerifier:
             self._training_seconds += now - self._returned_at
         self._returned_at = now
         self._steps_observed += 1
+        # The state the release starts from (every call of a probe starts from it too), taken before *every*
+        # release, probed or not, and kept until the next: a snapshot taken only before probed releases was a
+        # signal to the plugin (its own copy hooks ran, the interpreter's allocated blocks jumped), and a red
+        # team's plugins noised only then. Taking it runs the plugin's copy methods: contained.
+        self._pre_release = None
+        if self._watched is not None:
+            name = type(self._watched).__name__
+            self._pre_release = call_contained(name, f"a snapshot before step {step}", SharedSnapshot, self._watched)
         if not (self._epoch_probe_owed or self.should_probe(step, epoch)):
             return False
         owed = self._epoch_probe_owed or self.epoch_step(step)
@@ -232,8 +241,6 @@ class PluginVerifier:
             return False
         self._epoch_probe_owed = False
         if owed or self.probe_rate >= 1.0 or not self._over_budget():
-            # the state the release starts from: every call of the probe starts from it too
-            self._pre_release = SharedSnapshot(self._watched) if self._watched is not None else None
             return True
         self._skipped_for_budget += 1
         return False
@@ -260,8 +267,11 @@ class PluginVerifier:
         try:
             # after the probe the run goes on from the state the release left; each of the probe's calls starts
             # from the state the release started from (a plugin that counts its calls in shared state sees
-            # every call as the release)
-            with isolated_randomness(), torch.no_grad(), shared_state_restored(plugin) as after_release:
+            # every call as the release). The whole probe is contained: copying, restoring and reading the
+            # plugin's state runs its own code (copy and pickle methods), which must not reach the kernel's
+            # frames or leave anything behind any more than its calls may.
+            with contained(type(plugin).__name__, f"verification at step {step}"), isolated_randomness(), \
+                    torch.no_grad(), shared_state_restored(plugin) as after_release:
                 self._call_state = self._pre_release if self._pre_release is not None else after_release
                 record, findings = self._probe(plugin, per_sample_grads, step, epoch, release, seed, claim)
         finally:

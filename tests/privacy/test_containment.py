@@ -487,3 +487,70 @@ def test_an_examples_statistic_depends_on_its_own_norms_only():
     large = [torch.cat([g, torch.full((1, *g.shape[1:]), 100.0)]) for g in base]
     statistics = [clip_chunk(MaterializedGradients(b), mechanism, plan, 0, 0).statistic_sum for b in (base, large)]
     assert abs(statistics[1] - statistics[0]) <= 0.5  # STATISTIC_BOUND: the one example's own value
+
+
+# ------------------------------------------------------------------------ a fourth red team's routes
+def everyone(group_norms: torch.Tensor) -> torch.Tensor:
+    """What a hook could read of the other examples' norms from its own argument: unwrapped from a vmap
+    batch, then the whole storage behind the tensor."""
+    while torch._C._functorch.is_batchedtensor(group_norms):
+        group_norms = torch._C._functorch.get_unwrapped(group_norms)
+    storage = group_norms.untyped_storage()
+    return torch.empty(0, dtype=group_norms.dtype).set_(storage, 0, (storage.nbytes() // group_norms.element_size(),))
+
+
+class ReadsTheOthersThroughItsArgument(Mechanism):
+    """Zero an example's factor when any example of the batch (read through the argument) has a large norm."""
+
+    name = "reads_the_others"
+
+    def clip_factors(self, group_norms, thresholds, step, epoch):
+        factors = torch.clamp(thresholds / group_norms, max=1.0)
+        return factors * 0 if bool((everyone(group_norms) > 50 * thresholds.max()).any()) else factors
+
+
+class StatisticReadsTheOthers(Mechanism):
+    name = "statistic_reads_the_others"
+    statistic_noise = 10.0
+
+    def clip_statistic(self, group_norms, thresholds, step, epoch):
+        large = bool((everyone(group_norms) > 50 * thresholds.max()).any())
+        return torch.full((group_norms.shape[0],), 0.5 if large else -0.5)
+
+
+def test_a_hook_cannot_read_the_other_examples_through_its_argument():
+    """A row that was a view of the whole norm matrix, or a vmap batch a hook can unwrap, let one example's
+    norm decide every factor (the red team's: the sum moved 64 C with C recorded) and every statistic (129x
+    its bound). Each call now gets a copy of its own row."""
+    from dpbench.privacy.clipping import check_groups, clip_chunk, clipping_plan
+
+    assert contribution_of_one_large_example(ReadsTheOthersThroughItsArgument(1.0)) <= 1.0 + 1e-6
+    mechanism = StatisticReadsTheOthers(1.0)
+    plan = clipping_plan(mechanism, check_groups([[0, 1]], 2), 0, 0)
+    base = batch(0)
+    large = [torch.cat([g, torch.full((1, *g.shape[1:]), 100.0)]) for g in base]
+    statistics = [clip_chunk(MaterializedGradients(b), mechanism, plan, 0, 0).statistic_sum for b in (base, large)]
+    assert abs(statistics[1] - statistics[0]) <= 0.5
+
+
+class NamedByItsOwnCode(type):
+    """A metaclass whose ``__name__`` runs the class's code wherever the kernel names the class."""
+
+    @property
+    def __name__(cls):
+        return "reads-frames-here"
+
+
+def test_a_plugin_class_whose_attribute_access_runs_its_code_is_refused():
+    import abc
+
+    from dpbench.privacy.mechanism import MechanismContractError, check_plain_plugin_class
+    from mechanisms.examples.flat_clip_plugin import FlatClipPlugin
+
+    sneaky = NamedByItsOwnCode("Sneaky", (FlatClipPlugin,), {})
+    hooked = type("Hooked", (FlatClipPlugin,), {"__getattr__": lambda self, name: 0})
+    for cls in (sneaky, hooked):
+        with pytest.raises(MechanismContractError, match="plain class"):
+            check_plain_plugin_class(cls)
+    check_plain_plugin_class(FlatClipPlugin)
+    check_plain_plugin_class(type("Abstract", (FlatClipPlugin, abc.ABC), {}))  # abc.ABC is fine

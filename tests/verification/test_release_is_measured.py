@@ -172,3 +172,90 @@ def test_probe_rate_one_measures_every_step_whatever_the_overhead():
         privatizer.release([MaterializedGradients(grads)], step, 0)
     assert [p.step for p in verifier.report().probes] == list(range(12))
     assert verifier.report().dropped_for_budget == 0
+
+
+# ------------------------------------------------------------------------ a fourth red team's routes
+SIGNALLED = '''
+import sys
+import torch
+
+class Tripwire:
+    """Module-level data of the plugin's own class: the verifier's snapshot of its shared state copies it."""
+    fired = []
+
+    def __deepcopy__(self, memo):
+        Tripwire.fired.append(True)
+        {copy_body}
+        return Tripwire()
+
+
+class Opaque:
+    """An attribute of the plugin without attributes of its own: reading the plugin's state pickles it."""
+    __slots__ = ()
+
+    def __deepcopy__(self, memo):
+        return Opaque()
+
+    def __reduce_ex__(self, protocol):
+        {reduce_body}
+        return (Opaque, ())
+
+TRIPWIRE = Tripwire()
+
+class NoisesOnlyAfterACopy:
+    """Noises a release only when its module's data was copied since the last one."""
+    def __init__(self, max_grad_norm, noise_multiplier, n_params, dataset_size, batch_size, epochs, target_epsilon,
+                 target_delta):
+        self.C, self.z, self.B = max_grad_norm, noise_multiplier, batch_size
+        self.opaque = Opaque()
+
+    def clip_and_noise(self, per_sample_grads, step, epoch):
+        copied = bool(Tripwire.fired)
+        Tripwire.fired.clear()
+        norms = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in per_sample_grads))
+        scale = torch.clamp(self.C / (norms + 1e-12), max=1.0)
+        std = self.z * self.C if copied else 0.0
+        return [(torch.einsum("b,b...->...", scale, g) + std * torch.randn(g.shape[1:])) / self.B
+                for g in per_sample_grads]
+
+    def get_effective_sigma(self, step, epoch):
+        return self.z
+'''
+
+
+def signalled_plugin(tmp_path, name, copy_body="pass", reduce_body="pass"):
+    import importlib.util
+    import sys
+
+    path = tmp_path / f"{name}.py"
+    path.write_text(SIGNALLED.replace("{copy_body}", copy_body).replace("{reduce_body}", reduce_body))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return plugin_factory(module.NoisesOnlyAfterACopy, RUN)()
+
+
+def test_the_work_before_a_release_is_the_same_at_every_step(tmp_path):
+    """The verifier snapshotted the plugin's shared state only before a probed release, running its copy
+    methods: a red team's plugin noised only then (121 of 180 releases without noise, VERIFIED). Now the
+    snapshot is taken before every release, so every release is noised."""
+    torch.manual_seed(0)
+    verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 0.01, 3, 1000, draws=4)
+    outputs, _ = releases(signalled_plugin(tmp_path, "signalled_every_step"), verifier, steps=60)
+    assert len(verifier.report().probes) <= 3
+    flat = torch.stack([torch.cat([o.flatten() for o in out]) for out in outputs])
+    expected = RUN.noise_multiplier * RUN.max_grad_norm / RUN.batch_size
+    assert float(flat.std(dim=0).mean()) == pytest.approx(expected, rel=0.15)
+
+
+@pytest.mark.parametrize("route", ["copy_body", "reduce_body"])
+def test_the_plugins_copy_and_pickle_methods_run_contained(tmp_path, route):
+    """Copying and reading the plugin's state runs its own __deepcopy__ / __reduce_ex__: a red team's read
+    the kernel's frame there (outside containment) and replaced a verified release with the un-noised sum."""
+    from dpbench.privacy.containment import ContainmentError
+
+    plugin = signalled_plugin(tmp_path, f"frames_in_{route}", **{route: "sys._getframe(1)"})
+    verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 1.0, 3, 1000, draws=4)
+    with pytest.raises(ContainmentError, match="frame"):
+        releases(plugin, verifier, steps=2)
