@@ -13,10 +13,7 @@ under the threshold, for adaptive clipping): each example's value is clamped to
 from __future__ import annotations
 
 import math
-import sys
-import types
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -161,12 +158,11 @@ def _raw_data_hook(
     method = class_hook(mechanism, declared, hook)
     if method is Mechanism.__dict__[hook]:
         return Mechanism.__dict__[hook](mechanism, group_norms.clone(), thresholds.clone(), step, epoch)
-    evaluate = (lambda call, norms: call(norms)) if reviewed_rowwise(mechanism, method) else per_example
 
     def isolated() -> torch.Tensor:
         function, norms = getattr(mechanism, hook), group_norms.clone()
         rows = call_isolated(mechanism, hook, declared.name, step,
-                             lambda: evaluate(lambda own: function(own, thresholds.clone(), step, epoch), norms))
+                             lambda: per_example(lambda own: function(own, thresholds.clone(), step, epoch), norms))
         return plain_tensor(rows, hook, declared.name, step)
 
     return call_contained(declared.name, f"{hook} at step {step}", isolated)
@@ -185,26 +181,3 @@ def per_example(hook: Callable[[torch.Tensor], torch.Tensor], group_norms: torch
         return hook(group_norms.clone())
     return torch.cat([hook(group_norms[i:i + 1].clone()) for i in range(group_norms.shape[0])])
 
-
-BUILT_IN_MECHANISMS = Path(__file__).resolve().parents[2] / "mechanisms"
-"""The repository's built-in mechanisms (reviewed code, their privacy arguments in their docstrings)."""
-PLAIN_ATTRIBUTES = (int, float, bool, str, type(None))
-
-
-def reviewed_rowwise(mechanism: Mechanism, method: object) -> bool:
-    """Whether a raw-data hook may see the whole ``[B, G]`` norm matrix at once: a built-in's own hook (its
-    class and the hook both defined in ``mechanisms/``, and every built-in hook is a function of each row
-    alone: ``tests/mechanisms/test_builtin_hooks.py``), on an instance whose attributes are plain values (so
-    the hook reads nothing a researcher's code supplies: ``Composed`` with its components, say, is not). Any
-    other hook runs once per example (:func:`per_example`): one call per example is what keeps a researcher's
-    hook from reading the other rows, and it costs a Python call per example."""
-    return (
-        _built_in(type(mechanism).__module__)
-        and isinstance(method, types.FunctionType) and _built_in(method.__module__)
-        and all(type(value) in PLAIN_ATTRIBUTES for value in vars(mechanism).values())
-    )
-
-
-def _built_in(module_name: str) -> bool:
-    source = getattr(sys.modules.get(module_name), "__file__", None)
-    return source is not None and Path(source).resolve().parent == BUILT_IN_MECHANISMS

@@ -39,11 +39,13 @@ import numpy as np
 import torch
 
 from dpbench.privacy.mechanism import MechanismContractError
+from dpbench.privacy.provenance import library_class, library_function
 
 RAW_DATA_HOOKS = ("clip_factors", "clip_statistic")
 """The structured hooks that receive un-noised per-example data."""
 
-# Classes from these packages are library code: their class attributes are not mechanism state.
+# Classes from these packages are library code: their class attributes are not mechanism state (a class is
+# judged by where it is found, not by the module it names: :mod:`dpbench.privacy.provenance`).
 _LIBRARY_PREFIXES = (
     "builtins", "torch", "numpy", "typing", "abc", "collections", "functools", "enum", "dpbench.privacy"
 )
@@ -97,7 +99,7 @@ class StateFingerprint:
         while self._classes or self._functions:
             while self._classes:
                 cls = self._classes.popleft()
-                if id(cls) in walked_classes or cls.__module__.startswith(_LIBRARY_PREFIXES):
+                if id(cls) in walked_classes or library_class(cls, _LIBRARY_PREFIXES):
                     continue
                 walked_classes.add(id(cls))
                 for key, value in list(vars(cls).items()):
@@ -210,7 +212,7 @@ class StateFingerprint:
         self._visit(function.__kwdefaults__, f"{path} keyword defaults")
         if function.__dict__:
             self._visit(dict(function.__dict__), f"{path}.__dict__")
-        if not function.__module__ or not function.__module__.startswith(_LIBRARY_PREFIXES):
+        if not library_function(function, _LIBRARY_PREFIXES):
             self._functions.append((function, path))
 
     def _visit_object(self, obj: object, path: str) -> None:

@@ -28,6 +28,7 @@ import operator
 import os
 import random
 import sys
+import types
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ import torch
 
 from dpbench.privacy.containment import contained
 from dpbench.privacy.mechanism import call_plugin
+from dpbench.privacy.provenance import defining_modules, in_packages, library_class
 
 GENERATOR_TYPES = (torch.Generator, np.random.Generator, np.random.RandomState, random.Random)
 MAX_DEPTH = 8
@@ -61,11 +63,19 @@ NOT_PLUGIN_CODE = ("builtins", "dpbench", "torch", "numpy", "scipy", "typing", "
 
 
 def plugin_owners(plugin: Any) -> list[Any]:
-    """The plugin's own classes (of its MRO, outside ``NOT_PLUGIN_CODE``) and the modules that define them:
-    the state every copy of the plugin shares."""
-    classes = [c for c in type(plugin).__mro__ if c.__module__.split(".")[0] not in NOT_PLUGIN_CODE]
-    modules = {c.__module__: sys.modules.get(c.__module__) for c in classes}
-    return classes + [m for m in modules.values() if m is not None]
+    """The plugin's own classes (of its MRO, outside ``NOT_PLUGIN_CODE``, judged by where they are found:
+    :mod:`dpbench.privacy.provenance`) and the modules that define them (the one each names, and the ones
+    its methods run in): the state every copy of the plugin shares."""
+    classes = [c for c in type(plugin).__mro__ if not library_class(c, NOT_PLUGIN_CODE)]
+    functions = [f for c in classes for f in vars(c).values() if isinstance(f, types.FunctionType)]
+    named = [sys.modules.get(c.__module__) for c in classes]
+    modules = {id(m): m for m in named + defining_modules(functions) if m is not None}
+    return classes + [m for m in modules.values() if not _library_module(m)]
+
+
+def _library_module(module: types.ModuleType) -> bool:
+    name = vars(module).get("__name__")
+    return in_packages(name, NOT_PLUGIN_CODE) and sys.modules.get(name) is module
 
 
 def reseed_shared_generators(plugin: Any, seed: int) -> None:
@@ -173,7 +183,7 @@ ENTROPY_STREAM = 0x05_E7_07_09
 
 @contextmanager
 def entropy_under_seed(seed: int) -> Iterator[None]:
-    """While the block runs, ``os.urandom`` (and ``random``'s reference to it, which ``secrets``,
+    """While the block runs, ``os.urandom`` and ``os.getrandom`` (and ``random``'s reference to the first, which ``secrets``,
     ``random.SystemRandom`` and numpy's unseeded ``default_rng()`` / ``SeedSequence()`` read) returns bytes
     of a stream derived from ``seed``. A plugin that draws its noise from the operating system's entropy (as
     a careful implementation might) is then measured like one that draws from a seeded generator: its
@@ -189,12 +199,19 @@ def entropy_under_seed(seed: int) -> Iterator[None]:
             raise ValueError("negative argument not allowed")
         return stream.bytes(size)
 
-    saved = os.urandom, random._urandom  # type: ignore[attr-defined]
+    def getrandom(size: int, flags: int = 0) -> bytes:
+        return urandom(size)
+
+    saved = os.urandom, random._urandom, getattr(os, "getrandom", None)  # type: ignore[attr-defined]
     os.urandom = random._urandom = urandom  # type: ignore[attr-defined]
+    if saved[2] is not None:
+        os.getrandom = getrandom
     try:
         yield
     finally:
-        os.urandom, random._urandom = saved  # type: ignore[attr-defined]
+        os.urandom, random._urandom = saved[:2]  # type: ignore[attr-defined]
+        if saved[2] is not None:
+            os.getrandom = saved[2]
 
 
 def call_under_seed(plugin: Any, per_sample_grads: list[torch.Tensor], step: int, epoch: int, seed: int) -> list[torch.Tensor]:

@@ -172,7 +172,6 @@ def prepare_mechanism(
         max_grad_norm,
         int(plan.expected_batch_size),
         probe_rate=float(settings.get("probe_rate", 0.01)),
-        seed=seed,
         steps_per_epoch=plan.steps_per_epoch,
         strict=bool(settings.get("strict", False)),
         draws=int(settings.get("draws", 8)),

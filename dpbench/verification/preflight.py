@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import inspect
 import math
+import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -165,7 +166,7 @@ def preflight(
     started = time.perf_counter()
     steps = run.epochs * run.steps_per_epoch if steps is None else steps
     verifier = PluginVerifier(
-        run.shapes, run.max_grad_norm, run.batch_size, probe_rate, seed, run.steps_per_epoch,
+        run.shapes, run.max_grad_norm, run.batch_size, probe_rate, run.steps_per_epoch,
         draws=draws, plugin_factory=factory, mechanism=name, max_overhead=None, total_steps=steps,
     )
     ledger = PrivacyLedger()
@@ -173,8 +174,8 @@ def preflight(
         seed_globals(seed)
         plugin = build_plugin(factory, name)
         verifier.watch(plugin)
-        privatizer = PluginPrivatizer(
-            plugin, name, run.shapes, run.max_grad_norm, run.sampling_rate, seed, verifier=verifier
+        privatizer = PluginPrivatizer(  # releases under a secret key, as in a run with secure noise
+            plugin, name, run.shapes, run.max_grad_norm, run.sampling_rate, secrets.randbits(63), verifier=verifier
         )
         for step, grads in enumerate(fake_gradients(run, steps, seed)):
             epoch = step // run.steps_per_epoch

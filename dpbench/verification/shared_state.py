@@ -12,8 +12,8 @@ the run too). Other channels (other modules, files, time) stay open: docs/verifi
 
 Which state: the classes of ``type(plugin).__mro__`` defined outside the standard library, dpbench and the
 numeric libraries, and their modules' globals; the defaults, keyword defaults and closure cells of the
-functions those modules and classes define (a mutable default ``def _store(d={})`` is a module-level dict by
-another name); of those, every attribute that is data (numbers, strings,
+functions those modules and classes define and their attributes (a mutable default ``def _store(d={})`` or
+an attribute ``_store.count`` is a module-level value by another name); of those, every attribute that is data (numbers, strings,
 containers, tensors, arrays, generators, and objects of the plugin's own classes; not code, and not a
 library's objects). Containers, tensors, arrays, generators and objects are restored in
 place (so references held elsewhere see the restored value), other values by reassignment; names added during
@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from dpbench.privacy.plugin_streams import NOT_PLUGIN_CODE, plugin_owners
+from dpbench.privacy.provenance import library_class
 
 CODE_TYPES = (
     types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, types.MethodType, classmethod,
@@ -57,7 +58,7 @@ DATA_TYPES = (
 def _is_data(value: Any) -> bool:
     if isinstance(value, DATA_TYPES):
         return True
-    return not isinstance(value, CODE_TYPES) and type(value).__module__.split(".")[0] not in NOT_PLUGIN_CODE
+    return not isinstance(value, CODE_TYPES) and not library_class(type(value), NOT_PLUGIN_CODE)
 
 
 def _data(namespace: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +105,7 @@ def _restore_in_place(current: Any, saved: Any) -> bool:
 def _plugin_functions(owners: list[Any]) -> list[types.FunctionType]:
     """The functions the plugin's own modules and classes define (module-level functions, methods, static and
     class methods, properties' accessors), whose defaults and closures are state every copy shares."""
-    modules = {o.__name__ for o in owners if isinstance(o, types.ModuleType)}
+    modules = {id(vars(o)) for o in owners if isinstance(o, types.ModuleType)}
     found: dict[int, types.FunctionType] = {}
     for owner in owners:
         for value in vars(owner).values():
@@ -114,7 +115,7 @@ def _plugin_functions(owners: list[Any]) -> list[types.FunctionType]:
             elif isinstance(value, property):
                 candidates = [value.fget, value.fset, value.fdel]
             for fn in candidates:
-                if isinstance(fn, types.FunctionType) and fn.__module__ in modules:
+                if isinstance(fn, types.FunctionType) and id(fn.__globals__) in modules:  # not by the name it carries
                     found[id(fn)] = fn
     return list(found.values())
 
@@ -148,7 +149,7 @@ class SharedSnapshot:
                 if ok:
                     values[name] = (value, saved)
             self._namespaces.append((owner, set(namespace), values))
-        self._functions: list[tuple[types.FunctionType, Any, Any, list[tuple[Any, Any, Any]]]] = []
+        self._functions: list[tuple[types.FunctionType, Any, Any, list[tuple[Any, Any, Any]], dict[str, Any]]] = []
         for fn in _plugin_functions(owners):
             defaults = fn.__defaults__
             kwdefaults = fn.__kwdefaults__
@@ -168,7 +169,8 @@ class SharedSnapshot:
                     ok, saved = _copy(value)
                     if ok:
                         cells.append((cell, value, saved))
-            self._functions.append((fn, saved_defaults, saved_kwdefaults, cells))
+            attributes = {k: (v, *_copy(v)) for k, v in _data(vars(fn)).items()}
+            self._functions.append((fn, saved_defaults, saved_kwdefaults, cells, attributes))
 
     def restore(self) -> None:
         for owner, present, values in self._namespaces:
@@ -176,7 +178,12 @@ class SharedSnapshot:
                 delattr(owner, name)
             for name, (value, saved) in values.items():
                 setattr(owner, name, _put_back(value, saved))
-        for fn, defaults, kwdefaults, cells in self._functions:
+        for fn, defaults, kwdefaults, cells, attributes in self._functions:
+            for name in set(_data(vars(fn))) - set(attributes):
+                delattr(fn, name)
+            for name, (value, ok, saved) in attributes.items():
+                if ok:
+                    setattr(fn, name, _put_back(value, saved))
             if defaults is not None:
                 fn.__defaults__ = tuple(_put_back(v, saved) if ok else v for v, ok, saved in defaults)
             if kwdefaults is not None:

@@ -139,7 +139,6 @@ class PluginVerifier:
         max_grad_norm: float,
         expected_batch_size: float,
         probe_rate: float,
-        seed: int,
         steps_per_epoch: int,
         strict: bool = False,
         draws: int = 8,
@@ -163,7 +162,6 @@ class PluginVerifier:
         self.max_grad_norm = float(max_grad_norm)
         self.expected_batch_size = float(expected_batch_size)
         self.probe_rate = float(probe_rate)
-        self.seed = int(seed)
         # The probe schedule's key: secret (a plugin that could compute the schedule could noise only the
         # probed steps); kept in state_dict so that a resumed run probes the same steps.
         self._schedule_key = secrets.randbits(63)
@@ -194,6 +192,7 @@ class PluginVerifier:
         # probe, or given by watch), the snapshot, and the one every call of the probe in progress starts from.
         self._watched: Any = None
         self._pre_release: SharedSnapshot | None = None
+        self._draw_key = 0  # the probe in progress's release seed, from which all its streams derive
         self._call_state: SharedSnapshot | None = None
 
     # ----------------------------------------------------------------------------------------- schedule
@@ -307,7 +306,11 @@ class PluginVerifier:
         self, plugin: Any, grads: list[torch.Tensor], step: int, epoch: int,
         release: tuple[Any, list[torch.Tensor]], release_seed: int, claim: float,
     ) -> tuple[ProbeRecord, list[Finding]]:
-        seeds = [release_seed] + [derive_seed(self.seed, step, k) for k in range(1, self.draws)]
+        # every stream of the probe derives from the release's seed: secret where the run's key is
+        # (privacy.secure_noise), so a plugin cannot tell the verifier's calls from the release by their seeds (a
+        # fifth red team's noised the release from a stream its author could subtract, the draws honestly)
+        self._draw_key = release_seed
+        seeds = [release_seed] + [derive_seed(release_seed, k) for k in range(1, self.draws)]
         released_copy, released_output = release
         draws, states = [[o.detach() for o in released_output]], [snapshot(released_copy)]
         inputs = [g.clone() for g in grads]
@@ -329,7 +332,7 @@ class PluginVerifier:
 
         neighbours = probe_neighbours(
             grads, scale.upper(self.alpha), quietest_coordinate(residuals), self.max_grad_norm,
-            torch.Generator().manual_seed(derive_seed(self.seed, step, -1)),
+            torch.Generator().manual_seed(derive_seed(release_seed, -1)),
             torch.Generator().manual_seed(derive_seed(self._schedule_key, step, 2)),
         )
         directions, moved, outputs, shifted_states = [], {}, {}, {}
@@ -360,7 +363,7 @@ class PluginVerifier:
             if self._call_state is not None:
                 self._call_state.restore()
             self._fixed_noise = fresh_instances_agree(
-                self.plugin_factory, grads, step, epoch, (derive_seed(self.seed, step, 1 << 20), derive_seed(self.seed, step, 1 << 21))
+                self.plugin_factory, grads, step, epoch, (derive_seed(release_seed, 1 << 20), derive_seed(release_seed, 1 << 21))
             )
         if self._fixed_noise:
             parts.append((0.0, 0.0, FRESH_INSTANCE))
@@ -425,7 +428,7 @@ class PluginVerifier:
         one probe to resolve a 15% shortfall; the pool assumes the channel's noise is the same at every
         step). The bound used is the tighter of this probe's and the pool's (each at ``alpha``)."""
         extra = [
-            snapshot(self._call(plugin, [g.clone() for g in grads], step, epoch, derive_seed(self.seed, step, self.draws + k))[0])
+            snapshot(self._call(plugin, [g.clone() for g in grads], step, epoch, derive_seed(self._draw_key, self.draws + k))[0])
             for k in range(self.channel_draws)
         ]
         measured = []
@@ -476,7 +479,7 @@ class PluginVerifier:
             self._probe_seconds,
             {
                 "probe_rate": self.probe_rate, "draws": self.draws, "alpha": self.alpha, "threshold": self.threshold,
-                "probes_per_step": NEIGHBOURS_PER_PROBE, "shape_alpha": SHAPE_ALPHA, "seed": self.seed, "fresh_instance_check": self.plugin_factory is not None,
+                "probes_per_step": NEIGHBOURS_PER_PROBE, "shape_alpha": SHAPE_ALPHA, "fresh_instance_check": self.plugin_factory is not None,
                 "max_overhead": self.max_overhead, "skipped_for_budget": self._skipped_for_budget,
                 "channel_draws": self.channel_draws,
                 "training_seconds": self._training_seconds,

@@ -554,3 +554,46 @@ def test_a_plugin_class_whose_attribute_access_runs_its_code_is_refused():
             check_plain_plugin_class(cls)
     check_plain_plugin_class(FlatClipPlugin)
     check_plain_plugin_class(type("Abstract", (FlatClipPlugin, abc.ABC), {}))  # abc.ABC is fine
+
+
+# ------------------------------------------------------------------------ a fifth red team's routes
+STASH_MODULE = '''
+import torch
+from dpbench.privacy.mechanism import Mechanism
+
+SEEN = {}
+
+class {name}(Mechanism):
+    {claim}
+    name = "stash"
+
+    def clip_factors(self, group_norms, thresholds, step, epoch):
+        SEEN["largest"] = max(SEEN.get("largest", 0.0), float(group_norms.max()))
+        return torch.clamp(thresholds / group_norms, max=1.0)
+'''
+
+
+@pytest.mark.parametrize("module_name,claim", [
+    ("torchdp_stash", ""),  # a module whose name starts like a library's
+    ("claims_a_library", '__module__ = "torch.nn"'),  # a class that names a library's module as its own
+])
+def test_state_kept_by_a_module_or_class_that_looks_like_a_librarys_is_still_state(tmp_path, module_name, claim):
+    """The isolation check skipped modules whose names started with a library's (``torchdp``) and classes
+    claiming a library's module: a fifth red team's hook carried raw norms between examples and steps there
+    (VERIFIED, one example's raw norm released exactly). Now only code found in a library is a library's."""
+    import importlib.util
+    import sys
+
+    from dpbench.privacy.isolation import IsolationError
+
+    path = tmp_path / f"{module_name}.py"
+    path.write_text(STASH_MODULE.replace("{name}", "Stash").replace("{claim}", claim))
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+        with pytest.raises(IsolationError, match="SEEN"):
+            run_steps(module.Stash(1.0))
+    finally:
+        del sys.modules[module_name]

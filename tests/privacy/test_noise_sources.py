@@ -139,11 +139,12 @@ def test_a_plugin_drawing_os_entropy_sees_its_calls_stream_and_the_process_gets_
 
 def test_entropy_under_seed_is_a_function_of_the_seed_and_refuses_what_os_urandom_refuses():
     with entropy_under_seed(1):
-        a = (os.urandom(8), secrets.token_bytes(8), np.random.default_rng().integers(1 << 62))
+        a = (os.urandom(8), secrets.token_bytes(8), np.random.default_rng().integers(1 << 62), os.getrandom(8))
     with entropy_under_seed(1):
-        b = (os.urandom(8), secrets.token_bytes(8), np.random.default_rng().integers(1 << 62))
+        b = (os.urandom(8), secrets.token_bytes(8), np.random.default_rng().integers(1 << 62), os.getrandom(8))
+        assert os.getrandom(8) != os.getrandom(8)  # a stream of the seed too, not the kernel's entropy
         with pytest.raises(ValueError):
             os.urandom(-1)
     with entropy_under_seed(2):
-        c = (os.urandom(8), secrets.token_bytes(8), np.random.default_rng().integers(1 << 62))
+        c = (os.urandom(8), secrets.token_bytes(8), np.random.default_rng().integers(1 << 62), os.getrandom(8))
     assert a == b and all(x != y for x, y in zip(a, c))

@@ -40,7 +40,7 @@ def test_a_plugin_that_noises_only_when_probed_is_noised_in_every_release(plugin
     """Before every release was made under the harness's own seed, a plugin noised only under the
     verifier's seeds was VERIFIED on a run that released most steps without noise."""
     torch.manual_seed(0)
-    verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 0.01, 3, 1000, draws=4)
+    verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 0.01, 1000, draws=4)
     outputs, _ = releases(plugin_factory(plugin_class, RUN)(), verifier, steps=60)
     assert len(verifier.report().probes) <= 3  # step 0 and perhaps one or two others: most releases unprobed
     flat = torch.stack([torch.cat([o.flatten() for o in out]) for out in outputs])
@@ -71,7 +71,7 @@ def test_a_plugin_sees_the_same_at_a_probed_step_as_at_an_unprobed_one():
     probed_steps = {3}
     runs = []
     for probe in (False, True):
-        verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 1.0, 3, 1000, draws=4)
+        verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 1.0, 1000, draws=4)
         verifier.should_probe = lambda step, epoch, probe=probe: probe and step in probed_steps
         plugin = plugin_factory(Observer, RUN)()
         outputs, _ = releases(plugin, verifier, steps=6)
@@ -88,7 +88,7 @@ def test_at_a_probed_step_the_release_is_the_first_measured_draw():
     """The verifier's shifts are measured against the release under the release's own stream: a plugin
     whose release differs from the verifier's draws under the same stream (noise only after the first call)
     reads as a whole noise vector of shift, far below the claim."""
-    verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 1.0, 3, RUN.steps_per_epoch, draws=4)
+    verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 1.0, RUN.steps_per_epoch, draws=4)
     NoiseOnlyAfterTheFirstCall.calls.clear()
     releases(plugin_factory(NoiseOnlyAfterTheFirstCall, RUN)(), verifier, steps=1)
     (probe,) = verifier.report().probes
@@ -97,7 +97,7 @@ def test_at_a_probed_step_the_release_is_the_first_measured_draw():
 
 def test_a_plugin_cannot_claim_more_at_a_probed_step_than_was_measured():
     ClaimsMoreAfterAProbe.calls.clear()
-    verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 1.0, 3, RUN.steps_per_epoch, draws=4)
+    verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 1.0, RUN.steps_per_epoch, draws=4)
     plugin = plugin_factory(ClaimsMoreAfterAProbe, RUN)()
     privatizer = PluginPrivatizer(plugin, "p", RUN.shapes, RUN.max_grad_norm, RUN.sampling_rate, 7, verifier=verifier)
     records = [privatizer.release([MaterializedGradients(grads)], step, 0).record
@@ -112,7 +112,7 @@ def test_a_plugin_cannot_learn_afterwards_that_a_step_was_probed(plugin_class):
     probed; the verifier puts that state back after every probe, so every release stays noised."""
     plugin = plugin_factory(plugin_class, RUN)()
     plugin.counter().clear()
-    verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 0.3, 3, RUN.steps_per_epoch, draws=3,
+    verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 0.3, RUN.steps_per_epoch, draws=3,
                               max_overhead=None)
     privatizer = PluginPrivatizer(plugin, "p", RUN.shapes, RUN.max_grad_norm, RUN.sampling_rate, 7, verifier=verifier)
     steps = 2 * RUN.steps_per_epoch
@@ -137,14 +137,14 @@ def test_a_plugin_with_a_module_level_generator_is_verified():
 
 def test_the_plugin_advances_from_its_release():
     plugin = plugin_factory(NoisedMomentum, RUN)()
-    verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 1.0, 3, RUN.steps_per_epoch, draws=4)
+    verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 1.0, RUN.steps_per_epoch, draws=4)
     outputs, _ = releases(plugin, verifier, steps=1)
     assert plugin.steps_seen == 1 and all(torch.equal(m, d) for m, d in zip(plugin.momentum, outputs[0]))
 
 
 def test_a_secret_step_of_every_epoch_is_probed_whatever_the_overhead():
     verifier = PluginVerifier(
-        RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 0.5, 0, RUN.steps_per_epoch, draws=3, max_overhead=0.0
+        RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 0.5, RUN.steps_per_epoch, draws=3, max_overhead=0.0
     )
     plugin = plugin_factory(NoisedMomentum, RUN)()
     privatizer = PluginPrivatizer(plugin, "p", RUN.shapes, RUN.max_grad_norm, RUN.sampling_rate, 0, verifier=verifier)
@@ -162,7 +162,7 @@ def test_a_secret_step_of_every_epoch_is_probed_whatever_the_overhead():
 
 def test_probe_rate_one_measures_every_step_whatever_the_overhead():
     verifier = PluginVerifier(
-        RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 1.0, 0, RUN.steps_per_epoch, draws=3, max_overhead=0.0
+        RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 1.0, RUN.steps_per_epoch, draws=3, max_overhead=0.0
     )
     privatizer = PluginPrivatizer(
         plugin_factory(NoisedMomentum, RUN)(), "p", RUN.shapes, RUN.max_grad_norm, RUN.sampling_rate, 0,
@@ -241,7 +241,7 @@ def test_the_work_before_a_release_is_the_same_at_every_step(tmp_path):
     methods: a red team's plugin noised only then (121 of 180 releases without noise, VERIFIED). Now the
     snapshot is taken before every release, so every release is noised."""
     torch.manual_seed(0)
-    verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 0.01, 3, 1000, draws=4)
+    verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 0.01, 1000, draws=4)
     outputs, _ = releases(signalled_plugin(tmp_path, "signalled_every_step"), verifier, steps=60)
     assert len(verifier.report().probes) <= 3
     flat = torch.stack([torch.cat([o.flatten() for o in out]) for out in outputs])
@@ -256,6 +256,29 @@ def test_the_plugins_copy_and_pickle_methods_run_contained(tmp_path, route):
     from dpbench.privacy.containment import ContainmentError
 
     plugin = signalled_plugin(tmp_path, f"frames_in_{route}", **{route: "sys._getframe(1)"})
-    verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 1.0, 3, 1000, draws=4)
+    verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 1.0, 1000, draws=4)
     with pytest.raises(ContainmentError, match="frame"):
         releases(plugin, verifier, steps=2)
+
+
+def test_every_stream_of_a_probe_derives_from_the_release_key(monkeypatch):
+    """The verifier's draws were seeded from the run's public seed: with secure noise (a secret release key) a
+    fifth red team's plugin told them from the release by the seed, noised them honestly, and gave the release
+    noise its author could subtract (VERIFIED at probe_rate=1, 30 of 30 releases effectively noise-free). Now
+    every call of a probe derives from the release's key: two keys share no call seed."""
+    from dpbench.privacy import plugin_streams
+
+    called: list[int] = []
+    seed_globals = plugin_streams.seed_globals
+    monkeypatch.setattr(plugin_streams, "seed_globals", lambda seed: (called.append(seed), seed_globals(seed)))
+    seeds = []
+    for key in (7, 8):
+        verifier = PluginVerifier(RUN.shapes, RUN.max_grad_norm, RUN.batch_size, 1.0, RUN.steps_per_epoch, draws=4)
+        privatizer = PluginPrivatizer(plugin_factory(FlatClipPlugin, RUN)(), "p", RUN.shapes, RUN.max_grad_norm,
+                                      RUN.sampling_rate, key, verifier=verifier)
+        grads = next(fake_gradients(RUN, 1, 0))
+        called.clear()
+        privatizer.release([MaterializedGradients(grads)], 0, 0)
+        assert len(verifier.report().probes) == 1
+        seeds.append(set(called))
+    assert len(seeds[0]) >= 4 and not seeds[0] & seeds[1]  # the release and 3 more draws

@@ -1,9 +1,11 @@
 """What a probe's calls change in a plugin's class and module is put back: counters, caches, generators and
 names added, the containers in place (references held elsewhere see the restored value)."""
 
+import types
+
 import torch
 
-from dpbench.verification.shared_state import shared_state_restored
+from dpbench.verification.shared_state import _data, shared_state_restored
 
 COUNT = 0
 CACHE: dict[str, int] = {}
@@ -42,8 +44,10 @@ def test_the_harness_and_libraries_are_not_touched():
 
     cls = as_researcher_plugin(FixedClipping)
     owners = plugin_owners(cls.__new__(cls))
-    assert all(not getattr(o, "__name__", "").startswith(("dpbench", "torch")) for o in owners)
-    assert all(not getattr(o, "__module__", "").startswith(("dpbench", "torch")) for o in owners if isinstance(o, type))
+    modules = [o for o in owners if isinstance(o, types.ModuleType)]
+    assert all(not m.__name__.startswith(("dpbench", "torch")) for m in modules)
+    # the adapter's class is made at run time (no module holds it, so it counts as the plugin's): it holds code only
+    assert all(not _data(vars(o)) for o in owners if isinstance(o, type))
 
 
 LAYER = torch.nn.Linear(2, 2)
@@ -61,3 +65,29 @@ def test_a_librarys_object_in_the_plugins_module_is_left_alone():
     with shared_state_restored(UsesALayer()):
         UsesALayer().touch()
     assert LAYER.weight is weight and float(LAYER.weight.abs().sum()) == 0.0
+
+
+def _counter() -> None:
+    """A function whose attribute counts calls: state every copy of a plugin shares, by another name."""
+    _counter.calls = getattr(_counter, "calls", 0) + 1
+
+
+class ClaimsToBeTorch:
+    """A plugin class that names a library's module as its own (a fifth red team's kept a call counter here,
+    and in a function's attribute, where the snapshot did not look)."""
+
+    __module__ = "torch.nn"
+    calls = 0
+
+    def touch(self) -> None:
+        _counter()
+        type(self).calls += 1
+        globals()["CLAIMED_GLOBAL"] = 1
+
+
+def test_function_attributes_and_classes_that_claim_a_librarys_module_are_put_back():
+    plugin = ClaimsToBeTorch()
+    with shared_state_restored(plugin):
+        plugin.touch()
+        assert ClaimsToBeTorch.calls == 1 and _counter.calls == 1
+    assert ClaimsToBeTorch.calls == 0 and not hasattr(_counter, "calls") and "CLAIMED_GLOBAL" not in globals()
