@@ -12,7 +12,6 @@ import importlib
 import importlib.util
 import inspect
 import math
-import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -174,8 +173,8 @@ def preflight(
         seed_globals(seed)
         plugin = build_plugin(factory, name)
         verifier.watch(plugin)
-        privatizer = PluginPrivatizer(  # releases under a secret key, as in a run with secure noise
-            plugin, name, run.shapes, run.max_grad_norm, run.sampling_rate, secrets.randbits(63), verifier=verifier
+        privatizer = PluginPrivatizer(  # releases keyed by the seed, as in a seeded run (a verdict that repeats)
+            plugin, name, run.shapes, run.max_grad_norm, run.sampling_rate, seed, verifier=verifier
         )
         for step, grads in enumerate(fake_gradients(run, steps, seed)):
             epoch = step // run.steps_per_epoch
