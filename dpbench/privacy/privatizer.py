@@ -179,7 +179,7 @@ class PluginPrivatizer:
         self.plugin = plugin
         self.verifier = verifier
         if verifier is not None:
-            verifier.watch(plugin)  # its shared state is snapshotted before each probed release
+            verifier.watch(plugin)  # its shared state is snapshotted before every release
         self.name = name
         self.parameter_shapes = [torch.Size(s) for s in parameter_shapes]
         self.max_grad_norm = max_grad_norm

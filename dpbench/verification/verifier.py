@@ -188,7 +188,7 @@ class PluginVerifier:
         self._shape_pool = ShapePool()  # the noise-shape statistic over every probe's coordinates
         self._restore = False  # a plugin modified the probe's input tensors in place
         self._epoch_probe_owed = False  # the epoch's step had an empty batch: probe the next step with one
-        # The plugin whose shared state is snapshotted before each probed step's release (learned from the first
+        # The plugin whose shared state is snapshotted before every release (learned from the first
         # probe, or given by watch), the snapshot, and the one every call of the probe in progress starts from.
         self._watched: Any = None
         self._pre_release: SharedSnapshot | None = None
@@ -245,7 +245,7 @@ class PluginVerifier:
         return False
 
     def watch(self, plugin: Any) -> None:
-        """Snapshot ``plugin``'s shared state (its classes', modules' and functions' data) before each probed
+        """Snapshot ``plugin``'s shared state (its classes', modules' and functions' data) before every
         release from now on (the kernel's plugin: :class:`~dpbench.privacy.privatizer.PluginPrivatizer` names
         it when it is built)."""
         self._watched = plugin
