@@ -34,6 +34,7 @@ class AdaptiveClipping(Mechanism):
     C_t >= ``RESCALED_FLOOR`` * C_0 (a data-independent bound) so that C_0 / C_t stays finite."""
 
     name = "adaptive"
+    statistic_rule = "unclipped"  # the kernel's centred count of examples within the threshold
 
     def __init__(
         self,
@@ -61,11 +62,6 @@ class AdaptiveClipping(Mechanism):
 
     def thresholds(self, step: int, epoch: int) -> list[float]:
         return [self.clip_norm]
-
-    def clip_statistic(
-        self, group_norms: torch.Tensor, thresholds: torch.Tensor, step: int, epoch: int
-    ) -> torch.Tensor:
-        return (group_norms[:, 0] <= thresholds[0]).to(group_norms.dtype) - 0.5
 
     def observe_statistic(self, noised_mean: float, step: int, epoch: int) -> None:
         self.released_norm = self.clip_norm

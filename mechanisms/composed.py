@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -9,10 +10,12 @@ import torch
 from dpbench.privacy.mechanism import Mechanism
 
 # The hooks Composed takes from its noise and post-processing components. Every other public member
-# of the Mechanism contract goes to the clipping component: today parameter_groups, thresholds,
-# clip_factors, and the private-statistics channel (statistic_noise, clip_statistic,
-# observe_statistic); members the kernel adds later follow automatically (see CLIPPING_HOOKS).
+# of the Mechanism contract goes to the clipping component: today parameter_groups, thresholds, the
+# clipping rules (clip_rule, clip_stability, statistic_rule) and the private-statistics channel
+# (statistic_noise, observe_statistic); members the kernel adds later follow automatically (see
+# CLIPPING_HOOKS). The raw-data hooks go to it only where it overrides them (ComposedHooks).
 ROLE_HOOKS = {"noise_shape": "noise", "postprocess": "postprocessing"}
+RAW_DATA_HOOKS = ("clip_factors", "clip_statistic")
 
 Component = Callable[..., Mechanism]
 
@@ -50,6 +53,8 @@ class Composed(Mechanism):
         )
         parts = [self.clipping, self.noise, self.postprocessing]
         self.name = "+".join(dict.fromkeys(part.name for part in parts if part is not None))
+        if any(vars(Mechanism)[hook] is not inspect.getattr_static(self.clipping, hook) for hook in RAW_DATA_HOOKS):
+            self.__class__ = ComposedHooks
 
     def noise_shape(self, step: int, epoch: int) -> float:
         return 1.0 if self.noise is None else self.noise.noise_shape(step, epoch)
@@ -59,6 +64,14 @@ class Composed(Mechanism):
         clipping's rescaled step; the identity for most), then the post-processing component's."""
         gradient = self.clipping.postprocess(gradient, step, epoch)
         return gradient if self.postprocessing is None else self.postprocessing.postprocess(gradient, step, epoch)
+
+
+class ComposedHooks(Composed):
+    """A composition whose clipping component overrides a raw-data hook (``clip_factors``, ``clip_statistic``):
+    both are delegated to it, and the kernel evaluates them per example, as it does any mechanism's. A component
+    that uses the kernel's rules instead stays a plain :class:`Composed`, whose clipping the kernel computes for
+    the whole batch (delegating the hooks would make every composition pay the per-example evaluation).
+    :class:`Composed` picks this class itself when it is built."""
 
 
 def build_component(factory: Component | Mechanism, role: str, max_grad_norm: float) -> Mechanism:
@@ -92,7 +105,10 @@ def _delegate_to_clipping(member: str, value: object) -> object:
 
 
 CLIPPING_HOOKS = tuple(
-    member for member in vars(Mechanism) if not member.startswith("_") and member not in ("name", *ROLE_HOOKS)
+    member for member in vars(Mechanism)
+    if not member.startswith("_") and member not in ("name", *ROLE_HOOKS, *RAW_DATA_HOOKS)
 )
 for _member in CLIPPING_HOOKS:
     setattr(Composed, _member, _delegate_to_clipping(_member, vars(Mechanism)[_member]))
+for _member in RAW_DATA_HOOKS:
+    setattr(ComposedHooks, _member, _delegate_to_clipping(_member, vars(Mechanism)[_member]))

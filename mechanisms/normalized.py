@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 
 from dpbench.privacy.mechanism import Mechanism
 
@@ -20,12 +19,10 @@ class AutomaticClipping(Mechanism):
     share one learning rate. ``stability`` is gamma > 0."""
 
     name = "normalized"
+    clip_rule = "automatic"  # the kernel's rule: R / (norm + clip_stability), computed for the whole batch
 
     def __init__(self, max_grad_norm: float, stability: float = 0.01) -> None:
         super().__init__(max_grad_norm)
         if not (math.isfinite(stability) and stability > 0):
             raise ValueError(f"automatic clipping needs stability gamma > 0 (Bu et al. use 0.01), got {stability}")
-        self.stability = float(stability)
-
-    def clip_factors(self, group_norms: torch.Tensor, thresholds: torch.Tensor, step: int, epoch: int) -> torch.Tensor:
-        return thresholds / (group_norms + self.stability)
+        self.clip_stability = float(stability)

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import torch
 
 from dpbench.engine.per_sample import PerSampleGradients
+from dpbench.privacy.clip_rules import rule_factors, rule_statistic
 from dpbench.privacy.containment import call_contained
 from dpbench.privacy.isolation import call_isolated, plain_tensor
 from dpbench.privacy.mechanism import (
@@ -152,12 +153,20 @@ def _raw_data_hook(
     mechanism: Mechanism, declared: Declared, hook: str, group_norms: torch.Tensor, thresholds: torch.Tensor,
     step: int, epoch: int,
 ) -> torch.Tensor:
-    """Call a hook that sees un-noised norms: the base class's own hooks are kernel code; a subclass's runs
-    contained and isolated (any change to the state its code can reach is refused), *per example*
-    (:func:`per_example`), on copies of the norms, its result made a plain tensor inside that."""
+    """Call a hook that sees un-noised norms. Where the mechanism does not override it, the kernel computes the
+    rule the mechanism declared (:mod:`dpbench.privacy.clip_rules`; read once, as plain values) for the whole
+    batch: no mechanism code runs. An overriding hook runs contained and isolated (any change to the state its
+    code can reach is refused), *per example* (:func:`per_example`), on copies of the norms, its result made a
+    plain tensor inside that."""
     method = class_hook(mechanism, declared, hook)
     if method is Mechanism.__dict__[hook]:
-        return Mechanism.__dict__[hook](mechanism, group_norms.clone(), thresholds.clone(), step, epoch)
+        if hook == "clip_factors":
+            return rule_factors(declared.clip_rule, declared.clip_stability, group_norms, thresholds)
+        if declared.statistic_rule is None:
+            raise MechanismContractError(
+                f"mechanism '{declared.name}' sets statistic_noise but neither a statistic_rule nor clip_statistic"
+            )
+        return rule_statistic(declared.statistic_rule, group_norms, thresholds)
 
     def isolated() -> torch.Tensor:
         function, norms = getattr(mechanism, hook), group_norms.clone()

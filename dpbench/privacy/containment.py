@@ -83,6 +83,22 @@ REFUSED_PREFIXES = {"ctypes.": "call native code through ctypes", "sys.monitorin
 STACK_TEXT = frozenset({traceback.extract_stack.__code__, traceback.format_stack.__code__})
 """``traceback.extract_stack`` and ``format_stack`` (which ``torch.manual_seed`` calls) take their own frame and
 return the stack as text (file, line, function names; no frames, no locals): allowed."""
+
+
+def _code_of(module: str, function: str) -> types.CodeType | None:
+    found = getattr(sys.modules.get(module) or __import__(module), function, None)
+    return getattr(found, "__code__", None)
+
+
+FRAME_READERS = frozenset(
+    code for code in (
+        _code_of("collections", "namedtuple"), _code_of("typing", "_caller"),
+        _code_of("typing_extensions", "_caller"), _code_of("typing_extensions", "_has_generic_or_protocol_as_origin"),
+    ) if code is not None
+)
+"""Library functions that read a caller's frame and return only what it names (the module a namedtuple or
+type variable is defined in, whether a generic is being subscripted; typing evaluates some of these the first
+time an annotation is subscripted, as Hydra's instantiation does): allowed to call ``sys._getframe``."""
 FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
 FUNCTION_ATTRIBUTES = frozenset({"__code__", "__defaults__", "__kwdefaults__"})
 WATCHED_MODULES = (
@@ -106,6 +122,7 @@ class ContainmentError(DpbenchError, RuntimeError):
 
 class _Context(threading.local):
     depth = 0
+    identifying = False  # the audit hook is reading its own caller's frame
 
 
 _context = _Context()  # how deep this thread is in mechanism code
@@ -115,14 +132,16 @@ _hook_installed = False
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
-    """The process's audit hook: a no-op except while mechanism code runs."""
-    if not _running:
+    """The process's audit hook: a no-op except while mechanism code runs, and for ``id()`` (audited by the
+    interpreter, called by every ``copy.deepcopy``: the cheapest test goes first)."""
+    if not _running or event == "builtins.id" or _context.identifying:
         return
     refused = WHILE_IT_RUNS.get(event)
     if refused is None:
         refused = next((what for prefix, what in REFUSED_PREFIXES.items() if event.startswith(prefix)), None)
     if refused is None and _context.depth:
-        if event == "sys._getframe" and (getattr(args[0], "f_code", None) in STACK_TEXT or _importing()):
+        if event == "sys._getframe" and (
+                getattr(args[0], "f_code", None) in STACK_TEXT or _importing() or _called_by_a_frame_reader()):
             return
         refused = ON_ITS_THREAD.get(event)
         if refused is None and event == "object.__getattr__" and len(args) > 1 and args[1] in FRAME_ATTRIBUTES:
@@ -133,6 +152,16 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     if refused is not None:
         _attempts.append(refused)
         raise ContainmentError(f"mechanism code may not {refused}")
+
+
+def _called_by_a_frame_reader() -> bool:
+    """The code that called ``sys._getframe`` is one of ``FRAME_READERS`` (this function's own frame reads are
+    not audited: ``_context.identifying``)."""
+    _context.identifying = True
+    try:
+        return sys._getframe(2).f_code in FRAME_READERS  # 0: here, 1: the audit hook, 2: sys._getframe's caller
+    finally:
+        _context.identifying = False
 
 
 def _importing() -> bool:

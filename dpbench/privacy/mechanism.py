@@ -55,6 +55,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 
+from dpbench.privacy.clip_rules import CLIP_RULES, STATISTIC_RULES, rule_factors, rule_statistic
 from dpbench.privacy.containment import ContainmentError, call_contained
 
 
@@ -105,11 +106,20 @@ class Mechanism:
     Subclasses override any of the hooks below; none of them may look at data other than the norms
     passed in, ``clip_factors`` and ``clip_statistic`` must not change any state (enforced), and
     ``noise_shape`` must not depend on data at all (it is used to calibrate the noise before training
-    starts)."""
+    starts). Rather than override ``clip_factors`` or ``clip_statistic``, a mechanism may name one of the
+    kernel's rules (``clip_rule``, ``statistic_rule``: :mod:`dpbench.privacy.clip_rules`), which the kernel
+    computes itself for the whole batch at once; an overriding hook runs once per example. ``name``,
+    ``statistic_noise``, ``clip_rule``, ``clip_stability`` and ``statistic_rule`` are read once, when the run
+    starts."""
 
     name = "structured"
     # Standard deviation of the Gaussian noise on the summed private statistic; None: no statistic.
     statistic_noise: float | None = None
+    # The kernel's factor rule where clip_factors is not overridden, and the automatic rule's stability gamma.
+    clip_rule: str = "flat"
+    clip_stability: float = 0.0
+    # The kernel's statistic rule where clip_statistic is not overridden (with statistic_noise set).
+    statistic_rule: str | None = None
 
     def __init__(self, max_grad_norm: float) -> None:
         if not max_grad_norm > 0:
@@ -125,14 +135,20 @@ class Mechanism:
         return [self.max_grad_norm]
 
     def clip_factors(self, group_norms: torch.Tensor, thresholds: torch.Tensor, step: int, epoch: int) -> torch.Tensor:
-        """Factor ``[B, G]`` that scales each example's group gradient; default min(1, C / norm). Receives
-        float64 copies of the group norms ``[B, G]`` and thresholds ``[G]``; must be free of side effects."""
-        return torch.clamp(thresholds / group_norms.clamp_min(1e-12), max=1.0)
+        """Factor ``[B, G]`` that scales each example's group gradient; default ``clip_rule``'s (min(1, C / norm)
+        for ``flat``). Receives float64 copies of the group norms ``[B, G]`` and thresholds ``[G]``; must be free
+        of side effects."""
+        return rule_factors(self.clip_rule, self.clip_stability, group_norms, thresholds)
 
     def clip_statistic(self, group_norms: torch.Tensor, thresholds: torch.Tensor, step: int, epoch: int) -> torch.Tensor:
         """Per-example statistic ``[B]`` of the clipping (the kernel clamps it to [-1/2, 1/2], sums it,
-        adds N(0, statistic_noise^2) and accounts it); only called if ``statistic_noise`` is set."""
-        raise MechanismContractError(f"{type(self).__name__} sets statistic_noise but defines no clip_statistic")
+        adds N(0, statistic_noise^2) and accounts it); only called if ``statistic_noise`` is set. Default:
+        ``statistic_rule``'s."""
+        if self.statistic_rule is None:
+            raise MechanismContractError(
+                f"{type(self).__name__} sets statistic_noise but neither a statistic_rule nor clip_statistic"
+            )
+        return rule_statistic(self.statistic_rule, group_norms, thresholds)
 
     def observe_statistic(self, noised_mean: float, step: int, epoch: int) -> None:
         """Receives the private statistic: (clamped sum + noise) / expected batch size. The only data
@@ -191,8 +207,6 @@ def check_plugin_output(
 CUSTOM_ATTRIBUTE_ACCESS = ("__getattribute__", "__getattr__", "__dict__", "__class__")
 """A structured mechanism's class may not define these: the kernel and the isolation fingerprint read its
 attributes, and these would run its code (uncontained) or show them other than they are."""
-READ_BY_BASE_HOOKS = ("max_grad_norm",)
-"""Attributes the base class's hooks (kernel code, run uncontained) read: plain values only."""
 HOOKS = ("parameter_groups", "thresholds", "clip_factors", "clip_statistic", "noise_shape", "observe_statistic",
          "postprocess")
 
@@ -203,22 +217,51 @@ class Declared:
 
     name: str
     statistic_noise: float | None
+    clip_rule: str = "flat"
+    clip_stability: float = 0.0
+    statistic_rule: str | None = None
 
 
 def declared_values(mechanism: Mechanism) -> Declared:
-    """The mechanism's name and statistic noise, as a plain ``str`` and ``float`` (or None), after checking
-    that its class reads as it is (:func:`check_plain_class`)."""
+    """The mechanism's name, statistic noise and clipping rules, as plain ``str`` and ``float`` values (or None),
+    after checking that its class reads as it is (:func:`check_plain_class`) and that the rules are the
+    kernel's."""
     check_plain_class(type(mechanism))
     label = type(mechanism).__name__
 
     def read() -> Declared:
-        name, noise = mechanism.name, mechanism.statistic_noise
-        return Declared(str(name), None if noise is None else float(noise))
+        name, noise, rule = mechanism.name, mechanism.statistic_noise, mechanism.clip_rule
+        stability, statistic = mechanism.clip_stability, mechanism.statistic_rule
+        return Declared(
+            str(name), None if noise is None else float(noise), str(rule), float(stability),
+            None if statistic is None else str(statistic),
+        )
 
-    declared = call_contained(label, "name and statistic_noise", read)
-    noise = declared.statistic_noise
-    if type(declared.name) is not str or not (noise is None or type(noise) is float):
-        raise MechanismContractError(f"mechanism '{label}': name must be a str and statistic_noise a float or None")
+    declared = call_contained(label, "name, statistic_noise and clipping rules", read)
+    noise, statistic = declared.statistic_noise, declared.statistic_rule
+    if not (type(declared.name) is str and (noise is None or type(noise) is float) and type(declared.clip_rule) is str
+            and type(declared.clip_stability) is float and (statistic is None or type(statistic) is str)):
+        raise MechanismContractError(
+            f"mechanism '{label}': name, clip_rule and statistic_rule must be str, statistic_noise a float or None, "
+            "clip_stability a float"
+        )
+    if declared.clip_rule not in CLIP_RULES:
+        raise MechanismContractError(
+            f"mechanism '{label}': clip_rule {declared.clip_rule!r} is not one of the kernel's ({', '.join(CLIP_RULES)}); "
+            "override clip_factors for another rule"
+        )
+    if not (math.isfinite(declared.clip_stability) and declared.clip_stability >= 0):
+        raise MechanismContractError(f"mechanism '{label}': clip_stability must be finite and >= 0")
+    if statistic is not None and statistic not in STATISTIC_RULES:
+        raise MechanismContractError(
+            f"mechanism '{label}': statistic_rule {statistic!r} is not one of the kernel's "
+            f"({', '.join(STATISTIC_RULES)}); override clip_statistic for another statistic"
+        )
+    if noise is not None and statistic is None and inspect.getattr_static(type(mechanism), "clip_statistic") is \
+            Mechanism.__dict__["clip_statistic"]:
+        raise MechanismContractError(
+            f"mechanism '{label}' sets statistic_noise but neither a statistic_rule nor clip_statistic"
+        )
     return declared
 
 
@@ -250,8 +293,7 @@ def check_plain_plugin_class(cls: object) -> None:
 
 def check_plain_class(cls: type) -> None:
     """Refuse a structured mechanism class whose attributes do not read as they are: a metaclass, custom
-    attribute access, a property (or other descriptor) for a value the base class's hooks read, or a hook
-    that is not a plain function."""
+    attribute access, or a hook that is not a plain function."""
     problems = []
     if type(cls) is not type:
         problems.append(f"its metaclass {type(cls).__name__}")
@@ -260,11 +302,6 @@ def check_plain_class(cls: type) -> None:
             continue
         namespace = vars(klass)
         problems += [f"{klass.__name__}.{name}" for name in CUSTOM_ATTRIBUTE_ACCESS if name in namespace]
-        problems += [
-            f"{klass.__name__}.{name} (a {type(namespace[name]).__name__}, not a plain value)"
-            for name in READ_BY_BASE_HOOKS
-            if name in namespace and type(namespace[name]) not in (str, int, float, type(None))
-        ]
         problems += [
             f"{klass.__name__}.{name} (a {type(namespace[name]).__name__}, not a function)"
             for name in HOOKS if name in namespace and not isinstance(namespace[name], types.FunctionType)
@@ -281,18 +318,17 @@ def structured_call(
     mechanism: Mechanism, declared: Declared, hook: str, step: int, *args: object,
     convert: Callable[[Any], Any] | None = None,
 ) -> Any:
-    """``mechanism.<hook>(*args)``, its result passed through ``convert`` (to plain values). The base class's
-    own method is kernel code (it reads only plain attributes, :func:`check_plain_class`); a subclass's
-    runs :func:`~dpbench.privacy.containment.contained`, ``convert`` included (it may run the result's
-    methods). A hook set on the instance (not a method of the class) is refused."""
+    """``mechanism.<hook>(*args)``, its result passed through ``convert`` (to plain values), run
+    :func:`~dpbench.privacy.containment.contained`, ``convert`` included (it may run the result's methods).
+    The base class's own hooks too: they read the mechanism's attributes (``max_grad_norm``), which its own
+    code may have set to an object of its own (a float subclass whose ``__float__`` read the kernel's frames,
+    where the batch is). A hook set on the instance (not a method of the class) is refused."""
     method = class_hook(mechanism, declared, hook)
 
     def call() -> Any:
         value = method(mechanism, *args)
         return value if convert is None else convert(value)
 
-    if method is Mechanism.__dict__[hook]:
-        return call()
     return call_contained(declared.name, f"{hook} at step {step}", call)
 
 

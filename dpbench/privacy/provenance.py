@@ -45,5 +45,17 @@ def library_function(function: types.FunctionType, packages: tuple[str, ...]) ->
 
 def defining_modules(functions: list[types.FunctionType]) -> list[types.ModuleType]:
     """The loaded modules whose globals ``functions`` run with (whatever names they carry)."""
-    wanted = {id(f.__globals__) for f in functions}
-    return [m for m in list(sys.modules.values()) if isinstance(m, types.ModuleType) and id(vars(m)) in wanted]
+    found: dict[int, types.ModuleType] = {}
+    unnamed = {}  # globals of modules not loaded under the name they carry (found by a scan of every module)
+    for function in functions:
+        name = function.__globals__.get("__name__")
+        named = sys.modules.get(name) if isinstance(name, str) else None
+        if isinstance(named, types.ModuleType) and vars(named) is function.__globals__:
+            found[id(named)] = named
+        else:
+            unnamed[id(function.__globals__)] = function.__globals__
+    if unnamed:
+        for module in list(sys.modules.values()):
+            if isinstance(module, types.ModuleType) and id(vars(module)) in unnamed:
+                found[id(module)] = module
+    return list(found.values())

@@ -233,7 +233,7 @@ def atom_test(draws: list[list[torch.Tensor]], level: float = ATOM_ALPHA) -> Ato
         stacked = torch.stack([d[p].detach().reshape(-1).to("cpu") for d in draws])
         grid = value_grid(stacked)
         values = stacked.to(torch.float64)
-        largest = values.abs().max(dim=0).values.clamp_min(torch.finfo(grid).tiny)
+        largest = values.abs().amax(dim=0).clamp_min(torch.finfo(grid).tiny)
         spacing = torch.finfo(grid).eps * torch.exp2(torch.floor(torch.log2(largest)))  # the grid's step there
         std = values.std(dim=0)
         tested = std >= ATOM_MIN_SPACINGS * spacing

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import pickle
 import random
 import types
 from collections.abc import Iterator
@@ -120,16 +121,48 @@ def _plugin_functions(owners: list[Any]) -> list[types.FunctionType]:
     return list(found.values())
 
 
-def _copy(value: Any) -> tuple[bool, Any]:
+def _digest(value: Any) -> bytes | None:
+    """``value``'s pickle (its contents, the types of everything in it and the references within it), or None
+    where it has none."""
     try:
-        return True, copy.deepcopy(value)
-    except Exception:  # a value that cannot be copied is left as the calls leave it
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return None
+
+
+class _Saved:
+    """A deep copy of a value as the snapshot found it, and its digest (computed when first compared: only
+    probed steps restore, so the snapshot taken before every release does not pay for it)."""
+
+    __slots__ = ("contents", "_digest", "_digested")
+
+    def __init__(self, contents: Any) -> None:
+        self.contents, self._digest, self._digested = contents, None, False
+
+    def digest(self) -> bytes | None:
+        if not self._digested:
+            self._digest, self._digested = _digest(self.contents), True
+        return self._digest
+
+
+def _copy(value: Any) -> tuple[bool, _Saved | None]:
+    """``(True, the saved copy)``, or ``(False, None)`` for a value that cannot be copied (left as the calls
+    leave it)."""
+    try:
+        return True, _Saved(copy.deepcopy(value))
+    except Exception:
         return False, None
 
 
-def _put_back(value: Any, saved: Any) -> Any:
-    """``value`` with ``saved``'s contents put into it where possible, else a fresh copy of ``saved``."""
-    fresh = copy.deepcopy(saved)  # the snapshot itself is never handed out: it may be restored again
+def _put_back(current: Any, value: Any, saved: _Saved) -> Any:
+    """What to bind where the snapshot found ``value`` and ``current`` is now: ``value`` itself when it is
+    still there with the snapshot's digest (most calls change nothing, and the deep copies below were a probe's
+    main cost); else ``value`` with the snapshot's contents put into it where possible, else a fresh copy of
+    the snapshot. A value without a digest (one that does not pickle) is always put back."""
+    digest = saved.digest() if current is value else None
+    if digest is not None and _digest(value) == digest:
+        return value
+    fresh = copy.deepcopy(saved.contents)  # the snapshot itself is never handed out: it may be restored again
     return value if _restore_in_place(value, fresh) else fresh
 
 
@@ -176,20 +209,33 @@ class SharedSnapshot:
         for owner, present, values in self._namespaces:
             for name in set(_data(vars(owner))) - present:
                 delattr(owner, name)
+            current = vars(owner)
             for name, (value, saved) in values.items():
-                setattr(owner, name, _put_back(value, saved))
+                setattr(owner, name, _put_back(current.get(name), value, saved))
         for fn, defaults, kwdefaults, cells, attributes in self._functions:
             for name in set(_data(vars(fn))) - set(attributes):
                 delattr(fn, name)
+            current = vars(fn)
             for name, (value, ok, saved) in attributes.items():
                 if ok:
-                    setattr(fn, name, _put_back(value, saved))
+                    setattr(fn, name, _put_back(current.get(name), value, saved))
             if defaults is not None:
-                fn.__defaults__ = tuple(_put_back(v, saved) if ok else v for v, ok, saved in defaults)
+                now = fn.__defaults__ or ()
+                fn.__defaults__ = tuple(
+                    _put_back(now[i] if i < len(now) else None, v, saved) if ok else v
+                    for i, (v, ok, saved) in enumerate(defaults)
+                )
             if kwdefaults is not None:
-                fn.__kwdefaults__ = {k: (_put_back(v, saved) if ok else v) for k, (v, ok, saved) in kwdefaults.items()}
+                now = fn.__kwdefaults__ or {}
+                fn.__kwdefaults__ = {
+                    k: (_put_back(now.get(k), v, saved) if ok else v) for k, (v, ok, saved) in kwdefaults.items()
+                }
             for cell, value, saved in cells:
-                cell.cell_contents = _put_back(value, saved)
+                try:
+                    current_cell = cell.cell_contents
+                except ValueError:  # emptied by a call
+                    current_cell = None
+                cell.cell_contents = _put_back(current_cell, value, saved)
 
 
 @contextmanager

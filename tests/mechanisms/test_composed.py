@@ -1,5 +1,6 @@
 """Composed: every hook but the noise schedule and the post-processing comes from the clipping
-component (the private-statistics channel included), and compositions are built from configs."""
+component (the private-statistics channel and the clipping rules included; the raw-data hooks only where the
+component overrides them), and compositions are built from configs."""
 
 import math
 from functools import partial
@@ -11,13 +12,14 @@ from omegaconf import OmegaConf
 
 from dpbench.engine.per_sample import MaterializedGradients
 from dpbench.privacy.calibration import TrainingPlan
-from dpbench.privacy.mechanism import Mechanism
+from dpbench.privacy.mechanism import Mechanism, class_hook, declared_values
 from dpbench.privacy.privatizer import StructuredPrivatizer
 from dpbench.training.plugin_loader import prepare_mechanism
 from mechanisms.adaptive import AdaptiveClipping
-from mechanisms.composed import CLIPPING_HOOKS, Composed
+from mechanisms.composed import CLIPPING_HOOKS, RAW_DATA_HOOKS, Composed, ComposedHooks
 from mechanisms.fixed import FixedClipping
 from mechanisms.momentum import NoisyMomentum
+from mechanisms.normalized import AutomaticClipping
 from mechanisms.noise_decay import NoiseDecay
 from mechanisms.perlayer import PerLayerClipping
 
@@ -27,10 +29,46 @@ SHAPES = [torch.Size([6, 4]), torch.Size([4])]
 
 def test_every_member_of_the_contract_except_noise_and_postprocessing_goes_to_the_clipping_component():
     public = {member for member in vars(Mechanism) if not member.startswith("_")}
-    assert set(CLIPPING_HOOKS) == public - {"name", "noise_shape", "postprocess"}
-    assert {"parameter_groups", "thresholds", "clip_factors", "statistic_noise"} <= set(CLIPPING_HOOKS)
+    assert set(CLIPPING_HOOKS) == public - {"name", "noise_shape", "postprocess", *RAW_DATA_HOOKS}
+    assert {"parameter_groups", "thresholds", "clip_rule", "statistic_rule", "statistic_noise"} <= set(CLIPPING_HOOKS)
     for member in CLIPPING_HOOKS:
         assert vars(Composed)[member] is not vars(Mechanism)[member], member
+    for member in RAW_DATA_HOOKS:
+        assert member not in vars(Composed) and vars(ComposedHooks)[member] is not vars(Mechanism)[member]
+
+
+class HalfFactors(FixedClipping):
+    """A component with a raw-data hook of its own."""
+
+    def clip_factors(self, group_norms, thresholds, step, epoch):
+        return 0.5 * super().clip_factors(group_norms, thresholds, step, epoch)
+
+
+@pytest.mark.parametrize(
+    "component,hooks",
+    [(FixedClipping, False), (PerLayerClipping, False), (partial(AdaptiveClipping, count_noise=3.0), False),
+     (partial(AutomaticClipping, stability=0.1), False), (HalfFactors, True)],
+    ids=["fixed", "perlayer", "adaptive", "normalized", "own-hook"],
+)
+def test_the_raw_data_hooks_are_delegated_only_where_the_component_overrides_them(component, hooks):
+    """A component that names the kernel's rules keeps the kernel's batch-wide clipping (no hook to evaluate per
+    example) with the component's rules; one with its own hook has it delegated; the releases are the ones of
+    the component alone."""
+    composed = Composed(0.5, component)
+    assert type(composed) is (ComposedHooks if hooks else Composed)
+    declared = declared_values(composed)
+    assert (class_hook(composed, declared, "clip_factors") is not vars(Mechanism)["clip_factors"]) is hooks
+    alone = component(max_grad_norm=0.5)
+    assert (declared.clip_rule, declared.clip_stability, declared.statistic_rule) == (
+        alone.clip_rule, alone.clip_stability, alone.statistic_rule)
+    kernels = [
+        StructuredPrivatizer(m, SHAPES, 1.1, 10.0, 0.01, torch.Generator().manual_seed(0)) for m in (alone, composed)
+    ]
+    for step in range(3):
+        grads = MaterializedGradients([torch.randn(10, *s) for s in SHAPES])
+        a, b = (kernel.release([grads], step, 0) for kernel in kernels)
+        for x, y in zip(a.gradient, b.gradient):
+            assert torch.equal(x, y)
 
 
 @pytest.mark.parametrize("rescale_step", [False, True])

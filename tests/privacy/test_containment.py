@@ -284,6 +284,25 @@ def test_a_module_imported_inside_a_hook_may_define_named_tuples_and_enums(tmp_p
     run_steps(ImportsLazily(1.0), steps=1)
 
 
+def test_a_hook_may_make_named_tuples_type_variables_and_new_annotations():
+    """The library functions that read their caller's frame for a module name or a bool (``FRAME_READERS``)
+    work inside mechanism code; a hook of a composed mechanism's config subscripted a new annotation through
+    Hydra, and was refused when no earlier test had done it first. The frame itself stays refused."""
+    import collections
+    import typing
+
+    class Fresh:
+        pass
+
+    def make() -> tuple:
+        return collections.namedtuple("Pair", "a b"), typing.TypeVar("T_fresh"), typing.Optional[typing.Union[Fresh, slice]]
+
+    pair, variable, annotation = call_contained("types", "__init__", make)
+    assert pair._fields == ("a", "b") and variable.__name__ == "T_fresh" and Fresh in typing.get_args(annotation)
+    with pytest.raises(ContainmentError, match="read the call stack"):
+        call_contained("types", "__init__", lambda: sys._getframe(1))
+
+
 def test_outside_mechanism_code_nothing_is_refused():
     assert containment._context.depth == 0
     assert sys._getframe(0).f_code.co_name == "test_outside_mechanism_code_nothing_is_refused"
@@ -317,6 +336,24 @@ class ShapeReadsFramesWhenConverted(Mechanism):
                 return 1.0
 
         return Shape(1.0)
+
+
+class ThresholdReadsFramesWhenConverted(Mechanism):
+    """The base class's ``thresholds`` returns ``max_grad_norm``, which its own ``__init__`` set to a float of its
+    own: the kernel's conversion ran that ``__float__`` uncontained (found in session 21), where the frames
+    above hold the batch."""
+
+    name = "threshold_reads_frames"
+
+    def __init__(self, max_grad_norm):
+        super().__init__(max_grad_norm)
+
+        class Threshold(float):
+            def __float__(self):
+                sys._getframe(1)
+                return 1.0
+
+        self.max_grad_norm = Threshold(max_grad_norm)
 
 
 class GroupsChangeOnTheSecondPass(Mechanism):
@@ -378,7 +415,7 @@ def test_a_hook_set_on_the_instance_is_refused():
         run_steps(HookSetOnTheInstance(1.0), steps=1)
 
 
-@pytest.mark.parametrize("mechanism", [NameReadsFrames, ShapeReadsFramesWhenConverted])
+@pytest.mark.parametrize("mechanism", [NameReadsFrames, ShapeReadsFramesWhenConverted, ThresholdReadsFramesWhenConverted])
 def test_what_the_kernel_reads_from_a_mechanism_is_read_contained(mechanism):
     """A property or a returned value's ``__float__`` is the mechanism's code too."""
     with pytest.raises(ContainmentError, match="read the call stack"):
