@@ -21,8 +21,12 @@ Two defences, both on every call of mechanism code (:func:`contained`):
   that catches the refusal is refused all the same
   when the call ends.
   ``logging`` inside a mechanism still works (without the caller's line, which it finds with a frame), and
-  so do ``traceback.format_stack`` (text only; ``torch.manual_seed`` calls it) and importing a module (whose
-  import-time code is trusted like the mechanism's own module's: both run outside its calls' containment).
+  so do the library functions that read a frame for text or a name (``FRAME_READERS``: ``traceback.format_stack``,
+  which ``torch.manual_seed`` calls, ``collections.namedtuple``, ``typing``'s and ``enum``'s module lookups),
+  as the library defines them (their own code and globals, reaching the interpreter's ``sys._getframe``, and
+  for ``traceback`` the functions the frame goes to unchanged). Importing a module inside a call is allowed;
+  its import-time code is the mechanism's code like any other (the mechanism's own module is imported before
+  its first call, outside containment).
 - *checked when it returns* (:class:`ProcessIntegrity`): nothing that makes the kernel's code call foreign
   code was installed (trace and profile functions, signal handlers, ``gc.callbacks``, torch function and
   dispatch modes, torch's global module hooks, logging's handlers and filters), and no name of dpbench,
@@ -46,7 +50,9 @@ would be.
 from __future__ import annotations
 
 import _thread
+import collections
 import gc
+import itertools
 import logging
 import operator
 import signal
@@ -80,25 +86,35 @@ WHILE_IT_RUNS = {
 }
 """Refused on every thread while mechanism code runs (a thread it starts is not running mechanism code)."""
 REFUSED_PREFIXES = {"ctypes.": "call native code through ctypes", "sys.monitoring.": "register a monitoring tool"}
-STACK_TEXT = frozenset({traceback.extract_stack.__code__, traceback.format_stack.__code__})
-"""``traceback.extract_stack`` and ``format_stack`` (which ``torch.manual_seed`` calls) take their own frame and
-return the stack as text (file, line, function names; no frames, no locals): allowed."""
+_GETFRAME = sys._getframe  # the interpreter's own, taken before any mechanism code could replace sys's
 
 
-def _code_of(module: str, function: str) -> types.CodeType | None:
-    found = getattr(sys.modules.get(module) or __import__(module), function, None)
-    return getattr(found, "__code__", None)
+def _frame_readers() -> dict[types.CodeType, tuple[dict[str, Any], str]]:
+    """Library functions that read a frame and return only text or a module's name, each with the globals it
+    runs with and the name it calls ``sys`` there: ``collections.namedtuple``, ``typing``'s and
+    ``typing_extensions``' caller lookups and ``enum``'s functional API (a module's name, for a type they
+    define), and ``traceback.extract_stack`` / ``format_stack`` (the stack as text: file, line and function
+    names; ``torch.manual_seed`` records it for lazily seeded accelerators)."""
+    import enum
+    import typing
+
+    import typing_extensions
+
+    readers = {
+        collections.namedtuple: "_sys", typing._caller: "sys", enum.EnumType._create_: "sys",  # type: ignore[attr-defined]
+        traceback.extract_stack: "sys", traceback.format_stack: "sys",
+        getattr(typing_extensions, "_caller", None): "sys",
+        getattr(typing_extensions, "_has_generic_or_protocol_as_origin", None): "sys",
+    }
+    return {f.__code__: (f.__globals__, name) for f, name in readers.items() if isinstance(f, types.FunctionType)}
 
 
-FRAME_READERS = frozenset(
-    code for code in (
-        _code_of("collections", "namedtuple"), _code_of("typing", "_caller"),
-        _code_of("typing_extensions", "_caller"), _code_of("typing_extensions", "_has_generic_or_protocol_as_origin"),
-    ) if code is not None
-)
-"""Library functions that read a caller's frame and return only what it names (the module a namedtuple or
-type variable is defined in, whether a generic is being subscripted; typing evaluates some of these the first
-time an annotation is subscripted, as Hydra's instantiation does): allowed to call ``sys._getframe``."""
+FRAME_READERS = _frame_readers()
+TRACEBACK_PATH = (traceback, traceback.StackSummary, traceback.FrameSummary, itertools, collections)
+"""Where ``extract_stack`` sends the frame it reads (``walk_stack``, ``StackSummary.extract``, ...): their
+namespaces must be as dpbench found them for the frame to stay inside."""
+_TRACEBACK_BASELINE = [dict(vars(owner)) for owner in TRACEBACK_PATH]
+
 FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
 FUNCTION_ATTRIBUTES = frozenset({"__code__", "__defaults__", "__kwdefaults__"})
 WATCHED_MODULES = (
@@ -122,7 +138,7 @@ class ContainmentError(DpbenchError, RuntimeError):
 
 class _Context(threading.local):
     depth = 0
-    identifying = False  # the audit hook is reading its own caller's frame
+    reading_caller = False  # the audit hook is reading its own caller's frame
 
 
 _context = _Context()  # how deep this thread is in mechanism code
@@ -134,14 +150,15 @@ _hook_installed = False
 def _audit(event: str, args: tuple[Any, ...]) -> None:
     """The process's audit hook: a no-op except while mechanism code runs, and for ``id()`` (audited by the
     interpreter, called by every ``copy.deepcopy``: the cheapest test goes first)."""
-    if not _running or event == "builtins.id" or _context.identifying:
+    if not _running or event == "builtins.id":
         return
     refused = WHILE_IT_RUNS.get(event)
     if refused is None:
         refused = next((what for prefix, what in REFUSED_PREFIXES.items() if event.startswith(prefix)), None)
     if refused is None and _context.depth:
-        if event == "sys._getframe" and (
-                getattr(args[0], "f_code", None) in STACK_TEXT or _importing() or _called_by_a_frame_reader()):
+        if event == "sys._getframe" and _context.reading_caller:
+            return  # the check below reading its own caller
+        if event == "sys._getframe" and _a_library_reads_its_callers_name():
             return
         refused = ON_ITS_THREAD.get(event)
         if refused is None and event == "object.__getattr__" and len(args) > 1 and args[1] in FRAME_ATTRIBUTES:
@@ -154,25 +171,30 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         raise ContainmentError(f"mechanism code may not {refused}")
 
 
-def _called_by_a_frame_reader() -> bool:
-    """The code that called ``sys._getframe`` is one of ``FRAME_READERS`` (this function's own frame reads are
-    not audited: ``_context.identifying``)."""
-    _context.identifying = True
+def _a_library_reads_its_callers_name() -> bool:
+    """``sys._getframe`` was called by one of ``FRAME_READERS``, as the library defines it: its code, run with its
+    module's own globals, reaching the interpreter's ``sys._getframe`` through that module's ``sys`` (a reader's
+    code under other globals, or a ``sys`` or ``_getframe`` replaced by a wrapper, would hand the frame to the
+    mechanism: a sixth red team's cached it in an ``lru_cache`` that way); for ``extract_stack``, the functions
+    and classes the frame then goes to unchanged too. Anything else reading a frame is refused, at import time
+    included (a mechanism's lazily imported module is its code)."""
+    _context.reading_caller = True
     try:
-        return sys._getframe(2).f_code in FRAME_READERS  # 0: here, 1: the audit hook, 2: sys._getframe's caller
+        caller = _GETFRAME(2)  # 0: here, 1: the audit hook, 2: the code that called sys._getframe
     finally:
-        _context.identifying = False
-
-
-def _importing() -> bool:
-    """A module is being imported (its top-level code runs: ``typing``, ``enum`` and ``collections`` read
-    their caller's frame to name what it defines). Import-time code is trusted like the mechanism's own
-    module, whose import runs before any of its calls."""
-    return any(
-        getattr(vars(module).get("__spec__"), "_initializing", False)
-        for module in list(sys.modules.values())
-        if isinstance(module, types.ModuleType)
-    )
+        _context.reading_caller = False
+    expected = FRAME_READERS.get(caller.f_code)
+    if expected is None:
+        return False
+    namespace, sys_name = expected
+    if caller.f_globals is not namespace or namespace.get(sys_name) is not sys or sys._getframe is not _GETFRAME:
+        return False
+    if caller.f_code in (traceback.extract_stack.__code__, traceback.format_stack.__code__):
+        return all(
+            vars(owner).get(name) is value
+            for owner, baseline in zip(TRACEBACK_PATH, _TRACEBACK_BASELINE) for name, value in baseline.items()
+        )
+    return True
 
 
 def _install_hook() -> None:

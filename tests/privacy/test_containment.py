@@ -285,22 +285,111 @@ def test_a_module_imported_inside_a_hook_may_define_named_tuples_and_enums(tmp_p
 
 
 def test_a_hook_may_make_named_tuples_type_variables_and_new_annotations():
-    """The library functions that read their caller's frame for a module name or a bool (``FRAME_READERS``)
-    work inside mechanism code; a hook of a composed mechanism's config subscripted a new annotation through
-    Hydra, and was refused when no earlier test had done it first. The frame itself stays refused."""
+    """The library functions that read their caller's frame for a module name, a bool or the stack as text
+    (``FRAME_READERS``) work inside mechanism code; a composed mechanism's config subscripted a new annotation
+    through Hydra, and was refused when no earlier test had done it first. A frame itself stays refused."""
     import collections
+    import enum
     import typing
 
     class Fresh:
         pass
 
     def make() -> tuple:
-        return collections.namedtuple("Pair", "a b"), typing.TypeVar("T_fresh"), typing.Optional[typing.Union[Fresh, slice]]
+        return (collections.namedtuple("Pair", "a b"), typing.TypeVar("T_fresh"),
+                typing.Optional[typing.Union[Fresh, slice]], enum.Enum("Colour", "RED GREEN"))
 
-    pair, variable, annotation = call_contained("types", "__init__", make)
+    pair, variable, annotation, colour = call_contained("types", "__init__", make)
     assert pair._fields == ("a", "b") and variable.__name__ == "T_fresh" and Fresh in typing.get_args(annotation)
+    assert colour.RED.value == 1
     with pytest.raises(ContainmentError, match="read the call stack"):
         call_contained("types", "__init__", lambda: sys._getframe(1))
+
+
+def _cached_getframe():
+    import functools
+
+    return functools.lru_cache(maxsize=None)(sys._getframe)  # a C wrapper: no Python frame of its own
+
+
+def _through_a_cache(function, *key):
+    """``function``'s code run under globals whose ``sys._getframe`` is an ``lru_cache`` around the real one (the
+    topmost Python frame when the real one runs is then the library's code), then the frame read back from the
+    cache, where no audit event sees it: a sixth red team's way past a check of the calling code alone."""
+    import types
+
+    grab = _cached_getframe()
+    namespace = {**function.__globals__, "sys": types.SimpleNamespace(_getframe=grab)}
+    types.FunctionType(function.__code__, namespace, function.__name__, function.__defaults__)()
+    return grab(*key)
+
+
+def _with_replaced(owner, name: str, value, steal):
+    """``traceback.extract_stack()`` with ``owner.name`` replaced by ``value``, then ``steal()``."""
+    import traceback
+
+    saved = vars(owner)[name]
+    setattr(owner, name, value)
+    try:
+        traceback.extract_stack()
+        return steal()
+    finally:
+        setattr(owner, name, saved)
+
+
+def _stealing_walk(frame):
+    _STOLEN.append(frame)
+    return iter(())
+
+
+_STOLEN: list = []
+
+
+def _replaced_getframe(owner_of_sys):
+    import types
+
+    grab = _cached_getframe()
+    if owner_of_sys is sys:
+        return _with_replaced(sys, "_getframe", grab, grab)
+    return _with_replaced(owner_of_sys, "sys", types.SimpleNamespace(_getframe=grab), grab)
+
+
+@pytest.mark.parametrize(
+    "reach",
+    [
+        lambda: _through_a_cache(__import__("typing")._caller, 2),
+        lambda: _through_a_cache(__import__("traceback").extract_stack),
+        lambda: _through_a_cache(__import__("traceback").format_stack),
+        lambda: _with_replaced(__import__("traceback"), "walk_stack", _stealing_walk, lambda: _STOLEN[0]),
+        lambda: _replaced_getframe(__import__("traceback")),
+        lambda: _replaced_getframe(sys),
+    ],
+    ids=["typing-caller-code", "extract-stack-code", "format-stack-code", "walk-stack-replaced", "traceback-sys-replaced",
+         "getframe-replaced"],
+)
+def test_a_library_frame_reader_cannot_be_made_to_hand_the_mechanism_a_frame(reach):
+    with pytest.raises(ContainmentError, match="read the call stack"):
+        call_contained("launders", "postprocess at step 0", reach)
+    assert not _STOLEN
+
+
+def test_a_module_imported_inside_a_hook_cannot_read_frames_at_its_top_level(tmp_path, monkeypatch):
+    """Import-time code of a module the mechanism imports lazily is the mechanism's code: all frame reads were
+    allowed while any module was being imported, and its top level could walk to the kernel's frames."""
+    (tmp_path / "helper_reading_frames.py").write_text("import sys\nFRAME = sys._getframe(1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    class ImportsAFrameReader(Mechanism):
+        name = "imports_a_frame_reader"
+
+        def postprocess(self, gradient, step, epoch):
+            import helper_reading_frames  # noqa: F401
+
+            return gradient
+
+    with pytest.raises(ContainmentError, match="read the call stack"):
+        run_steps(ImportsAFrameReader(1.0), steps=1)
+    sys.modules.pop("helper_reading_frames", None)
 
 
 def test_outside_mechanism_code_nothing_is_refused():
