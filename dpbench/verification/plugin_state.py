@@ -28,6 +28,7 @@ import array
 import functools
 import math
 import re
+import struct
 import types
 from collections import deque
 from collections.abc import Iterator
@@ -49,6 +50,7 @@ _NUMBERS = (bool, int, float, complex)
 _BYTES = (str, bytes, bytearray, memoryview)
 _BYTE_DTYPES = (torch.uint8, torch.int8)
 _NUMBER_DTYPES = {bool: np.bool_, int: np.int64, float: np.float64, complex: np.complex128}  # bool first
+_SCALAR_FORMATS = {bool: ("bool", "?"), int: ("int64", "<q"), float: ("float64", "<d")}
 # Values with no state of their own to snapshot (code, types, the plugin's generators).
 _SKIPPED = (type, types.ModuleType, types.BuiltinFunctionType, torch.dtype, torch.device, type(None)) + GENERATOR_TYPES
 _ADDRESS = re.compile(r" at 0x[0-9a-f]+")
@@ -168,9 +170,12 @@ def _leaf(value: Any) -> Leaf | None:
         return Leaf(type(value).__name__, raw, _bytes_values(raw))
     if isinstance(value, int) and not -(2**63) <= value < 2**63:  # beyond int64: exact as text, measured as float
         return Leaf("int", str(value).encode(), torch.tensor([float(value) if abs(value) < 2**1023 else math.inf], dtype=torch.float64))
+    if type(value) in _SCALAR_FORMATS:  # the common case, at a fifth of the general one's cost
+        kind, layout = _SCALAR_FORMATS[type(value)]
+        return Leaf(kind, struct.pack(layout, value), torch.tensor([float(value)], dtype=torch.float64))
     if isinstance(value, _NUMBERS):
         dtype = next(d for number, d in _NUMBER_DTYPES.items() if isinstance(value, number))
-        return _array_leaf(np.asarray(value, dtype=dtype))  # through NumPy: a tenth of a tensor's cost
+        return _array_leaf(np.asarray(value, dtype=dtype))
     return None
 
 
