@@ -225,7 +225,7 @@ def build_step(workload: Workload, method: str, batch: int, max_bytes: float) ->
     generator = torch.Generator().manual_seed(2)
     if kind == "plugin":
         plugin = FlatClipPlugin(CLIP, SIGMA, n_params, DATASET_SIZE, batch, 1, 1.0, 1e-5)
-        privatizer = PluginPrivatizer(plugin, "example_plugin", shapes, CLIP, q)
+        privatizer = PluginPrivatizer(plugin, "example_plugin", shapes, CLIP, q, key=2)  # releases keyed as a seeded run's
     else:
         mechanism = MECHANISMS[method.split("_", 1)[1]]()
         privatizer = StructuredPrivatizer(mechanism, shapes, SIGMA, batch, q, generator)
