@@ -13,6 +13,12 @@ from synthetic_vision import build_synthetic_root
 import dpbench.cli  # noqa: F401  (registers the config resolvers)
 from dpbench.extras import EXTRAS, MissingExtraError, import_errors
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one process per core (pytest -n auto): one thread each, children too
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DPBENCH_SHARED", REPO_ROOT.parent / "shared"))
 # CI sets this: tests that need the shared datasets fail instead of being skipped when they are missing.
