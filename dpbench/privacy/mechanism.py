@@ -9,7 +9,8 @@ the mechanism returns, because the kernel enforces every step of the argument:
 - **the clipping bound**: ``factor * norm <= C_g`` for every example and group, with norms in float64
   (recomputed in float64 wherever float32 under- or overflows) and the product checked in float64; a
   non-finite gradient refuses the step; each example's factor (and statistic) is computed from its own
-  norms only, the hooks evaluated per example (:mod:`dpbench.privacy.clipping`, :mod:`dpbench.engine.norms`);
+  norms only, by a rule the mechanism names (computed by the kernel: :mod:`dpbench.privacy.clip_rules`) or by
+  its hooks evaluated per example (:mod:`dpbench.privacy.clipping`, :mod:`dpbench.engine.norms`);
 - **independence of examples**: the engines refuse layers that mix examples (BatchNorm and the like)
   and check before the first step that one example's gradient does not move another's;
 - **noise and the ledger**: N(0, (z_t sqrt(sum_g C_g^2))^2) added by the kernel, every step recorded;
