@@ -139,6 +139,7 @@ class ContainmentError(DpbenchError, RuntimeError):
 class _Context(threading.local):
     depth = 0
     reading_caller = False  # the audit hook is reading its own caller's frame
+    threads_at_entry = 0  # threads alive when the outermost mechanism call on this thread began
 
 
 _context = _Context()  # how deep this thread is in mechanism code
@@ -176,23 +177,25 @@ def _a_library_reads_its_callers_name() -> bool:
     module's own globals, reaching the interpreter's ``sys._getframe`` through that module's ``sys`` (a reader's
     code under other globals, or a ``sys`` or ``_getframe`` replaced by a wrapper, would hand the frame to the
     mechanism: a sixth red team's cached it in an ``lru_cache`` that way); for ``extract_stack``, the functions
-    and classes the frame then goes to unchanged too. Anything else reading a frame is refused, at import time
-    included (a mechanism's lazily imported module is its code)."""
+    and classes the frame then goes to unchanged too; and no thread started since the mechanism's call began (it
+    could change them between this check and their use). Anything else reading a frame is refused, at import
+    time included (a mechanism's lazily imported module is its code)."""
     _context.reading_caller = True
     try:
         caller = _GETFRAME(2)  # 0: here, 1: the audit hook, 2: the code that called sys._getframe
     finally:
         _context.reading_caller = False
     expected = FRAME_READERS.get(caller.f_code)
-    if expected is None:
-        return False
+    if expected is None or _thread._count() > _context.threads_at_entry:
+        return False  # (a thread of the mechanism's could change what is checked below before it is used)
     namespace, sys_name = expected
     if caller.f_globals is not namespace or namespace.get(sys_name) is not sys or sys._getframe is not _GETFRAME:
         return False
     if caller.f_code in (traceback.extract_stack.__code__, traceback.format_stack.__code__):
         return all(
-            vars(owner).get(name) is value
-            for owner, baseline in zip(TRACEBACK_PATH, _TRACEBACK_BASELINE) for name, value in baseline.items()
+            all(vars(owner).get(name) is value for name, value in baseline.items())
+            and (owner in (itertools, collections) or vars(owner).keys() == baseline.keys())  # nothing added either
+            for owner, baseline in zip(TRACEBACK_PATH, _TRACEBACK_BASELINE)
         )
     return True
 
@@ -215,6 +218,7 @@ def contained(mechanism: str, what: str) -> Iterator[None]:
     if outermost:
         _attempts.clear()
         threads, finalizers = _thread._count(), set(weakref.finalize._registry)
+        _context.threads_at_entry = threads
         _running += 1
     source_lookup, logging._srcfile = logging._srcfile, None  # logging's caller lookup reads frames
     _context.depth += 1

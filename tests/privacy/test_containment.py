@@ -345,6 +345,29 @@ def _stealing_walk(frame):
 _STOLEN: list = []
 
 
+def _with_a_method_added_to_stack_summary():
+    import traceback
+
+    traceback.StackSummary.append = lambda self, item: list.append(self, item)
+    try:
+        return traceback.extract_stack()
+    finally:
+        del traceback.StackSummary.append
+
+
+def _with_a_thread_alive():
+    import traceback
+
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait)
+    thread.start()
+    try:
+        return traceback.extract_stack()
+    finally:
+        release.set()
+        thread.join()
+
+
 def _replaced_getframe(owner_of_sys):
     import types
 
@@ -363,9 +386,11 @@ def _replaced_getframe(owner_of_sys):
         lambda: _with_replaced(__import__("traceback"), "walk_stack", _stealing_walk, lambda: _STOLEN[0]),
         lambda: _replaced_getframe(__import__("traceback")),
         lambda: _replaced_getframe(sys),
+        _with_a_method_added_to_stack_summary,
+        _with_a_thread_alive,
     ],
     ids=["typing-caller-code", "extract-stack-code", "format-stack-code", "walk-stack-replaced", "traceback-sys-replaced",
-         "getframe-replaced"],
+         "getframe-replaced", "stack-summary-method-added", "thread-alive"],
 )
 def test_a_library_frame_reader_cannot_be_made_to_hand_the_mechanism_a_frame(reach):
     with pytest.raises(ContainmentError, match="read the call stack"):
