@@ -19,8 +19,8 @@ from mechanisms.adaptive import AdaptiveClipping
 from mechanisms.composed import CLIPPING_HOOKS, RAW_DATA_HOOKS, Composed, ComposedHooks
 from mechanisms.fixed import FixedClipping
 from mechanisms.momentum import NoisyMomentum
-from mechanisms.normalized import AutomaticClipping
 from mechanisms.noise_decay import NoiseDecay
+from mechanisms.normalized import AutomaticClipping
 from mechanisms.perlayer import PerLayerClipping
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "mechanism"
