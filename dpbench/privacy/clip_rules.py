@@ -26,7 +26,7 @@ def rule_factors(rule: str, stability: float, group_norms: torch.Tensor, thresho
     raise ValueError(f"unknown clip_rule {rule!r}: use one of {', '.join(CLIP_RULES)}")
 
 
-def rule_statistic(rule: str, group_norms: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+def rule_statistic(rule: str | None, group_norms: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     """Per-example statistic ``[B]`` of ``rule``, in [-1/2, 1/2]."""
     if rule == "unclipped":
         return (group_norms <= thresholds).all(dim=1).to(group_norms.dtype) - 0.5

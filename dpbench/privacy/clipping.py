@@ -162,11 +162,7 @@ def _raw_data_hook(
     if method is Mechanism.__dict__[hook]:
         if hook == "clip_factors":
             return rule_factors(declared.clip_rule, declared.clip_stability, group_norms, thresholds)
-        if declared.statistic_rule is None:
-            raise MechanismContractError(
-                f"mechanism '{declared.name}' sets statistic_noise but neither a statistic_rule nor clip_statistic"
-            )
-        return rule_statistic(declared.statistic_rule, group_norms, thresholds)
+        return rule_statistic(declared.statistic_rule, group_norms, thresholds)  # declared_values refused None
 
     def isolated() -> torch.Tensor:
         function, norms = getattr(mechanism, hook), group_norms.clone()
