@@ -74,8 +74,11 @@ def overrides_raw_data_hook(mechanism: object, base: type) -> bool:
 class StateFingerprint:
     """A comparable record of the state reachable by a mechanism's code (see the module docstring)."""
 
-    def __init__(self, mechanism: object) -> None:
+    def __init__(self, mechanism: object, *, random_states: bool = True, versions: bool = True) -> None:
+        """``random_states``: include the global random states; ``versions``: include each tensor's version
+        counter (both are state a raw-data hook must not move; a comparison of *contents* leaves them out)."""
         self.values: dict[str, Any] = {}
+        self._versions = versions
         self._seen: dict[int, str] = {}
         self._classes: deque[type] = deque()
         self._functions: deque[tuple[types.FunctionType, str]] = deque()
@@ -85,7 +88,8 @@ class StateFingerprint:
         self._visit(mechanism, "self")
         self._classes.extend(c for c in type(mechanism).__mro__ if c is not object)
         self._drain()
-        self._random_states()
+        if random_states:
+            self._random_states()
 
     def changes(self, other: StateFingerprint) -> list[str]:
         """Paths whose value differs between the two fingerprints (or exists in only one)."""
@@ -123,7 +127,7 @@ class StateFingerprint:
         self._seen[id(obj)] = path
         self._keep_alive.append(obj)  # ids stay unique while the fingerprint is built
         if isinstance(obj, torch.Tensor):
-            self.values[path] = _tensor_state(obj)
+            self.values[path] = _tensor_state(obj, self._versions)
             if obj.is_leaf and obj.grad is not None:
                 self._visit(obj.grad, f"{path}.grad")
             self._visit_attributes(obj, path)
@@ -246,6 +250,8 @@ class StateFingerprint:
             self._visit(obj(), f"{path}()")
             return
         try:
+            if _pickle_said_by_own_class(type(obj)):
+                raise TypeError("its own class decides what its pickle shows")
             reduced = obj.__reduce_ex__(4)
         except Exception:  # noqa: BLE001 - any failure means the state cannot be read
             self.unreadable.append(f"{path} ({type(obj).__module__}.{type(obj).__qualname__})")
@@ -293,7 +299,21 @@ def _global_names(code: types.CodeType) -> set[str]:
     return names
 
 
-def _tensor_state(tensor: torch.Tensor) -> tuple:
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement (or type()), not a built-in type
+_PICKLE_METHODS = ("__reduce_ex__", "__reduce__", "__getstate__")
+
+
+def _pickle_said_by_own_class(cls: type) -> bool:
+    """Whether a class of ``cls``'s MRO that is not library code defines how its objects pickle: an object of
+    such a class without attributes (a subclass of a C type with ``__slots__ = ()``) could show pickle any state
+    it likes and hide the C state it keeps, a call counter say."""
+    return any(
+        c.__flags__ & _HEAP_TYPE and not library_class(c, _LIBRARY_PREFIXES) and any(m in vars(c) for m in _PICKLE_METHODS)
+        for c in cls.__mro__
+    )
+
+
+def _tensor_state(tensor: torch.Tensor, with_version: bool = True) -> tuple:
     """A tensor's whole state: for a dense tensor the bytes of its entire storage (data beyond the view
     too) with shape, strides and offset; its dtype, device, ``requires_grad`` and version counter (which
     every in-place operation moves, even one that leaves the values as they were). A tensor whose storage
@@ -304,7 +324,7 @@ def _tensor_state(tensor: torch.Tensor) -> tuple:
         data.untyped_storage()
     except RuntimeError:
         return ("tensor without a readable storage", object())
-    version = None if data.is_inference() else data._version
+    version = None if data.is_inference() or not with_version else data._version
     meta = (data.dtype, data.device, tensor.requires_grad, version)
     if data.layout != torch.strided or data.is_meta:
         return ("tensor", data.to_dense().clone() if data.is_sparse else data.clone(), *meta)

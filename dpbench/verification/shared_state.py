@@ -15,9 +15,11 @@ numeric libraries, and their modules' globals; the defaults, keyword defaults an
 functions those modules and classes define and their attributes (a mutable default ``def _store(d={})`` or
 an attribute ``_store.count`` is a module-level value by another name); of those, every attribute that is data (numbers, strings,
 containers, tensors, arrays, generators, and objects of the plugin's own classes; not code, and not a
-library's objects). Containers, tensors, arrays, generators and objects are restored in
-place (so references held elsewhere see the restored value), other values by reassignment; names added during
-the probe are removed.
+library's objects). A value that holds what the snapshot found is left as it is (a restore that replaced it, or
+moved a tensor's version counter, would itself tell the plugin that a probe happened); a changed container,
+tensor (its version counter too), array, generator or object is restored in place (so references held
+elsewhere see the restored value), other values by reassignment; names added during the probe are removed.
+What is left after a probe in state every copy shares is compared by the verifier (``probe-left-a-trace``).
 
 Before each call, too: a plugin that counts a step's calls there can otherwise release its first call
 un-noised and make the later ones (the verifier's) look honest; restored before each, every call of a probe is
@@ -38,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dpbench.privacy.isolation import StateFingerprint
 from dpbench.privacy.plugin_streams import NOT_PLUGIN_CODE, plugin_owners
 from dpbench.privacy.provenance import library_class
 
@@ -134,39 +137,57 @@ def _digest(value: Any) -> bytes | None:
 
 
 class _Saved:
-    """A deep copy of a value as the snapshot found it, and its digest (computed when first compared: only
-    probed steps restore, so the snapshot taken before every release does not pay for it)."""
+    """A deep copy of a value as the snapshot found it, with the value's tensor version counter (a tensor restored
+    in place gets it back), and two records of its contents, each computed when first compared (only probed steps
+    restore, so the snapshot taken before every release does not pay for them): its ``marshal`` digest (plain
+    built-in data) or else its state fingerprint (:class:`~dpbench.privacy.isolation.StateFingerprint`, contents
+    only: anything its code could read, walked without running its code)."""
 
-    __slots__ = ("contents", "_digest", "_digested")
+    __slots__ = ("contents", "version", "_digest", "_fingerprint", "_digested")
 
-    def __init__(self, contents: Any) -> None:
-        self.contents, self._digest, self._digested = contents, None, False
+    def __init__(self, contents: Any, version: int | None) -> None:
+        self.contents, self.version = contents, version
+        self._digest, self._fingerprint, self._digested = None, None, False
 
-    def digest(self) -> bytes | None:
+    def unchanged(self, value: Any) -> bool:
+        """Whether ``value`` holds what the snapshot found."""
         if not self._digested:
             self._digest, self._digested = _digest(self.contents), True
-        return self._digest
+        if self._digest is not None:
+            return _digest(value) == self._digest
+        if self._fingerprint is None:
+            self._fingerprint = _contents(self.contents)
+        return not self._fingerprint.changes(_contents(value))
+
+
+def _contents(value: Any) -> StateFingerprint:
+    return StateFingerprint(value, random_states=False, versions=False)
 
 
 def _copy(value: Any) -> tuple[bool, _Saved | None]:
     """``(True, the saved copy)``, or ``(False, None)`` for a value that cannot be copied (left as the calls
     leave it)."""
     try:
-        return True, _Saved(copy.deepcopy(value))
+        version = value._version if isinstance(value, torch.Tensor) and not value.is_inference() else None
+        return True, _Saved(copy.deepcopy(value), version)
     except Exception:
         return False, None
 
 
 def _put_back(current: Any, value: Any, saved: _Saved) -> Any:
     """What to bind where the snapshot found ``value`` and ``current`` is now: ``value`` itself when it is
-    still there with the snapshot's digest (most calls change nothing, and the deep copies below were a probe's
-    main cost); else ``value`` with the snapshot's contents put into it where possible, else a fresh copy of
-    the snapshot. A value without a digest (anything but plain built-in data) is always put back."""
-    digest = saved.digest() if current is value else None
-    if digest is not None and _digest(value) == digest:
+    still there, holding what the snapshot found (most calls change nothing; a value replaced although unchanged
+    would tell the plugin that a restore, so a probe, happened: a new identity, a tensor's version counter moved);
+    else ``value`` with the snapshot's contents put into it where possible (a tensor with its version counter as
+    the snapshot found it), else a fresh copy of the snapshot."""
+    if current is value and saved.unchanged(value):
         return value
     fresh = copy.deepcopy(saved.contents)  # the snapshot itself is never handed out: it may be restored again
-    return value if _restore_in_place(value, fresh) else fresh
+    if not _restore_in_place(value, fresh):
+        return fresh
+    if saved.version is not None:
+        torch._C._autograd._unsafe_set_version_counter((value,), (saved.version,))
+    return value
 
 
 class SharedSnapshot:

@@ -44,6 +44,7 @@ from typing import Any
 import torch
 
 from dpbench.privacy.containment import call_contained, contained
+from dpbench.privacy.isolation import StateFingerprint
 from dpbench.privacy.ledger import PrivacyLedger, StepRecord
 from dpbench.privacy.mechanism import check_plugin_output
 from dpbench.privacy.plugin_streams import (
@@ -104,6 +105,7 @@ MATCHED_MARGIN = 1e-3
 FRESH_INSTANCE = "fresh-instance"
 NOT_GAUSSIAN = "noise-not-gaussian"
 NOT_REPRODUCED = "release-not-reproduced"
+PROBE_TRACE = "probe-left-a-trace"
 # A call from the release's state, batch and stream must give the release again, up to this fraction of each
 # tensor's measured noise std (room for non-deterministic reductions on an accelerator, nothing more).
 REPRODUCE_TOLERANCE = 1e-3
@@ -117,6 +119,14 @@ def release_reproduced(release: list[torch.Tensor], again: list[torch.Tensor], s
         if not difference <= REPRODUCE_TOLERANCE * s:
             return False
     return True
+
+
+def reachable_state(plugin: Any) -> StateFingerprint:
+    """The contents of everything the plugin's code can reach (its instance, classes, the globals its functions
+    name, closures, defaults, objects it shares with its copies): :class:`~dpbench.privacy.isolation.StateFingerprint`
+    without the global random states (every call is seeded) and tensors' version counters (the shared-state
+    restore keeps a restored tensor's)."""
+    return StateFingerprint(plugin, random_states=False, versions=False)
 
 
 def _round_down(sigma: float) -> float:
@@ -272,9 +282,10 @@ class PluginVerifier:
             with contained(type(plugin).__name__, f"verification at step {step}"), isolated_randomness(), \
                     torch.no_grad(), shared_state_restored(plugin) as after_release:
                 self._call_state = self._pre_release if self._pre_release is not None else after_release
+                self._after_release = (after_release, reachable_state(plugin))
                 record, findings = self._probe(plugin, per_sample_grads, step, epoch, release, seed, claim)
         finally:
-            self._pre_release = self._call_state = None
+            self._pre_release = self._call_state = self._after_release = None
             self._returned_at = time.perf_counter()
         self._probe_seconds += self._returned_at - started
         self._probes.append(record)
@@ -371,6 +382,9 @@ class PluginVerifier:
             parts.append((0.0, 0.0, NOT_GAUSSIAN))
         if not reproduced:
             parts.append((0.0, 0.0, NOT_REPRODUCED))
+        self._traces = self._traces_left(plugin)
+        if self._traces:
+            parts.append((0.0, 0.0, PROBE_TRACE))
         measured = combined_multiplier([p[0] for p in parts])
         upper = combined_multiplier([p[1] for p in parts])
         label = " + ".join(p[2] for p in parts)
@@ -446,7 +460,24 @@ class PluginVerifier:
             measured.append(Channel(channel.path, min(here, pooled), upper, channel.shift))
         return measured
 
+    def _traces_left(self, plugin: Any) -> list[str]:
+        """What the probe's calls changed in the state the plugin can reach, once its shared state is put back as
+        the release left it: the paths (:func:`reachable_state`) that differ from right after the release."""
+        if self._after_release is None:
+            return []
+        shared, before = self._after_release
+        shared.restore()
+        return before.changes(reachable_state(plugin))
+
     def _explain(self, label: str, parts: list[tuple[float, float, str]]) -> str:
+        if PROBE_TRACE in label:
+            shown = ", ".join(self._traces[:5]) + (f" and {len(self._traces) - 5} more" if len(self._traces) > 5 else "")
+            return ("the verifier's calls left a trace in state the plugin can reach, which a plugin can read to tell a "
+                    f"probed step from the others and release differently after it: {shown} changed, where the "
+                    "verifier puts back what it can (the data of the plugin's classes, modules and functions) and "
+                    "each call runs on a copy. State that every copy shares (an object a __deepcopy__ hands to the "
+                    "copies, a closure or default holding a mutable object, a lru_cache) belongs in the plugin's "
+                    "instance, where each call changes only its own copy")
         if FRESH_INSTANCE in label:
             return ("two freshly built instances released identical outputs under different random streams: the "
                     "plugin's noise comes from a generator seeded from a constant, so it is no noise at all")

@@ -121,3 +121,28 @@ def test_a_value_whose_pickle_hides_a_change_is_put_back_all_the_same():
             assert CountsInAHiddenTally.tally.calls == 1
     assert CountsInAHiddenTally.tally.calls == 0
     assert CountsInAHiddenTally.plain is plain and plain == [1, 2]  # plain data no call changed: left as it is
+
+
+class KeepsTensorsInItsClass:
+    """Shared tensors the calls only read: a restore that replaced them, or bumped their version counter, told
+    the plugin that a probe had happened (a new ``id``, a moved ``_version``)."""
+
+    scale = torch.ones(3)
+    table: dict[str, torch.Tensor] = {"t": torch.zeros(2)}
+    written = torch.zeros(1)
+
+    def touch(self) -> None:
+        type(self).written += 1
+
+
+def test_what_no_call_changed_keeps_its_identity_and_version_and_what_one_did_gets_its_version_back():
+    plugin = KeepsTensorsInItsClass()
+    scale, entry, written = plugin.scale, plugin.table["t"], plugin.written
+    versions = (scale._version, entry._version, written._version)
+    with shared_state_restored(plugin) as snapshot:
+        for _ in range(3):
+            snapshot.restore()
+            plugin.touch()
+    assert plugin.scale is scale and plugin.table["t"] is entry and plugin.written is written
+    assert (scale._version, entry._version, written._version) == versions
+    assert float(written) == 0.0
