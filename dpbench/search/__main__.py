@@ -45,7 +45,7 @@ from dpbench.privacy.noise import entropy_seed
 from dpbench.privacy.tuning import TrialCount
 from dpbench.reporting.run_files import RunFiles, append_result_row
 from dpbench.search.plan import TRIAL_GROUP, SearchPlan, draw_plan
-from dpbench.search.selection import RESULT_FILE, select_best
+from dpbench.search.selection import RESULT_FILE, SearchMismatchError, select_best
 from dpbench.search.space import SearchSpaceError, load_space
 from dpbench.search.tuning_record import pipeline_id, private_search_row
 from dpbench.training.run_directory import directory_name, letter_spelling, public_proxy_run_name
@@ -314,7 +314,11 @@ def run_search(arguments: list[str]) -> int:
     else:
         log.info("search in %s: %d trials planned (keep this number private)", directory, plan.count)
     subprocess.run(trial_command(plan, directory, launcher), check=False)
-    result = select_best(directory, plan)
+    try:
+        result = select_best(directory, plan)
+    except SearchMismatchError as error:
+        print(f"dpbench.search: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
     if result["released"] is None:
         (directory / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
         log.error("no trial finished; see the run directories under %s", directory / "runs")

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from dpbench.errors import DpbenchError
 from dpbench.search.plan import SearchPlan
 
 RESULT_FILE = "result.json"
@@ -29,12 +30,35 @@ def trial_summaries(directory: Path) -> dict[str, dict]:
     return found
 
 
+class SearchMismatchError(DpbenchError):
+    """A finished trial was calibrated for another search than the plan's."""
+
+
+def check_trial_law(trial: str, summary: dict, plan: SearchPlan) -> None:
+    """A private search's trial must have been calibrated for the plan's law of K: its tuning bound is the
+    search's only if every trial's is."""
+    search = summary.get("search")
+    if plan.tune != "private" or search is None:
+        return
+    claimed = (float(search.get("trials_mean", math.nan)), float(search.get("trials_shape", math.nan)))
+    if claimed != (float(plan.trials_mean), float(plan.trials_shape)):
+        raise SearchMismatchError(
+            f"trial {trial} ({summary.get('run_dir')}) was calibrated for a search of K with mean {claimed[0]:g} and "
+            f"shape {claimed[1]:g}, but the plan drew K from mean {plan.trials_mean:g}, shape {plan.trials_shape:g}: "
+            "its epsilon is not the search's. Remove that run directory and launch the search again (it re-runs "
+            "the trial), and keep tune.* out of search spaces"
+        )
+
+
 def select_best(directory: Path, plan: SearchPlan) -> dict[str, Any]:
-    """The released trial (or None if none finished) and how many of the planned trials finished."""
+    """The released trial (or None if none finished) and how many of the planned trials finished. Every
+    finished trial must have been calibrated for the plan's law of K (:func:`check_trial_law`)."""
     summaries = trial_summaries(directory)
     candidates = []
     for index, overrides in enumerate(plan.trials):
         summary = summaries.get(plan.trial_id(index))
+        if summary is not None:
+            check_trial_law(plan.trial_id(index), summary, plan)
         if summary is not None and math.isfinite(summary.get("validation_score", -math.inf)):
             candidates.append((summary["validation_score"], index, overrides, summary))
     if not candidates:

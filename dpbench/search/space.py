@@ -59,7 +59,20 @@ class Dimension:
         return round(value) if self.integer else float(f"{value:.4g}")
 
 
+TUNABLE_GROUPS = ("train", "mechanism", "model")
+"""The config groups a search may vary. The privacy settings (target, accountant), the search's own (the law of
+K, the validation split, the reference plan), the data and the paths are the search's, the same in every trial:
+a space that set ``tune.trials_mean`` had its trials calibrated for another number of trials than the plan drew
+(a seventh red team's printed epsilon 2.98 for a search whose tuning bound was 5.12)."""
+
+
 def parse_dimension(key: str, spec: Mapping[str, Any]) -> Dimension:
+    if key.split(".")[0] not in TUNABLE_GROUPS or "." not in key:
+        raise SearchSpaceError(
+            f"search space entry '{key}': a search varies hyper-parameters only, keys under "
+            f"{', '.join(g + '.' for g in TUNABLE_GROUPS)}; the privacy target, the search's settings (tune.*), the "
+            "data and the seed are the whole search's. Set them on the command line of python -m dpbench.search"
+        )
     kinds = [name for name in DISTRIBUTIONS if name in spec]
     unknown = set(spec) - set(DISTRIBUTIONS) - {"relative", "int"}
     if len(kinds) != 1 or unknown:
@@ -105,6 +118,11 @@ def load_space(name: str, directory: Path = SPACES_DIR) -> SearchSpace:
                 dimensions[dimension.key] = dimension
         return SearchSpace(name, tuple(dimensions.values()))
     path = directory / f"{name}.yaml"
+    if not name or Path(name).name != name or name.startswith("."):
+        raise SearchSpaceError(
+            f"tune.space={name}: name a space in {directory} (its file name without .yaml, e.g. tune.space=fixed); "
+            "a new space goes there, next to the mechanism's config"
+        )
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in directory.glob("*.yaml")))
         raise SearchSpaceError(

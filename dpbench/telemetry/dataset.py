@@ -21,11 +21,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from dpbench.privacy.example_split import held_out
 from dpbench.privacy.ledger import StepRecord
 from dpbench.privacy.statistics_release import StatisticsRelease
 from dpbench.reporting.run_files import RunFiles
@@ -119,10 +119,14 @@ def load_telemetry(path: str | None = None, devices: int = 20_000, simulation_se
     tables_dir = corpus_dir(path, devices, simulation_seed, root, world)
     wide = build_wide_table(tables_dir)
     n = len(wide.guids)
-    order = np.random.default_rng(split_seed).permutation(n)
-    n_test = max(1, round(test_fraction * n))
+    # each device's side by a hash of its own guid: one device added to or removed from the corpus moves no
+    # other between training and test (a permutation of range(n) moved most of them)
+    test = held_out((str(guid) for guid in wide.guids), test_fraction, split_seed)
+    if not 0 < int(test.sum()) < n:
+        raise ValueError(f"dataset.test_fraction={test_fraction} held out {int(test.sum())} of {n} devices: the "
+                         "test split needs at least one device and leaves at least one for training")
     features = torch.from_numpy(wide.features)
-    test, train = torch.from_numpy(order[:n_test]), torch.from_numpy(order[n_test:])
+    train = ~test
     zeros = torch.zeros(n, dtype=torch.int64)
     return TelemetrySplits(
         name="telemetry", train_features=features[train], train_labels=zeros[train],

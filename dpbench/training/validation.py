@@ -2,7 +2,8 @@
 
 A private search must not choose among trials by test accuracy (the test set is for the final report
 only) and must pay for choosing by anything computed from the training data. The validation examples
-are a fixed random share of the training set, left out of the trial's training; after training, the
+are a share of the training set, each chosen by a hash of its own bytes (so one added example moves no other
+between the two sides), left out of the trial's training; after training, the
 trial releases the number of validation examples it classifies correctly plus Gaussian noise. Each
 example changes that count by at most 1, so it is a one-shot Gaussian release of sensitivity 1 (the
 kernel's :func:`~dpbench.privacy.statistics_release.release_sum` with bound 1), recorded in the trial's
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from dpbench.data import DatasetSplits
+from dpbench.privacy.example_split import example_keys, held_out
 from dpbench.privacy.noise import NoiseSource
 from dpbench.privacy.statistics_release import StatisticsRelease, release_sum
 
@@ -39,18 +41,22 @@ class ValidationSplit:
 def carve_validation(
     data: DatasetSplits, fraction: float, score_noise: float, seed: int
 ) -> tuple[DatasetSplits, ValidationSplit]:
-    """Move a random ``fraction`` of the training examples (chosen by ``seed``, independently of the
-    data) into a validation split; its score is released with noise std ``score_noise``."""
+    """Move a ``fraction`` of the training examples (in expectation) into a validation split, each example by a
+    hash of its own bytes keyed by ``seed`` (:mod:`dpbench.privacy.example_split`: one added example moves no
+    other between the trial's training set and its validation set); its score is released with noise std
+    ``score_noise``."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
-    n = data.train_size
-    held_out = max(1, round(fraction * n))
-    if held_out >= n:
-        raise ValueError(f"a validation fraction of {fraction} leaves no training examples out of {n}")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    validation, train = order[:held_out], order[held_out:]
+    validation = held_out(example_keys(data.train_features, data.train_labels), fraction, seed)
+    held = int(validation.sum())
+    if held == 0 or held == data.train_size:
+        raise ValueError(
+            f"a validation fraction of {fraction} of {data.train_size} training examples held out {held}: raise or "
+            "lower tune.validation_fraction (each example is held out on its own, so the share is random)"
+        )
     release = StatisticsRelease(SCORE_RELEASE, bound=1.0, noise_multiplier=score_noise)
     split = ValidationSplit(data.train_features[validation], data.train_labels[validation], release)
+    train = ~validation
     return replace(data, train_features=data.train_features[train], train_labels=data.train_labels[train]), split
 
 

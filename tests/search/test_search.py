@@ -52,6 +52,26 @@ def test_the_best_trial_is_the_best_noised_validation_score(search):
     assert json.loads((directory / "result.json").read_text())["released"]["trial"] == best["trial"]
 
 
+def test_a_trial_calibrated_for_another_law_of_k_is_refused_at_selection(search, tmp_path):
+    """Every trial's tuning bound must be the plan's: a trial whose summary records another law of K (its config
+    was changed under the plan) stops the search's selection, naming the trial."""
+    import shutil
+
+    from dpbench.search.selection import SearchMismatchError, select_best
+
+    _, directory = search
+    copied = tmp_path / directory.name
+    shutil.copytree(directory, copied)
+    plan = SearchPlan.load(copied)
+    assert select_best(copied, plan)["released"] is not None
+    path = next(copied.glob("runs/*/summary.json"))
+    summary = json.loads(path.read_text())
+    summary["search"]["trials_mean"] = 1.0
+    path.write_text(json.dumps(summary))
+    with pytest.raises(SearchMismatchError, match=f"trial {summary['trial']} .*mean 1 .*plan drew K from mean 2"):
+        select_best(copied, plan)
+
+
 @pytest.mark.slow
 def test_a_relaunched_search_keeps_its_plan_and_finished_trials(search):
     overrides, directory = search

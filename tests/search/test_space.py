@@ -76,3 +76,19 @@ def test_a_composed_space_is_the_union_of_its_parts():
 def test_a_key_in_two_parts_of_a_composed_space_is_refused():
     with pytest.raises(SearchSpaceError, match="'train.lr' is in more than one"):
         load_space("fixed+adaptive_rescaled")
+
+
+@pytest.mark.parametrize(
+    "key", ["tune.trials_mean", "tune.score_noise", "privacy.target_epsilon", "privacy.accountant", "dataset.name", "seed", "paths.results"]
+)
+def test_a_space_varies_hyper_parameters_only(key):
+    """A space that set ``tune.trials_mean`` had its trials calibrated for another K than the plan drew (a
+    seventh red team's search printed epsilon 2.98; its tuning bound was 5.12)."""
+    with pytest.raises(SearchSpaceError, match=f"'{key}'.*hyper-parameters only"):
+        parse_dimension(key, {"fixed": 1})
+
+
+@pytest.mark.parametrize("name", ["/tmp/space", "../conf/search_space/fixed", ".hidden", ""])
+def test_a_space_is_named_not_pathed(name):
+    with pytest.raises(SearchSpaceError, match="name a space in"):
+        load_space(name)
