@@ -373,9 +373,10 @@ class PluginVerifier:
         if self.plugin_factory is not None and self._fixed_noise is None:
             if self._call_state is not None:
                 self._call_state.restore()
-            self._fixed_noise = fresh_instances_agree(
-                self.plugin_factory, grads, step, epoch, (derive_seed(release_seed, 1 << 20), derive_seed(release_seed, 1 << 21))
-            )
+            with isolated_randomness():  # the global generators the plugin can reach stay as the release left them
+                self._fixed_noise = fresh_instances_agree(
+                    self.plugin_factory, grads, step, epoch, (derive_seed(release_seed, 1 << 20), derive_seed(release_seed, 1 << 21))
+                )
         if self._fixed_noise:
             parts.append((0.0, 0.0, FRESH_INSTANCE))
         if not all(test.gaussian for test in shapes.values()):
