@@ -64,16 +64,31 @@ def carve_validation(
 def correct_predictions(
     model: nn.Module, features: torch.Tensor, labels: torch.Tensor, batch_size: int = 2048
 ) -> torch.Tensor:
-    """One row per example: 1.0 if the classifier predicts its label, else 0.0 (``[n, 1]``, float64)."""
+    """One row per example: 1.0 if the classifier predicts its label, else 0.0 (``[n, 1]``, float64).
+
+    Each example's prediction is computed from that example alone (``vmap`` over the examples, or one example
+    at a time where the model cannot be vmapped): a model that mixes examples in eval mode (a batch mean taken
+    only when not training, which the engine's training-mode checks do not see) would otherwise let one example
+    move many others' predictions, and the count's sensitivity would not be 1."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     rows = []
-    for start in range(0, labels.shape[0], batch_size):
-        logits = model(features[start : start + batch_size].to(device))
-        rows.append((logits.argmax(dim=1) == labels[start : start + batch_size].to(device)).to(torch.float64))
-    model.train(was_training)
+    try:
+        for start in range(0, labels.shape[0], batch_size):
+            logits = _each_alone(model, features[start : start + batch_size].to(device))
+            rows.append((logits.argmax(dim=1) == labels[start : start + batch_size].to(device)).to(torch.float64))
+    finally:
+        model.train(was_training)
     return torch.cat(rows).cpu().unsqueeze(1)
+
+
+def _each_alone(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """``model``'s output for each example of ``batch`` computed as a batch of one."""
+    try:
+        return torch.func.vmap(lambda x: model(x.unsqueeze(0)).squeeze(0))(batch)
+    except Exception:  # noqa: BLE001 - a model vmap cannot run (in-place ops on captured state, ...): one at a time
+        return torch.cat([model(batch[i : i + 1]) for i in range(batch.shape[0])])
 
 
 def released_score(model: nn.Module, split: ValidationSplit, source: NoiseSource) -> float:

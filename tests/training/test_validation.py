@@ -77,3 +77,30 @@ def test_the_held_out_share_follows_the_fraction():
     picks = held_out((f"device-{i}" for i in range(20_000)), 0.05, seed=7)
     assert abs(float(picks.double().mean()) - 0.05) < 4 * math.sqrt(0.05 * 0.95 / 20_000)
     assert not torch.equal(picks, held_out((f"device-{i}" for i in range(20_000)), 0.05, seed=8))
+
+
+class MixesWhenEvaluating(nn.Module):
+    """Per-example in training mode; in eval mode it subtracts the batch mean, so one example moves the others'
+    predictions (a batched count would have sensitivity up to the batch size)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            x = x - x.mean(dim=0, keepdim=True)
+        return self.linear(x)
+
+
+def test_the_count_reads_each_example_alone_even_from_a_model_that_mixes_them_in_eval_mode():
+    torch.manual_seed(0)
+    model = MixesWhenEvaluating()
+    data = toy_data(300)
+    features, labels = data.train_features, data.train_labels
+    outlier = torch.full((1, 4), 1e4)
+    count = correct_predictions(model, features, labels).sum()
+    with_outlier = correct_predictions(model, torch.cat([features, outlier]), torch.cat([labels, labels[:1]]))
+    assert abs(float(with_outlier.sum()) - float(count)) <= 1.0
+    alone = torch.cat([model.eval()(features[i : i + 1]) for i in range(features.shape[0])]).argmax(1) == labels
+    assert float(count) == float(alone.sum())
