@@ -21,7 +21,7 @@ from torch import nn
 from torch.autograd.graph import GradientEdge, get_gradient_edge
 from torch.func import vmap
 
-from dpbench.engine.independence import refuse_batch_mixing_modules
+from dpbench.engine.independence import ExampleMixingError, refuse_batch_mixing_modules
 from dpbench.engine.layer_rules import LayerCall, ParameterGradients, Policy, Rule, rule_for, torch_func_rule
 from dpbench.engine.per_sample import LossFunction
 
@@ -37,7 +37,8 @@ class GhostEngine:
     modified in place afterwards (e.g. ``nn.ReLU(inplace=True)``): gradients are taken at the layer's
     gradient edge, which receives the gradient of the layer's own output. Layers without a rule in
     ``layer_rules`` get their per-example gradients from torch.func, one layer at a time, with a
-    warning."""
+    warning; that rule verifies at every call that its split of the layer's arguments reproduces the
+    layer's batch computation (refused otherwise, naming the layer)."""
 
     def __init__(self, model: nn.Module, loss_fn: LossFunction, policy: Policy | None = None) -> None:
         refuse_batch_mixing_modules(model)
@@ -156,12 +157,15 @@ class GhostGradients:
     def _per_parameter(self) -> list[ParameterGradients]:
         if self._parameters is None:
             by_layer = []
-            for index, (_, module, rule, names) in enumerate(self._engine.layers):
+            for index, (module_name, module, rule, names) in enumerate(self._engine.layers):
                 # Each layer's records are released once its rule has taken what it keeps, so the
                 # records of layers already converted and their results are not held together.
                 calls, self._layer_calls[index] = self._layer_calls[index], []
                 if calls:
-                    by_layer.append(rule(module, calls, names, self._engine.policy))
+                    try:
+                        by_layer.append(rule(module, calls, names, self._engine.policy))
+                    except ExampleMixingError as error:
+                        raise ExampleMixingError(f"layer '{module_name or type(module).__name__}': {error}") from error
                 else:
                     by_layer.append({n: _Unused(self.batch_size, getattr(module, n)) for n in names})
             self._parameters = [by_layer[layer][name] for layer, name in self._engine._positions]

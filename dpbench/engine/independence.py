@@ -8,34 +8,49 @@ the norms the engine reports, so those norms must also be the norms of the true 
 a weight used outside its module (tied embeddings through ``F.linear``) gets gradient the ghost
 engine's layer rules do not see, and its per-example norms come out wrong.
 
-Two guards, both before the first step:
+Guards before the first step:
 
 - :func:`refuse_batch_mixing_modules` (called by every engine's constructor): every BatchNorm (any
   kind, affine or not, lazy or synchronised) and every InstanceNorm that tracks running statistics
   is refused by type, with the fix in the message;
 - :func:`check_engine`, because no list of layer types is complete: on a few public (test-set)
-  examples, in training mode, (1) a forward pass must leave the model's buffers unchanged; (2) every
+  examples, in training mode, (1) a forward pass (with grad enabled, as in training) must leave the
+  model's state other than its parameters unchanged (:class:`ModelStateGuard`); (2) every
   example's gradient as the engine reports it (materialised rows, squared norms, and weighted sums
   with one-hot weights) must equal autograd's gradient of that example's loss; (3) replacing one
   example, and adding one, must leave every other example's gradient unchanged. Any failure names
   the parameter or buffer and the fix. The examples are public, so the check spends no privacy.
+
+And one guard at every step, because a one-time check is dodgeable (a layer may update its state only
+later in training, only for large batches, only with grad enabled): :class:`ModelStateGuard`. DP-SGD
+releases only the noised gradient, and the evaluated, checkpointed and released model is a function of the
+parameters and of the model's *other* state; so that other state (buffers, plain tensor attributes, any
+attribute of any submodule, the class attributes of the model's own classes and the module globals their
+functions name) must be exactly what it was before training after every training step. The training loop
+checks it after each step's release and takes a new baseline only after evaluating on the public test set.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
 from dpbench.engine.per_sample import GradientEngine, PerSampleGradients
+from dpbench.privacy.isolation import StateFingerprint, instance_dict
 
 # Relative tolerance of the empirical checks (float32 reductions in other orders stay far below it).
 TOLERANCE = 1e-4
 CHECK_EXAMPLES = 4
 FIX = "make every example's output depend on that example alone"
+STATE_FIX = (
+    "keep statistics of the training data out of the model (a layer may not update buffers, tensor attributes, "
+    "class attributes or module globals in its forward), or compute them from public data before training "
+    "(e.g. track_running_stats=False, or a buffer set once from the test set)"
+)
 
 T = TypeVar("T")
 
@@ -124,16 +139,121 @@ def _restored(model: nn.Module) -> Iterator[None]:
 
 
 def _check_buffers(model: nn.Module, x: torch.Tensor) -> None:
-    before = {name: b.detach().clone() for name, b in model.named_buffers()}
-    with torch.no_grad():
+    """One forward pass in training mode, with grad enabled as the engines' training forwards are, must leave
+    the model's state other than its parameters (see :class:`ModelStateGuard`) as it was."""
+    guard = ModelStateGuard(model)
+    with torch.enable_grad():
         _seeded(lambda: model(x))
-    moved = [name for name, b in model.named_buffers() if not torch.equal(b, before[name])]
-    if moved:
-        raise ExampleMixingError(
-            f"a forward pass in training mode changed the buffer(s) {', '.join(moved)}: running statistics "
-            "computed from private data would be released without noise; turn them off "
-            "(e.g. track_running_stats=False) or compute them from public data"
-        )
+    guard.check("a forward pass in training mode (engine check, on public examples)")
+
+
+class ModelStateGuard:
+    """Refuses any change to a model's state other than its parameters (and their ``.grad``).
+
+    Privacy argument: DP-SGD bounds what the *released gradients* say about any one example; the model a run
+    evaluates, checkpoints and releases is a function of the parameters (post-processing of those releases) and
+    of everything else the model holds. If that everything else is bitwise what it was before training, the
+    released model is post-processing of the noised gradients and of public state; a forward pass that folds
+    private data into it (a running max in a plain tensor attribute, a buffer updated only with grad enabled or
+    only at some step, a class-level dict, a module-level list appended to) is refused with the paths it changed.
+
+    What is compared (:class:`dpbench.privacy.isolation.StateFingerprint` without random states and tensor
+    version counters, i.e. by content): for every submodule, its instance attributes (buffers, flags, plain
+    tensors and any Python object they reach, hooks with their closures), with the model's own parameters and
+    submodules recorded by identity (a parameter is updated by the optimizer every step; replacing it is a
+    change), and tensors sharing a parameter's storage recorded by their view (an alias moves with the
+    parameter, which is not a change); the class attributes of the
+    model's own (non-library) classes and the module globals their functions name."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._baseline = self._fingerprint()
+        if self._baseline.unreadable:
+            shown = ", ".join(self._baseline.unreadable[:5])
+            raise ExampleMixingError(
+                f"the model holds state the per-step state check cannot read ({shown}), so it could not tell "
+                f"whether training writes private data into it; {STATE_FIX}, and keep what the model holds in "
+                "values the check compares (tensors, numbers, containers, objects with attributes)"
+            )
+
+    def rebaseline(self) -> None:
+        """Accept the current state: call after the model ran on public data only (the test set)."""
+        self._baseline = self._fingerprint()
+
+    def check(self, what: str) -> None:
+        """Raise :class:`ExampleMixingError` naming every changed path if ``what`` (a training step, say)
+        changed the model's state other than its parameters since the baseline."""
+        changed = self._baseline.changes(self._fingerprint(copies=False))
+        if changed:
+            shown = "; ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+            raise ExampleMixingError(
+                f"{what} changed the model's state other than its parameters: {shown}. State the forward pass "
+                "updates from the training data (running statistics, ranges, counters) is released with the model "
+                f"without noise, so DP-SGD's guarantee would not cover it; {STATE_FIX}"
+            )
+
+    def _fingerprint(self, copies: bool = True) -> StateFingerprint:
+        return _ModelFingerprint(self.model, copies)
+
+
+class _ModelFingerprint(StateFingerprint):
+    """:class:`StateFingerprint` of a model's state other than its parameters: the walk starts at every
+    submodule's instance attributes and its class, and records the model's parameters, tensors sharing their
+    storage and the model's submodules by name, not by content."""
+
+    def __init__(self, model: nn.Module, copies: bool = True) -> None:
+        root = type(model).__name__
+        self._root_entries: dict[str, Any] = {}
+        self._parameter_of: dict[int, tuple[torch.Tensor, str]] = {}
+        self._module_of: dict[int, tuple[nn.Module, str]] = {}
+        self._storage_of: dict[int, str] = {}
+        for name, module in model.named_modules(remove_duplicate=False):
+            self._module_of.setdefault(id(module), (module, name or root))
+        for name, parameter in model.named_parameters(remove_duplicate=False):
+            self._parameter_of.setdefault(id(parameter), (parameter, name))
+            if parameter.numel():
+                self._storage_of.setdefault(parameter.untyped_storage().data_ptr(), name)
+        for module, name in list(self._module_of.values()):
+            self._root_entries[f"class of module '{name}'"] = type(module)
+            for key, value in (instance_dict(module) or {}).items():
+                if key == "_parameters":
+                    for slot, parameter in value.items():
+                        self._root_entries[f"parameter slot '{name}.{slot}'"] = parameter
+                elif key == "_buffers":
+                    for slot, buffer in value.items():
+                        self._root_entries[f"buffer '{name}.{slot}'"] = buffer
+                elif key == "_modules":
+                    for slot, child in value.items():
+                        self._root_entries[f"submodule slot '{name}.{slot}'"] = child
+                else:
+                    self._root_entries[f"attribute '{name}.{key}'"] = value
+        super().__init__(self._root_entries, random_states=False, versions=False, copies=copies)
+
+    def _visit(self, obj: object, path: str) -> None:
+        if obj is self._root_entries:
+            self.values[path] = ("model state",)
+            for label, value in self._root_entries.items():
+                self._visit(value, label)
+            return
+        known = self._parameter_of.get(id(obj)) or self._module_of.get(id(obj))
+        if known is not None and known[0] is obj:
+            # by identity (kept alive with the fingerprint, so a replacement cannot reuse its id): the optimizer
+            # updates a parameter in place, and a forward that swaps in a new one is a change
+            self._keep_alive.append(obj)
+            self.values[path] = ("model's own", type(obj).__name__, known[1], id(obj))
+            return
+        if isinstance(obj, nn.parameter.UninitializedTensorMixin):  # a lazy module's, before its first forward
+            self.values[path] = ("uninitialized", type(obj).__name__)
+            return
+        if isinstance(obj, torch.Tensor) and obj.numel() and not obj.is_meta and obj.layout == torch.strided:
+            try:
+                shared = self._storage_of.get(obj.untyped_storage().data_ptr())
+            except RuntimeError:  # no readable storage (kept from inside a torch.func transform): unequal to any
+                shared = None
+            if shared is not None:
+                self.values[path] = ("view of parameter", shared, tuple(obj.shape), obj.stride(), obj.storage_offset())
+                return
+        super()._visit(obj, path)
 
 
 def _seeded(call: Callable[[], T], seed: int = 0) -> T:

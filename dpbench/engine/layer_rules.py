@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vjp, vmap
 
+from dpbench.engine.independence import TOLERANCE, ExampleMixingError
 from dpbench.engine.norms import checked_squared_norms, squared_norms
 
 
@@ -437,7 +438,13 @@ def torch_func_rule(module: nn.Module, calls: list[LayerCall], names: list[str],
     """Any layer whose forward treats examples independently: per-example vector-Jacobian products of
     the layer alone (``vmap`` over ``vjp``), differentiating only its own parameters ``names``.
     Tensor positional arguments with the batch as first dimension are split by example; other
-    arguments are passed whole to every example."""
+    arguments are passed whole to every example.
+
+    That split is a guess (a constant table whose length happens to equal the batch size is split too, and a
+    per-example keyword argument is not), and a wrong guess gives example b a gradient that depends on its
+    position in the chunk and on the other examples, which breaks the clipping bound. So at every call the
+    split is verified against the layer's own batch computation (:func:`_check_split`); the cost is one more
+    forward and backward of this layer on the batch, only for layers without a dedicated rule."""
     params = {name: getattr(module, name).detach() for name in names}
     batch = calls[0].output_grad.shape[0]
     total: dict[str, torch.Tensor] = {}
@@ -446,11 +453,83 @@ def torch_func_rule(module: nn.Module, calls: list[LayerCall], names: list[str],
             0 if isinstance(a, torch.Tensor) and a.dim() > 0 and a.shape[0] == batch else None for a in call.args
         )
 
-        def example_vjp(p: dict, args: tuple, e: torch.Tensor, call: LayerCall = call, dims: tuple = dims) -> dict:
+        def example_vjp(p: dict, args: tuple, e: torch.Tensor, call: LayerCall = call, dims: tuple = dims) -> tuple:
             one = tuple(a.unsqueeze(0) if d == 0 else a for a, d in zip(args, dims))
-            _, pullback = vjp(lambda q: functional_call(module, q, one, call.kwargs), p)
-            return pullback(e.unsqueeze(0))[0]
+            output, pullback = vjp(lambda q: functional_call(module, q, one, call.kwargs), p)
+            if output.shape != (1, *e.shape):  # shapes are static under vmap: this runs once, while tracing
+                raise _split_error(
+                    module, batch, dims,
+                    f"one example's output has shape {tuple(output.shape)}, not {(1, *e.shape)} like its row of the "
+                    "batch's",
+                )
+            return pullback(e.unsqueeze(0))[0], output
 
-        grads = vmap(example_vjp, in_dims=(None, dims, 0))(params, call.args, call.output_grad)
+        grads, outputs = vmap(example_vjp, in_dims=(None, dims, 0))(params, call.args, call.output_grad)
+        _check_split(module, params, call, dims, outputs, grads)
         total = {name: total[name] + g if name in total else g for name, g in grads.items()}
     return {name: ExplicitGradients(g) for name, g in total.items()}
+
+
+def _check_split(
+    module: nn.Module,
+    params: dict[str, torch.Tensor],
+    call: LayerCall,
+    dims: tuple[int | None, ...],
+    outputs: torch.Tensor,
+    grads: dict[str, torch.Tensor],
+) -> None:
+    """The per-example computation with the split ``dims`` must reproduce the layer's batch computation: the
+    examples' outputs (``outputs``, ``[B, 1, ...]``) must be the rows of the batch output, and the sum of
+    their gradients ``grads`` must be the gradient of the batch output against the same output gradient
+    (outputs alone could agree at the current parameters, e.g. all zero, while their derivatives do not).
+    Otherwise the per-example gradients are not the examples' own: :class:`ExampleMixingError` names the
+    layer and the fix."""
+    batch = call.output_grad.shape[0]
+    with torch.enable_grad():
+        expected, pullback = vjp(lambda q: functional_call(module, q, call.args, call.kwargs), params)
+        expected_sum = pullback(call.output_grad)[0]
+    problem = _split_problem(batch, outputs, expected, grads, expected_sum)
+    if problem is not None:
+        raise _split_error(module, batch, dims, problem)
+
+
+def _split_error(module: nn.Module, batch: int, dims: tuple[int | None, ...], problem: str) -> ExampleMixingError:
+    split = ", ".join(f"argument {i}: {'per example' if d == 0 else 'whole'}" for i, d in enumerate(dims))
+    return ExampleMixingError(
+        f"{type(module).__name__} (the ghost engine's generic rule, batch of {batch}) does not treat examples "
+        f"independently with the split it was given ({split}; keyword arguments whole): {problem}. A tensor "
+        "argument whose first dimension equals the batch size but is not per-example (a constant table), or a "
+        "per-example keyword argument, gives each example a gradient that depends on the others. Pass constants "
+        "as module attributes or buffers, not as positional arguments, and per-example tensors positionally; "
+        "or use train.engine=functorch"
+    )
+
+
+def _split_problem(
+    batch: int,
+    outputs: torch.Tensor,
+    expected: torch.Tensor,
+    grads: dict[str, torch.Tensor],
+    expected_sum: dict[str, torch.Tensor],
+) -> str | None:
+    """What differs between the per-example and the batch computation (relative ``TOLERANCE`` of the
+    magnitudes involved: the sum of the examples' absolute gradients bounds the rounding of summing them in
+    another order, far below the tolerance in float32), or None."""
+    if expected.dim() == 0 or expected.shape[0] != batch or outputs.shape != (batch, 1, *expected.shape[1:]):
+        return f"its examples' outputs have shape {tuple(outputs.shape)}, the batch's {tuple(expected.shape)}"
+    if expected.numel():
+        difference = float((outputs.squeeze(1) - expected).abs().max())
+        scale = float(expected.abs().max()) + float(outputs.abs().max()) + 1e-12
+        if difference > TOLERANCE * scale:
+            return f"its examples' outputs differ from the batch's by up to {difference:.3g} (scale {scale:.3g})"
+    for name, g in grads.items():
+        if not g.numel():
+            continue
+        difference = float((g.sum(dim=0) - expected_sum[name]).abs().max())
+        scale = float(g.abs().sum(dim=0).max()) + 1e-12
+        if difference > TOLERANCE * scale:
+            return (
+                f"the sum of its examples' gradients for '{name}' differs from the batch's gradient by up to "
+                f"{difference:.3g} (scale {scale:.3g})"
+            )
+    return None

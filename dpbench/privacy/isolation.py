@@ -14,21 +14,29 @@ from it (attributes, ``__slots__``, nested containers with their keys and set el
 their whole storage, layout, version and Python attributes, NumPy arrays by content (object arrays
 element by element), ``bytearray``, ``array.array`` and ``memoryview`` by their bytes, generators of
 torch, NumPy and ``random`` by state, functions by their closure cells and defaults, bound methods and
-partials, any other object without attributes by what ``pickle`` would save of it), the attributes of
-every class in its MRO and of every user class reached, the module globals that its methods (and the
-functions they reach) name, and the global random states of torch, ``random`` and NumPy (a raw-data
-hook must be deterministic). An object whose state the fingerprint cannot read (no attributes, not
-picklable, not a known immutable type: a Python generator, say) is refused before the hook runs.
-Modules are compared by identity, not walked: a mechanism that writes raw data into another library's
-module state is outside what this check sees (stated in the README's trust model).
+partials, any other object without attributes, and the C state of an object of a C type (an ``io.StringIO``'s
+buffer), by what ``pickle`` would save of it), the attributes of every class in its MRO and of every user class
+reached, every global of the modules its functions run in (not only the names their code holds: a name can be
+computed, ``globals()[...]``), and of the modules of its own code those hold, and the global random states of
+torch, ``random`` and NumPy (a raw-data hook must be deterministic). An object whose state the fingerprint
+cannot read (not picklable, or whose own class decides what its pickle shows, and not a known immutable type:
+a Python generator, an ``io.StringIO``) is refused before the hook runs. Library modules (the standard library,
+installed packages, dpbench) are compared by identity, not walked, and files and the logging registry by
+identity: a mechanism that writes raw data into another library's module state is outside what this check sees
+(stated in the README's trust model).
 """
 
 from __future__ import annotations
 
 import array
 import functools
+import io
+import logging
+import marshal
 import random
 import re
+import sys
+import sysconfig
 import threading
 import types
 import weakref
@@ -39,7 +47,7 @@ import numpy as np
 import torch
 
 from dpbench.privacy.mechanism import MechanismContractError
-from dpbench.privacy.provenance import library_class, library_function
+from dpbench.privacy.provenance import in_packages, library_class, library_function
 
 RAW_DATA_HOOKS = ("clip_factors", "clip_statistic")
 """The structured hooks that receive un-noised per-example data."""
@@ -49,17 +57,47 @@ RAW_DATA_HOOKS = ("clip_factors", "clip_statistic")
 _LIBRARY_PREFIXES = (
     "builtins", "torch", "numpy", "typing", "abc", "collections", "functools", "enum", "dpbench.privacy"
 )
-# ``_abc_impl`` holds the caches of an abstract base class, which every isinstance check may fill.
-_SKIPPED_CLASS_KEYS = {"__dict__", "__weakref__", "__doc__", "__module__", "__qualname__", "__parameters__", "_abc_impl"}
+# ``_abc_impl`` holds the caches of an abstract base class, which every isinstance check may fill; copyreg caches
+# ``__slotnames__`` on a class the first time one of its objects is copied.
+_SKIPPED_CLASS_KEYS = {"__dict__", "__weakref__", "__doc__", "__module__", "__qualname__", "__parameters__", "_abc_impl", "__slotnames__"}
 _ATOMS = (int, float, complex, bool, str, bytes, type(None), type(Ellipsis))
 # Objects without attributes whose value cannot change: compared by equality.
 _IMMUTABLE = (
-    torch.dtype, torch.device, torch.layout, torch.memory_format, np.dtype, range, slice, re.Pattern, types.CodeType,
+    torch.dtype, torch.device, torch.layout, torch.memory_format, np.dtype, np.ufunc, range, slice, re.Pattern, types.CodeType,
     types.GenericAlias, types.UnionType, type(NotImplemented), types.MethodDescriptorType, types.WrapperDescriptorType,
     types.ClassMethodDescriptorType, types.GetSetDescriptorType, types.MemberDescriptorType,
 )
 _LOCKS = (type(threading.Lock()), type(threading.RLock()))
-_PLAIN_CONTAINERS = {dict, list, tuple, deque, set, frozenset}  # no attributes to visit
+# Process-wide objects of libraries, recorded by identity: files (outside the check, like any file) and the
+# logging registry (a logger reaches every logger of the process, which any library may add to at any time).
+_PROCESS_STATE = (io.IOBase, logging.Logger, logging.Manager, logging.PlaceHolder, logging.Handler)
+_MEMORY_FILES = (io.StringIO, io.BytesIO)  # buffers in the process's memory: state, read (or refused) as any
+# Globals the interpreter keeps for a module (the rest, dunder names too, are the module's data).
+INTERPRETER_GLOBALS = frozenset({
+    "__builtins__", "__loader__", "__spec__", "__warningregistry__", "__doc__", "__name__", "__package__",
+    "__file__", "__cached__", "__path__", "__annotations__",
+})
+_INSTALLED = tuple({sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")})
+# Containers of these exact types with at least _MARSHAL_FROM entries are compared by their marshal bytes when
+# they hold plain data only (a change is then named by the container's path; smaller ones are walked, so a change
+# is named down to its entry).
+_PLAIN_DATA = (dict, list, tuple)
+_MARSHAL_FROM = 32
+MARSHAL_VERSION = 2
+"""The marshal format compared: from version 3 on, an object's bytes depend on its reference count and a
+string's on whether it is interned, so equal contents could read as changed (and a plugin could steer that)."""
+
+
+def _marshalled(obj: object) -> bytes | None:
+    """``obj``'s ``marshal`` bytes, or None. Marshal writes only the interpreter's own types (no subclass, no
+    object of another class) and runs none of their code, so equal bytes are equal contents (a set inside is
+    written in its iteration order: the same set rebuilt in another order reads as changed, never the reverse)."""
+    try:
+        return marshal.dumps(obj, MARSHAL_VERSION)
+    except (ValueError, TypeError):
+        return None
+_PLAIN_CONTAINERS = {dict, list, tuple, deque, set, frozenset}
+_DICT_VIEWS = (type({}.keys()), type({}.values()), type({}.items()))  # no attributes to visit
 
 
 class IsolationError(MechanismContractError):
@@ -74,15 +112,22 @@ def overrides_raw_data_hook(mechanism: object, base: type) -> bool:
 class StateFingerprint:
     """A comparable record of the state reachable by a mechanism's code (see the module docstring)."""
 
-    def __init__(self, mechanism: object, *, random_states: bool = True, versions: bool = True) -> None:
+    def __init__(
+        self, mechanism: object, *, random_states: bool = True, versions: bool = True, copies: bool = True,
+        reach: bool = True,
+    ) -> None:
         """``random_states``: include the global random states; ``versions``: include each tensor's version
-        counter (both are state a raw-data hook must not move; a comparison of *contents* leaves them out)."""
+        counter (both are state a raw-data hook must not move; a comparison of *contents* leaves them out);
+        ``copies=False``: hold tensors' storages as they are instead of copies, for a fingerprint compared at
+        once and then dropped (the state must not change in between); ``reach=False``: the object's own contents
+        only, not the classes and module globals its code can reach (a value compared with a copy of itself)."""
         self.values: dict[str, Any] = {}
-        self._versions = versions
+        self._versions, self._copies, self._reach = versions, copies, reach
         self._seen: dict[int, str] = {}
         self._classes: deque[type] = deque()
         self._functions: deque[tuple[types.FunctionType, str]] = deque()
         self._keep_alive: list[object] = []
+        self._namespaces: set[int] = set()
         self.unreadable: list[str] = []
         """Paths (with their type) of reachable objects whose state cannot be read: see :func:`call_isolated`."""
         self._visit(mechanism, "self")
@@ -99,11 +144,15 @@ class StateFingerprint:
 
     # ------------------------------------------------------------------------------------------ walking
     def _drain(self) -> None:
+        if not self._reach:
+            self._classes.clear()
+            self._functions.clear()
+            return
         walked_classes: set[int] = set()
         while self._classes or self._functions:
             while self._classes:
                 cls = self._classes.popleft()
-                if id(cls) in walked_classes or library_class(cls, _LIBRARY_PREFIXES):
+                if id(cls) in walked_classes or _library_class(cls):
                     continue
                 walked_classes.add(id(cls))
                 for key, value in list(vars(cls).items()):
@@ -111,11 +160,19 @@ class StateFingerprint:
                         self._visit(value, f"class attribute {cls.__qualname__}.{key}")
             while self._functions:
                 function, path = self._functions.popleft()
-                namespace = function.__globals__
-                module = namespace.get("__name__", "?")
-                for name in sorted(_global_names(function.__code__)):
-                    if name in namespace:
-                        self._visit(namespace[name], f"global {name} of module {module}")
+                self._visit_namespace(function.__globals__)
+
+    def _visit_namespace(self, namespace: dict[str, Any]) -> None:
+        """Every global of a module of the mechanism's own code, once: a function can reach any of them by a
+        computed name (``globals()[...]``, ``vars(sys.modules[__name__])``), not only the names its code holds."""
+        if id(namespace) in self._namespaces:
+            return
+        self._namespaces.add(id(namespace))
+        self._keep_alive.append(namespace)
+        module = namespace.get("__name__", "?")
+        for name, value in sorted(namespace.items(), key=lambda item: str(item[0])):
+            if name not in INTERPRETER_GLOBALS:
+                self._visit(value, f"global {name} of module {module}")
 
     def _visit(self, obj: object, path: str) -> None:
         if isinstance(obj, _ATOMS):
@@ -126,8 +183,12 @@ class StateFingerprint:
             return
         self._seen[id(obj)] = path
         self._keep_alive.append(obj)  # ids stay unique while the fingerprint is built
-        if isinstance(obj, torch.Tensor):
-            self.values[path] = _tensor_state(obj, self._versions)
+        if type(obj) in _PLAIN_DATA and len(obj) >= _MARSHAL_FROM and (digest := _marshalled(obj)) is not None:
+            self.values[path] = ("plain data", digest)  # a model's layout tables: one C call, not a walk
+        elif isinstance(obj, torch.nn.parameter.UninitializedTensorMixin):  # a lazy module's, before its first forward
+            self.values[path] = ("uninitialized", type(obj).__name__)
+        elif isinstance(obj, torch.Tensor):
+            self.values[path] = _tensor_state(obj, self._versions, self._copies)
             if obj.is_leaf and obj.grad is not None:
                 self._visit(obj.grad, f"{path}.grad")
             self._visit_attributes(obj, path)
@@ -176,6 +237,8 @@ class StateFingerprint:
             self._visit_memoryview(obj, path)
         elif isinstance(obj, types.ModuleType):
             self.values[path] = ("module", obj.__name__)
+            if self._reach and not library_module(obj):
+                self._visit_namespace(vars(obj))
         elif isinstance(obj, type):
             self.values[path] = ("class", obj.__module__, obj.__qualname__)
             self._classes.append(obj)
@@ -199,6 +262,9 @@ class StateFingerprint:
             self.values[path] = ("immutable", obj)
         elif isinstance(obj, _LOCKS):
             self.values[path] = ("lock", repr(obj).split(" at 0x")[0])
+        elif isinstance(obj, _DICT_VIEWS):  # what the view shows (its dict may be out of reach otherwise)
+            self.values[path] = (type(obj).__name__,)
+            self._visit(list(obj), f"{path} contents")
         elif isinstance(obj, types.MappingProxyType):
             self.values[path] = ("mappingproxy",)
             self._visit(dict(obj), f"{path} contents")
@@ -216,16 +282,21 @@ class StateFingerprint:
         self._visit(function.__kwdefaults__, f"{path} keyword defaults")
         if function.__dict__:
             self._visit(dict(function.__dict__), f"{path}.__dict__")
-        if not library_function(function, _LIBRARY_PREFIXES):
+        if not _library_function(function):
             self._functions.append((function, path))
 
     def _visit_object(self, obj: object, path: str) -> None:
         cls = type(obj)
         self.values[path] = ("object", cls.__module__, cls.__qualname__)
+        if isinstance(obj, _PROCESS_STATE) and not isinstance(obj, _MEMORY_FILES):  # a file, the logging registry
+            self.values[path] += (id(obj),)
+            return
         if isinstance(obj, functools._lru_cache_wrapper):  # its cache is state: a new entry is a miss
             info = obj.cache_info()
             self.values[path] += (info.misses, info.currsize)
-        if not self._visit_attributes(obj, path):
+        # an object of a C type keeps state beside its attributes (an io.StringIO's buffer, a count's value):
+        # read through pickle, or unreadable
+        if not self._visit_attributes(obj, path) or _keeps_c_state(cls):
             self._visit_pickled(obj, path)
 
     def _visit_attributes(self, obj: object, path: str) -> bool:
@@ -290,17 +361,45 @@ class StateFingerprint:
         self.values["numpy's global random state"] = ("ndarray", np.random.get_state()[1].copy())
 
 
-def _global_names(code: types.CodeType) -> set[str]:
-    """Every name a code object (and the code objects nested in it) may look up as a global."""
-    names = set(code.co_names)
-    for constant in code.co_consts:
-        if isinstance(constant, types.CodeType):
-            names |= _global_names(constant)
-    return names
-
-
 _HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement (or type()), not a built-in type
 _PICKLE_METHODS = ("__reduce_ex__", "__reduce__", "__getstate__")
+
+
+def _keeps_c_state(cls: type) -> bool:
+    """Whether objects of ``cls`` keep state in C beside their attributes: its first built-in base is not
+    ``object``."""
+    return next(c for c in cls.__mro__ if not c.__flags__ & _HEAP_TYPE) is not object
+
+
+def _library_class(cls: type) -> bool:
+    """A class of the libraries whose state is not walked: one of ``_LIBRARY_PREFIXES`` or of a library module
+    (:func:`library_module`), found there under its qualified name."""
+    if library_class(cls, _LIBRARY_PREFIXES):
+        return True
+    name = type.__getattribute__(cls, "__dict__").get("__module__")
+    module = sys.modules.get(name) if isinstance(name, str) else None
+    return isinstance(module, types.ModuleType) and library_module(module) and library_class(cls, (name,))
+
+
+def _library_function(function: types.FunctionType) -> bool:
+    """A function that runs with the globals of a library module (:func:`library_module`), as loaded."""
+    if library_function(function, _LIBRARY_PREFIXES):
+        return True
+    name = function.__globals__.get("__name__")
+    module = sys.modules.get(name) if isinstance(name, str) else None
+    return isinstance(module, types.ModuleType) and vars(module) is function.__globals__ and library_module(module)
+
+
+def library_module(module: types.ModuleType) -> bool:
+    """A module of the standard library, an installed package or dpbench (not walked: its state is the
+    library's), judged by the module's own name as loaded and where its file lies."""
+    name = vars(module).get("__name__")
+    if not isinstance(name, str) or sys.modules.get(name) is not module:
+        return False
+    if name.split(".")[0] in sys.stdlib_module_names or in_packages(name, _LIBRARY_PREFIXES + ("dpbench",)):
+        return True
+    origin = getattr(vars(module).get("__spec__"), "origin", None) or vars(module).get("__file__") or ""
+    return isinstance(origin, str) and origin.startswith(_INSTALLED)
 
 
 def _pickle_said_by_own_class(cls: type) -> bool:
@@ -313,7 +412,7 @@ def _pickle_said_by_own_class(cls: type) -> bool:
     )
 
 
-def _tensor_state(tensor: torch.Tensor, with_version: bool = True) -> tuple:
+def _tensor_state(tensor: torch.Tensor, with_version: bool = True, copy: bool = True) -> tuple:
     """A tensor's whole state: for a dense tensor the bytes of its entire storage (data beyond the view
     too) with shape, strides and offset; its dtype, device, ``requires_grad`` and version counter (which
     every in-place operation moves, even one that leaves the values as they were). A tensor whose storage
@@ -328,7 +427,8 @@ def _tensor_state(tensor: torch.Tensor, with_version: bool = True) -> tuple:
     meta = (data.dtype, data.device, tensor.requires_grad, version)
     if data.layout != torch.strided or data.is_meta:
         return ("tensor", data.to_dense().clone() if data.is_sparse else data.clone(), *meta)
-    storage = torch.empty(0, dtype=torch.uint8, device=data.device).set_(data.untyped_storage()).clone()
+    storage = torch.empty(0, dtype=torch.uint8, device=data.device).set_(data.untyped_storage())
+    storage = storage.clone() if copy else storage
     return ("tensor", storage, tuple(data.shape), data.stride(), data.storage_offset(), *meta)
 
 
@@ -366,7 +466,13 @@ def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
         return False
     if a.is_sparse or b.is_sparse:
         return torch.equal(a.to_dense(), b.to_dense())
-    return torch.equal(a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8))
+    return torch.equal(_as_words(a), _as_words(b))
+
+
+def _as_words(t: torch.Tensor) -> torch.Tensor:
+    """``t``'s bytes as the widest integers that tile them (8 at a time compare about 8 times faster)."""
+    raw = t.contiguous().reshape(-1).view(torch.uint8)
+    return raw.view(torch.int64) if raw.numel() % 8 == 0 and raw.data_ptr() % 8 == 0 else raw
 
 
 def instance_dict(obj: object) -> dict | None:

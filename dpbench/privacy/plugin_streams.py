@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from dpbench.privacy.containment import contained
+from dpbench.privacy.isolation import library_module
 from dpbench.privacy.mechanism import call_plugin
 from dpbench.privacy.provenance import defining_modules, in_packages, library_class
 
@@ -65,12 +66,19 @@ NOT_PLUGIN_CODE = ("builtins", "dpbench", "torch", "numpy", "scipy", "typing", "
 def plugin_owners(plugin: Any) -> list[Any]:
     """The plugin's own classes (of its MRO, outside ``NOT_PLUGIN_CODE``, judged by where they are found:
     :mod:`dpbench.privacy.provenance`) and the modules that define them (the one each names, and the ones
-    its methods run in): the state every copy of the plugin shares."""
+    its methods run in), with the modules of the plugin's own code those hold (a helper module: not the standard
+    library's, an installed package's or dpbench's): the state every copy of the plugin shares."""
     classes = [c for c in type(plugin).__mro__ if not library_class(c, NOT_PLUGIN_CODE)]
     functions = [f for c in classes for f in vars(c).values() if isinstance(f, types.FunctionType)]
     named = [sys.modules.get(c.__module__) for c in classes]
-    modules = {id(m): m for m in named + defining_modules(functions) if m is not None}
-    return classes + [m for m in modules.values() if not _library_module(m)]
+    modules = {id(m): m for m in named + defining_modules(functions) if m is not None and not _library_module(m)}
+    pending = list(modules.values())
+    while pending:
+        for value in list(vars(pending.pop()).values()):
+            if isinstance(value, types.ModuleType) and id(value) not in modules and not library_module(value):
+                modules[id(value)] = value
+                pending.append(value)
+    return classes + list(modules.values())
 
 
 def _library_module(module: types.ModuleType) -> bool:

@@ -2,7 +2,9 @@
 
 Per step: draw a Poisson sample, compute per-sample gradients in physical chunks, let the
 privatizer (the kernel, running the mechanism) release one private gradient, record the release in
-the ledger, take an optimizer step. Per epoch: evaluate (the workload's test metrics), compute
+the ledger, check that the step left the model's state other than its parameters exactly as it was
+(:class:`~dpbench.engine.independence.ModelStateGuard`: a forward pass that folds private data into a
+buffer or attribute would release it with the model, un-noised), take an optimizer step. Per epoch: evaluate (the workload's test metrics), compute
 epsilon from the whole ledger, hand the state to ``on_epoch_end`` (metrics, checkpoint, ETA). The epsilon printed is ``spent_epsilon`` of the whole ledger: the kernel's, or
 for a plugin the verified one.
 """
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from dpbench.engine.independence import ModelStateGuard
 from dpbench.engine.per_sample import GradientEngine
 from dpbench.errors import DpbenchError
 from dpbench.privacy.calibration import TrainingPlan
@@ -69,7 +72,10 @@ def train(
     horizon exceeds a short run still averages the trained iterates); with ``learning_rate`` (``step -> lr``)
     the optimizer's rate follows that schedule. Both are post-processing of released gradients, free of privacy
     cost. The mean training loss is computed from un-noised data, so it is recorded (as
-    ``train_loss_nonprivate``) only when ``nonprivate_diagnostics`` asks for it."""
+    ``train_loss_nonprivate``) only when ``nonprivate_diagnostics`` asks for it. After every step's release the
+    model's state other than its parameters must be what it was before the first step (or after the last
+    evaluation, which sees only the public test set): a step that changed it raises
+    :class:`~dpbench.engine.independence.ExampleMixingError`."""
     if parameter_ema is not None and not 0.0 <= parameter_ema < 1.0:
         raise DpbenchError(f"train.parameter_ema={parameter_ema}: the EMA's decay must be in [0, 1) (e.g. 0.99), "
                            "or null for no average")
@@ -77,10 +83,16 @@ def train(
     if parameter_ema is not None and state.parameter_average is None:
         state.parameter_average = [p.detach().clone() for p in parameters]
     features, labels = data.train_features.to(device), data.train_labels.to(device)
+    guard: ModelStateGuard | None = None
     for epoch in range(state.epoch, plan.epochs):
         started = time.perf_counter()
         loss_sum, examples = 0.0, 0
         model.train()
+        # the baseline: the state before the first step, then after each evaluation (public data only)
+        if guard is None:
+            guard = ModelStateGuard(model)
+        else:
+            guard.rebaseline()
         for _ in tqdm(range(plan.steps_per_epoch), desc=f"epoch {epoch + 1}/{plan.epochs}", leave=False, disable=not progress):
             indices = sampler.sample().to(device)
             # index_select, not features[indices]: the same rows, 5x faster on CPU for a wide table
@@ -90,6 +102,7 @@ def train(
                 for i in range(0, len(indices), physical_batch_size)
             )
             release = privatizer.release(chunks, state.step, epoch)
+            guard.check(f"training step {state.step} (epoch {epoch + 1})")
             state.ledger.append(release.record)
             for parameter, gradient in zip(parameters, release.gradient):
                 parameter.grad = gradient.to(parameter.dtype)

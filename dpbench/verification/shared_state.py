@@ -28,11 +28,13 @@ the step's first. State elsewhere (another library's module, files) is not resto
 
 from __future__ import annotations
 
+import array
 import copy
 import functools
 import marshal
 import random
 import types
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -40,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dpbench.privacy.isolation import StateFingerprint
+from dpbench.privacy.isolation import INTERPRETER_GLOBALS, MARSHAL_VERSION, StateFingerprint
 from dpbench.privacy.plugin_streams import NOT_PLUGIN_CODE, plugin_owners
 from dpbench.privacy.provenance import library_class
 
@@ -53,7 +55,8 @@ CODE_TYPES = (
 
 DATA_TYPES = (
     int, float, complex, bool, str, bytes, tuple, list, dict, set, frozenset, type(None), torch.Tensor, np.ndarray,
-    np.generic, torch.Generator, np.random.Generator, np.random.RandomState, random.Random,
+    np.generic, torch.Generator, np.random.Generator, np.random.RandomState, random.Random, deque, bytearray,
+    array.array,
 )
 """Values restored whatever defines them; other objects only where the plugin's own code defines their class
 (a library's object, a torch module say, is left alone: rewriting it could cut it off from its users)."""
@@ -65,8 +68,13 @@ def _is_data(value: Any) -> bool:
     return not isinstance(value, CODE_TYPES) and not library_class(type(value), NOT_PLUGIN_CODE)
 
 
+# Names the interpreter keeps in a module's or a class's namespace; every other name, a dunder one too
+# (``__calls__``: a red team's counter), is the plugin's data.
+_MACHINERY = INTERPRETER_GLOBALS | {"__module__", "__qualname__", "__dict__", "__weakref__", "__slots__", "__orig_bases__", "__slotnames__"}
+
+
 def _data(namespace: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in namespace.items() if not k.startswith("__") and _is_data(v)}
+    return {k: v for k, v in namespace.items() if k not in _MACHINERY and _is_data(v)}
 
 
 def _restore_in_place(current: Any, saved: Any) -> bool:
@@ -76,8 +84,11 @@ def _restore_in_place(current: Any, saved: Any) -> bool:
     if isinstance(current, dict):
         current.clear()
         current.update(saved)
-    elif isinstance(current, list):
+    elif isinstance(current, (list, bytearray, array.array)):
         current[:] = saved
+    elif isinstance(current, deque):
+        current.clear()
+        current.extend(saved)
     elif isinstance(current, set):
         current.clear()
         current.update(saved)
@@ -131,7 +142,7 @@ def _digest(value: Any) -> bytes | None:
     object's ``__reduce__`` decides what its pickle shows (a sixth red team's left out a call counter, whose
     changes then went unrestored and told the plugin its step had been probed)."""
     try:
-        return marshal.dumps(value)
+        return marshal.dumps(value, MARSHAL_VERSION)
     except (ValueError, TypeError):
         return None
 
@@ -157,11 +168,14 @@ class _Saved:
             return _digest(value) == self._digest
         if self._fingerprint is None:
             self._fingerprint = _contents(self.contents)
-        return not self._fingerprint.changes(_contents(value))
+        return not self._fingerprint.changes(_contents(value, copies=False))
 
 
-def _contents(value: Any) -> StateFingerprint:
-    return StateFingerprint(value, random_states=False, versions=False)
+def _contents(value: Any, copies: bool = True) -> StateFingerprint:
+    return StateFingerprint(value, random_states=False, versions=False, copies=copies, reach=False)
+
+
+_IMMUTABLE = (int, float, complex, bool, str, bytes, type(None), tuple, frozenset)
 
 
 def _copy(value: Any) -> tuple[bool, _Saved | None]:
@@ -169,9 +183,12 @@ def _copy(value: Any) -> tuple[bool, _Saved | None]:
     leave it)."""
     try:
         version = value._version if isinstance(value, torch.Tensor) and not value.is_inference() else None
-        return True, _Saved(copy.deepcopy(value), version)
+        saved = copy.deepcopy(value)
     except Exception:
         return False, None
+    if saved is value and not isinstance(value, _IMMUTABLE):
+        return False, None  # an object that copies to itself (a singleton's __deepcopy__): there is no snapshot of it
+    return True, _Saved(saved, version)
 
 
 def _put_back(current: Any, value: Any, saved: _Saved) -> Any:
@@ -243,17 +260,23 @@ class SharedSnapshot:
             for name, (value, ok, saved) in attributes.items():
                 if ok:
                     setattr(fn, name, _put_back(current.get(name), value, saved))
+            # the defaults' tuple and dict are replaced only where an entry changed (a new one each time would
+            # itself show that a restore happened)
             if defaults is not None:
                 now = fn.__defaults__ or ()
-                fn.__defaults__ = tuple(
+                restored = tuple(
                     _put_back(now[i] if i < len(now) else None, v, saved) if ok else v
                     for i, (v, ok, saved) in enumerate(defaults)
                 )
+                if len(restored) != len(now) or any(a is not b for a, b in zip(restored, now)):
+                    fn.__defaults__ = restored
             if kwdefaults is not None:
                 now = fn.__kwdefaults__ or {}
-                fn.__kwdefaults__ = {
+                restored_kw = {
                     k: (_put_back(now.get(k), v, saved) if ok else v) for k, (v, ok, saved) in kwdefaults.items()
                 }
+                if restored_kw.keys() != now.keys() or any(restored_kw[k] is not now[k] for k in now):
+                    fn.__kwdefaults__ = restored_kw
             for cell, value, saved in cells:
                 try:
                     current_cell = cell.cell_contents

@@ -121,12 +121,12 @@ def release_reproduced(release: list[torch.Tensor], again: list[torch.Tensor], s
     return True
 
 
-def reachable_state(plugin: Any) -> StateFingerprint:
+def reachable_state(plugin: Any, copies: bool = True) -> StateFingerprint:
     """The contents of everything the plugin's code can reach (its instance, classes, the globals its functions
     name, closures, defaults, objects it shares with its copies): :class:`~dpbench.privacy.isolation.StateFingerprint`
     without the global random states (every call is seeded) and tensors' version counters (the shared-state
     restore keeps a restored tensor's)."""
-    return StateFingerprint(plugin, random_states=False, versions=False)
+    return StateFingerprint(plugin, random_states=False, versions=False, copies=copies)
 
 
 def _round_down(sigma: float) -> float:
@@ -468,7 +468,8 @@ class PluginVerifier:
             return []
         shared, before = self._after_release
         shared.restore()
-        return before.changes(reachable_state(plugin))
+        after = reachable_state(plugin, copies=False)
+        return before.changes(after) + [f"{path}, which the check cannot read" for path in after.unreadable]
 
     def _explain(self, label: str, parts: list[tuple[float, float, str]]) -> str:
         if PROBE_TRACE in label:

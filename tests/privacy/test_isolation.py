@@ -7,6 +7,7 @@ sensitivity (and so its noise scale) a raw statistic of this batch."""
 
 import array
 import functools
+import io
 import itertools
 import math
 import random
@@ -71,6 +72,8 @@ def test_a_threshold_set_from_raw_norms_is_refused():
 # ---------------------------------------------------------------------------------------------- routes
 STASH: dict = {}
 GLOBAL_LIST: list = []
+STRING_BUFFER = io.StringIO()
+HIDDEN_STASH: list = []
 
 
 class ClassStash(Mechanism):
@@ -139,6 +142,27 @@ class GlobalList(Mechanism):
 
     def clip_factors(self, group_norms, thresholds, step, epoch):
         GLOBAL_LIST.append(group_norms.clone())
+        return super().clip_factors(group_norms, thresholds, step, epoch)
+
+
+class StringBufferStash(Mechanism):
+    """Writes each norm into a module-level ``io.StringIO`` (a C object: its buffer is not an attribute); an
+    eighth red team's released the exact sum of the raw norms from it in ``postprocess``, VERIFIED (kernel)."""
+
+    name = "string_buffer"
+
+    def clip_factors(self, group_norms, thresholds, step, epoch):
+        STRING_BUFFER.write(f"{float(group_norms.max())};")
+        return super().clip_factors(group_norms, thresholds, step, epoch)
+
+
+class ComputedGlobalName(Mechanism):
+    """Reaches its stash by a name its code does not hold (the check walked only the names code holds)."""
+
+    name = "computed_global"
+
+    def clip_factors(self, group_norms, thresholds, step, epoch):
+        globals()["HIDDEN_" + "STASH"].append(float(group_norms.max()))
         return super().clip_factors(group_norms, thresholds, step, epoch)
 
 
@@ -301,6 +325,8 @@ ROUTES = {
     "own generator": (lambda: OwnGenerator(1.0), r"self\.generator"),
     "global random state": (lambda: GlobalRandomState(1.0), r"torch's global random state"),
     "statistic hook": (lambda: StatisticStash(1.0, count_noise=20.0), r"clip_statistic .*self\.raw"),
+    "string buffer": (lambda: StringBufferStash(1.0), r"global STRING_BUFFER"),
+    "computed global name": (lambda: ComputedGlobalName(1.0), r"global HIDDEN_STASH"),
 }
 
 

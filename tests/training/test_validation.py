@@ -3,6 +3,7 @@ sensitivity 1 (one example moves the count by at most 1) and the recorded noise.
 
 import math
 
+import pytest
 import torch
 from scipy import stats
 from torch import nn
@@ -104,3 +105,26 @@ def test_the_count_reads_each_example_alone_even_from_a_model_that_mixes_them_in
     assert abs(float(with_outlier.sum()) - float(count)) <= 1.0
     alone = torch.cat([model.eval()(features[i : i + 1]) for i in range(features.shape[0])]).argmax(1) == labels
     assert float(count) == float(alone.sum())
+
+
+class RemembersWhatItScored(nn.Module):
+    """Keeps the largest input it saw in eval mode: scoring the private validation split would write it into
+    the model that is then reported."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 2)
+        self.largest = torch.zeros(())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            self.largest = torch.maximum(self.largest, x.detach().abs().max())
+        return self.linear(x)
+
+
+def test_scoring_may_not_write_the_validation_data_into_the_model():
+    from dpbench.engine.independence import ExampleMixingError
+
+    _, split = carve_validation(toy_data(), 0.2, 5.0, seed=1)
+    with pytest.raises(ExampleMixingError, match="scoring the private validation split .*largest"):
+        released_score(RemembersWhatItScored(), split, torch.Generator().manual_seed(0))

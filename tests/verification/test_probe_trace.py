@@ -5,6 +5,8 @@ can release un-noised after them; the verifier reports it as a violation (multip
 
 import collections
 import copy
+import io
+import itertools
 import logging
 
 import pytest
@@ -84,7 +86,28 @@ class CountsInADefault(FlatClipPlugin):
         return super().clip_and_noise(grads, step, epoch)
 
 
-@pytest.mark.parametrize("plugin_class", [SharesABoxWithItsCopies, CountsInABoundMethod, CountsInAClosure, CountsInADefault])
+class Ticker(itertools.count):
+    """A count with attributes: its value is C state beside its ``__dict__``, which the fingerprint read alone."""
+
+
+TICKER = Ticker()
+LOG = io.StringIO()
+
+
+class CountsInCState(FlatClipPlugin):
+    """An eighth red team's: a module-level counter whose count is C state (a ``Ticker``) and a module-level
+    ``io.StringIO`` log; neither could be put back nor was seen changing, and the plugin noised only until it
+    saw a probe's calls there (VERIFIED with 7-15 of 20 steps un-noised)."""
+
+    def clip_and_noise(self, grads, step, epoch):
+        next(TICKER)
+        LOG.write(f"{step};")
+        return super().clip_and_noise(grads, step, epoch)
+
+
+@pytest.mark.parametrize(
+    "plugin_class", [SharesABoxWithItsCopies, CountsInABoundMethod, CountsInAClosure, CountsInADefault, CountsInCState]
+)
 def test_a_trace_the_probe_leaves_in_shared_state_is_a_violation(plugin_class):
     labels, verdict = _labels(plugin_class)
     assert verdict != VERIFIED
@@ -115,7 +138,19 @@ class ReachesNumpysGlobalGenerator(FlatClipPlugin):
         return super().clip_and_noise(grads, step, epoch)
 
 
-@pytest.mark.parametrize("plugin_class", [FlatClipPlugin, KeepsALogger, ReachesNumpysGlobalGenerator])
+RECENT_STEPS: collections.deque = collections.deque(maxlen=50)
+
+
+class KeepsADequeOfSteps(FlatClipPlugin):
+    """An honest plugin with a module-level diagnostics deque (flagged before: a deque was compared after the
+    probe but not put back)."""
+
+    def clip_and_noise(self, grads, step, epoch):
+        RECENT_STEPS.append(step)
+        return super().clip_and_noise(grads, step, epoch)
+
+
+@pytest.mark.parametrize("plugin_class", [FlatClipPlugin, KeepsALogger, ReachesNumpysGlobalGenerator, KeepsADequeOfSteps])
 def test_an_honest_plugin_leaves_no_trace(plugin_class):
     labels, verdict = _labels(plugin_class)
     assert verdict == VERIFIED and labels and not any(PROBE_TRACE in label for label in labels)

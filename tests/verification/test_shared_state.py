@@ -1,6 +1,7 @@
 """What a probe's calls change in a plugin's class and module is put back: counters, caches, generators and
 names added, the containers in place (references held elsewhere see the restored value)."""
 
+import collections
 import types
 
 import torch
@@ -146,3 +147,55 @@ def test_what_no_call_changed_keeps_its_identity_and_version_and_what_one_did_ge
     assert plugin.scale is scale and plugin.table["t"] is entry and plugin.written is written
     assert (scale._version, entry._version, written._version) == versions
     assert float(written) == 0.0
+
+
+__calls__ = collections.Counter()  # a dunder name: the module's data all the same
+RECENT: collections.deque = collections.deque(maxlen=5)
+HELPER = types.ModuleType("plugin_helper_module")  # a module of the plugin's own code (not a library's)
+HELPER.CALLS = collections.Counter()
+
+
+class CountsWhereTheSnapshotDidNotLook:
+    """An eighth red team's: counters under a dunder global read through ``globals()``, in a module-level deque
+    (a library's container type) and in a helper module of the plugin's own; each showed a probe's calls."""
+
+    def touch(self) -> None:
+        globals()["__calls__"]["step"] += 1
+        RECENT.append(1)
+        HELPER.CALLS["step"] += 1
+
+
+def test_dunder_globals_library_containers_and_helper_modules_are_put_back():
+    plugin, recent = CountsWhereTheSnapshotDidNotLook(), RECENT
+    with shared_state_restored(plugin) as snapshot:
+        for _ in range(3):
+            snapshot.restore()
+            plugin.touch()
+        assert __calls__["step"] == 1 and list(RECENT) == [1] and HELPER.CALLS["step"] == 1
+    assert not __calls__ and not RECENT and RECENT is recent and not HELPER.CALLS
+
+
+class Registry:
+    """A singleton whose ``__deepcopy__`` returns itself: there is no snapshot of it to restore from (the restore
+    emptied its attributes)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __deepcopy__(self, memo: dict) -> "Registry":
+        return self
+
+
+REGISTRY = Registry()
+
+
+class CountsInASingleton:
+    def touch(self) -> None:
+        REGISTRY.calls += 1
+
+
+def test_an_object_that_copies_to_itself_is_left_as_the_calls_leave_it():
+    with shared_state_restored(CountsInASingleton()) as snapshot:
+        snapshot.restore()
+        CountsInASingleton().touch()
+    assert REGISTRY.calls == 1  # not wiped; what a probe's calls leave there is the probe-trace check's

@@ -1,0 +1,232 @@
+"""Attacks on the model's state other than its parameters (red team 7, hole A): a layer that keeps a statistic
+of the private training inputs where the one-time buffer check did not look (a plain tensor attribute, a
+buffer updated only with grad enabled or only after some steps, a class-level dict, a module-level list) must
+be refused at the first training step that changes it; an honest model must train through the per-step guard."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dpbench.engine import FunctorchEngine, GhostEngine
+from dpbench.engine.independence import ExampleMixingError, ModelStateGuard, check_engine
+from dpbench.models import DigitsTanhCNN
+from dpbench.privacy.calibration import TrainingPlan
+from dpbench.privacy.ledger import StepRecord
+from dpbench.privacy.privatizer import Release
+from dpbench.privacy.sampler import PoissonSampler
+from dpbench.training.loop import TrainingState, train
+
+REFERENCE = 1.0
+
+
+class PlainAttributeRange(nn.Module):
+    """Running max |x| in a plain tensor attribute (not a buffer); identity in training mode, rescales in eval."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.high = torch.tensor(REFERENCE)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.high = torch.maximum(self.high, x.detach().abs().max())
+            return x
+        return x * (REFERENCE / self.high)
+
+
+class GradModeRange(nn.Module):
+    """Running max |x| in a registered buffer, updated only while grad mode is on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("high", torch.tensor(REFERENCE))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            if torch.is_grad_enabled():
+                with torch.no_grad():
+                    self.high.copy_(torch.maximum(self.high, x.detach().abs().max()))
+            return x
+        return x * (REFERENCE / self.high)
+
+
+class CallCounter(nn.Module):
+    """Counts its training forwards (how a layer would start collecting statistics only later in training,
+    after the pre-training check): the counter is itself state a step must not change."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.calls += 1
+        return x
+
+
+SEEN: list[float] = []
+
+
+class ClassLevelRange(nn.Module):
+    """Keeps the max in a class-level dict."""
+
+    table: dict[str, float] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.table["high"] = max(self.table.get("high", 0.0), float(x.abs().max()))
+        return x
+
+
+class GlobalListRange(nn.Module):
+    """Appends the max to a module-level list its forward names."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            SEEN.append(float(x.abs().max()))
+        return x
+
+
+class HiddenStatsModel(nn.Module):
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.range = layer
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.range(x))
+
+
+class HonestModel(nn.Module):
+    """Dropout (it moves the random state), a GroupNorm, a constant buffer, plain attributes that refer to a
+    parameter or share its storage, a plain config dict: nothing the forward changes beyond the parameters
+    (which the optimizer moves)."""
+
+    def __init__(self, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.GroupNorm(2, 8), nn.Tanh(), nn.Dropout(dropout),
+                                 nn.Linear(8, 3))
+        self.register_buffer("scale", torch.tensor(0.5))
+        self.watched = [self.net[1].weight]  # a reference to a parameter
+        self.first_weight = self.net[1].weight.detach()  # shares its storage: moves with the parameter
+        self.config = {"classes": 3}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * self.scale)
+
+
+class Data:
+    """The part of a Workload the loop uses: training tensors and a public evaluation."""
+
+    def __init__(self, n: int = 32) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.train_features = 3.0 * torch.randn(n, 1, 4, 4, generator=generator)
+        self.train_labels = torch.randint(0, 3, (n,), generator=generator)
+        self.evaluations = 0
+
+    def evaluate(self, model: nn.Module, device: torch.device) -> dict:
+        self.evaluations += 1
+        return {"test_accuracy": 0.0}
+
+
+class PlainSum:
+    """A stand-in privatizer: the sum of the chunks' per-example gradients (the guard does not look at it)."""
+
+    def release(self, chunks, step: int, epoch: int) -> Release:
+        total, size = None, 0
+        for chunk in chunks:
+            part = chunk.weighted_sum(torch.ones(chunk.batch_size, chunk.squared_norms().shape[1]))
+            total = part if total is None else [a + b for a, b in zip(total, part)]
+            size += chunk.batch_size
+        record = StepRecord(step, epoch, 0.5, 1.0, 1.0, "sum", "harness")
+        return Release(gradient=total, record=record, loss_sum=0.0, batch_size=size)
+
+
+def run(model: nn.Module, engine_class=GhostEngine, epochs: int = 2) -> Data:
+    data = Data()
+    engine = engine_class(model, F.cross_entropy)
+    plan = TrainingPlan(dataset_size=32, expected_batch_size=16.0, epochs=epochs)
+    sampler = PoissonSampler(32, plan.sampling_rate, seed=0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    train(model, data, engine, PlainSum(), optimizer, sampler, plan, lambda _: 0.0, 8, torch.device("cpu"),
+          TrainingState(), lambda state: None, progress=False)
+    return data
+
+
+@pytest.mark.parametrize(
+    "layer, path",
+    [
+        (PlainAttributeRange, "attribute 'range.high'"),
+        (GradModeRange, "buffer 'range.high'"),
+        (CallCounter, "attribute 'range.calls'"),
+        (ClassLevelRange, "class attribute ClassLevelRange.table"),
+        (GlobalListRange, "global SEEN"),
+    ],
+    ids=["plain attribute", "buffer with grad on", "counter", "class-level dict", "module-level list"],
+)
+def test_a_training_step_that_changes_the_model_state_is_refused(layer, path):
+    """With the ghost engine (the functorch engine's vmap cannot run these stateful forwards at all)."""
+    ClassLevelRange.table.clear()
+    SEEN.clear()
+    torch.manual_seed(0)
+    model = HiddenStatsModel(layer())
+    with pytest.raises(ExampleMixingError, match=rf"training step 0 \(epoch 1\) changed .*{path}.*public data"):
+        run(model)
+
+
+def test_the_pre_training_check_runs_the_forward_with_grad_and_sees_attributes():
+    """The red team's two layers: check_engine now refuses both before training (the per-step guard is the
+    general defence; this keeps the early, cheap refusal)."""
+    x, y = torch.randn(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    for layer, path in [(PlainAttributeRange, "attribute 'range.high'"), (GradModeRange, "buffer 'range.high'")]:
+        model = HiddenStatsModel(layer())
+        with pytest.raises(ExampleMixingError, match=rf"a forward pass in training mode .* changed .*{path}"):
+            check_engine(GhostEngine(model, F.cross_entropy), model, 3.0 * x, y)
+
+
+@pytest.mark.parametrize("engine_class", [GhostEngine, FunctorchEngine])
+def test_an_honest_model_trains_through_the_guard(engine_class):
+    torch.manual_seed(0)
+    model = HonestModel(dropout=0.2 if engine_class is GhostEngine else 0.0)  # functorch's vmap refuses dropout
+    before = [p.detach().clone() for p in model.parameters()]
+    data = run(model, engine_class, epochs=2)
+    assert data.evaluations == 2
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))  # it did train
+
+
+def test_the_built_in_digits_model_passes_the_guard_across_steps():
+    torch.manual_seed(0)
+    model = DigitsTanhCNN(10)
+    guard = ModelStateGuard(model)
+    engine = GhostEngine(model, F.cross_entropy)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):
+        gradients = engine.per_sample_gradients(torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,)))
+        for p, g in zip(model.parameters(), gradients.weighted_sum(torch.ones(8, 8))):
+            p.grad = g
+        guard.check("a step")
+        optimizer.step()
+
+
+def test_evaluation_on_public_data_is_a_new_baseline_but_a_step_is_not():
+    model = HiddenStatsModel(PlainAttributeRange())
+    guard = ModelStateGuard(model)
+    model(torch.full((2, 1, 4, 4), 5.0))  # e.g. what eval-mode code computed from the public test set
+    guard.rebaseline()
+    guard.check("nothing")
+    model(torch.full((2, 1, 4, 4), 7.0))
+    with pytest.raises(ExampleMixingError, match="attribute 'range.high'"):
+        guard.check("a step")
+
+
+def test_replacing_a_parameter_counts_but_updating_it_does_not():
+    model = nn.Sequential(nn.Linear(2, 2))
+    guard = ModelStateGuard(model)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    guard.check("an optimizer step")
+    model[0].weight = nn.Parameter(torch.zeros(2, 2))
+    with pytest.raises(ExampleMixingError, match=r"parameter slot '0.weight'"):
+        guard.check("a step")
