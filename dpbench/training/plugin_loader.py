@@ -136,11 +136,18 @@ def prepare_mechanism(
         mechanism = call_contained(name, "__init__", _instantiate, target, options)
         check_integrity(name, "__init__")
         declared = declared_values(mechanism)
-        noise_multiplier = noise_for(
-            lambda step, epoch: structured_call(
-                mechanism, declared, "noise_shape", step, step, epoch, convert=plain_number
-            )
-        )
+        answers: dict[tuple[int, int], float] = {}
+
+        def shape(step: int, epoch: int) -> float:
+            # each step's answer read once (the calibration's bisection asks for every step at every try: 4,640
+            # steps x 40 tries of contained calls took 5 minutes on the telemetry preset)
+            if (step, epoch) not in answers:
+                answers[step, epoch] = structured_call(
+                    mechanism, declared, "noise_shape", step, step, epoch, convert=plain_number
+                )
+            return answers[step, epoch]
+
+        noise_multiplier = noise_for(shape)
         privatizer = StructuredPrivatizer(
             mechanism, parameter_shapes, noise_multiplier, plan.expected_batch_size, plan.sampling_rate, noise_generator, device
         )
