@@ -88,16 +88,18 @@ MARSHAL_VERSION = 2
 string's on whether it is interned, so equal contents could read as changed (and a plugin could steer that)."""
 
 
-def _marshalled(obj: object) -> bytes | None:
+def marshalled(obj: object) -> bytes | None:
     """``obj``'s ``marshal`` bytes, or None. Marshal writes only the interpreter's own types (no subclass, no
     object of another class) and runs none of their code, so equal bytes are equal contents (a set inside is
-    written in its iteration order: the same set rebuilt in another order reads as changed, never the reverse)."""
+    written in its iteration order: the same set rebuilt in another order reads as changed, never the reverse). A
+    pickle would not do: an object's ``__reduce__`` decides what its pickle shows (a sixth red team's left out a
+    call counter)."""
     try:
         return marshal.dumps(obj, MARSHAL_VERSION)
     except (ValueError, TypeError):
         return None
-_PLAIN_CONTAINERS = {dict, list, tuple, deque, set, frozenset}
-_DICT_VIEWS = (type({}.keys()), type({}.values()), type({}.items()))  # no attributes to visit
+_PLAIN_CONTAINERS = {dict, list, tuple, deque, set, frozenset}  # no attributes to visit
+_DICT_VIEWS = (type({}.keys()), type({}.values()), type({}.items()))
 
 
 class IsolationError(MechanismContractError):
@@ -183,7 +185,7 @@ class StateFingerprint:
             return
         self._seen[id(obj)] = path
         self._keep_alive.append(obj)  # ids stay unique while the fingerprint is built
-        if type(obj) in _PLAIN_DATA and len(obj) >= _MARSHAL_FROM and (digest := _marshalled(obj)) is not None:
+        if type(obj) in _PLAIN_DATA and len(obj) >= _MARSHAL_FROM and (digest := marshalled(obj)) is not None:
             self.values[path] = ("plain data", digest)  # a model's layout tables: one C call, not a walk
         elif isinstance(obj, torch.nn.parameter.UninitializedTensorMixin):  # a lazy module's, before its first forward
             self.values[path] = ("uninitialized", type(obj).__name__)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import array
 import copy
 import functools
-import marshal
 import random
 import types
 from collections import deque
@@ -42,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dpbench.privacy.isolation import INTERPRETER_GLOBALS, MARSHAL_VERSION, StateFingerprint
+from dpbench.privacy.isolation import INTERPRETER_GLOBALS, StateFingerprint, marshalled
 from dpbench.privacy.plugin_streams import NOT_PLUGIN_CODE, plugin_owners
 from dpbench.privacy.provenance import library_class
 
@@ -135,18 +134,6 @@ def _plugin_functions(owners: list[Any]) -> list[types.FunctionType]:
     return list(found.values())
 
 
-def _digest(value: Any) -> bytes | None:
-    """``value``'s bytes under ``marshal``, or None where it has none. Marshal writes only the interpreter's own
-    types (numbers, strings, bytes and the built-in containers of them; no subclass, no object of a class of
-    the plugin's) and runs none of their code, so equal bytes are equal contents. A pickle would not do: an
-    object's ``__reduce__`` decides what its pickle shows (a sixth red team's left out a call counter, whose
-    changes then went unrestored and told the plugin its step had been probed)."""
-    try:
-        return marshal.dumps(value, MARSHAL_VERSION)
-    except (ValueError, TypeError):
-        return None
-
-
 class _Saved:
     """A deep copy of a value as the snapshot found it, with the value's tensor version counter (a tensor restored
     in place gets it back), and two records of its contents, each computed when first compared (only probed steps
@@ -163,9 +150,9 @@ class _Saved:
     def unchanged(self, value: Any) -> bool:
         """Whether ``value`` holds what the snapshot found."""
         if not self._digested:
-            self._digest, self._digested = _digest(self.contents), True
+            self._digest, self._digested = marshalled(self.contents), True
         if self._digest is not None:
-            return _digest(value) == self._digest
+            return marshalled(value) == self._digest
         if self._fingerprint is None:
             self._fingerprint = _contents(self.contents)
         return not self._fingerprint.changes(_contents(value, copies=False))
