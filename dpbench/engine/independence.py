@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from dpbench.engine.per_sample import GradientEngine, PerSampleGradients
-from dpbench.privacy.isolation import StateFingerprint, instance_dict
+from dpbench.privacy.isolation import StateFingerprint, instance_dict, same_tensor
 
 # Relative tolerance of the empirical checks (float32 reductions in other orders stay far below it).
 TOLERANCE = 1e-4
@@ -168,6 +168,7 @@ class ModelStateGuard:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self._baseline = self._fingerprint()
+        self._parameters = parameter_storages(model)
         if self._baseline.unreadable:
             shown = ", ".join(self._baseline.unreadable[:5])
             raise ExampleMixingError(
@@ -179,10 +180,18 @@ class ModelStateGuard:
     def rebaseline(self) -> None:
         """Accept the current state: call after the model ran on public data only (the test set)."""
         self._baseline = self._fingerprint()
+        self._parameters = parameter_storages(self.model)
+
+    def accept_update(self) -> None:
+        """Accept the parameters as they are: call after the optimizer applied a release (post-processing)."""
+        self._parameters = parameter_storages(self.model)
 
     def check(self, what: str) -> None:
         """Raise :class:`ExampleMixingError` naming every changed path if ``what`` (a training step, say)
-        changed the model's state other than its parameters since the baseline."""
+        changed the model's state other than its parameters since the baseline, or wrote into the storage of
+        a parameter (the whole storage, so an alias beyond the parameter's view too) since the last
+        :meth:`accept_update`: a forward pass that writes training data into the weights releases it with the
+        model, un-noised."""
         changed = self._baseline.changes(self._fingerprint(copies=False))
         if changed:
             shown = "; ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
@@ -191,9 +200,42 @@ class ModelStateGuard:
                 "updates from the training data (running statistics, ranges, counters) is released with the model "
                 f"without noise, so DP-SGD's guarantee would not cover it; {STATE_FIX}"
             )
+        written = [name for name, saved in self._parameters.items() if not _same_storage(saved, name, self.model)]
+        if written:
+            raise ExampleMixingError(
+                f"{what} wrote into the storage of parameter(s) {', '.join(written[:6])} outside the optimizer's "
+                "update: a forward pass that writes training data into the weights releases it without noise; "
+                "change parameters only through their gradients"
+            )
 
     def _fingerprint(self, copies: bool = True) -> StateFingerprint:
         return _ModelFingerprint(self.model, copies)
+
+
+def parameter_storages(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the whole storage (as bytes) of every parameter, one per storage, by the first name using it."""
+    copies: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        storage = _storage_bytes(parameter)
+        if storage is not None and storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            copies[name] = storage.clone()
+    return copies
+
+
+def _storage_bytes(parameter: torch.Tensor) -> torch.Tensor | None:
+    if not parameter.numel() or parameter.is_meta or parameter.layout != torch.strided:
+        return None
+    return torch.empty(0, dtype=torch.uint8, device=parameter.device).set_(parameter.detach().untyped_storage())
+
+
+def _same_storage(saved: torch.Tensor, name: str, model: nn.Module) -> bool:
+    try:
+        current = _storage_bytes(model.get_parameter(name))
+    except AttributeError:  # the parameter was replaced by something else: the state check names it
+        return True
+    return current is not None and same_tensor(current, saved)
 
 
 class _ModelFingerprint(StateFingerprint):

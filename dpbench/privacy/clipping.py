@@ -98,8 +98,8 @@ def clip_chunk(
     if not torch.isfinite(squared).all():
         bad = (~torch.isfinite(squared).all(dim=1)).nonzero().flatten().tolist()
         raise FloatingPointError(
-            f"step {step}: non-finite per-sample gradient for {len(bad)} example(s) of the batch; the loss "
-            "has diverged or an input holds inf/NaN: lower train.lr or check the inputs"
+            f"step {step}: non-finite per-sample gradient for {len(bad)} example(s) reached the clipping kernel; "
+            "the training loop leaves such examples out (dpbench.privacy.finite_examples): pass chunks through it"
         )
     group_norms = (squared @ _membership(plan, squared.shape[1], squared.device)).sqrt()
     thresholds = torch.tensor(plan.thresholds, dtype=torch.float64, device=squared.device)

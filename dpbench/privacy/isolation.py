@@ -453,7 +453,7 @@ def _same(a: Any, b: Any) -> bool:
     if not (isinstance(a, tuple) and isinstance(b, tuple) and a and b and a[0] == b[0]):
         return False
     if a[0] in ("tensor", "generator"):
-        return _same_tensor(a[1], b[1]) and a[2:] == b[2:]
+        return same_tensor(a[1], b[1]) and a[2:] == b[2:]
     if a[0] == "ndarray":
         same_content = a[1].shape == b[1].shape and a[1].dtype == b[1].dtype and a[1].tobytes() == b[1].tobytes()
         return same_content and a[2:] == b[2:]
@@ -462,7 +462,7 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+def same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Bitwise equality (NaN equals NaN; -0.0 differs from 0.0)."""
     if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
         return False

@@ -7,8 +7,8 @@ the mechanism returns, because the kernel enforces every step of the argument:
 
 - **sampling**: Poisson, by the kernel's own sampler (:mod:`dpbench.privacy.sampler`);
 - **the clipping bound**: ``factor * norm <= C_g`` for every example and group, with norms in float64
-  (recomputed in float64 wherever float32 under- or overflows) and the product checked in float64; a
-  non-finite gradient refuses the step; each example's factor (and statistic) is computed from its own
+  (recomputed in float64 wherever float32 under- or overflows) and the product checked in float64; an
+  example whose gradient is not finite contributes nothing (:mod:`dpbench.privacy.finite_examples`); each example's factor (and statistic) is computed from its own
   norms only, by a rule the mechanism names (computed by the kernel: :mod:`dpbench.privacy.clip_rules`) or by
   its hooks evaluated per example (:mod:`dpbench.privacy.clipping`, :mod:`dpbench.engine.norms`);
 - **independence of examples**: the engines refuse layers that mix examples (BatchNorm and the like)

@@ -25,6 +25,7 @@ from dpbench.engine.independence import ModelStateGuard
 from dpbench.engine.per_sample import GradientEngine
 from dpbench.errors import DpbenchError
 from dpbench.privacy.calibration import TrainingPlan
+from dpbench.privacy.finite_examples import finite_examples
 from dpbench.privacy.ledger import PrivacyLedger
 from dpbench.privacy.privatizer import Release
 from dpbench.privacy.sampler import PoissonSampler
@@ -83,6 +84,7 @@ def train(
     if parameter_ema is not None and state.parameter_average is None:
         state.parameter_average = [p.detach().clone() for p in parameters]
     features, labels = data.train_features.to(device), data.train_labels.to(device)
+    shapes = [p.shape for p in parameters]
     guard: ModelStateGuard | None = None
     for epoch in range(state.epoch, plan.epochs):
         started = time.perf_counter()
@@ -98,7 +100,7 @@ def train(
             # index_select, not features[indices]: the same rows, 5x faster on CPU for a wide table
             x, y = features.index_select(0, indices), labels.index_select(0, indices)
             chunks = (
-                engine.per_sample_gradients(x[i : i + physical_batch_size], y[i : i + physical_batch_size])
+                finite_examples(engine, x[i : i + physical_batch_size], y[i : i + physical_batch_size], shapes)
                 for i in range(0, len(indices), physical_batch_size)
             )
             release = privatizer.release(chunks, state.step, epoch)
@@ -111,6 +113,8 @@ def train(
                     group["lr"] = learning_rate(state.step)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            refuse_diverged(parameters, state.step)
+            guard.accept_update()
             if state.parameter_average is not None:
                 update_average(state.parameter_average, parameters, parameter_ema, state.step + 1)
             loss_sum += release.loss_sum
@@ -136,6 +140,16 @@ def train(
         state.epoch = epoch + 1
         on_epoch_end(state)
     return state
+
+
+def refuse_diverged(parameters: list[torch.Tensor], step: int) -> None:
+    """Stop a run whose parameters are no longer finite (they are post-processing of releases, so stopping
+    reveals nothing about any one example, unlike stopping on one example's non-finite gradient)."""
+    if not all(bool(torch.isfinite(p).all()) for p in parameters):
+        raise DpbenchError(
+            f"training diverged at step {step}: a parameter is NaN or infinite after the optimizer step; lower "
+            "train.lr (or the clipping threshold), or use a learning-rate schedule with warm-up"
+        )
 
 
 def update_average(average: list[torch.Tensor], parameters: list[torch.Tensor], decay: float, count: int) -> None:

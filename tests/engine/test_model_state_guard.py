@@ -208,6 +208,7 @@ def test_the_built_in_digits_model_passes_the_guard_across_steps():
             p.grad = g
         guard.check("a step")
         optimizer.step()
+        guard.accept_update()
 
 
 def test_evaluation_on_public_data_is_a_new_baseline_but_a_step_is_not():
@@ -226,7 +227,54 @@ def test_replacing_a_parameter_counts_but_updating_it_does_not():
     guard = ModelStateGuard(model)
     with torch.no_grad():
         model[0].weight.add_(1.0)
-    guard.check("an optimizer step")
+    guard.accept_update()
+    guard.check("after an optimizer step")
     model[0].weight = nn.Parameter(torch.zeros(2, 2))
     with pytest.raises(ExampleMixingError, match=r"parameter slot '0.weight'"):
         guard.check("a step")
+
+
+class DataWriter(nn.Module):
+    """Writes the batch's largest input into the first entry of its weight's storage during the training
+    forward, in one of three ways: through ``.data`` (which has its own version counter), through a buffer
+    sharing the weight's storage, or into the part of a flat storage beyond the weight's view."""
+
+    def __init__(self, route: str) -> None:
+        super().__init__()
+        self.route = route
+        self.flat = torch.zeros(16 * 3 + 1)  # the weight is a view of it; the last entry is beyond the view
+        self.linear = nn.Linear(16, 3)
+        if route == "beyond the view":
+            self.linear.weight = nn.Parameter(self.flat[:48].view(3, 16))
+        self.register_buffer("alias", self.linear.weight.detach().view(-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            high = x.detach().abs().max()
+            if self.route == "data":
+                self.linear.weight.data[0, 0] = high
+            elif self.route == "buffer alias":
+                self.alias[0] = high
+            else:
+                self.flat[48] = high
+        return self.linear(x.flatten(start_dim=1))
+
+
+@pytest.mark.parametrize("route", ["data", "buffer alias", "beyond the view"])
+def test_a_forward_writing_into_a_parameter_storage_is_refused(route):
+    """The released weights would carry the training batch's maximum, un-noised; the per-step guard compares
+    every parameter's whole storage with what the last optimizer step left."""
+    torch.manual_seed(0)
+    with pytest.raises(ExampleMixingError, match=r"training step 0 \(epoch 1\) wrote into the storage of parameter"):
+        run(DataWriter(route), epochs=1)
+
+
+def test_the_guard_accepts_what_the_optimizer_writes_and_nothing_else():
+    model = nn.Sequential(nn.Linear(2, 2))
+    guard = ModelStateGuard(model)
+    with torch.no_grad():
+        model[0].bias.add_(1.0)
+    with pytest.raises(ExampleMixingError, match=r"storage of parameter\(s\) 0.bias"):
+        guard.check("a step")
+    guard.accept_update()
+    guard.check("after the update")

@@ -1,0 +1,138 @@
+"""An example whose gradient is not finite contributes nothing, and its presence cannot stop the run.
+
+The attack: one poisoned example (an input that overflows the forward pass, or holds NaN) used to make the
+kernel refuse the step, so whether a run (or a search trial) finished told whether that example was in the
+data. Now the release with the poisoned example equals the release without it, and the run finishes; a run
+whose *parameters* diverge (a function of releases only) is still stopped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dpbench.engine import FunctorchEngine, GhostEngine
+from dpbench.errors import DpbenchError
+from dpbench.privacy.calibration import TrainingPlan
+from dpbench.privacy.finite_examples import finite_examples
+from dpbench.privacy.ledger import StepRecord
+from dpbench.privacy.privatizer import Release
+from dpbench.privacy.sampler import PoissonSampler
+from dpbench.training.loop import TrainingState, train
+
+POISONS = {"overflow": 1e30, "inf": math.inf, "nan": math.nan}
+
+
+class Square(nn.Module):
+    """A layer through which a large but finite input overflows float32 (as a VAE's exp of a log-variance can)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x
+
+
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(6, 4), Square(), nn.Linear(4, 3))
+
+
+def batch(n: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(n, 1, 2, 3, generator=generator), torch.randint(0, 3, (n,), generator=generator)
+
+
+def summed(chunk) -> list[torch.Tensor]:
+    return chunk.weighted_sum(torch.ones(chunk.batch_size, chunk.squared_norms().shape[1], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("poison", POISONS)
+@pytest.mark.parametrize("engine_class", [GhostEngine, FunctorchEngine])
+def test_a_non_finite_example_leaves_the_release_as_if_it_were_absent(engine_class, poison):
+    net = model()
+    engine = engine_class(net, F.cross_entropy)
+    shapes = [p.shape for p in net.parameters()]
+    x, y = batch()
+    poisoned = x.clone()
+    poisoned[2] = POISONS[poison]
+    assert not torch.isfinite(engine.per_sample_gradients(poisoned, y).squared_norms()).all()  # the attack bites
+    with_it = finite_examples(engine, poisoned, y, shapes)
+    keep = torch.tensor([0, 1, 3, 4])
+    without = finite_examples(engine, x[keep], y[keep], shapes)
+    assert with_it.batch_size == 4
+    assert torch.equal(with_it.squared_norms(), without.squared_norms())
+    for a, b in zip(summed(with_it), summed(without)):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert all(torch.isfinite(g).all() for g in with_it.materialize())
+
+
+def test_a_batch_of_only_non_finite_examples_contributes_zero():
+    net = model()
+    shapes = [p.shape for p in net.parameters()]
+    x, y = batch(2)
+    x[:, 0, 0, 0] = math.nan
+    chunk = finite_examples(GhostEngine(net, F.cross_entropy), x, y, shapes)
+    assert chunk.batch_size == 0 and chunk.squared_norms().shape == (0, len(shapes))
+    assert all(float(g.abs().sum()) == 0.0 and g.shape == s for g, s in zip(summed(chunk), shapes))
+
+
+def test_finite_batches_pass_unchanged_with_their_norms_computed_once():
+    net = model()
+    engine = GhostEngine(net, F.cross_entropy)
+    x, y = batch()
+    chunk = finite_examples(engine, x, y, [p.shape for p in net.parameters()])
+    assert chunk.squared_norms() is chunk.squared_norms()
+    torch.testing.assert_close(chunk.squared_norms(), engine.per_sample_gradients(x, y).squared_norms())
+
+
+class PlainSum:
+    """A stand-in privatizer releasing the plain sum (the finite-examples guarantee is the loop's, not its)."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale, self.sizes = scale, []
+
+    def release(self, chunks, step: int, epoch: int) -> Release:
+        total, size = None, 0
+        for chunk in chunks:
+            part = [self.scale * g for g in summed(chunk)]
+            total = part if total is None else [a + b for a, b in zip(total, part)]
+            size += chunk.batch_size
+        self.sizes.append(size)
+        return Release(gradient=total, record=StepRecord(step, epoch, 0.5, 1.0, 1.0, "sum", "harness"),
+                       loss_sum=0.0, batch_size=size)
+
+
+class Data:
+    def __init__(self, poisoned: bool) -> None:
+        self.train_features, self.train_labels = batch(16)
+        if poisoned:
+            self.train_features[:] = 1e30  # every example overflows: every step releases zero
+        self.evaluations = 0
+
+    def evaluate(self, net: nn.Module, device: torch.device) -> dict:
+        self.evaluations += 1
+        return {"test_accuracy": 0.0}
+
+
+def run(data: Data, privatizer: PlainSum, lr: float = 0.1) -> nn.Module:
+    net = model()
+    plan = TrainingPlan(dataset_size=16, expected_batch_size=8.0, epochs=2)
+    train(net, data, GhostEngine(net, F.cross_entropy), privatizer, torch.optim.SGD(net.parameters(), lr=lr),
+          PoissonSampler(16, plan.sampling_rate, seed=0), plan, lambda _: 0.0, 4, torch.device("cpu"),
+          TrainingState(), lambda state: None, progress=False)
+    return net
+
+
+def test_a_run_over_poisoned_examples_finishes():
+    data, privatizer = Data(poisoned=True), PlainSum()
+    before = [p.detach().clone() for p in model().parameters()]
+    net = run(data, privatizer)
+    assert data.evaluations == 2 and set(privatizer.sizes) == {0}
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))  # nothing of them was released
+
+
+def test_diverged_parameters_stop_the_run_with_the_fix():
+    with pytest.raises(DpbenchError, match=r"training diverged at step 0.*lower train.lr"):
+        run(Data(poisoned=False), PlainSum(scale=1e30), lr=1e30)
