@@ -26,8 +26,9 @@ later in training, only for large batches, only with grad enabled): :class:`Mode
 releases only the noised gradient, and the evaluated, checkpointed and released model is a function of the
 parameters and of the model's *other* state; so that other state (buffers, plain tensor attributes, any
 attribute of any submodule, the class attributes of the model's own classes and the module globals their
-functions name) must be exactly what it was before training after every training step. The training loop
-checks it after each step's release and takes a new baseline only after evaluating on the public test set.
+functions name) must be exactly what it was before training after every training step and evaluation, and
+the parameters' storages what the last optimizer step left. The training loop checks both after each step's
+release and each evaluation.
 """
 
 from __future__ import annotations
@@ -177,13 +178,12 @@ class ModelStateGuard:
                 "values the check compares (tensors, numbers, containers, objects with attributes)"
             )
 
-    def rebaseline(self) -> None:
-        """Accept the current state: call after the model ran on public data only (the test set)."""
-        self._baseline = self._fingerprint()
-        self._parameters = parameter_storages(self.model)
-
-    def accept_update(self) -> None:
-        """Accept the parameters as they are: call after the optimizer applied a release (post-processing)."""
+    def accept_update(self, what: str) -> None:
+        """Accept the trainable parameters as they are: call after the optimizer applied a release
+        (post-processing). ``what`` (the optimizer step) may not have written into a frozen parameter's storage,
+        which the optimizer does not update."""
+        frozen = {name for name, parameter in model_storage_owners(self.model).items() if not parameter.requires_grad}
+        self._refuse_written(what, [name for name in frozen if name in self._parameters])
         self._parameters = parameter_storages(self.model)
 
     def check(self, what: str) -> None:
@@ -200,7 +200,10 @@ class ModelStateGuard:
                 "updates from the training data (running statistics, ranges, counters) is released with the model "
                 f"without noise, so DP-SGD's guarantee would not cover it; {STATE_FIX}"
             )
-        written = [name for name, saved in self._parameters.items() if not _same_storage(saved, name, self.model)]
+        self._refuse_written(what, list(self._parameters))
+
+    def _refuse_written(self, what: str, names: list[str]) -> None:
+        written = [name for name in names if not _same_storage(self._parameters[name], name, self.model)]
         if written:
             raise ExampleMixingError(
                 f"{what} wrote into the storage of parameter(s) {', '.join(written[:6])} outside the optimizer's "
@@ -212,16 +215,23 @@ class ModelStateGuard:
         return _ModelFingerprint(self.model, copies)
 
 
-def parameter_storages(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of the whole storage (as bytes) of every parameter, one per storage, by the first name using it."""
-    copies: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
+def model_storage_owners(model: nn.Module) -> dict[str, torch.Tensor]:
+    """One parameter per storage (by the first name using it; a trainable one where any parameter sharing the
+    storage is trainable, since the optimizer may then write into it)."""
+    owners: dict[int, tuple[str, torch.Tensor]] = {}
     for name, parameter in model.named_parameters(remove_duplicate=False):
         storage = _storage_bytes(parameter)
-        if storage is not None and storage.data_ptr() not in seen:
-            seen.add(storage.data_ptr())
-            copies[name] = storage.clone()
-    return copies
+        if storage is None:
+            continue
+        known = owners.get(storage.data_ptr())
+        if known is None or (parameter.requires_grad and not known[1].requires_grad):
+            owners[storage.data_ptr()] = (known[0] if known else name, parameter)
+    return {name: parameter for name, parameter in owners.values()}
+
+
+def parameter_storages(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the whole storage (as bytes) of every parameter, one per storage (:func:`model_storage_owners`)."""
+    return {name: _storage_bytes(parameter).clone() for name, parameter in model_storage_owners(model).items()}
 
 
 def _storage_bytes(parameter: torch.Tensor) -> torch.Tensor | None:
@@ -283,6 +293,8 @@ class _ModelFingerprint(StateFingerprint):
             # updates a parameter in place, and a forward that swaps in a new one is a change
             self._keep_alive.append(obj)
             self.values[path] = ("model's own", type(obj).__name__, known[1], id(obj))
+            if isinstance(obj, torch.Tensor):  # a parameter's data moves with the optimizer; what it carries may not
+                self._visit_parameter_extras(obj, path)
             return
         if isinstance(obj, nn.parameter.UninitializedTensorMixin):  # a lazy module's, before its first forward
             self.values[path] = ("uninitialized", type(obj).__name__)
@@ -296,6 +308,14 @@ class _ModelFingerprint(StateFingerprint):
                 self.values[path] = ("view of parameter", shared, tuple(obj.shape), obj.stride(), obj.storage_offset())
                 return
         super()._visit(obj, path)
+
+    def _visit_parameter_extras(self, parameter: torch.Tensor, path: str) -> None:
+        """A parameter's Python attributes and hooks (a red team kept a training image in an attribute of a
+        weight, then copied it into the weights during evaluation)."""
+        for key, value in (instance_dict(parameter) or {}).items():
+            self._visit(value, f"{path}.{key}")
+        for hooks in ("_backward_hooks", "_post_accumulate_grad_hooks"):
+            self._visit(getattr(parameter, hooks, None), f"{path}.{hooks}")
 
 
 def _seeded(call: Callable[[], T], seed: int = 0) -> T:

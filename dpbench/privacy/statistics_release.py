@@ -32,7 +32,18 @@ class StatisticsRelease:
     bound: float
     noise_multiplier: float
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        # the noise release_sum adds and the record the ledger keeps both come from these three plain values; a
+        # subclass could answer noise_std or record() differently (a red team's noised with std 1e-12 while
+        # recording multiplier 8)
+        raise TypeError("StatisticsRelease cannot be subclassed: declare a release as StatisticsRelease(name, bound, "
+                        "noise_multiplier)")
+
     def __post_init__(self) -> None:
+        if type(self.name) is not str:
+            raise TypeError(f"a release's name must be a str, got {type(self.name).__name__}")
+        for field in ("bound", "noise_multiplier"):  # plain floats (a float subclass's arithmetic is its own)
+            object.__setattr__(self, field, math.fsum((getattr(self, field),)))
         if not (math.isfinite(self.bound) and self.bound > 0):
             raise ValueError(f"release '{self.name}': bound must be finite and > 0, got {self.bound}")
         if not (math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0):
@@ -60,14 +71,20 @@ def clip_rows(rows: torch.Tensor, bound: float) -> torch.Tensor:
 
 
 def release_sum(chunks: Iterable[torch.Tensor], release: StatisticsRelease, source: NoiseSource) -> torch.Tensor:
-    """The noised sum (float64) of every row of every chunk ``[n_i, d]``, each row clipped to ``release.bound``."""
+    """The noised sum (float64) of every row of every chunk ``[n_i, d]``, each row clipped to ``release.bound``.
+
+    A row that is not finite in every entry (a statistic that overflowed, an input holding NaN) contributes zero,
+    which is within the bound: refusing the release instead would make whether the run goes on a function of
+    that one example."""
+    if type(release) is not StatisticsRelease:
+        raise TypeError(f"release_sum needs a StatisticsRelease, got {type(release).__name__}")
     total: torch.Tensor | None = None
     for chunk in chunks:
         if chunk.dim() != 2:
             raise ValueError(f"release '{release.name}': chunks must be [rows, d], got shape {tuple(chunk.shape)}")
-        if not torch.isfinite(chunk).all():
-            raise ValueError(f"release '{release.name}': a statistic vector holds NaN or infinite values")
-        clipped = clip_rows(chunk.to(torch.float64), release.bound).sum(dim=0)
+        rows = chunk.to(torch.float64)
+        rows = torch.where(torch.isfinite(rows).all(dim=1, keepdim=True), rows, torch.zeros_like(rows))
+        clipped = clip_rows(rows, release.bound).sum(dim=0)
         total = clipped if total is None else total + clipped
     if total is None:
         raise ValueError(f"release '{release.name}': no rows to release")

@@ -64,6 +64,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     model = instantiate(cfg.model).to(device)
     data, audit = prepare_audit(cfg.audit, data, cfg.seed, cfg.privacy.target_delta)
     releases = data.statistics_releases(model)
+    declared = tuple(release.record() for release in releases)
     trial = None
     if cfg.get("tune") is not None:  # a run of python -m dpbench.search: a trial, or a public proxy's private run
         data, trial = prepare_trial(
@@ -101,7 +102,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         )
         log.info("resumed %s after epoch %d (step %d)", run_dir, state.epoch, state.step)
     elif releases:  # statistics of the training data released once, before training, and accounted with it
-        for record in _released(data, model, releases, files.dir, noise_source(secure, cfg.seed + 3)):
+        for record in _released(data, model, releases, declared, files.dir, noise_source(secure, cfg.seed + 3)):
             state.ledger.append(record)
     engine = build_engine(  # after the releases: its checks run the model, which may need released statistics
         cfg.train.engine, model, data.loss(model), cfg.train.get("augmentation"), data.test_features, data.test_labels
@@ -182,13 +183,14 @@ def _workload(data: object, cfg: DictConfig) -> Workload:
 
 
 def _released(
-    data: Workload, model: torch.nn.Module, releases: tuple[StatisticsRelease, ...], run_dir: Path,
-    generator: torch.Generator,
+    data: Workload, model: torch.nn.Module, releases: tuple[StatisticsRelease, ...],
+    declared: tuple[StepRecord, ...], run_dir: Path, generator: torch.Generator,
 ) -> list[StepRecord]:
-    """Make the workload's declared releases; its records must be exactly the declared ones, which noise
-    calibration already accounted for (anything else would spend budget the plan does not know about)."""
+    """Make the workload's declared releases; its records must be exactly the ones declared (``declared``, read
+    when the releases were, before calibration, which accounted for them: anything else would spend budget the
+    plan does not know about)."""
     records = data.release_statistics(model, run_dir, generator)
-    if records != [release.record() for release in releases]:
+    if records != list(declared):
         raise RuntimeError(
             f"workload {data.name} declared the releases {[r.name for r in releases]} but recorded "
             f"{[r.mechanism for r in records]} (or with other parameters); a workload's release_statistics must "

@@ -1,12 +1,14 @@
 """The fixed DP-SGD training loop. Short enough to audit in one sitting.
 
-Per step: draw a Poisson sample, compute per-sample gradients in physical chunks, let the
-privatizer (the kernel, running the mechanism) release one private gradient, record the release in
-the ledger, check that the step left the model's state other than its parameters exactly as it was
-(:class:`~dpbench.engine.independence.ModelStateGuard`: a forward pass that folds private data into a
-buffer or attribute would release it with the model, un-noised), take an optimizer step. Per epoch: evaluate (the workload's test metrics), compute
-epsilon from the whole ledger, hand the state to ``on_epoch_end`` (metrics, checkpoint, ETA). The epsilon printed is ``spent_epsilon`` of the whole ledger: the kernel's, or
-for a plugin the verified one.
+Per step: draw a Poisson sample, compute per-sample gradients in physical chunks (an example whose gradient
+is not finite is left out: :mod:`dpbench.privacy.finite_examples`), let the privatizer (the kernel, running
+the mechanism) release one private gradient, record the release in the ledger, check that the step left the
+model's state other than its parameters, and its parameters, exactly as they were
+(:class:`~dpbench.engine.independence.ModelStateGuard`: a forward pass that folds private data into a buffer,
+attribute or weight would release it with the model, un-noised), take an optimizer step (without step
+hooks). Per epoch: evaluate (the workload's test metrics; the guard checks the evaluation too), compute
+epsilon from the whole ledger, hand the state to ``on_epoch_end`` (metrics, checkpoint, ETA). The epsilon
+printed is ``spent_epsilon`` of the whole ledger: the kernel's, or for a plugin the verified one.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dpbench.privacy.finite_examples import finite_examples
 from dpbench.privacy.ledger import PrivacyLedger
 from dpbench.privacy.privatizer import Release
 from dpbench.privacy.sampler import PoissonSampler
+from dpbench.training.optimizer import refuse_step_hooks
 from dpbench.training.schedule import LearningRate
 from dpbench.workload import Workload
 
@@ -73,9 +76,10 @@ def train(
     horizon exceeds a short run still averages the trained iterates); with ``learning_rate`` (``step -> lr``)
     the optimizer's rate follows that schedule. Both are post-processing of released gradients, free of privacy
     cost. The mean training loss is computed from un-noised data, so it is recorded (as
-    ``train_loss_nonprivate``) only when ``nonprivate_diagnostics`` asks for it. After every step's release the
-    model's state other than its parameters must be what it was before the first step (or after the last
-    evaluation, which sees only the public test set): a step that changed it raises
+    ``train_loss_nonprivate``) only when ``nonprivate_diagnostics`` asks for it. After every step's release and
+    every evaluation the model's state other than its parameters must be what it was before the first step,
+    and its parameters what the last optimizer step left (which may not write into a frozen parameter, and
+    runs without step hooks): a step or evaluation that changed them raises
     :class:`~dpbench.engine.independence.ExampleMixingError`."""
     if parameter_ema is not None and not 0.0 <= parameter_ema < 1.0:
         raise DpbenchError(f"train.parameter_ema={parameter_ema}: the EMA's decay must be in [0, 1) (e.g. 0.99), "
@@ -90,11 +94,8 @@ def train(
         started = time.perf_counter()
         loss_sum, examples = 0.0, 0
         model.train()
-        # the baseline: the state before the first step, then after each evaluation (public data only)
-        if guard is None:
+        if guard is None:  # the baseline: the state before the first step, held to by every step and evaluation
             guard = ModelStateGuard(model)
-        else:
-            guard.rebaseline()
         for _ in tqdm(range(plan.steps_per_epoch), desc=f"epoch {epoch + 1}/{plan.epochs}", leave=False, disable=not progress):
             indices = sampler.sample().to(device)
             # index_select, not features[indices]: the same rows, 5x faster on CPU for a wide table
@@ -111,10 +112,11 @@ def train(
             if learning_rate is not None:
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(state.step)
+            refuse_step_hooks(optimizer)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             refuse_diverged(parameters, state.step)
-            guard.accept_update()
+            guard.accept_update(f"the optimizer step of step {state.step}")
             if state.parameter_average is not None:
                 update_average(state.parameter_average, parameters, parameter_ema, state.step + 1)
             loss_sum += release.loss_sum
@@ -124,6 +126,10 @@ def train(
         state.seconds += seconds
         with swapped_in(parameters, state.parameter_average):
             test_metrics = data.evaluate(model, device)
+        # evaluation too: a red team's model stashed a training image outside itself during the steps and copied
+        # it into its weights in the evaluation's forward, when a new baseline used to be taken
+        model.train()  # the mode the baseline was taken in (evaluation switches to eval mode)
+        guard.check(f"the evaluation after epoch {epoch + 1}")
         diagnostics = {"train_loss_nonprivate": loss_sum / max(examples, 1)} if nonprivate_diagnostics else {}
         state.epochs.append(
             {

@@ -47,10 +47,42 @@ def test_chunks_are_summed_as_one_table():
     assert torch.allclose(whole, chunked)
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_non_finite_statistics_are_refused(bad):
-    with pytest.raises(ValueError, match="NaN or infinite"):
-        release_sum([torch.tensor([[1.0, bad]])], StatisticsRelease("s", 1.0, 1.0), torch.Generator())
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_statistic_contributes_nothing(bad):
+    """A red team's record of pixels 2e19 overflowed a float32 mean square and the release refused the run, so
+    whether the run went on was a function of that record; now the release is as if it were absent."""
+    release = StatisticsRelease("s", bound=1.0, noise_multiplier=1.0)
+    rows = torch.rand(20, 3)
+    poisoned = torch.cat([rows[:5], torch.tensor([[1.0, bad, 0.5]]), rows[5:]])
+    with_it = release_sum([poisoned], release, torch.Generator().manual_seed(4))
+    without = release_sum([rows], release, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(with_it, without, rtol=0, atol=1e-12)  # the sum's order of additions differs
+
+
+def test_a_release_cannot_be_subclassed_or_carry_a_number_subclass():
+    """A red team's release subclass answered noise_std = 1e-12 while its record said multiplier 8: the noise
+    and the record now come from the same three plain values."""
+    with pytest.raises(TypeError, match="cannot be subclassed"):
+        class Quiet(StatisticsRelease):
+            @property
+            def noise_std(self) -> float:
+                return 1e-12
+
+    class Loud(float):
+        def __mul__(self, other):
+            return 1e-12
+
+    release = StatisticsRelease("s", bound=Loud(2.0), noise_multiplier=Loud(3.0))
+    assert type(release.bound) is float and type(release.noise_multiplier) is float
+    assert release.noise_std == 6.0
+
+
+def test_the_release_refuses_anything_but_a_statistics_release():
+    class Duck:
+        name, bound, noise_multiplier, noise_std = "s", 1.0, 1.0, 1e-12
+
+    with pytest.raises(TypeError, match="needs a StatisticsRelease"):
+        release_sum([torch.ones(2, 2)], Duck(), torch.Generator())
 
 
 def test_a_release_without_noise_cannot_be_declared():
