@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dpbench.reporting.leaderboard import compare_to_baseline, confounders, leaderboard, to_markdown
 from dpbench.reporting.plots import plot_accuracy_vs_epsilon, plot_per_epoch, plot_tuned_pipelines
-from dpbench.reporting.publish import publish
+from dpbench.reporting.publish import PublishError, publish
 from dpbench.reporting.results_table import load_epoch_metrics, load_results
 from dpbench.reporting.tuned_pipelines import compare_pipelines, pipelines, trial_spread
 from dpbench.reporting.tuned_pipelines import to_markdown as pipelines_markdown
@@ -80,7 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.publish is not None:
         if args.operator_view:
             parser.error("--publish and --operator-view exclude each other: the operator's view is not for publication")
-        added = publish(args.results, args.publish)
+        try:
+            added = publish(args.results, args.publish)
+        except PublishError as error:
+            raise SystemExit(f"dpbench.report: {error}") from None
         print(f"published {len(added)} new run(s) into {args.publish}")
         args.results = args.publish
     files = write_report(args.results, args.out or args.results / "report", args.baseline, args.operator_view)

@@ -13,6 +13,9 @@ run the report would show:
   published config, so a hash of it could be matched against t0, t1, ... to recover the index. An untuned run's
   ``<name>`` is a hash of its original directory.
 
+A private search planned from a fixed ``tune.seed`` is refused (nothing is published): its published config
+would carry the seed, from which K, every trial and the selected index can be drawn again.
+
 DIR is then a results folder like any other: ``python -m dpbench.report DIR`` gives the same leaderboards, tuned
 pipelines included. Publishing into a folder that already holds results adds the runs it does not hold yet (runs
 are told apart by their name), so a benchmark table can be collected over several machines or sessions and kept
@@ -27,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from dpbench.errors import DpbenchError
 from dpbench.reporting.results_table import publishable_rows
 from dpbench.reporting.run_files import RunFiles, append_result_row
 from dpbench.search.tuning_record import PRIVATE_SEARCH
@@ -40,22 +44,44 @@ def publish(results_dir: Path, out: Path) -> list[str]:
     """Copy the publishable part of ``results_dir`` into ``out`` (adding to what is there); returns the names of
     the runs added."""
     rows = publishable_rows(Path(results_dir))
+    summaries = [_summary(row) for row in rows]
+    seeded = sorted({str(row["search_id"]) for row, summary in zip(rows, summaries)
+                     if row.get("tuning") == PRIVATE_SEARCH and _tune_seed(summary) is not None})
+    if seeded:
+        raise PublishError(
+            f"{len(seeded)} private search(es) drew K and their trials from a fixed tune.seed (e.g. {seeded[0]}): "
+            "anyone with the seed, which the published config carries, redraws K, every trial and the selected "
+            "index, which voids the tuning bound; run the search again without tune.seed (K is then drawn from OS "
+            "entropy), or publish a results folder without it. Nothing was published"
+        )
     table = Path(out) / "results.jsonl"
     held = _published_names(table)
     added = []
-    for row in rows:
+    for row, summary in zip(rows, summaries):
         tuned = row.get("tuning") == PRIVATE_SEARCH
         name = _name(f"search:{row['search_id']}" if tuned else f"run:{row['run_dir']}")
         if name in held:
             continue
-        source = RunFiles(Path(row["run_dir"]))
-        summary = source.read_summary() if source.summary.exists() else {}
         target = RunFiles(Path(out) / RUNS / name)
         target.write_summary(_without_secrets(summary, tuned) | {"run_dir": f"{RUNS}/{name}"})
         append_result_row(table, _without_secrets(row, tuned) | {"run_dir": f"{RUNS}/{name}"})
         held.add(name)
         added.append(name)
     return added
+
+
+class PublishError(DpbenchError):
+    """A results folder holds something that may not be published."""
+
+
+def _summary(row: dict[str, Any]) -> dict[str, Any]:
+    source = RunFiles(Path(row["run_dir"]))
+    return source.read_summary() if source.summary.exists() else {}
+
+
+def _tune_seed(summary: dict[str, Any]) -> object:
+    tune = (summary.get("config") or {}).get("tune")
+    return tune.get("seed") if isinstance(tune, dict) else None
 
 
 def _name(identity: str) -> str:

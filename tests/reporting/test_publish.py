@@ -111,3 +111,17 @@ def test_the_cli_publishes_and_refuses_the_operator_view(operator_results, tmp_p
     with pytest.raises(SystemExit):
         report_main([str(operator_results), "--publish", str(out), "--operator-view"])
     assert "exclude each other" in capsys.readouterr().err
+
+
+def test_a_search_planned_from_a_fixed_seed_is_not_published(operator_results, tmp_path, capsys):
+    """A ninth red team redrew K = 4 and every trial from a published config's tune.seed: such a search is refused,
+    and nothing of the folder is published."""
+    for path in operator_results.rglob("summary.json"):
+        summary = json.loads(path.read_text())
+        if isinstance(summary.get("config"), dict):
+            summary["config"]["tune"] = dict(summary["config"].get("tune") or {}) | {"seed": 8}
+            path.write_text(json.dumps(summary))
+    out = tmp_path / "published"
+    with pytest.raises(SystemExit, match=r"2 private search\(es\) drew K and their trials from a fixed tune.seed"):
+        report_main([str(operator_results), "--publish", str(out)])
+    assert not out.exists()
