@@ -329,7 +329,8 @@ class ProcessIntegrity:
                 f"mechanism '{mechanism}' ({what}): the process changed while its code could run: "
                 + ", ".join(sorted(changed)[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
                 + ". A mechanism may not install hooks, modes or handlers, or replace functions of dpbench, "
-                "torch or the accountants; the run is refused"
+                "torch or the accountants, and neither may other code the run executes (a model's forward, say: "
+                "the change is seen at the mechanism's next check, not necessarily made by it); the run is refused"
             )
 
 
