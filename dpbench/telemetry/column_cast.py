@@ -19,13 +19,17 @@ date       date32, date64                                  timestamps at midnigh
 
 A column of nulls only (Arrow type null) is read as nulls of the kind, with a warning. Any other pair
 (booleans, binary, lists, a date for a number, ...) has no cast. Nulls stay null.
+
+A NaN or infinite value of a float column is read as null (missing): exports write a missing measurement as
+NaN as often as null, and an aggregate over a group with one NaN or infinity is NaN or infinite, which would
+spoil every answer and wide-table row it reaches. The reader counts such values and warns once per column.
 A cast that could change a value carries the SQL predicate that is true on such a value, which the
 reader evaluates over the column before it accepts the cast (:mod:`dpbench.telemetry.corpus`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
@@ -42,6 +46,8 @@ class ColumnCast:
     changed: a SQL predicate, true on a non-null value that the cast would change (None: the found
       type's every value casts unchanged).
     warn: the found type is another form of the values (text for numbers, ...), so the user is told.
+    nonfinite: a SQL predicate, true on a NaN or infinite value, which the expression reads as null (None:
+      the found type has no such value).
     """
 
     column: Column
@@ -49,6 +55,7 @@ class ColumnCast:
     expression: str
     changed: str | None = None
     warn: bool = False
+    nonfinite: str | None = None
 
     @property
     def target(self) -> pa.DataType:
@@ -75,27 +82,43 @@ def found_kind(dtype: pa.DataType) -> str | None:
 
 
 def plan_cast(column: Column, found: pa.DataType) -> ColumnCast | None:
-    """How ``column`` is read from a parquet column of type ``found``; None when no cast keeps its values."""
-    name, kind, source = quote(column.name), column.kind, found_kind(found)
+    """How ``column`` is read from a parquet column of type ``found``; None when no cast keeps its values.
+
+    A float column's NaN and infinite values are read as null before any cast, so they neither reach the
+    readers nor count as values that a cast to an integer or a string would change."""
+    name = quote(column.name)
+    if found_kind(found) != FLOAT:
+        return _plan(column, found, name)
+    cast = _plan(column, found, f"(CASE WHEN isfinite({name}) THEN {name} END)")
+    if cast is None:
+        return None
+    changed = cast.changed and f"isfinite({name}) AND ({cast.changed})"
+    return replace(cast, changed=changed, nonfinite=f"NOT isfinite({name})")
+
+
+def _plan(column: Column, found: pa.DataType, value: str) -> ColumnCast | None:
+    """:func:`plan_cast` where ``value`` is the SQL of the column's value (the quoted column, or the column with its
+    non-finite values read as null)."""
+    kind, source = column.kind, found_kind(found)
     target = SQL_TYPES[kind]
-    cast = f"CAST({name} AS {target})"
-    whole = (f"TRY_CAST({name} AS BIGINT) IS NULL"
-             f" OR TRY_CAST({name} AS BIGINT) IS DISTINCT FROM TRY_CAST({name} AS DOUBLE)")
+    cast = f"CAST({value} AS {target})"
+    whole = (f"TRY_CAST({value} AS BIGINT) IS NULL"
+             f" OR TRY_CAST({value} AS BIGINT) IS DISTINCT FROM TRY_CAST({value} AS DOUBLE)")
     if pa.types.is_null(found):
         return ColumnCast(column, found, cast, warn=True)
     if source == kind or (kind == FLOAT and source in (INTEGER, DECIMAL)):
-        overflow = f"TRY_CAST({name} AS BIGINT) IS NULL" if pa.types.is_uint64(found) else None
+        overflow = f"TRY_CAST({value} AS BIGINT) IS NULL" if pa.types.is_uint64(found) else None
         return ColumnCast(column, found, cast, overflow)
     if kind == INTEGER and source in (FLOAT, DECIMAL, STRING):
         return ColumnCast(column, found, cast, whole, warn=True)
     if kind == FLOAT and source == STRING:
-        return ColumnCast(column, found, cast, f"TRY_CAST({name} AS DOUBLE) IS NULL", warn=True)
+        return ColumnCast(column, found, cast, f"TRY_CAST({value} AS DOUBLE) IS NULL", warn=True)
     if kind == STRING and source == INTEGER:
         return ColumnCast(column, found, cast, warn=True)
     if kind == STRING and source in (FLOAT, DECIMAL):
-        return ColumnCast(column, found, f"CAST(CAST({name} AS BIGINT) AS VARCHAR)", whole, warn=True)
+        return ColumnCast(column, found, f"CAST(CAST({value} AS BIGINT) AS VARCHAR)", whole, warn=True)
     if kind == DATE and source in (TIMESTAMP, STRING):
-        day = f"TRY_CAST({name} AS DATE)"
+        day = f"TRY_CAST({value} AS DATE)"
         return ColumnCast(column, found, cast, f"{day} IS NULL OR CAST({day} AS TIMESTAMP) IS DISTINCT FROM "
-                                               f"TRY_CAST({name} AS TIMESTAMP)", warn=True)
+                                               f"TRY_CAST({value} AS TIMESTAMP)", warn=True)
     return None

@@ -142,15 +142,21 @@ def jaccard(a: set, b: set) -> float:
 
 
 def _normalise_key(value: object) -> object:
-    """Keys compare as numbers when they parse as numbers (8 == 8.0), else as text."""
+    """Keys compare as numbers when they parse as numbers (8 == 8.0), else as text stripped and case-folded:
+    synthetic output spells a group as the catalogue does ('Notebook'), a real corpus may not (' notebook')."""
     try:
         return float(value)
     except (TypeError, ValueError):
-        return str(value)
+        return str(value).strip().casefold()
 
 
 def _keyed(frame: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
     index = pd.MultiIndex.from_arrays([frame[k].map(_normalise_key) for k in keys], names=list(keys))
+    twice = index[index.duplicated() & ~frame.duplicated(list(keys)).to_numpy()]  # made equal by the normalising
+    if len(twice):
+        spellings = frame.loc[index.isin(twice[:1]), list(keys)].drop_duplicates().to_dict("records")
+        raise ValueError(f"groups {spellings} differ only in case or surrounding spaces, so they cannot be told apart "
+                         "when scoring: spell each value one way in the tables")
     return frame.set_index(index)
 
 
@@ -214,6 +220,7 @@ def _top_item_credit(reference_top: set, candidate_top: set) -> float:
 
 def _score_ranking_categorical(spec: QuerySpec, ref: pd.DataFrame, cand: pd.DataFrame) -> list[MetricScore]:
     (group,), (item,) = spec.keys, spec.metrics
+    ref, cand = (frame[[group, item]].map(_normalise_key) for frame in (ref, cand))
     ref_top = ref.groupby(group)[item].apply(set).to_dict()
     cand_top = cand.groupby(group)[item].apply(set).to_dict()
     credit = {key: _top_item_credit(items, cand_top.get(key, set())) for key, items in ref_top.items()}

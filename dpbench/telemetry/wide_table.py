@@ -7,8 +7,9 @@ of the table's values: nrs-weighted means of the values the queries read, and co
 of browsing time per category and per browser, shares of the day per power state).
 
 Nothing here is estimated from the data, so building the table spends no privacy: vocabularies are
-the schema's and the simulator's public catalogue (values outside them fall into an "Other" slot,
-RAM to the nearest listed size), and every numeric column is scaled by a fixed transform named after
+the schema's and the simulator's public catalogue (matched up to case and surrounding spaces; values
+outside them fall into an "Other" slot, with a warning when they are most of a column's values, RAM to the
+nearest listed size), and every numeric column is scaled by a fixed transform named after
 its unit (``log1p(x) / scale`` for heavy-tailed counts, rates and durations, ``x / scale`` for
 bounded ones). The layout (:data:`WIDE_LAYOUT`) is therefore a constant, which lets a model be built
 before the data is read, and lets :func:`decode_columns` invert any row, real or synthetic.
@@ -16,6 +17,8 @@ before the data is read, and lets :func:`decode_columns` invert any row, real or
 
 from __future__ import annotations
 
+import warnings
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,7 @@ import numpy as np
 from dpbench.telemetry import world
 from dpbench.telemetry.benchmark_queries import BENCHMARK
 from dpbench.telemetry.browsing import BROWSERS, CATEGORIES
+from dpbench.telemetry.corpus import CorpusWarning
 from dpbench.telemetry.population import CHASSIS, COUNTRIES, OPERATING_SYSTEMS, PERSONAS, RAM_SIZES_GB, VENDORS
 from dpbench.telemetry.schema import DEVICE_TABLE, SchemaError, quote
 from dpbench.telemetry.stage_memory import stage
@@ -168,14 +172,17 @@ def _build(tables_dir: Path | str, layout: WideLayout) -> WideTable:
     try:
         con.execute(f"CREATE TEMP TABLE {_DEVICES} AS SELECT row_number() OVER (ORDER BY guid) - 1 AS row, * "
                     f"FROM ({WIDE_TABLE_SQL['devices']})")
-        n, distinct = con.sql(f"SELECT COUNT(*), COUNT(DISTINCT guid) FROM {_DEVICES}").fetchall()[0]
-        if n != distinct:
-            raise SchemaError(f"{n - distinct:,d} devices of {DEVICE_TABLE} appear more than once (in it or in "
-                              "system_cpu_metadata); each table lists a device (guid) once: remove the duplicates")
+        n = _check_devices(con)
         features = np.zeros((n, layout.width), dtype=np.float32)
+        unmatched = {name: _Unmatched() for name in layout.categories if name != "ram"}
         for batch in _batches(con, f"SELECT row, {', '.join(layout.categories)} FROM {_DEVICES}"):
             for name, (values, columns) in layout.categories.items():
-                features[batch["row"], columns.start + _category_codes(name, batch[name], values)] = 1.0
+                codes = _category_codes(name, batch[name], values)
+                features[batch["row"], columns.start + codes] = 1.0
+                if name in unmatched:
+                    unmatched[name].add(batch[name], codes == values.index(OTHER))
+        for name, tally in unmatched.items():
+            tally.warn_if_most(name, layout.categories[name][0])
         for family in PER_DEVICE_SQL:
             with stage(f"wide table: {family}"):
                 _fill_family(con, family, features, layout)
@@ -183,6 +190,22 @@ def _build(tables_dir: Path | str, layout: WideLayout) -> WideTable:
     finally:
         con.close()
     return WideTable(np.asarray(guids, dtype=object), features)
+
+
+def _check_devices(con: duckdb.DuckDBPyConnection) -> int:
+    """The number of devices, after refusing rows without a guid and guids listed twice (either would make a
+    device's row ambiguous)."""
+    n, named, distinct = con.sql(f"SELECT COUNT(*), COUNT(guid), COUNT(DISTINCT guid) FROM {_DEVICES}").fetchall()[0]
+    problems = []
+    if n != named:
+        problems.append(f"{n - named:,d} rows of {DEVICE_TABLE} have no guid; every device needs one: fill in the "
+                        "guid or remove the rows")
+    if named != distinct:
+        problems.append(f"{named - distinct:,d} devices of {DEVICE_TABLE} appear more than once (in it or in "
+                        "system_cpu_metadata); each table lists a device (guid) once: remove the duplicates")
+    if problems:
+        raise SchemaError("\n".join(problems))
+    return n
 
 
 _DEVICES = "wide_table_devices"
@@ -224,14 +247,53 @@ def _fill_family(con: duckdb.DuckDBPyConnection, family: str, features: np.ndarr
 
 def _category_codes(name: str, column: np.ndarray, values: tuple[str, ...]) -> np.ndarray:
     """Each device's index into ``values`` (RAM: the nearest listed size, 8 GB if unknown; others: "Other" if
-    unknown or unlisted)."""
+    unknown or unlisted, matched up to case and surrounding spaces)."""
     if name == "ram":
         sizes = np.nan_to_num(np.asarray(column, dtype=float), nan=8.0)
         distance = np.abs(np.log2(np.maximum(sizes, 0.5))[:, None] - np.log2(RAM_SIZES_GB)[None, :])
         return distance.argmin(axis=1)
-    index = {v: i for i, v in enumerate(values)}
-    other = index[OTHER]
-    return np.fromiter((index.get(v, other) for v in column), dtype=np.int64, count=len(column))
+    index = {_spelling(v): i for i, v in enumerate(values)}
+    other = index[_spelling(OTHER)]
+    return np.fromiter((index.get(_spelling(v), other) for v in column), dtype=np.int64, count=len(column))
+
+
+def _spelling(value: object) -> object:
+    """A category value as compared: each ``|``-separated part (the CPU key joins three columns) stripped and
+    case-folded, since exports spell the same value 'Notebook', 'notebook' or ' Notebook '; None stays None."""
+    return value if value is None else "|".join(p.strip().casefold() for p in str(value).split("|"))
+
+
+@dataclass
+class _Unmatched:
+    """A categorical column's values that match no listed value (coded "Other"), counted over batches."""
+
+    present: int = 0
+    examples: Counter = field(default_factory=Counter)
+
+    def add(self, column: np.ndarray, other: np.ndarray) -> None:
+        named = np.array([v is not None for v in column], dtype=bool)
+        self.present += int(named.sum())
+        self.examples.update(v for v in column[named & other] if _spelling(v) != _spelling(OTHER))
+
+    def warn_if_most(self, name: str, values: tuple[str, ...]) -> None:
+        """Warn when more than half of the non-null values are unlisted: a column spelled in another vocabulary
+        (codes for names, another language) would otherwise train the model on one "Other" slot in silence."""
+        count = sum(self.examples.values())
+        if count * 2 <= self.present:
+            return
+        shown = ", ".join(repr(v) for v, _ in self.examples.most_common(3))
+        listed = ", ".join(values[:_LISTED]) + (f", ... ({len(values)} in all)" if len(values) > _LISTED else "")
+        warnings.warn(f"wide table: {count:,d} of {self.present:,d} values of {name} ({_CATEGORY_SOURCES[name]}) match "
+                      f"no listed value and are read "
+                      f"as {OTHER} (e.g. {shown}); listed values: {listed}; write them in the listed spelling to "
+                      "keep them apart", CorpusWarning, stacklevel=2)
+
+
+_LISTED = 8
+"""How many listed values a warning about unlisted ones names."""
+_CATEGORY_SOURCES = {"chassis": "sysinfo chassistype", "country": "sysinfo countryname_normalized",
+                     "vendor": "sysinfo modelvendor_normalized", "os": "sysinfo os", "persona": "sysinfo persona",
+                     "cpu": "sysinfo cpuname|system_cpu_metadata cpugen|marketcodename"}
 
 
 @dataclass

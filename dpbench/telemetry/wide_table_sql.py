@@ -36,7 +36,12 @@ def _weighted(table: str, column: str, name: str) -> str:
             f"FROM {per_day} GROUP BY guid")
 
 
-_NETWORK_SUMS = {**_NRS, **{f"{side}_{what}": f"CASE WHEN input_desc = '{desc}' THEN {term} END"
+def _is(column: str, value: str) -> str:
+    """``column`` equals the catalogue's ``value`` up to case and surrounding spaces (exports differ in both)."""
+    return f"lower(trim({column})) = '{value.strip().lower()}'"
+
+
+_NETWORK_SUMS = {**_NRS, **{f"{side}_{what}": f"CASE WHEN {_is('input_desc', desc)} THEN {term} END"
                             for side, desc in (("received", _RECEIVED), ("sent", _SENT))
                             for what, term in (("weighted", "nrs * avg_bytes_sec"), ("weight", "nrs"))}}
 PER_DEVICE_SQL: dict[str, str] = {
@@ -64,8 +69,8 @@ PER_DEVICE_SQL: dict[str, str] = {
         FROM (SELECT guid, COUNT(dt) AS days, {", ".join(f"SUM({c}) AS {c}" for c in CATEGORIES)}
               FROM {_per_day("system_web_cat_pivot_duration", {c: c for c in CATEGORIES})} GROUP BY guid) p
         JOIN (SELECT guid, COUNT(*) AS usage_rows, SUM(duration_ms) AS duration_ms,
-              {", ".join(f"COUNT(*) FILTER (WHERE browser = '{b}') AS rows_{b}, "
-                         f"COALESCE(SUM(duration_ms) FILTER (WHERE browser = '{b}'), 0) AS ms_{b}"
+              {", ".join(f"COUNT(*) FILTER (WHERE {_is('browser', b)}) AS rows_{b}, "
+                         f"COALESCE(SUM(duration_ms) FILTER (WHERE {_is('browser', b)}), 0) AS ms_{b}"
                          for b in BROWSERS)}
               FROM system_web_cat_usage GROUP BY guid) u ON p.guid = u.guid""",
 }

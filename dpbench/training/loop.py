@@ -31,7 +31,7 @@ from dpbench.privacy.finite_examples import finite_examples
 from dpbench.privacy.ledger import PrivacyLedger
 from dpbench.privacy.privatizer import Release
 from dpbench.privacy.sampler import PoissonSampler
-from dpbench.training.optimizer import refuse_step_hooks
+from dpbench.training.optimizer import OptimizerGuard, refuse_step_hooks
 from dpbench.training.schedule import LearningRate
 from dpbench.workload import Workload
 
@@ -89,13 +89,11 @@ def train(
         state.parameter_average = [p.detach().clone() for p in parameters]
     features, labels = data.train_features.to(device), data.train_labels.to(device)
     shapes = [p.shape for p in parameters]
-    guard: ModelStateGuard | None = None
+    model.train()  # the baseline: the state before the first step, held to by every step and evaluation
+    guard, optimizer_guard = ModelStateGuard(model), OptimizerGuard(optimizer)
     for epoch in range(state.epoch, plan.epochs):
         started = time.perf_counter()
         loss_sum, examples = 0.0, 0
-        model.train()
-        if guard is None:  # the baseline: the state before the first step, held to by every step and evaluation
-            guard = ModelStateGuard(model)
         for _ in tqdm(range(plan.steps_per_epoch), desc=f"epoch {epoch + 1}/{plan.epochs}", leave=False, disable=not progress):
             indices = sampler.sample().to(device)
             # index_select, not features[indices]: the same rows, 5x faster on CPU for a wide table
@@ -106,6 +104,7 @@ def train(
             )
             release = privatizer.release(chunks, state.step, epoch)
             guard.check(f"training step {state.step} (epoch {epoch + 1})")
+            optimizer_guard.check(f"training step {state.step} (epoch {epoch + 1})")
             state.ledger.append(release.record)
             for parameter, gradient in zip(parameters, release.gradient):
                 parameter.grad = gradient.to(parameter.dtype)
@@ -117,6 +116,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             refuse_diverged(parameters, state.step)
             guard.accept_update(f"the optimizer step of step {state.step}")
+            optimizer_guard.accept_step()
             if state.parameter_average is not None:
                 update_average(state.parameter_average, parameters, parameter_ema, state.step + 1)
             loss_sum += release.loss_sum
@@ -130,6 +130,7 @@ def train(
         # it into its weights in the evaluation's forward, when a new baseline used to be taken
         model.train()  # the mode the baseline was taken in (evaluation switches to eval mode)
         guard.check(f"the evaluation after epoch {epoch + 1}")
+        optimizer_guard.check(f"the evaluation after epoch {epoch + 1}")
         diagnostics = {"train_loss_nonprivate": loss_sum / max(examples, 1)} if nonprivate_diagnostics else {}
         state.epochs.append(
             {

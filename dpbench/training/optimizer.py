@@ -7,6 +7,7 @@ import torch.optim.optimizer as optimizer_module
 from omegaconf import DictConfig
 
 from dpbench.errors import DpbenchError
+from dpbench.privacy.isolation import StateFingerprint
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 
@@ -50,3 +51,41 @@ def refuse_step_hooks(optimizer: torch.optim.Optimizer) -> None:
             "released gradients are applied, which could write what it kept of the training data into the "
             "weights; remove it (the optimizer's step is the harness's)"
         )
+
+
+class OptimizerGuard:
+    """The optimizer's state and settings change only in its step, which applies a release.
+
+    The optimizer's ``state`` (momentum buffers, step counts, any other key) and ``param_groups`` (learning rate,
+    momentum, any other key) shape every later update and are saved in the checkpoint. A red team's model found
+    the run's optimizer during its forward (through ``gc``) and stored a training image under a new key of each:
+    that image was then released with the checkpoint. So between two steps both must be as the last step left
+    them, compared by content (:class:`~dpbench.privacy.isolation.StateFingerprint`), the parameters by
+    identity."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+        self._baseline = self._fingerprint()
+
+    def accept_step(self) -> None:
+        """Accept the state the optimizer's step left (post-processing of the release)."""
+        self._baseline = self._fingerprint()
+
+    def check(self, what: str) -> None:
+        changed = self._baseline.changes(self._fingerprint(copies=False))
+        if changed:
+            shown = "; ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+            raise DpbenchError(
+                f"{what} changed the optimizer's state or settings outside its step: {shown}. What the optimizer "
+                "holds shapes the next updates and is saved with the model, so only its step, which applies a "
+                "release, may change it; the code that ran (a model's forward, say) must leave the optimizer alone"
+            )
+
+    def _fingerprint(self, copies: bool = True) -> StateFingerprint:
+        groups = self.optimizer.param_groups
+        position = {id(p): f"parameter {g}.{i}" for g, group in enumerate(groups) for i, p in enumerate(group["params"])}
+        state = {position.get(id(key), f"key {key!r}"[:80]): value for key, value in self.optimizer.state.items()}
+        settings = [{key: value for key, value in group.items() if key != "params"} | {
+            "params": tuple(position[id(p)] for p in group["params"])} for group in groups]
+        return StateFingerprint({"state": state, "param_groups": settings}, random_states=False, versions=False,
+                                copies=copies, reach=False)

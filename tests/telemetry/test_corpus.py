@@ -74,10 +74,10 @@ def _replace_first(value, dtype: pa.DataType) -> Callable[[pa.Array], pa.Array]:
     return change
 
 
-def _open_with_warnings(corpus: Path) -> list[str]:
+def _open_with_warnings(corpus: Path, tables: list[str] | None = None) -> list[str]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        open_corpus(corpus)
+        open_corpus(corpus, tables)
     return [str(w.message) for w in caught if issubclass(w.category, CorpusWarning)]
 
 
@@ -254,3 +254,168 @@ def test_unreadable_file_is_named(tiny, tmp_path):
     (corpus / f"{BATTERY}.parquet").write_text("not parquet")
     with pytest.raises(SchemaError, match=f"table {BATTERY}: .* is not readable parquet"):
         open_corpus(corpus)
+
+
+MEMORY, C0, USAGE, NETWORK = ("system_memory_utilization", "system_pkg_C0", "system_web_cat_usage",
+                              "system_network_consumption")
+
+
+def _at_every(step: int, value, dtype: pa.DataType) -> Callable[[pa.Array], pa.Array]:
+    """The column as ``dtype`` with every ``step``-th value (from the first) replaced by ``value``."""
+    def change(array: pa.Array) -> pa.Array:
+        values = pc.cast(array, dtype).to_pylist()
+        return pa.array([value if i % step == 0 else v for i, v in enumerate(values)], dtype)
+    return change
+
+
+def _readings(corpus: Path):
+    return run_queries(corpus), build_wide_table(corpus)
+
+
+def test_nan_and_infinite_floats_are_read_as_missing_with_a_count(tiny, tmp_path):
+    """The corpus with NaN and infinities reads exactly as the same corpus with nulls in their place, including
+    an integer column stored as doubles (pandas writes a missing integer as NaN)."""
+    def damage(value, nrs_value, where: Path) -> Path:
+        return _damaged(tiny, where, {
+            MEMORY: _retype(avg_percentage_used=_at_every(7, value, pa.float64())),
+            C0: _retype(avg_pkg_c0=_at_every(11, -value if value is not None else None, pa.float64())),
+            PKG_POWER: _retype(nrs=_at_every(13, nrs_value, pa.float64() if nrs_value is not None else pa.int64())),
+        })
+    nulls = damage(None, None, tmp_path / "nulls")
+    for value, nrs_value in ((float("nan"), float("nan")), (float("inf"), float("-inf"))):
+        corpus = damage(value, nrs_value, tmp_path / str(value))
+        messages = _open_with_warnings(corpus)
+        expected = {f"{t}.{c}: {-(-pq.read_metadata(corpus / f'{t}.parquet').num_rows // step):,d} NaN or infinite "
+                    "values read as missing" for t, c, step in ((MEMORY, "avg_percentage_used", 7),
+                                                                 (C0, "avg_pkg_c0", 11), (PKG_POWER, "nrs", 13))}
+        assert expected <= set(messages), messages
+        _assert_same_readings(corpus, _readings(nulls))
+        assert np.isfinite(build_wide_table(corpus).features).all()
+
+
+def test_categories_match_up_to_case_and_surrounding_spaces(tiny, tmp_path, reference):
+    respell = {
+        SYSINFO: {"chassistype": pc.utf8_lower, "os": pc.utf8_upper,
+                  "persona": lambda a: pc.binary_join_element_wise(" ", a, "")},
+        "system_cpu_metadata": {"marketcodename": lambda a: pc.binary_join_element_wise(a, " ", "")},
+        NETWORK: {"input_desc": pc.utf8_lower},
+        USAGE: {"browser": lambda a: pc.binary_join_element_wise(" ", pc.utf8_capitalize(a), "")},
+    }
+    corpus = _damaged(tiny, tmp_path, {t: _retype(**columns) for t, columns in respell.items()})
+    assert pq.read_table(corpus / f"{USAGE}.parquet")["browser"][0].as_py().startswith(" C")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CorpusWarning)
+        wide = build_wide_table(corpus)
+    np.testing.assert_array_equal(wide.features, reference[1].features)
+
+
+def test_a_category_spelled_in_another_vocabulary_is_other_with_a_warning(tiny, tmp_path, reference):
+    corpus = _damaged(tiny, tmp_path, {SYSINFO: _retype(chassistype=lambda a: pc.binary_join_element_wise(
+        "type ", pc.cast(pc.utf8_length(a), pa.string()), ""))})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        wide = build_wide_table(corpus)
+    (message,) = [str(w.message) for w in caught if "match no listed value" in str(w.message)]
+    assert message.startswith("wide table: 2,000 of 2,000 values of chassis (sysinfo chassistype)")
+    assert "'type 8'" in message and "Notebook, Desktop" in message
+    other = WIDE_LAYOUT.names.index("chassis=Other")
+    assert wide.features[:, other].all() and not reference[1].features[:, other].all()
+
+
+def _split(corpus: Path, table: str, *parts: Callable[[pa.Table], pa.Table]) -> Path:
+    """``table`` rewritten as a folder of parts, the i-th part being ``parts[i]`` of the i-th slice of its rows."""
+    whole = pq.read_table(corpus / f"{table}.parquet")
+    (corpus / f"{table}.parquet").unlink()
+    (corpus / table).mkdir()
+    size = -(-whole.num_rows // len(parts))
+    for i, change in enumerate(parts):
+        pq.write_table(change(whole.slice(i * size, size)), corpus / table / f"part-{i}.parquet")
+    return corpus / table
+
+
+def test_every_part_of_a_folder_is_checked(tiny, tmp_path):
+    corpus = _damaged(tiny, tmp_path, {})
+    _split(corpus, PKG_POWER, lambda t: t, _retype(nrs=lambda a: pc.add(pc.cast(a, pa.float64()), 0.4)))
+    _split(corpus, BATTERY, lambda t: t, lambda t: t.drop_columns(["num_power_ons"]))
+    with pytest.raises(SchemaError) as raised:
+        open_corpus(corpus)
+    lines = str(raised.value).splitlines()
+    assert lines[0].startswith("2 problems") and len(lines) == 3
+    assert lines[1].startswith(f"- {PKG_POWER}: column 'nrs' has type int64 in {PKG_POWER}/part-0.parquet but double "
+                               f"in {PKG_POWER}/part-1.parquet;") and lines[1].endswith("write it as int64 in every part")
+    assert lines[2].startswith(f"- {BATTERY}: column 'num_power_ons' is missing from 1 of 2 parts (e.g. "
+                               f"{BATTERY}/part-1.parquet)") and lines[2].endswith("to every part")
+
+
+def test_parts_in_other_orders_with_extra_columns_or_all_null_columns_read_as_one(tiny, tmp_path, reference):
+    """An empty part written by pandas (every column of Arrow type null) sorted first, a part with its columns
+    reversed and an unread extra column, a part of narrower integers."""
+    corpus = _damaged(tiny, tmp_path, {})
+    reversed_extra = lambda t: t.select(t.column_names[::-1]).append_column("note", pa.array(["x"] * t.num_rows))
+    folder = _split(corpus, BATTERY, reversed_extra, _retype(num_power_ons=_to(pa.int32())))
+    pd.DataFrame({n: pd.Series([], dtype=object) for n in TABLES[BATTERY].column_names}).to_parquet(
+        folder / "empty.parquet")
+    assert sorted(folder.iterdir())[0].name == "empty.parquet"
+    assert pq.read_schema(folder / "empty.parquet").field("guid").type == pa.null()
+    assert _open_with_warnings(corpus) == []
+    _assert_same_readings(corpus, reference)
+
+
+@pytest.mark.parametrize("required", [False, True])
+def test_a_folder_without_parquet_files_is_a_missing_table(tiny, tmp_path, required):
+    table = SYSINFO if required else BATTERY
+    corpus = _damaged(tiny, tmp_path, {})
+    (corpus / f"{table}.parquet").unlink()
+    (corpus / table).mkdir()
+    (corpus / table / "_SUCCESS").write_text("")
+    reason = f"the folder {table}/ holds no .parquet files"
+    if required:
+        with pytest.raises(SchemaError, match=f"1 problem in .*\n- table {table} is missing .*; {reason}\\); it is "
+                                              "required"):
+            open_corpus(corpus)
+    else:
+        (message,) = _open_with_warnings(corpus)
+        assert message.startswith(f"table {table} is missing") and reason in message
+        assert open_corpus(corpus)[table].num_rows == 0
+
+
+def test_a_table_under_a_near_name_is_read_or_named(tiny, tmp_path, reference):
+    corpus = _damaged(tiny, tmp_path, {})
+    (corpus / f"{C0}.parquet").rename(corpus / f"{C0.lower()}.parquet")
+    (corpus / f"{BATTERY}.parquet").rename(corpus / f"{BATTERY}.snappy.parquet")
+    (corpus / f"{PKG_POWER}.parquet").rename(corpus / f"{PKG_POWER}.parq")
+    assert _open_with_warnings(corpus) == [f"table {C0} is read from {C0.lower()}.parquet (its name differs in case)"]
+    _assert_same_readings(corpus, reference)
+    pq.write_table(pq.read_table(corpus / f"{C0.lower()}.parquet"), corpus / f"{C0.upper()}.parquet")
+    pq.read_table(corpus / f"{SYSINFO}.parquet").to_pandas().to_csv(corpus / f"{SYSINFO}.csv", index=False)
+    (corpus / f"{SYSINFO}.parquet").unlink()
+    with pytest.raises(SchemaError) as raised:
+        open_corpus(corpus)
+    assert (f"{SYSINFO}.csv is there, but only parquet is read: write the table as {SYSINFO}.parquet"
+            in str(raised.value))
+    messages = _open_with_warnings(corpus, [C0])
+    assert f"{C0.upper()}.parquet, {C0.lower()}.parquet differ from it in case only" in messages[0]
+
+
+def test_hive_partition_keys_are_columns(tiny, tmp_path, reference):
+    """Spark's daily layout: ``T/dt=2020-01-27/part-0.parquet`` with dt in the folder names only, read as text
+    that reads as a date."""
+    corpus = _damaged(tiny, tmp_path, {})
+    table = pq.read_table(corpus / f"{BATTERY}.parquet")
+    (corpus / f"{BATTERY}.parquet").unlink()
+    pq.write_to_dataset(table, corpus / BATTERY, partition_cols=["dt"])
+    assert "dt" not in pq.read_schema(next((corpus / BATTERY).glob("dt=*/*.parquet"))).names
+    assert _open_with_warnings(corpus) == [f"{BATTERY}.dt is stored as string and read as date32[day] "
+                                           "(the cast changes no value)"]
+    answers, wide = reference
+    for name, answer in run_queries(corpus).items():
+        pd.testing.assert_frame_equal(answer, answers[name], obj=name)  # floats within 1e-5: rows come in other order
+    np.testing.assert_allclose(build_wide_table(corpus).features, wide.features, rtol=1e-6, atol=1e-6)
+
+
+def test_rows_without_a_guid_are_their_own_problem(tiny, tmp_path):
+    corpus = _damaged(tiny, tmp_path, {SYSINFO: _retype(guid=_at_every(500, None, pa.string()))})
+    with pytest.raises(SchemaError) as raised:
+        build_wide_table(corpus)
+    assert str(raised.value) == (f"4 rows of {SYSINFO} have no guid; every device needs one: fill in the guid or "
+                                 "remove the rows")

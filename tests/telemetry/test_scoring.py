@@ -283,3 +283,15 @@ def test_an_empty_reference_answer_is_not_evaluable_for_candidate_and_baseline()
     assert score.error == EMPTY_REFERENCE and not score.passed
     (baseline,) = trivial_baseline_scores({"BatteryGeo": empty}, (QUERIES["BatteryGeo"],))
     assert baseline.error == EMPTY_REFERENCE
+
+
+def test_text_keys_match_up_to_case_and_surrounding_spaces():
+    """Synthetic output spells groups as the catalogue does; a real corpus may spell them otherwise."""
+    reference = _sleepless_battery([(" united states ", 100, 2.0, 100.0), ("GERMANY", 200, 3.0, 200.0)])
+    candidate = _sleepless_battery([("United States", 100, 2.0, 100.0), ("Germany", 200, 3.0, 200.0)])
+    values = {m.column: m.value for m in score_query(QUERIES["BatteryGeo"], reference, candidate).metrics}
+    assert values == {"group_keys": 1.0, "number_of_systems": 0.0, "avg_number_of_dc_powerons": 0.0,
+                      "avg_duration": 0.0}
+    twice = _sleepless_battery([("Germany", 1, 1.0, 1.0), ("germany ", 2, 1.0, 1.0)])
+    with pytest.raises(ValueError, match="differ only in case or surrounding spaces"):
+        score_query(QUERIES["BatteryGeo"], twice, candidate)
