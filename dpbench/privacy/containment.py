@@ -138,6 +138,7 @@ class ContainmentError(DpbenchError, RuntimeError):
 
 class _Context(threading.local):
     depth = 0
+    kind = "mechanism"  # whose code the outermost call runs: a mechanism's or a model's
     reading_caller = False  # the audit hook is reading its own caller's frame
     threads_at_entry = 0  # threads alive when the outermost mechanism call on this thread began
 
@@ -169,7 +170,7 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
             refused = f"replace the {args[1]} of {getattr(args[0], '__qualname__', 'a function')} (a watched module's)"
     if refused is not None:
         _attempts.append(refused)
-        raise ContainmentError(f"mechanism code may not {refused}")
+        raise ContainmentError(f"{_context.kind} code may not {refused}")
 
 
 def _a_library_reads_its_callers_name() -> bool:
@@ -208,14 +209,16 @@ def _install_hook() -> None:
 
 
 @contextmanager
-def contained(mechanism: str, what: str) -> Iterator[None]:
+def contained(mechanism: str, what: str, kind: str = "mechanism") -> Iterator[None]:
     """Run mechanism code (``what``, e.g. ``clip_and_noise at step 3``) under the audit hook's refusals,
     then check the process's integrity. Nested uses (a mechanism's code calling the kernel, which calls it
-    again) check once, at the outermost exit."""
+    again) check once, at the outermost exit. ``kind="model"``: the code is a model's (its forward pass runs
+    on the raw batch, so it is held to the same refusals; ``mechanism`` then names the model)."""
     global _running
     _install_hook()
     outermost = _context.depth == 0
     if outermost:
+        _context.kind = kind
         _attempts.clear()
         threads, finalizers = _thread._count(), set(weakref.finalize._registry)
         _context.threads_at_entry = threads
@@ -236,20 +239,20 @@ def contained(mechanism: str, what: str) -> Iterator[None]:
             if set(weakref.finalize._registry) - finalizers:
                 attempts.append("register a finalizer (weakref.finalize), which runs after its call")
             if attempts:
-                raise ContainmentError(_refusal(mechanism, what, attempts))
+                raise ContainmentError(_refusal(mechanism, what, attempts, kind))
             if _baseline is not None:
                 _baseline.check(mechanism, what, whole=False)
 
 
-def call_contained(mechanism: str, what: str, function: Callable[..., T], *args: Any) -> T:
-    """``function(*args)``, mechanism code, run :func:`contained`."""
-    with contained(mechanism, what):
+def call_contained(mechanism: str, what: str, function: Callable[..., T], *args: Any, kind: str = "mechanism") -> T:
+    """``function(*args)``, mechanism code (or a model's, with ``kind="model"``), run :func:`contained`."""
+    with contained(mechanism, what, kind):
         return function(*args)
 
 
-def _refusal(mechanism: str, what: str, findings: list[str]) -> str:
+def _refusal(mechanism: str, what: str, findings: list[str], kind: str = "mechanism") -> str:
     return (
-        f"mechanism '{mechanism}' ({what}) tried to " + "; and to ".join(findings) + ". A mechanism may use only "
+        f"{kind} '{mechanism}' ({what}) tried to " + "; and to ".join(findings) + f". A {kind} may use only "
         "the arguments it is given and its own state: the kernel's frames and objects hold un-noised data, and "
         "what runs outside its calls escapes the checks that make its ε meaningful. The run is refused"
     )

@@ -14,11 +14,14 @@ still stopped (by the training loop, with the learning rate to lower).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
-from dpbench.engine.per_sample import GradientEngine, MaterializedGradients, PerSampleGradients
+from dpbench.engine.per_sample import MaterializedGradients, PerSampleGradients
+
+Gradients = Callable[[torch.Tensor, torch.Tensor], PerSampleGradients]
+"""``(features, labels) -> per-example gradients``: an engine's, run as the caller requires (contained)."""
 
 
 class CheckedChunk:
@@ -40,12 +43,12 @@ class CheckedChunk:
 
 
 def finite_examples(
-    engine: GradientEngine, features: torch.Tensor, labels: torch.Tensor, shapes: Sequence[torch.Size]
+    gradients: Gradients, features: torch.Tensor, labels: torch.Tensor, shapes: Sequence[torch.Size]
 ) -> CheckedChunk | MaterializedGradients:
     """The per-example gradients of the examples of ``features`` whose gradient is finite in every entry
     (a float64 squared norm is finite exactly when every float32 entry is); ``shapes`` are the trainable
     parameters' shapes, for a batch with no such example."""
-    chunk = engine.per_sample_gradients(features, labels)
+    chunk = gradients(features, labels)
     squared = chunk.squared_norms()
     finite = torch.isfinite(squared).all(dim=1)
     if bool(finite.all()):
@@ -55,7 +58,7 @@ def finite_examples(
     if keep.numel() == 0:
         empty = [torch.zeros((0, *shape), device=features.device) for shape in shapes]
         return MaterializedGradients(empty, torch.zeros(0, device=features.device))
-    chunk = engine.per_sample_gradients(features.index_select(0, keep), labels.index_select(0, keep))
+    chunk = gradients(features.index_select(0, keep), labels.index_select(0, keep))
     squared = chunk.squared_norms()
     if not bool(torch.isfinite(squared).all()):
         raise FloatingPointError(

@@ -27,6 +27,7 @@ from dpbench.engine.independence import ModelStateGuard
 from dpbench.engine.per_sample import GradientEngine
 from dpbench.errors import DpbenchError
 from dpbench.privacy.calibration import TrainingPlan
+from dpbench.privacy.containment import call_contained
 from dpbench.privacy.finite_examples import finite_examples
 from dpbench.privacy.ledger import PrivacyLedger
 from dpbench.privacy.privatizer import Release
@@ -89,6 +90,7 @@ def train(
         state.parameter_average = [p.detach().clone() for p in parameters]
     features, labels = data.train_features.to(device), data.train_labels.to(device)
     shapes = [p.shape for p in parameters]
+    model_name = type(model).__name__
     model.train()  # the baseline: the state before the first step, held to by every step and evaluation
     guard, optimizer_guard = ModelStateGuard(model), OptimizerGuard(optimizer)
     for epoch in range(state.epoch, plan.epochs):
@@ -98,8 +100,10 @@ def train(
             indices = sampler.sample().to(device)
             # index_select, not features[indices]: the same rows, 5x faster on CPU for a wide table
             x, y = features.index_select(0, indices), labels.index_select(0, indices)
-            chunks = (
-                finite_examples(engine, x[i : i + physical_batch_size], y[i : i + physical_batch_size], shapes)
+            chunks = (  # the model's code runs on the raw batch: contained as a mechanism's is (no frames, no gc)
+                call_contained(model_name, f"its forward and backward at step {state.step}", finite_examples,
+                               engine.per_sample_gradients, x[i : i + physical_batch_size],
+                               y[i : i + physical_batch_size], shapes, kind="model")
                 for i in range(0, len(indices), physical_batch_size)
             )
             release = privatizer.release(chunks, state.step, epoch)
@@ -125,7 +129,8 @@ def train(
         seconds = time.perf_counter() - started
         state.seconds += seconds
         with swapped_in(parameters, state.parameter_average):
-            test_metrics = data.evaluate(model, device)
+            test_metrics = call_contained(model_name, f"the evaluation after epoch {epoch + 1}", data.evaluate, model,
+                                          device, kind="model")
         # evaluation too: a red team's model stashed a training image outside itself during the steps and copied
         # it into its weights in the evaluation's forward, when a new baseline used to be taken
         model.train()  # the mode the baseline was taken in (evaluation switches to eval mode)

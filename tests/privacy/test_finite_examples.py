@@ -58,9 +58,9 @@ def test_a_non_finite_example_leaves_the_release_as_if_it_were_absent(engine_cla
     poisoned = x.clone()
     poisoned[2] = POISONS[poison]
     assert not torch.isfinite(engine.per_sample_gradients(poisoned, y).squared_norms()).all()  # the attack bites
-    with_it = finite_examples(engine, poisoned, y, shapes)
+    with_it = finite_examples(engine.per_sample_gradients, poisoned, y, shapes)
     keep = torch.tensor([0, 1, 3, 4])
-    without = finite_examples(engine, x[keep], y[keep], shapes)
+    without = finite_examples(engine.per_sample_gradients, x[keep], y[keep], shapes)
     assert with_it.batch_size == 4
     assert torch.equal(with_it.squared_norms(), without.squared_norms())
     for a, b in zip(summed(with_it), summed(without)):
@@ -73,7 +73,7 @@ def test_a_batch_of_only_non_finite_examples_contributes_zero():
     shapes = [p.shape for p in net.parameters()]
     x, y = batch(2)
     x[:, 0, 0, 0] = math.nan
-    chunk = finite_examples(GhostEngine(net, F.cross_entropy), x, y, shapes)
+    chunk = finite_examples(GhostEngine(net, F.cross_entropy).per_sample_gradients, x, y, shapes)
     assert chunk.batch_size == 0 and chunk.squared_norms().shape == (0, len(shapes))
     assert all(float(g.abs().sum()) == 0.0 and g.shape == s for g, s in zip(summed(chunk), shapes))
 
@@ -82,7 +82,7 @@ def test_finite_batches_pass_unchanged_with_their_norms_computed_once():
     net = model()
     engine = GhostEngine(net, F.cross_entropy)
     x, y = batch()
-    chunk = finite_examples(engine, x, y, [p.shape for p in net.parameters()])
+    chunk = finite_examples(engine.per_sample_gradients, x, y, [p.shape for p in net.parameters()])
     assert chunk.squared_norms() is chunk.squared_norms()
     torch.testing.assert_close(chunk.squared_norms(), engine.per_sample_gradients(x, y).squared_norms())
 
