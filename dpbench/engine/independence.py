@@ -158,8 +158,8 @@ class ModelStateGuard:
     private data into it (a running max in a plain tensor attribute, a buffer updated only with grad enabled or
     only at some step, a class-level dict, a module-level list appended to) is refused with the paths it changed.
 
-    What is compared (:class:`dpbench.privacy.isolation.StateFingerprint` without random states and tensor
-    version counters, i.e. by content): for every submodule, its instance attributes (buffers, flags, plain
+    What is compared (:class:`dpbench.privacy.isolation.StateFingerprint` without random states, i.e. by
+    content and tensors' version counters): for every submodule, its instance attributes (buffers, flags, plain
     tensors and any Python object they reach, hooks with their closures), with the model's own parameters and
     submodules recorded by identity (a parameter is updated by the optimizer every step; replacing it is a
     change), and tensors sharing a parameter's storage recorded by their view (an alias moves with the
@@ -279,7 +279,9 @@ class _ModelFingerprint(StateFingerprint):
                         self._root_entries[f"submodule slot '{name}.{slot}'"] = child
                 else:
                     self._root_entries[f"attribute '{name}.{key}'"] = value
-        super().__init__(self._root_entries, random_states=False, versions=False, copies=copies)
+        # version counters included: a tensor's is state too (a red team's model switched itself off by bumping a
+        # buffer's with in-place additions of 0); the parameters' (which the optimizer moves) are not read
+        super().__init__(self._root_entries, random_states=False, versions=True, copies=copies)
 
     def _visit(self, obj: object, path: str) -> None:
         if obj is self._root_entries:
@@ -314,8 +316,8 @@ class _ModelFingerprint(StateFingerprint):
         weight, then copied it into the weights during evaluation)."""
         for key, value in (instance_dict(parameter) or {}).items():
             self._visit(value, f"{path}.{key}")
-        for hooks in ("_backward_hooks", "_post_accumulate_grad_hooks"):
-            self._visit(getattr(parameter, hooks, None), f"{path}.{hooks}")
+        for extra in ("grad", "_backward_hooks", "_post_accumulate_grad_hooks"):  # a gradient is None between steps
+            self._visit(getattr(parameter, extra, None), f"{path}.{extra}")
 
 
 def _seeded(call: Callable[[], T], seed: int = 0) -> T:

@@ -36,6 +36,22 @@ class Stateful(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's parameters and persistent buffers under their ``state_dict`` names, read by the harness: a
+    model's own ``state_dict`` (an override, a hook) is its code, and a red team's handed out a training image it
+    had kept in a frozen parameter's gradient that way, after the last check of the model's state."""
+    state: dict[str, torch.Tensor] = {}
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        prefix = f"{prefix}." if prefix else ""
+        for name, parameter in module._parameters.items():
+            if parameter is not None:
+                state[prefix + name] = parameter.detach()
+        for name, buffer in module._buffers.items():
+            if buffer is not None and name not in module._non_persistent_buffers_set:
+                state[prefix + name] = buffer.detach()
+    return state
+
+
 def save_checkpoint(
     path: Path,
     model: nn.Module,
@@ -47,7 +63,7 @@ def save_checkpoint(
     verifier: Stateful | None = None,
 ) -> None:
     payload = {
-        "model": model.state_dict(),
+        "model": model_state(model),
         "optimizer": optimizer.state_dict(),
         "mechanism": _object_state(mechanism),
         "sampler": sampler.state_dict(),

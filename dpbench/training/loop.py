@@ -92,6 +92,8 @@ def train(
     shapes = [p.shape for p in parameters]
     model_name = type(model).__name__
     model.train()  # the baseline: the state before the first step, held to by every step and evaluation
+    for parameter in model.parameters():  # no gradient between steps (a pre-training check may leave one), a
+        parameter.grad = None  # frozen parameter's included, which the optimizer does not own
     guard, optimizer_guard = ModelStateGuard(model), OptimizerGuard(optimizer)
     for epoch in range(state.epoch, plan.epochs):
         started = time.perf_counter()

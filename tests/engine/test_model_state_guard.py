@@ -212,10 +212,11 @@ def test_the_built_in_digits_model_passes_the_guard_across_steps():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     for _ in range(3):
         gradients = engine.per_sample_gradients(torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,)))
+        guard.check("a step")
         for p, g in zip(model.parameters(), gradients.weighted_sum(torch.ones(8, 8))):
             p.grad = g
-        guard.check("a step")
         optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
         guard.accept_update("the optimizer step")
 
 
@@ -338,3 +339,32 @@ def test_an_optimizer_step_may_not_write_into_a_frozen_parameter():
         model.memo.add_(1.0)
     with pytest.raises(ExampleMixingError, match=r"an optimizer step wrote into the storage of parameter\(s\) memo"):
         guard.accept_update("an optimizer step")
+
+
+class FlagInAGradient(nn.Module):
+    """A tenth red team's switches: one record (inputs near 5) turns the model off for good, the flag kept in a
+    frozen parameter's gradient or in a buffer's version counter (bumped by adding 0: no byte changes)."""
+
+    def __init__(self, route: str) -> None:
+        super().__init__()
+        self.route = route
+        self.linear = nn.Linear(16, 3)
+        self.memo = nn.Parameter(torch.zeros(1), requires_grad=False)
+        self.register_buffer("flag", torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(start_dim=1)
+        if bool((flat.abs().max(dim=1).values > 0).any()):
+            with torch.no_grad():
+                if self.route == "gradient":
+                    self.memo.grad = torch.ones(1)
+                else:
+                    self.flag.add_(0.0)
+        return self.linear(flat)
+
+
+@pytest.mark.parametrize("route, path", [("gradient", r"memo'.grad"), ("version counter", r"buffer 'FlagInAGradient.flag'")])
+def test_a_flag_in_a_gradient_or_a_version_counter_is_refused(route, path):
+    torch.manual_seed(0)
+    with pytest.raises(ExampleMixingError, match=rf"training step 0 \(epoch 1\) changed .*{path}"):
+        run(FlagInAGradient(route), epochs=1)
