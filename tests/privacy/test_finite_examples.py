@@ -136,3 +136,24 @@ def test_a_run_over_poisoned_examples_finishes():
 def test_diverged_parameters_stop_the_run_with_the_fix():
     with pytest.raises(DpbenchError, match=r"training diverged at step 0.*lower train.lr"):
         run(Data(poisoned=False), PlainSum(scale=1e30), lr=1e30)
+
+
+def test_the_other_examples_keep_their_dropout_masks():
+    """A tenth red team's honest dropout model: a second pass over a smaller batch drew other masks, under which a
+    near-overflowing example could overflow in turn and stop the run. The second pass now replays the first's random
+    state over a batch of the same shape, so every other example's gradient is exactly the first pass's."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(6, 8), nn.Dropout(0.5), nn.Linear(8, 3))
+    engine = GhostEngine(net, F.cross_entropy)
+    x, y = batch(6)
+    x[3] = math.nan
+    torch.manual_seed(7)
+    first = [g.clone() for g in engine.per_sample_gradients(x, y).materialize()]
+    torch.manual_seed(7)
+    chunk = finite_examples(engine.per_sample_gradients, x, y, [p.shape for p in net.parameters()])
+    keep = torch.tensor([0, 1, 2, 4, 5])
+    for again, before in zip(chunk.materialize(), first):
+        assert torch.equal(again, before[keep])
+    ones = torch.ones(5, chunk.squared_norms().shape[1], dtype=torch.float64)
+    for total, before in zip(chunk.weighted_sum(ones), first):
+        torch.testing.assert_close(total, before[keep].sum(0), rtol=1e-5, atol=1e-6)
