@@ -36,6 +36,14 @@ class StepRecord:
     noise_source: str
 
     def __post_init__(self) -> None:
+        # plain values: a subclass of int, float or str carries its own arithmetic and comparisons into every
+        # accountant that reads the ledger (a red team's float subclass in a release's multiplier)
+        for name in ("step", "epoch"):
+            object.__setattr__(self, name, int.__index__(getattr(self, name)))
+        for name in ("sampling_rate", "noise_multiplier", "sensitivity"):
+            object.__setattr__(self, name, math.fsum((getattr(self, name),)))
+        for name in ("mechanism", "noise_source"):
+            object.__setattr__(self, name, str.__str__(getattr(self, name)))
         if not 0.0 < self.sampling_rate <= 1.0:
             raise ValueError(f"step {self.step}: sampling rate {self.sampling_rate} is not in (0, 1]")
         if not (math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0):

@@ -78,6 +78,9 @@ def release_sum(chunks: Iterable[torch.Tensor], release: StatisticsRelease, sour
     that one example."""
     if type(release) is not StatisticsRelease:
         raise TypeError(f"release_sum needs a StatisticsRelease, got {type(release).__name__}")
+    # its values read again as plain values (a frozen dataclass can still be changed with object.__setattr__: a
+    # tenth red team swapped a float subclass into one after construction)
+    release = StatisticsRelease(release.name, release.bound, release.noise_multiplier)
     total: torch.Tensor | None = None
     for chunk in chunks:
         if chunk.dim() != 2:

@@ -25,6 +25,7 @@ with the docs that quote it.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,11 @@ def publish(results_dir: Path, out: Path) -> list[str]:
     rows = publishable_rows(Path(results_dir))
     summaries = [_summary(row) for row in rows]
     seeded = sorted({str(row["search_id"]) for row, summary in zip(rows, summaries)
-                     if row.get("tuning") == PRIVATE_SEARCH and _tune_seed(summary) is not None})
+                     if row.get("tuning") == PRIVATE_SEARCH and _seeded(row, summary)})
     if seeded:
         raise PublishError(
-            f"{len(seeded)} private search(es) drew K and their trials from a fixed tune.seed (e.g. {seeded[0]}): "
+            f"{len(seeded)} private search(es) drew K and their trials from a fixed tune.seed, or have no readable "
+            f"summary to say they did not (e.g. {seeded[0]}): "
             "anyone with the seed, which the published config carries, redraws K, every trial and the selected "
             "index, which voids the tuning bound; run the search again without tune.seed (K is then drawn from OS "
             "entropy), or publish a results folder without it. Nothing was published"
@@ -79,9 +81,14 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
     return source.read_summary() if source.summary.exists() else {}
 
 
-def _tune_seed(summary: dict[str, Any]) -> object:
+def _seeded(row: dict[str, Any], summary: dict[str, Any]) -> bool:
+    """Whether a private search's plan was drawn from a fixed ``tune.seed``: its summary says so, its id (its
+    overrides) names one, or its summary cannot be read (a moved folder: a tenth red team published a seeded
+    search that way), so nothing says it was not."""
     tune = (summary.get("config") or {}).get("tune")
-    return tune.get("seed") if isinstance(tune, dict) else None
+    if not isinstance(tune, dict):
+        return True
+    return tune.get("seed") is not None or re.search(r"(^|,)\+?tune\.seed=(?!null(,|$))", str(row["search_id"])) is not None
 
 
 def _name(identity: str) -> str:

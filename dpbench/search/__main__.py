@@ -198,7 +198,8 @@ def record_private_search(result: dict, plan: SearchPlan, base: DictConfig, dire
     (``base``, the search's base configuration), to the results table."""
     best = result["released"]
     summary = RunFiles(Path(best["run_dir"])).read_summary()
-    row = private_search_row(result_row(summary), directory.name, list(best["overrides"]), plan.count,
+    searched = result_row(summary) | {"epsilon_search": best["epsilon_search"], "verdict": best["verdict"]}
+    row = private_search_row(searched, directory.name, list(best["overrides"]), plan.count,
                              result["trials_finished"], pipeline_id(base))
     append_result_row(results / "results.jsonl", row)
 

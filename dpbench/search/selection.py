@@ -64,16 +64,33 @@ def select_best(directory: Path, plan: SearchPlan) -> dict[str, Any]:
     if not candidates:
         return {"released": None, "trials_finished": 0}
     score, index, overrides, summary = max(candidates, key=lambda c: (c[0], -c[1]))
+    epsilon, verdict = search_bound([c[3] for c in candidates], summary)
     return {
         "released": {
             "trial": plan.trial_id(index),
             "overrides": overrides,
             "validation_score": score,
             "final_accuracy": summary.get("final_accuracy"),
-            "epsilon_search": summary.get("epsilon_search"),
+            "epsilon_search": epsilon,
             "epsilon_trial": summary.get("epsilon"),
-            "verdict": summary.get("verdict"),
+            "verdict": verdict,
             "run_dir": summary["run_dir"],
         },
         "trials_finished": len(candidates),
     }
+
+
+def search_bound(finished: list[dict], selected: dict) -> tuple[float | None, str | None]:
+    """The search's ε and verdict. The tuning bound (Papernot & Steinke) holds only if *every* trial ran within
+    the reference curve, not just the selected one: a trial whose plugin was measured below its claim (a tenth red
+    team's was ``VIOLATION`` at ε 27.4, its search reported 2.976) leaves the search unbounded (ε inf), and its
+    verdict is the search's."""
+    epsilon = selected.get("epsilon_search")
+    verdict = selected.get("verdict")
+    for summary in finished:
+        if summary.get("epsilon_search") is None or not math.isfinite(summary["epsilon_search"]):
+            epsilon = math.inf if summary.get("search") is not None else epsilon
+        other = str(summary.get("verdict") or "")
+        if summary is not selected and other.startswith(("VIOLATION", "LEAK")):
+            verdict = f"{other.split()[0]} (in another trial of the search)"
+    return epsilon, verdict

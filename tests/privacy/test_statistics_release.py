@@ -103,3 +103,22 @@ def test_ledger_record_is_accounted_as_the_gaussian_mechanism(z):
     assert epsilon_independent(ledger, delta, "rdp") == pytest.approx(closed_form, rel=0.02)
     assert epsilon_independent(ledger, delta, "pld") <= epsilon(ledger, delta)
     check_accountants_agree(ledger, delta)
+
+
+def test_a_release_changed_after_construction_is_read_as_plain_values():
+    """A tenth red team swapped a float subclass (whose product is 1e-12) into a release with object.__setattr__,
+    after construction: the release's noise and its ledger record are computed from plain values all the same."""
+    class Quiet(float):
+        def __mul__(self, other):
+            return 1e-12
+
+        __rmul__ = __mul__
+
+    honest = StatisticsRelease("s", 1.0, 8.0)
+    changed = StatisticsRelease("s", 1.0, 8.0)
+    object.__setattr__(changed, "noise_multiplier", Quiet(8.0))
+    rows = torch.zeros(10, 3)
+    assert torch.equal(release_sum([rows], changed, torch.Generator().manual_seed(0)),
+                       release_sum([rows], honest, torch.Generator().manual_seed(0)))
+    record = changed.record()
+    assert type(record.noise_multiplier) is float and record == honest.record()

@@ -125,3 +125,14 @@ def test_a_search_planned_from_a_fixed_seed_is_not_published(operator_results, t
     with pytest.raises(SystemExit, match=r"2 private search\(es\) drew K and their trials from a fixed tune.seed"):
         report_main([str(operator_results), "--publish", str(out)])
     assert not out.exists()
+
+
+def test_a_search_whose_summary_cannot_be_read_is_not_published(operator_results, tmp_path):
+    """A tenth red team moved a seeded search's results folder: its rows' run directories no longer held the
+    summaries that say how it was planned, and it was published, seed included in its id. A private search whose
+    plan cannot be read is refused; so is one whose id names a seed."""
+    moved = tmp_path / "moved"
+    operator_results.rename(moved)
+    with pytest.raises(SystemExit, match="have no readable summary to say they did not"):
+        report_main([str(moved), "--publish", str(tmp_path / "published")])
+    assert not (tmp_path / "published").exists()

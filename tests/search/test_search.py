@@ -72,6 +72,31 @@ def test_a_trial_calibrated_for_another_law_of_k_is_refused_at_selection(search,
         select_best(copied, plan)
 
 
+def test_a_trial_off_the_reference_curve_leaves_the_whole_search_unbounded(search, tmp_path):
+    """A tenth red team's search: the trial not selected was a plugin measured below its claim (VIOLATION, off the
+    reference curve), and the search reported the selected trial's 2.976 for the whole search. The bound holds only
+    if every trial's does: the search's epsilon is now inf and its verdict the violation."""
+    import shutil
+
+    from dpbench.search.selection import select_best
+
+    _, directory = search
+    copied = tmp_path / directory.name
+    shutil.copytree(directory, copied)
+    plan = SearchPlan.load(copied)
+    released = select_best(copied, plan)["released"]
+    assert math.isfinite(released["epsilon_search"])
+    other = next(p for p in copied.glob("runs/*/summary.json") if json.loads(p.read_text())["trial"] != released["trial"])
+    summary = json.loads(other.read_text())
+    summary["search"]["within_reference_curve"], summary["epsilon_search"] = False, math.inf
+    summary["verdict"] = "VIOLATION (1 of 2 probed steps)"
+    other.write_text(json.dumps(summary))
+    again = select_best(copied, plan)["released"]
+    assert again["trial"] == released["trial"]
+    assert again["epsilon_search"] == math.inf
+    assert again["verdict"] == "VIOLATION (in another trial of the search)"
+
+
 @pytest.mark.slow
 def test_a_relaunched_search_keeps_its_plan_and_finished_trials(search):
     overrides, directory = search
