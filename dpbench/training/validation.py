@@ -19,6 +19,7 @@ from torch import nn
 
 from dpbench.data import DatasetSplits
 from dpbench.engine.independence import ModelStateGuard
+from dpbench.privacy.containment import call_contained
 from dpbench.privacy.example_split import example_keys, held_out
 from dpbench.privacy.noise import NoiseSource
 from dpbench.privacy.statistics_release import StatisticsRelease, release_sum
@@ -95,9 +96,11 @@ def _each_alone(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
 def released_score(model: nn.Module, split: ValidationSplit, source: NoiseSource) -> float:
     """The noised validation accuracy: (correct count + N(0, score_noise^2)) / validation size. Scoring the
     private validation examples must leave the model's state other than its parameters as it was
-    (:class:`~dpbench.engine.independence.ModelStateGuard`): the model is reported after it."""
+    (:class:`~dpbench.engine.independence.ModelStateGuard`): the model is reported after it. The model's code
+    runs contained, as in training (:mod:`dpbench.privacy.containment`)."""
     guard = ModelStateGuard(model)
-    rows = correct_predictions(model, split.features, split.labels)
+    rows = call_contained(type(model).__name__, "scoring the private validation split", correct_predictions, model,
+                          split.features, split.labels, kind="model")
     guard.check("scoring the private validation split")
     noised_count = release_sum([rows], split.release, source)
     return float(noised_count[0]) / split.size
