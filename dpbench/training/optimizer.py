@@ -84,8 +84,17 @@ class OptimizerGuard:
     def _fingerprint(self, copies: bool = True) -> StateFingerprint:
         groups = self.optimizer.param_groups
         position = {id(p): f"parameter {g}.{i}" for g, group in enumerate(groups) for i, p in enumerate(group["params"])}
-        state = {position.get(id(key), f"key {key!r}"[:80]): value for key, value in self.optimizer.state.items()}
+        state = {position[id(key)] if id(key) in position else _label(key): value
+                 for key, value in self.optimizer.state.items()}
         settings = [{key: value for key, value in group.items() if key != "params"} | {
             "params": tuple(position[id(p)] for p in group["params"])} for group in groups]
         return StateFingerprint({"state": state, "param_groups": settings}, random_states=False, versions=False,
                                 copies=copies, reach=False)
+
+
+def _label(key: object) -> str:
+    """A state key that is not one of the optimizer's parameters, as a short label (a tensor's by its shape: its
+    repr prints its values)."""
+    if isinstance(key, torch.Tensor):
+        return f"key tensor {tuple(key.shape)} at {id(key)}"
+    return f"key {key!r}"[:80]
