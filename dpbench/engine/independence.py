@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from dpbench.engine.per_sample import GradientEngine, PerSampleGradients
-from dpbench.privacy.isolation import StateFingerprint, instance_dict, same_tensor
+from dpbench.privacy.isolation import StateFingerprint, instance_dict, listed, same_tensor
 
 # Relative tolerance of the empirical checks (float32 reductions in other orders stay far below it).
 TOLERANCE = 1e-4
@@ -194,9 +194,8 @@ class ModelStateGuard:
         model, un-noised."""
         changed = self._baseline.changes(self._fingerprint(copies=False))
         if changed:
-            shown = "; ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
             raise ExampleMixingError(
-                f"{what} changed the model's state other than its parameters: {shown}. State the forward pass "
+                f"{what} changed the model's state other than its parameters: {listed(changed, 6, '; ')}. State the forward pass "
                 "updates from the training data (running statistics, ranges, counters) is released with the model "
                 f"without noise, so DP-SGD's guarantee would not cover it; {STATE_FIX}"
             )

@@ -477,6 +477,11 @@ def _as_words(t: torch.Tensor) -> torch.Tensor:
     return raw.view(torch.int64) if raw.numel() % 8 == 0 and raw.data_ptr() % 8 == 0 else raw
 
 
+def listed(paths: list[str], limit: int, separator: str = ", ") -> str:
+    """The first ``limit`` of ``paths``, and how many more, for a message."""
+    return separator.join(paths[:limit]) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
 def instance_dict(obj: object) -> dict | None:
     """``obj``'s attributes as the interpreter stores them, whatever its class says ``__dict__`` is (a class
     attribute or property named ``__dict__`` could show anything); None for an object without them."""
@@ -493,7 +498,7 @@ def call_isolated(mechanism: object, hook: str, name: str, step: int, call: Call
     state the mechanism's code can reach."""
     before = StateFingerprint(mechanism)
     if before.unreadable:
-        shown = ", ".join(before.unreadable[:5]) + (f" and {len(before.unreadable) - 5} more" if len(before.unreadable) > 5 else "")
+        shown = listed(before.unreadable, 5)
         raise IsolationError(
             f"mechanism '{name}' at step {step}: {hook} sees un-noised per-example data, and the isolation check "
             f"cannot read the state of {shown}, so it could not tell whether the hook changed it. Keep the "
@@ -510,7 +515,7 @@ def call_isolated(mechanism: object, hook: str, name: str, step: int, call: Call
         ) from error
     changed = before.changes(after)
     if changed:
-        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        shown = listed(changed, 5)
         raise IsolationError(
             f"mechanism '{name}' at step {step}: {hook} sees un-noised per-example data and changed {shown}. "
             "A structured mechanism may change its state only in observe_statistic (which receives the noised "

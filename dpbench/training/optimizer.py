@@ -7,7 +7,7 @@ import torch.optim.optimizer as optimizer_module
 from omegaconf import DictConfig
 
 from dpbench.errors import DpbenchError
-from dpbench.privacy.isolation import StateFingerprint
+from dpbench.privacy.isolation import StateFingerprint, listed
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 
@@ -74,9 +74,8 @@ class OptimizerGuard:
     def check(self, what: str) -> None:
         changed = self._baseline.changes(self._fingerprint(copies=False))
         if changed:
-            shown = "; ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
             raise DpbenchError(
-                f"{what} changed the optimizer's state or settings outside its step: {shown}. What the optimizer "
+                f"{what} changed the optimizer's state or settings outside its step: {listed(changed, 6, '; ')}. What the optimizer "
                 "holds shapes the next updates and is saved with the model, so only its step, which applies a "
                 "release, may change it; the code that ran (a model's forward, say) must leave the optimizer alone"
             )

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from dpbench.privacy.containment import call_contained, contained
-from dpbench.privacy.isolation import StateFingerprint
+from dpbench.privacy.isolation import StateFingerprint, listed
 from dpbench.privacy.ledger import PrivacyLedger, StepRecord
 from dpbench.privacy.mechanism import check_plugin_output
 from dpbench.privacy.plugin_streams import (
@@ -473,7 +473,7 @@ class PluginVerifier:
 
     def _explain(self, label: str, parts: list[tuple[float, float, str]]) -> str:
         if PROBE_TRACE in label:
-            shown = ", ".join(self._traces[:5]) + (f" and {len(self._traces) - 5} more" if len(self._traces) > 5 else "")
+            shown = listed(self._traces, 5)
             return ("the verifier's calls left a trace in state the plugin can reach, which a plugin can read to tell a "
                     f"probed step from the others and release differently after it: {shown} changed, where the "
                     "verifier puts back what it can (the data of the plugin's classes, modules and functions) and "

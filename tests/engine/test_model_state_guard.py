@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torch.optim.optimizer as optimizer_module
+from plain_sum import PlainSum
 from torch import nn
 
 from dpbench.engine import FunctorchEngine, GhostEngine
@@ -18,8 +19,6 @@ from dpbench.engine.independence import ExampleMixingError, ModelStateGuard, che
 from dpbench.errors import DpbenchError
 from dpbench.models import DigitsTanhCNN
 from dpbench.privacy.calibration import TrainingPlan
-from dpbench.privacy.ledger import StepRecord
-from dpbench.privacy.privatizer import Release
 from dpbench.privacy.sampler import PoissonSampler
 from dpbench.training.loop import TrainingState, train
 
@@ -137,19 +136,6 @@ class Data:
         with torch.no_grad():
             model(torch.ones(2, 1, 4, 4))
         return {"test_accuracy": 0.0}
-
-
-class PlainSum:
-    """A stand-in privatizer: the sum of the chunks' per-example gradients (the guard does not look at it)."""
-
-    def release(self, chunks, step: int, epoch: int) -> Release:
-        total, size = None, 0
-        for chunk in chunks:
-            part = chunk.weighted_sum(torch.ones(chunk.batch_size, chunk.squared_norms().shape[1]))
-            total = part if total is None else [a + b for a, b in zip(total, part)]
-            size += chunk.batch_size
-        record = StepRecord(step, epoch, 0.5, 1.0, 1.0, "sum", "harness")
-        return Release(gradient=total, record=record, loss_sum=0.0, batch_size=size)
 
 
 def run(model: nn.Module, engine_class=GhostEngine, epochs: int = 2) -> Data:

@@ -13,14 +13,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from plain_sum import PlainSum
 from torch import nn
 
 from dpbench.engine import FunctorchEngine, GhostEngine
 from dpbench.errors import DpbenchError
 from dpbench.privacy.calibration import TrainingPlan
 from dpbench.privacy.finite_examples import finite_examples
-from dpbench.privacy.ledger import StepRecord
-from dpbench.privacy.privatizer import Release
 from dpbench.privacy.sampler import PoissonSampler
 from dpbench.training.loop import TrainingState, train
 
@@ -85,23 +84,6 @@ def test_finite_batches_pass_unchanged_with_their_norms_computed_once():
     chunk = finite_examples(engine.per_sample_gradients, x, y, [p.shape for p in net.parameters()])
     assert chunk.squared_norms() is chunk.squared_norms()
     torch.testing.assert_close(chunk.squared_norms(), engine.per_sample_gradients(x, y).squared_norms())
-
-
-class PlainSum:
-    """A stand-in privatizer releasing the plain sum (the finite-examples guarantee is the loop's, not its)."""
-
-    def __init__(self, scale: float = 1.0) -> None:
-        self.scale, self.sizes = scale, []
-
-    def release(self, chunks, step: int, epoch: int) -> Release:
-        total, size = None, 0
-        for chunk in chunks:
-            part = [self.scale * g for g in summed(chunk)]
-            total = part if total is None else [a + b for a, b in zip(total, part)]
-            size += chunk.batch_size
-        self.sizes.append(size)
-        return Release(gradient=total, record=StepRecord(step, epoch, 0.5, 1.0, 1.0, "sum", "harness"),
-                       loss_sum=0.0, batch_size=size)
 
 
 class Data:

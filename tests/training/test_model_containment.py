@@ -9,13 +9,12 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from plain_sum import PlainSum
 from torch import nn
 
 from dpbench.engine import GhostEngine
 from dpbench.privacy.calibration import TrainingPlan
 from dpbench.privacy.containment import ContainmentError
-from dpbench.privacy.ledger import StepRecord
-from dpbench.privacy.privatizer import Release
 from dpbench.privacy.sampler import PoissonSampler
 from dpbench.training.loop import TrainingState, train
 
@@ -35,17 +34,6 @@ class Reaching(nn.Module):
             else:
                 sys._getframe(1)
         return self.linear(x)
-
-
-class PlainSum:
-    def release(self, chunks, step: int, epoch: int) -> Release:
-        total, size = None, 0
-        for chunk in chunks:
-            part = chunk.weighted_sum(torch.ones(chunk.batch_size, chunk.squared_norms().shape[1]))
-            total = part if total is None else [a + b for a, b in zip(total, part)]
-            size += chunk.batch_size
-        return Release(gradient=total, record=StepRecord(step, epoch, 0.5, 1.0, 1.0, "sum", "harness"),
-                       loss_sum=0.0, batch_size=size)
 
 
 class Data:
