@@ -126,7 +126,7 @@ def train(
             if state.parameter_average is not None:
                 update_average(state.parameter_average, parameters, parameter_ema, state.step + 1)
             loss_sum += release.loss_sum
-            examples += release.batch_size
+            examples += len(indices)  # the sample drawn, not the examples kept (a count of the data otherwise)
             state.step += 1
         seconds = time.perf_counter() - started
         state.seconds += seconds

@@ -139,3 +139,16 @@ def test_the_other_examples_keep_their_dropout_masks():
     ones = torch.ones(5, chunk.squared_norms().shape[1], dtype=torch.float64)
     for total, before in zip(chunk.weighted_sum(ones), first):
         torch.testing.assert_close(total, before[keep].sum(0), rtol=1e-5, atol=1e-6)
+
+
+def test_the_recorded_throughput_does_not_count_the_examples_left_out():
+    """``samples_per_second`` counts the Poisson sample drawn, so it says nothing of how many were left out."""
+    counts = []
+    for poisoned in (False, True):
+        net, state = model(), TrainingState()
+        plan = TrainingPlan(dataset_size=16, expected_batch_size=8.0, epochs=1)
+        train(net, Data(poisoned), GhostEngine(net, F.cross_entropy), PlainSum(), torch.optim.SGD(net.parameters(), lr=0.0),
+              PoissonSampler(16, plan.sampling_rate, seed=0), plan, lambda _: 0.0, 4, torch.device("cpu"),
+              state, lambda state: None, progress=False)
+        counts.append(round(state.epochs[0]["samples_per_second"] * state.epochs[0]["seconds"]))
+    assert counts[0] == counts[1] > 0
