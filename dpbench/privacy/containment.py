@@ -139,8 +139,7 @@ class ContainmentError(DpbenchError, RuntimeError):
 class _Context(threading.local):
     depth = 0
     kind = "mechanism"  # whose code the outermost call runs: a mechanism's or a model's
-    reading_caller = False  # the audit hook is reading its own caller's frame
-    threads_at_entry = 0  # threads alive when the outermost mechanism call on this thread began
+    threads_at_entry: _Threads | None = None  # the threads alive when the outermost call on this thread began
 
 
 _context = _Context()  # how deep this thread is in mechanism code
@@ -158,8 +157,8 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     if refused is None:
         refused = next((what for prefix, what in REFUSED_PREFIXES.items() if event.startswith(prefix)), None)
     if refused is None and _context.depth:
-        if event == "sys._getframe" and _context.reading_caller:
-            return  # the check below reading its own caller
+        if event == "sys._getframe" and args and args[0].f_code is _CHECK_CODE and args[0].f_back.f_code is _AUDIT_CODE:
+            return  # the check below finding its own frame (no flag that mechanism code could set)
         if event == "sys._getframe" and _a_library_reads_its_callers_name():
             return
         refused = ON_ITS_THREAD.get(event)
@@ -173,21 +172,19 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         raise ContainmentError(f"{_context.kind} code may not {refused}")
 
 
-def _a_library_reads_its_callers_name() -> bool:
+def _a_library_reads_its_callers_name(getframe: Callable[[int], types.FrameType] = sys._getframe) -> bool:
     """``sys._getframe`` was called by one of ``FRAME_READERS``, as the library defines it: its code, run with its
     module's own globals, reaching the interpreter's ``sys._getframe`` through that module's ``sys`` (a reader's
     code under other globals, or a ``sys`` or ``_getframe`` replaced by a wrapper, would hand the frame to the
     mechanism: a sixth red team's cached it in an ``lru_cache`` that way); for ``extract_stack``, the functions
     and classes the frame then goes to unchanged too; and no thread started since the mechanism's call began (it
     could change them between this check and their use). Anything else reading a frame is refused, at import
-    time included (a mechanism's lazily imported module is its code)."""
-    _context.reading_caller = True
-    try:
-        caller = _GETFRAME(2)  # 0: here, 1: the audit hook, 2: the code that called sys._getframe
-    finally:
-        _context.reading_caller = False
+    time included (a mechanism's lazily imported module is its code). This function's own frame is read with
+    the interpreter's ``sys._getframe``, bound when it was defined; the hook lets that read through by the frame
+    it returns (this function's, called by the hook): called directly, this returns only a bool."""
+    caller = getframe(0).f_back.f_back  # 0: here, 1: the audit hook, 2: the code that called sys._getframe
     expected = FRAME_READERS.get(caller.f_code)
-    if expected is None or _thread._count() > _context.threads_at_entry:
+    if expected is None or _context.threads_at_entry is None or _context.threads_at_entry.started_since():
         return False  # (a thread of the mechanism's could change what is checked below before it is used)
     namespace, sys_name = expected
     if caller.f_globals is not namespace or namespace.get(sys_name) is not sys or sys._getframe is not _GETFRAME:
@@ -199,6 +196,34 @@ def _a_library_reads_its_callers_name() -> bool:
             for owner, baseline in zip(TRACEBACK_PATH, _TRACEBACK_BASELINE)
         )
     return True
+
+
+_ACTIVE, _LIMBO = threading._active, threading._limbo  # type: ignore[attr-defined]  # threading's registries
+
+
+class _Threads:
+    """The Python threads alive at a moment, to tell whether one started since: their number (every thread
+    started through ``_thread`` or ``threading``) and the ``threading.Thread`` objects themselves (held, so
+    no new one can take an old one's place). A thread that ends meanwhile lowers the number, so a new
+    ``threading.Thread`` is found by identity whatever else ends (the number alone missed one started while
+    another thread ended); a thread started through ``_thread`` directly only by the number, so it is missed
+    if a thread alive before the call ends during it (mechanism code owns no such thread: each of its threads
+    has ended when its call returns)."""
+
+    def __init__(self) -> None:
+        self.count = _thread._count()
+        self.threads = self._named()
+
+    @staticmethod
+    def _named() -> set[threading.Thread]:
+        # dict copies are atomic under the GIL; threads of foreign (C) code that Python met are not started here
+        return {t for t in (*_ACTIVE.copy().values(), *_LIMBO.copy()) if not isinstance(t, threading._DummyThread)}
+
+    def started_since(self) -> bool:
+        return _thread._count() > self.count or not self._named() <= self.threads
+
+
+_CHECK_CODE, _AUDIT_CODE = _a_library_reads_its_callers_name.__code__, _audit.__code__
 
 
 def _install_hook() -> None:
@@ -224,7 +249,7 @@ def contained(mechanism: str, what: str, kind: str = "mechanism") -> Iterator[No
     if outermost:
         _context.kind = kind
         _attempts.clear()
-        threads, finalizers = _thread._count(), set(weakref.finalize._registry)
+        threads, finalizers = _Threads(), set(weakref.finalize._registry)
         _context.threads_at_entry = threads
         _running += 1
     source_lookup, logging._srcfile = logging._srcfile, None  # logging's caller lookup reads frames
@@ -238,7 +263,7 @@ def contained(mechanism: str, what: str, kind: str = "mechanism") -> Iterator[No
             _running -= 1
             attempts = sorted(set(_attempts))
             _attempts.clear()
-            if _thread._count() > threads:
+            if threads.started_since():
                 attempts.append("start a thread that outlives its call")
             if set(weakref.finalize._registry) - finalizers:
                 attempts.append("register a finalizer (weakref.finalize), which runs after its call")

@@ -398,6 +398,42 @@ def test_a_library_frame_reader_cannot_be_made_to_hand_the_mechanism_a_frame(rea
     assert not _STOLEN
 
 
+@pytest.mark.parametrize("then", ["reads frames through a library", "returns"])
+def test_a_thread_started_while_another_ends_is_still_found(then):
+    """The number of threads alone missed a mechanism's thread started while a thread alive before the call
+    ended (the number stays the same): CI saw the library-reader case pass by chance that way."""
+    import traceback
+
+    ends, keeps = threading.Event(), threading.Event()
+    ending = threading.Thread(target=ends.wait)
+    ending.start()
+
+    def starts_one_while_another_ends():
+        threading.Thread(target=keeps.wait).start()
+        ends.set()
+        ending.join()
+        if then == "reads frames through a library":
+            return traceback.extract_stack()
+
+    try:
+        with pytest.raises(ContainmentError, match="read the call stack" if then != "returns" else "outlives"):
+            call_contained("starts-a-thread", "postprocess at step 0", starts_one_while_another_ends)
+    finally:
+        keeps.set()
+
+
+def test_the_hooks_own_frame_read_cannot_be_borrowed():
+    """The hook reads its caller through its own check's frame; mechanism code calling that check (or the
+    hook) itself gets a bool or a refusal, never a frame."""
+    from dpbench.privacy import containment
+
+    def calls_the_check():
+        return containment._a_library_reads_its_callers_name()
+
+    with pytest.raises(ContainmentError, match="read the call stack"):
+        call_contained("borrows", "postprocess at step 0", calls_the_check)
+
+
 def test_a_module_imported_inside_a_hook_cannot_read_frames_at_its_top_level(tmp_path, monkeypatch):
     """Import-time code of a module the mechanism imports lazily is the mechanism's code: all frame reads were
     allowed while any module was being imported, and its top level could walk to the kernel's frames."""
