@@ -278,6 +278,8 @@ class StateFingerprint:
 
     def _visit_function(self, function: types.FunctionType, path: str) -> None:
         self.values[path] = ("function", function.__module__, function.__qualname__)
+        if _loaded_library_function(function):
+            return  # its defaults and closure are its library's state, like the library's module globals
         for name, cell in zip(function.__code__.co_freevars, function.__closure__ or ()):
             self._visit(_cell_contents(cell), f"{path} closure variable {name}")
         self._visit(function.__defaults__, f"{path} defaults")
@@ -390,6 +392,12 @@ def _library_function(function: types.FunctionType) -> bool:
     name = function.__globals__.get("__name__")
     module = sys.modules.get(name) if isinstance(name, str) else None
     return isinstance(module, types.ModuleType) and vars(module) is function.__globals__ and library_module(module)
+
+
+def _loaded_library_function(function: types.FunctionType) -> bool:
+    """A module-level function of a library module, the very one its module holds under its name (not a
+    function made from a library's code with other defaults or cells)."""
+    return _library_function(function) and function.__globals__.get(function.__name__) is function
 
 
 def library_module(module: types.ModuleType) -> bool:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dpbench.privacy.containment import contained
+from dpbench.privacy.containment import call_contained
 from dpbench.privacy.isolation import library_module
 from dpbench.privacy.mechanism import call_plugin
 from dpbench.privacy.provenance import defining_modules, in_packages, library_class
@@ -112,10 +112,13 @@ def released_call(
     """(the copy of ``plugin`` that made the call, its output): ``clip_and_noise`` on a copy with fresh
     streams, every global generator seeded from ``seed``, the run's random state restored afterwards,
     without autograd. The only way the kernel and the verifier call a plugin."""
-    with contained(type(plugin).__name__, f"a release at step {step}"), isolated_randomness(), torch.no_grad():
-        copy = copy_with_streams(plugin, seed)
-        reseed_shared_generators(plugin, seed)
-        return copy, call_under_seed(copy, per_sample_grads, step, epoch, seed)
+    def release() -> tuple[Any, Any]:
+        with isolated_randomness(), torch.no_grad():
+            copy = copy_with_streams(plugin, seed)
+            reseed_shared_generators(plugin, seed)
+            return copy, call_under_seed(copy, per_sample_grads, step, epoch, seed)
+
+    return call_contained(type(plugin).__name__, f"a release at step {step}", release)
 
 
 @contextmanager
@@ -228,8 +231,11 @@ def call_under_seed(plugin: Any, per_sample_grads: list[torch.Tensor], step: int
     in place)."""
     seed_globals(seed)
     name = type(plugin).__name__
-    with contained(name, f"clip_and_noise at step {step}"), entropy_under_seed(seed):  # checked once restored
-        output = call_plugin(plugin, name, per_sample_grads, step, epoch)
+    def under_seed() -> Any:
+        with entropy_under_seed(seed):  # restored before the containment's check
+            return call_plugin(plugin, name, per_sample_grads, step, epoch)
+
+    output = call_contained(name, f"clip_and_noise at step {step}", under_seed)
     if not isinstance(output, (list, tuple)):
         return output
     return [torch.as_tensor(o).detach() for o in output]

@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from dpbench.privacy.containment import call_contained, contained
+from dpbench.privacy.containment import call_contained
 from dpbench.privacy.isolation import StateFingerprint, listed
 from dpbench.privacy.ledger import PrivacyLedger, StepRecord
 from dpbench.privacy.mechanism import check_plugin_output
@@ -279,11 +279,13 @@ class PluginVerifier:
             # every call as the release). The whole probe is contained: copying, restoring and reading the
             # plugin's state runs its own code (copy and pickle methods), which must not reach the kernel's
             # frames or leave anything behind any more than its calls may.
-            with contained(type(plugin).__name__, f"verification at step {step}"), isolated_randomness(), \
-                    torch.no_grad(), shared_state_restored(plugin) as after_release:
-                self._call_state = self._pre_release if self._pre_release is not None else after_release
-                self._after_release = (after_release, reachable_state(plugin))
-                record, findings = self._probe(plugin, per_sample_grads, step, epoch, release, seed, claim)
+            def probe() -> tuple[ProbeRecord, list[Finding]]:
+                with isolated_randomness(), torch.no_grad(), shared_state_restored(plugin) as after_release:
+                    self._call_state = self._pre_release if self._pre_release is not None else after_release
+                    self._after_release = (after_release, reachable_state(plugin))
+                    return self._probe(plugin, per_sample_grads, step, epoch, release, seed, claim)
+
+            record, findings = call_contained(type(plugin).__name__, f"verification at step {step}", probe)
         finally:
             self._pre_release = self._call_state = self._after_release = None
             self._returned_at = time.perf_counter()

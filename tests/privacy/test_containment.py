@@ -8,11 +8,15 @@ a ``clip_factors`` that multiplied the kernel's group-membership matrix in its c
 example's contribution 10x the bound the ledger records); a researcher-form plugin that read, from the
 kernel's frame, whether the step was being probed (150 of 180 releases without noise)."""
 
+import builtins
+import functools
 import gc
 import logging
 import signal
 import sys
 import threading
+import types
+from types import MappingProxyType
 
 import pytest
 import torch
@@ -422,16 +426,6 @@ def test_a_thread_started_while_another_ends_is_still_found(then):
         keeps.set()
 
 
-def test_the_hooks_own_frame_read_cannot_be_borrowed():
-    """The hook reads its caller through its own check's frame; mechanism code calling that check (or the
-    hook) itself gets a bool or a refusal, never a frame."""
-    from dpbench.privacy import containment
-
-    def calls_the_check():
-        return containment._a_library_reads_its_callers_name()
-
-    with pytest.raises(ContainmentError, match="read the call stack"):
-        call_contained("borrows", "postprocess at step 0", calls_the_check)
 
 
 def test_a_module_imported_inside_a_hook_cannot_read_frames_at_its_top_level(tmp_path, monkeypatch):
@@ -454,9 +448,75 @@ def test_a_module_imported_inside_a_hook_cannot_read_frames_at_its_top_level(tmp
 
 
 def test_outside_mechanism_code_nothing_is_refused():
-    assert containment._context.depth == 0
     assert sys._getframe(0).f_code.co_name == "test_outside_mechanism_code_nothing_is_refused"
     assert isinstance(gc.get_referrers(SHAPES), list)
+
+
+# ------------------------------------------------------------------------ the checks' own state
+def _every_name_of_containment_emptied():
+    """Mechanism code that sets out to switch the checks off through the module that implements them."""
+    saved = dict(vars(containment))
+    for name, value in saved.items():
+        if isinstance(value, (dict, MappingProxyType)):
+            setattr(containment, name, {})
+        elif isinstance(value, (frozenset, tuple, list)) and not name.startswith("__"):
+            setattr(containment, name, type(value)())
+        elif callable(value) and not isinstance(value, type) and not name.startswith("__"):
+            setattr(containment, name, lambda *args, **kwargs: False)
+        elif isinstance(value, (int, bool)) or value is None:
+            setattr(containment, name, 0)
+    try:
+        return sys._getframe(1)
+    finally:
+        vars(containment).update(saved)
+
+
+def _a_run_made_from_the_kernels_code():
+    """A function with the kernel's own ``_run`` code and globals, whose ``audit`` raises the exit event where the
+    kernel's raises the entry: ends the containment it is called in, if the hook took the event."""
+    forged = types.FunctionType(containment._run.__code__, vars(containment), "_run",
+                                (functools.partial(sys.audit, "dpbench.containment.exit", []),) + containment._run.__defaults__[1:])
+    forged("forger", "a call", "mechanism", lambda: None, ())
+    return sys._getframe(1)
+
+
+DISMANTLES = {
+    "every name of the containment module emptied": _every_name_of_containment_emptied,
+    "the exit event raised by the mechanism": lambda: (sys.audit("dpbench.containment.exit", []), sys._getframe(1)),
+    "the baseline dropped": lambda: (containment.disarm(), sys._getframe(1)),
+    "the kernel's run function forged": _a_run_made_from_the_kernels_code,
+    "the exit check's snapshot emptied": lambda: setattr(
+        containment._intact, "__defaults__", ((),) + containment._intact.__defaults__[1:]
+    ),
+}
+
+
+@pytest.mark.parametrize("dismantle", DISMANTLES.values(), ids=DISMANTLES.keys())
+def test_the_checks_cannot_be_switched_off_from_inside_a_call(dismantle):
+    """The hook keeps what it decides by in its own closure and takes the kernel's events only from the
+    kernel's functions: changing the module's names, raising its events or calling its functions from
+    mechanism code does not end the containment (before, ``containment._running = 0`` did)."""
+    with pytest.raises(ContainmentError):
+        call_contained("dismantles", "postprocess at step 0", dismantle)
+    assert sys._getframe(0).f_code.co_name.startswith("test_")  # outside a call, frames are read as ever
+
+
+@pytest.mark.parametrize("name", ["_run", "ProcessIntegrity", "tuple"])
+def test_a_name_of_the_containment_module_or_builtins_left_replaced_is_refused(name):
+    """The checks made at a call's exit run through the module's own names and builtins: one left replaced
+    (here by itself, wrapped) refuses the run before any of them is trusted."""
+    owner = builtins if name == "tuple" else containment
+    original = getattr(owner, name)
+
+    def replaces():
+        setattr(owner, name, type(name, (original,), {}) if isinstance(original, type) and name != "tuple"
+                else (lambda *args, **kwargs: original(*args, **kwargs)))
+
+    try:
+        with pytest.raises(ContainmentError, match="containment module"):
+            call_contained("replaces", "postprocess at step 0", replaces)
+    finally:
+        setattr(owner, name, original)
 
 
 # ------------------------------------------------------------------------ a second red team's routes
