@@ -440,7 +440,8 @@ def _make_hook(
         if name == "enter":
             level = depth.get(ident, 0)
             if level == 0:
-                attempts.clear()
+                if not depth:
+                    attempts.clear()
                 entry[ident] = (args[0], census(), frozenset(finalizers))
             depth[ident] = level + 1
         elif name == "exit":
@@ -451,7 +452,8 @@ def _make_hook(
                 return
             _, threads, registered = entry.pop(ident)
             found = sorted(set(attempts))
-            attempts.clear()
+            if not depth:  # (another thread's call in mechanism code keeps the record for its own exit)
+                attempts.clear()
             if started_since(threads):
                 found.append("start a thread that outlives its call")
             if not frozenset(finalizers) <= registered:

@@ -9,6 +9,7 @@ example's contribution 10x the bound the ledger records); a researcher-form plug
 kernel's frame, whether the step was being probed (150 of 180 releases without noise)."""
 
 import builtins
+import contextlib
 import functools
 import gc
 import logging
@@ -480,7 +481,18 @@ def _a_run_made_from_the_kernels_code():
     return sys._getframe(1)
 
 
+def _a_refusal_wiped_by_a_call_on_another_thread():
+    """A refusal caught, then a contained call of its own on another thread (whose start and end used to clear
+    the record of what was refused)."""
+    with contextlib.suppress(ContainmentError):
+        gc.get_objects()
+    thread = threading.Thread(target=suppress_all, args=(lambda: call_contained("wipes", "a call", lambda: None),))
+    thread.start()
+    thread.join()
+
+
 DISMANTLES = {
+    "a refusal wiped by a call on another thread": _a_refusal_wiped_by_a_call_on_another_thread,
     "every name of the containment module emptied": _every_name_of_containment_emptied,
     "the exit event raised by the mechanism": lambda: (sys.audit("dpbench.containment.exit", []), sys._getframe(1)),
     "the baseline dropped": lambda: (containment.disarm(), sys._getframe(1)),
