@@ -52,7 +52,9 @@ functions from mechanism code ends nothing (``tests/privacy/test_containment.py`
 Any finding refuses the run with a :class:`ContainmentError`. What this cannot do is stated as an
 assumption in docs/trust_model.md: the import-time code of the mechanism's own module runs before any call
 and is not contained (it could find the hook through the garbage collector), nor is native code or the
-finalizers of its own objects; a separate process would be.
+finalizers of its own objects; and a signal handler that mechanism code installs and triggers within one call
+is called with the interrupted frame (Python audits neither ``signal.signal`` nor ``signal.raise_signal``;
+a handler left installed is refused at the exit). A separate process would contain all of it.
 """
 
 from __future__ import annotations
