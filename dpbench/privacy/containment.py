@@ -59,6 +59,7 @@ a handler left installed is refused at the exit). A separate process would conta
 
 from __future__ import annotations
 
+import _signal
 import _thread
 import builtins
 import collections
@@ -170,7 +171,8 @@ class ProcessIntegrity:
     (:func:`check_integrity`), before they are used."""
 
     def __init__(self) -> None:
-        self.hooks = _hooks()
+        self.hooks = _hooks()  # (held: the identities below stay theirs)
+        self.hook_identities = _identities_of(self.hooks)
         self.namespaces = [
             (label, namespace, tuple(namespace), _identities(namespace, tuple(namespace)), every_call)
             for label, namespace, every_call in _namespaces()
@@ -184,6 +186,10 @@ class ProcessIntegrity:
         self.functions = list(_functions())
         self.function_parts = _function_parts([function for _, function in self.functions])
         self.logging = _logging_identity()
+        self.operators = _operator_names()
+        self.kernel_operators = tuple(name for name in KERNEL_OPERATORS if name in self.operators)
+        self.operator_tables = _operator_tables(self.operators)
+        self.kernel_operator_tables = _operator_tables(self.kernel_operators)
 
     def _step_identities(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
         try:
@@ -194,11 +200,13 @@ class ProcessIntegrity:
 
     def changes(self, whole: bool = True) -> list[str]:
         """What changed since the baseline, described: everything, or (``whole=False``) what a step uses."""
-        if not whole and self._step_identities() == self.step_identities and _hooks() == self.hooks:
+        hooks = _identities_of(_hooks())
+        kernel_tables = _operator_tables(self.kernel_operators)
+        if (not whole and self._step_identities() == self.step_identities and hooks == self.hook_identities
+                and kernel_tables == self.kernel_operator_tables):
             return []
-        hooks = _hooks()
-        changed = [key for key, value in self.hooks.items() if hooks.get(key) != value]
-        changed += [key for key in hooks.keys() - self.hooks.keys()]
+        changed = [key for key, value in self.hook_identities.items() if hooks.get(key) != value]
+        changed += [key for key in hooks.keys() - self.hook_identities.keys()]
         for label, namespace, keys, identities, every_call in self.namespaces:
             if not (whole or every_call):
                 continue
@@ -221,6 +229,9 @@ class ProcessIntegrity:
             ]
         if whole and _logging_identity() != self.logging:
             changed.append("logging's loggers, handlers, filters and formatters")
+        operators, before = (self.operators, self.operator_tables) if whole else (self.kernel_operators, self.kernel_operator_tables)
+        now = kernel_tables if not whole else _operator_tables(operators)
+        changed += [f"torch's kernels for {name}" for name, a, b in zip(operators, before, now) if a != b]
         return changed
 
     def check(self, mechanism: str, what: str, whole: bool = True) -> None:
@@ -236,29 +247,70 @@ class ProcessIntegrity:
             )
 
 
-def _hooks() -> dict[str, object]:
-    """Everything through which the kernel's own code would call code that a mechanism installed."""
+def _hooks(
+    gettrace: Callable[[], Any] = sys.gettrace, getprofile: Callable[[], Any] = sys.getprofile,
+    threading_namespace: dict[str, Any] = vars(threading), gc_callbacks: list[Any] = gc.callbacks,
+    valid_signals: Callable[[], set[int]] = _signal.valid_signals, getsignal: Callable[[int], Any] = _signal.getsignal,
+    function_modes: Callable[[], int] = torch._C._len_torch_function_stack,
+    dispatch_modes: Callable[[], int] = torch._C._len_torch_dispatch_stack,
+    saved_tensor_hooks: Callable[[bool], Any] = torch._C._autograd._top_saved_tensors_default_hooks,
+    module_hooks: dict[str, Any] = vars(torch.nn.modules.module),
+    signal_names: MappingProxyType[int, str] = MappingProxyType({int(s): s.name for s in signal.Signals}),
+) -> dict[str, Any]:
+    """Everything through which the kernel's own code would call code that a mechanism installed, each read
+    through a function or object bound when this module was loaded (a red team's replaced ``signal.getsignal``
+    and ``torch._C._len_torch_dispatch_stack``, and rebound ``gc.callbacks`` to a copy while the collector
+    kept calling the original list): the values are compared by identity (:func:`_identities_of`)."""
     handlers = {}
-    for number in signal.valid_signals():
+    for number in valid_signals():
         try:
-            handlers[f"signal handler {signal.Signals(number).name}"] = signal.getsignal(number)
+            handlers[f"signal handler {signal_names.get(number, number)}"] = getsignal(number)
         except (ValueError, OSError):
             continue
-    module_hooks = vars(torch.nn.modules.module)
     global_hooks = {
-        f"torch global module hooks {name}": tuple(map(id, value.values()))
+        f"torch global module hooks {name}": tuple(value.values())
         for name, value in module_hooks.items()
-        if name.startswith("_global_") and isinstance(value, dict)
+        if type(name) is str and name.startswith("_global_") and type(value) is dict
     }
     return {
-        "trace function (sys.settrace)": sys.gettrace(),
-        "profile function (sys.setprofile)": sys.getprofile(),
-        "thread trace function (threading.settrace)": threading.gettrace(),
-        "thread profile function (threading.setprofile)": threading.getprofile(),
-        "garbage-collector callbacks (gc.callbacks)": tuple(map(id, gc.callbacks)),
-        "torch function modes": torch._C._len_torch_function_stack(),
-        "torch dispatch modes": torch._C._len_torch_dispatch_stack(),
+        "trace function (sys.settrace)": gettrace(),
+        "profile function (sys.setprofile)": getprofile(),
+        "thread trace function (threading.settrace)": threading_namespace.get("_trace_hook"),
+        "thread profile function (threading.setprofile)": threading_namespace.get("_profile_hook"),
+        "garbage-collector callbacks (gc.callbacks)": tuple(gc_callbacks),
+        "torch function modes": function_modes(),
+        "torch dispatch modes": dispatch_modes(),
+        "autograd saved-tensor hooks (torch.autograd.graph.saved_tensors_hooks)": saved_tensor_hooks(False),
     } | handlers | global_hooks
+
+
+KERNEL_OPERATORS = (
+    "aten::randn", "aten::randn.generator", "aten::normal_", "aten::empty.memory_format", "aten::add.Tensor",
+    "aten::add_.Tensor", "aten::mul.Tensor", "aten::mul_.Tensor", "aten::div.Tensor", "aten::sum",
+    "aten::sum.dim_IntList", "aten::copy_", "aten::_to_copy", "aten::clone",
+)
+"""The operators the kernel's noise and release go through, whose dispatcher tables are compared after every
+call (all operators' at the end of each epoch): a kernel registered for one through ``torch._C``'s dispatcher
+(no Python name, mode or hook changes) replaced the kernel's noise draw with zeros for a red team."""
+
+
+def _operator_names(names: Callable[[], list[str]] = torch._C._dispatch_get_all_op_names) -> tuple[str, ...]:
+    return tuple(names())
+
+
+def _operator_tables(operators: tuple[str, ...], dump: Callable[[str], str] = torch._C._dispatch_dump,
+                     tuple: type = tuple, map: type = map) -> tuple[str, ...]:
+    """Each operator's dispatcher table as text: which kernel is registered for each dispatch key, and where."""
+    return tuple(map(dump, operators))
+
+
+def _identities_of(hooks: dict[str, Any]) -> dict[str, Any]:
+    """The hooks by identity (a tuple of hooks by its members', a count as itself), so that no object's
+    ``__eq__`` is asked."""
+    return {
+        key: value if type(value) is int else tuple(map(id, value)) if type(value) is tuple else id(value)
+        for key, value in hooks.items()
+    }
 
 
 def _logging_identity() -> tuple[int, ...]:
@@ -342,22 +394,33 @@ def _census(
     active: dict[int, threading.Thread] = threading._active,  # type: ignore[attr-defined]
     limbo: dict[threading.Thread, threading.Thread] = threading._limbo,  # type: ignore[attr-defined]
     dummy: type = threading._DummyThread,  # type: ignore[attr-defined]
-) -> tuple[int, frozenset[threading.Thread]]:
+    frozenset: type = frozenset, map: type = map, id: Callable[[Any], int] = id, type: type = type,
+) -> tuple[int, tuple[threading.Thread, ...], frozenset[int]]:
     """The Python threads alive now, to tell later whether one started since: their number (every thread
     started through ``_thread`` or ``threading``) and the ``threading.Thread`` objects themselves (held, so
-    no new one can take an old one's place). A thread that ends meanwhile lowers the number, so a new
-    ``threading.Thread`` is found by identity whatever else ends (the number alone missed one started while
-    another thread ended); a thread started through ``_thread`` directly only by the number, so it is missed
-    if a thread alive before the call ends during it (mechanism code owns no such thread: each of its threads
-    has ended when its call returns). Dict copies are atomic under the GIL; threads of foreign (C) code that
-    Python met are not started by Python code."""
-    threads = frozenset(t for t in (*active.copy().values(), *limbo.copy()) if not isinstance(t, dummy))
-    return count(), threads
+    no new one can take an old one's place, and compared by identity). A thread that ends meanwhile lowers
+    the number, so a new ``threading.Thread`` is found by identity whatever else ends (the number alone missed
+    one started while another thread ended); a thread started through ``_thread`` directly only by the
+    number, so it is missed if a thread alive before the call ends during it (mechanism code owns no such
+    thread: each of its threads has ended when its call returns). Nothing here runs code of the objects found
+    (a planted "thread" whose ``__hash__`` or ``__eq__`` runs code would otherwise run it inside the hook: a
+    red team's did): dict copies, ``id`` and exact type tests only. Threads of foreign (C) code that Python
+    met (exactly ``_DummyThread``) are not started by Python code."""
+    threads = tuple(t for t in (*active.copy().values(), *limbo.copy()) if type(t) is not dummy)
+    return count(), threads, frozenset(map(id, threads))
 
 
-def _started_since(census: tuple[int, frozenset[threading.Thread]], now: Callable[[], tuple] = _census) -> bool:
-    count, threads = now()
-    return count > census[0] or not threads <= census[1]
+def _started_since(census: tuple[int, tuple[threading.Thread, ...], frozenset[int]],
+                   now: Callable[[], tuple] = _census) -> bool:
+    count, _, identities = now()
+    return count > census[0] or not identities <= census[2]
+
+
+def _objects(registry: dict[Any, Any], tuple: type = tuple, frozenset: type = frozenset, map: type = map,
+             id: Callable[[Any], int] = id) -> tuple[tuple[Any, ...], frozenset[int]]:
+    """A registry's keys, held, and their identities (no key's ``__hash__`` or ``__eq__`` runs)."""
+    keys = tuple(registry.copy())
+    return keys, frozenset(map(id, keys))
 
 
 def _plain_keys(*namespaces: dict[Any, Any]) -> bool:
@@ -370,6 +433,7 @@ def _make_hook(
     get_ident: Callable[[], int] = _thread.get_ident, getframe: Callable[[int], types.FrameType] = sys._getframe,
     audit: Callable[..., None] = sys.audit, census: Callable[[], tuple] = _census,
     started_since: Callable[..., bool] = _started_since, plain_keys: Callable[..., bool] = _plain_keys,
+    objects: Callable[..., tuple] = _objects,
     finalizers: dict[Any, Any] = weakref.finalize._registry,  # type: ignore[attr-defined]
     while_it_runs: MappingProxyType[str, str] = WHILE_IT_RUNS, prefixes: tuple[tuple[str, str], ...] = REFUSED_PREFIXES,
     on_its_thread: MappingProxyType[str, str] = ON_ITS_THREAD, frame_readers: MappingProxyType = FRAME_READERS,
@@ -388,6 +452,10 @@ def _make_hook(
     the armed baseline. The hook itself is referenced only by the interpreter (audit hooks cannot be listed
     or removed), so mechanism code can neither reach this state nor switch the hook off by changing a
     module's names; the functions and tables it uses are bound here, when it is made."""
+    sys_namespace = vars(sys_module)  # (read once: vars() of a module whose class was swapped runs its code)
+    traceback_spaces = tuple(
+        (vars(owner), baseline, owner in exempt_owners) for owner, baseline in zip(traceback_path, traceback_baseline)
+    )
     depth: dict[int, int] = {}  # thread -> how deep it is in mechanism code
     entry: dict[int, tuple[str, tuple, frozenset]] = {}  # thread -> (kind, census, finalizers) at its entry
     attempts: list[str] = []  # what was refused since the outermost call began, on any thread
@@ -419,16 +487,16 @@ def _make_hook(
         if expected is None or started_since(entry[ident][1]):
             return False
         library_namespace, sys_name = expected
-        if caller.f_globals is not library_namespace or not plain_keys(library_namespace, vars(sys_module)):
+        if caller.f_globals is not library_namespace or not plain_keys(library_namespace, sys_namespace):
             return False
-        if library_namespace.get(sys_name) is not sys_module or sys_module._getframe is not getframe:
+        if library_namespace.get(sys_name) is not sys_module or sys_namespace.get("_getframe") is not getframe:
             return False
         if caller.f_code in reader_codes:
             return all(
-                plain_keys(vars(owner))
-                and all(vars(owner).get(name) is value for name, value in baseline.items())
-                and (owner in exempt_owners or vars(owner).keys() == baseline.keys())  # nothing added either
-                for owner, baseline in zip(traceback_path, traceback_baseline)
+                plain_keys(space)
+                and all(space.get(name) is value for name, value in baseline.items())
+                and (exempt or space.keys() == baseline.keys())  # nothing added either
+                for space, baseline, exempt in traceback_spaces
             )
         return True
 
@@ -439,34 +507,38 @@ def _make_hook(
         if not (name in codes and caller.f_code is codes[name] and caller.f_globals is namespace
                 and caller.f_locals.get("audit") is audit):
             refuse("raise dpbench's containment events", ident)
+        # Whatever may meet an object of the mechanism's (the census, the finalizers) runs while this thread
+        # still counts as in mechanism code: counted before it on entry, uncounted after it on exit.
         if name == "enter":
             level = depth.get(ident, 0)
-            if level == 0:
-                if not depth:
-                    attempts.clear()
-                entry[ident] = (args[0], census(), frozenset(finalizers))
             depth[ident] = level + 1
+            if level == 0:
+                if len(depth) == 1:
+                    attempts.clear()
+                kind = args[0] if type(args[0]) is str_type else "mechanism"
+                entry[ident] = (kind, census(), objects(finalizers))
+            args[1].extend((armed[0], level == 0))
         elif name == "exit":
-            level = depth.pop(ident) - 1
-            if level:
-                depth[ident] = level
-                args[0].extend(([], armed[0], False))
+            if depth[ident] > 1:
+                depth[ident] -= 1
                 return
-            _, threads, registered = entry.pop(ident)
+            _, threads, registered = entry[ident]
             found = sorted(set(attempts))
-            if not depth:  # (another thread's call in mechanism code keeps the record for its own exit)
-                attempts.clear()
             if started_since(threads):
                 found.append("start a thread that outlives its call")
-            if not frozenset(finalizers) <= registered:
+            if not objects(finalizers)[1] <= registered[1]:
                 found.append("register a finalizer (weakref.finalize), which runs after its call")
-            args[0].extend((found, armed[0], True))
-        elif name in ("arm", "disarm"):
+            del depth[ident], entry[ident]
+            if not depth:  # (another thread's call in mechanism code keeps the record for its own exit)
+                attempts.clear()
+            args[0].extend(found)
+        else:  # "arm", "disarm", "baseline": the kernel's, outside mechanism code only
             if depth:
-                refuse(f"{name} the kernel's integrity baseline", ident)
-            armed[0] = args[0] if name == "arm" and type(args[0]) is integrity_class else None
-        else:  # "baseline"
-            args[0].append(armed[0])
+                refuse(f"{'read' if name == 'baseline' else name} the kernel's integrity baseline", ident)
+            if name == "baseline":
+                args[0].append(armed[0])
+            else:
+                armed[0] = args[0] if name == "arm" and type(args[0]) is integrity_class else None
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
         if event == "builtins.id" or type(event) is not str_type:
@@ -493,7 +565,8 @@ def _make_hook(
                 refused = f"read a call-stack frame ({attribute})"
             if (refused is None and event == "object.__setattr__" and attribute in function_attributes
                     and type(args[0]) is function_type and watched_name(args[0])):
-                refused = f"replace the {attribute} of {args[0].__qualname__} (a watched module's)"
+                qualname = args[0].__qualname__
+                refused = f"replace the {attribute} of {qualname if type(qualname) is str_type else 'a function'} (a watched module's)"
         if refused is not None:
             refuse(refused, ident)
 
@@ -507,26 +580,66 @@ def _watched_function(function: types.FunctionType, watched_name: Callable[[obje
     return any(type(name) is str and watched_name(name) for name in module_names)
 
 
+def _tensors_handed_over(function: Callable[..., Any], args: tuple[Any, ...]) -> list[torch.Tensor]:
+    """The tensors the kernel hands to mechanism code: in its arguments, or in the cells of the closure that
+    calls it, and in the lists, tuples and dicts there (two levels)."""
+    found: list[torch.Tensor] = []
+
+    def visit(value: Any, levels: int) -> None:
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif levels and type(value) in (list, tuple):
+            for item in value:
+                visit(item, levels - 1)
+        elif levels and type(value) is dict:
+            for item in value.values():
+                visit(item, levels - 1)
+
+    cells = function.__closure__ if type(function) is types.FunctionType else None
+    for value in (*args, *(cell.cell_contents for cell in cells or () if cell.cell_contents is not None)):
+        visit(value, 2)
+    return found
+
+
+def _callbacks_on(tensors: list[torch.Tensor]) -> tuple[tuple[weakref.ref, ...], frozenset[int]]:
+    """The weak references with a callback to these tensors, held, and their identities: a callback runs when
+    the kernel drops the tensor, after the call and outside its containment (a red team's read the kernel's
+    frames from one)."""
+    refs = tuple(r for t in tensors for r in weakref.getweakrefs(t) if r.__callback__ is not None)
+    return refs, frozenset(map(id, refs))
+
+
 def _run(mechanism: str, what: str, kind: str, function: Callable[..., T], args: tuple[Any, ...],
          audit: Callable[..., None] = sys.audit, intact: Any = None, error: type[Exception] = ContainmentError,
-         refusal: Callable[..., str] = _refusal, logs: types.ModuleType = logging) -> T:
-    """``function(*args)`` between the ``enter`` and ``exit`` events (every value it uses is in its defaults, a
-    tuple set when the module is loaded)."""
-    holder: list[Any] = []
+         refusal: Callable[..., str] = _refusal, logs: types.ModuleType = logging,
+         handed_over: Callable[..., list] = _tensors_handed_over, callbacks_on: Callable[..., tuple] = _callbacks_on) -> T:
+    """``function(*args)`` between the ``enter`` and ``exit`` events, then, still contained (whatever the
+    checks meet of the mechanism's runs under the same refusals), no new weak-reference callback on a tensor
+    it was handed, this module's integrity and the step's checked at the outermost exit. Every value it uses
+    is in its defaults, a tuple set when the module is loaded."""
+    state: list[Any] = []  # the baseline and whether this call is the outermost, from the hook
+    findings: list[str] = []  # what the hook found when the call ended
     source_lookup, logs._srcfile = logs._srcfile, None  # logging's caller lookup reads frames
-    audit("dpbench.containment.enter", kind)
+    audit("dpbench.containment.enter", kind, state)
     try:
-        return function(*args)
+        baseline, outermost = state
+        tensors = handed_over(function, args) if outermost else []
+        before = callbacks_on(tensors)
+        try:
+            return function(*args)
+        finally:
+            logs._srcfile = source_lookup
+            if outermost:
+                if not callbacks_on(tensors)[1] <= before[1]:
+                    raise error(refusal(mechanism, what, ["attach a weak-reference callback to a tensor it was "
+                                                          "handed, which runs after its call"], kind))
+                intact(mechanism, what)
+                if baseline is not None and kind != "model":
+                    baseline.check(mechanism, what, whole=False)
     finally:
-        audit("dpbench.containment.exit", holder)
-        logs._srcfile = source_lookup
-        findings, baseline, outermost = holder
+        audit("dpbench.containment.exit", findings)
         if findings:
             raise error(refusal(mechanism, what, findings, kind))
-        if outermost:
-            intact(mechanism, what)
-            if baseline is not None and kind != "model":
-                baseline.check(mechanism, what, whole=False)
 
 
 def call_contained(mechanism: str, what: str, function: Callable[..., T], *args: Any, kind: str = "mechanism") -> T:
@@ -553,14 +666,25 @@ def disarm(audit: Callable[..., None] = sys.audit) -> None:
     audit("dpbench.containment.disarm", None)
 
 
-def check_integrity(mechanism: str, what: str, audit: Callable[..., None] = sys.audit, intact: Any = None) -> None:
-    """Check the process against the baseline outside a mechanism's call (e.g. before results are written):
-    catches what mechanism code left behind that runs later (a thread, a handler, a finalizer)."""
+def check_integrity(mechanism: str, what: str, audit: Callable[..., None] = sys.audit) -> None:
+    """Check the whole process against the baseline outside a mechanism's call (e.g. before results are
+    written): catches what mechanism code left behind that runs later (a thread, a handler, a finalizer). The
+    check runs contained, like mechanism code: whatever of the mechanism's it meets (an object planted in a
+    namespace it reads) runs under the same refusals. Refused while mechanism code runs."""
     holder: list[Any] = []
     audit("dpbench.containment.baseline", holder)
     if holder[0] is not None:
-        intact(mechanism, what)
-        holder[0].check(mechanism, what)
+        call_contained(mechanism, what, _whole_check, holder[0], mechanism, what, logging._srcfile)
+
+
+def _whole_check(baseline: ProcessIntegrity, mechanism: str, what: str, source_file: Any) -> None:
+    """``baseline.check`` of everything, with logging's caller lookup (which a contained call switches off)
+    as it is outside one."""
+    inside, logging._srcfile = logging._srcfile, source_file
+    try:
+        baseline.check(mechanism, what)
+    finally:
+        logging._srcfile = inside
 
 
 def _intact(
@@ -607,5 +731,5 @@ _intact.__defaults__ = (  # set last, so that the snapshot holds every name of t
     ),
     ContainmentError, id, map, tuple, len,
 )
-_run.__defaults__ = (sys.audit, _intact, ContainmentError, _refusal, logging)
-check_integrity.__defaults__ = (sys.audit, _intact)
+_run.__defaults__ = (sys.audit, _intact, ContainmentError, _refusal, logging, _tensors_handed_over, _callbacks_on)
+check_integrity.__defaults__ = (sys.audit,)

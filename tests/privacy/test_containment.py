@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import types
+import weakref
 from types import MappingProxyType
 
 import pytest
@@ -511,6 +512,123 @@ def test_the_checks_cannot_be_switched_off_from_inside_a_call(dismantle):
     with pytest.raises(ContainmentError):
         call_contained("dismantles", "postprocess at step 0", dismantle)
     assert sys._getframe(0).f_code.co_name.startswith("test_")  # outside a call, frames are read as ever
+
+
+_PLANTED: dict = {"planted": False, "stolen": []}
+
+
+class _PlantedThread(threading.Thread):
+    """A "thread" planted in ``threading._active`` whose hash is the main thread's and whose ``__eq__`` reads
+    frames once planted: the census used to compare it after the call's end, inside the hook, with nothing
+    contained."""
+
+    def __hash__(self):
+        return hash(threading.main_thread())
+
+    def __eq__(self, other):
+        if _PLANTED["planted"]:
+            with contextlib.suppress(Exception):
+                _PLANTED["stolen"].append(sys._getframe(1))
+        return True
+
+
+def test_an_object_planted_where_the_hook_looks_never_runs_uncontained():
+    planted = _PlantedThread()
+
+    def plants():
+        threading._active[-12345] = planted
+        _PLANTED["planted"] = True
+
+    arm()
+    try:
+        with pytest.raises(ContainmentError, match="outlives its call"):
+            call_contained("plants", "postprocess at step 0", plants)
+    finally:
+        threading._active.pop(-12345, None)
+        _PLANTED["planted"] = False
+    assert not _PLANTED["stolen"]
+    with pytest.raises(ContainmentError, match="scan the interpreter"):  # the hook still refuses
+        call_contained("later", "postprocess at step 1", gc.get_objects)
+
+
+def test_mechanism_code_cannot_read_or_drop_the_baseline():
+    arm()
+    for route in (lambda: check_integrity("x", "y"), containment.disarm, containment.arm):
+        with pytest.raises(ContainmentError, match="integrity baseline"):
+            call_contained("steals", "postprocess at step 0", route)
+
+
+def _a_dispatcher_kernel_for_the_noise():
+    library = torch._C._dispatch_library("IMPL", "aten", "", "nowhere.py", 1)
+    library.impl("randn.generator", "CPU", lambda size, **kwargs: torch.zeros(size), False)
+    _KEPT.append(library)
+
+
+_KEPT: list = []
+
+
+def _a_saved_tensor_hook():
+    torch._C._autograd._push_saved_tensors_default_hooks(lambda t: t, lambda t: t)
+    _KEPT.append(torch._C._autograd._pop_saved_tensors_default_hooks)
+
+
+def _a_gc_callback_behind_a_copy():
+    original = gc.callbacks
+    original.append(lambda phase, info: None)
+    gc.callbacks = list(original[:-1])
+    _KEPT.append(lambda: (original.pop(), setattr(gc, "callbacks", original)))
+
+
+def _a_signal_handler_behind_a_replaced_getsignal():
+    getsignal = signal.getsignal
+    previous = signal.signal(signal.SIGUSR2, lambda number, frame: None)
+    signal.getsignal = lambda number: previous if number == signal.SIGUSR2 else getsignal(number)
+    _KEPT.append(lambda: (signal.signal(signal.SIGUSR2, previous), setattr(signal, "getsignal", getsignal)))
+
+
+def _a_dispatch_mode_behind_a_replaced_counter():
+    length = torch._C._len_torch_dispatch_stack
+    mode = ZeroesEveryRandomDraw()
+    mode.__enter__()
+    torch._C._len_torch_dispatch_stack = lambda: length() - 1
+    _KEPT.append(lambda: (setattr(torch._C, "_len_torch_dispatch_stack", length), mode.__exit__(None, None, None)))
+
+
+LEFT_BEHIND = {
+    "a dispatcher kernel for the noise draw": _a_dispatcher_kernel_for_the_noise,
+    "a saved-tensor hook": _a_saved_tensor_hook,
+    "a gc callback behind a copy of gc.callbacks": _a_gc_callback_behind_a_copy,
+    "a signal handler behind a replaced signal.getsignal": _a_signal_handler_behind_a_replaced_getsignal,
+    "a dispatch mode behind a replaced mode counter": _a_dispatch_mode_behind_a_replaced_counter,
+}
+
+
+@pytest.mark.parametrize("leave", LEFT_BEHIND.values(), ids=LEFT_BEHIND.keys())
+def test_what_the_kernel_would_call_later_is_seen_however_it_is_hidden(leave):
+    """A third containment red team's hook points: left installed by a call, each ran the mechanism's code in
+    the kernel's later steps, outside any call; the exit check read them through names it could replace."""
+    arm()
+    try:
+        with pytest.raises(ContainmentError, match="the process changed"):
+            call_contained("leaves", "postprocess at step 0", leave)
+    finally:
+        while _KEPT:
+            undo = _KEPT.pop()
+            if callable(undo):
+                undo()  # (a dispatcher kernel ends with its library object, dropped here)
+
+
+def test_a_weak_reference_callback_on_a_tensor_it_was_handed_is_refused():
+    """The callback would run when the kernel drops the tensor, after the call (a red team's read the kernel's
+    frames from there)."""
+    kept = []
+
+    def attaches(per_sample_grads):
+        kept.append(weakref.ref(per_sample_grads[0], lambda ref: None))
+        return [g.sum(0) for g in per_sample_grads]
+
+    with pytest.raises(ContainmentError, match="weak-reference callback"):
+        call_contained("attaches", "clip_and_noise at step 0", attaches, [torch.ones(2, 3)])
 
 
 @pytest.mark.parametrize("name", ["_run", "ProcessIntegrity", "tuple"])
