@@ -707,7 +707,7 @@ def _intact(
 def _changed_names(space: Any, keys: tuple[str, ...], identities: tuple[int, ...]) -> str:
     """What :func:`_intact` found changed in one namespace, named (only read once the run is refused)."""
     changed = [str(key) for key, before in zip(keys, identities) if id(space.get(key)) != before]
-    changed += [f"{key} (added)" for key in set(space) - set(keys)]
+    changed += [f"{key} (added)" for key in set(space) - set(keys) if key != "_"]
     return f"{', '.join(sorted(changed)[:5])} in {space.get('__name__', 'a class')}"
 
 
@@ -722,10 +722,12 @@ copyreg._slotnames(ProcessIntegrity), copyreg._slotnames(ContainmentError)  # ty
 globals().setdefault("__warningregistry__", {})  # (names the interpreter adds when pickling or warning: added now)
 _intact.__defaults__ = (  # set last, so that the snapshot holds every name of the module
     tuple(
-        (space, tuple(space), tuple(map(id, space.values())), closed)
-        for space, closed in (
-            (globals(), True), (vars(builtins), False),  # a name added to builtins shadows nothing here
-            *((vars(value), True) for value in list(globals().values())
+        (space, keys, tuple(map(id, map(space.get, keys))), closed)
+        for space, keys, closed in (
+            (globals(), tuple(globals()), True),
+            # a name added to builtins shadows nothing here; `_` is the interactive prompt's last value
+            (vars(builtins), tuple(key for key in vars(builtins) if key != "_"), False),
+            *((vars(value), tuple(vars(value)), True) for value in list(globals().values())
               if isinstance(value, type) and value.__module__ == __name__),
         )
     ),

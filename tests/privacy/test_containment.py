@@ -631,6 +631,19 @@ def test_a_weak_reference_callback_on_a_tensor_it_was_handed_is_refused():
         call_contained("attaches", "clip_and_noise at step 0", attaches, [torch.ones(2, 3)])
 
 
+def test_the_interactive_prompts_last_value_is_not_a_change():
+    """``builtins._`` is rebound by the interpreter's prompt after every expression a notebook or REPL shows."""
+    had, before = hasattr(builtins, "_"), getattr(builtins, "_", None)
+    builtins._ = object()
+    try:
+        assert call_contained("prompt", "postprocess at step 0", lambda: 1) == 1
+    finally:
+        if had:
+            builtins._ = before
+        else:
+            del builtins._
+
+
 @pytest.mark.parametrize("name", ["_run", "ProcessIntegrity", "tuple"])
 def test_a_name_of_the_containment_module_or_builtins_left_replaced_is_refused(name):
     """The checks made at a call's exit run through the module's own names and builtins: one left replaced
