@@ -27,12 +27,15 @@ Two defences, both on every call of mechanism code (:func:`call_contained`):
   for ``traceback`` the functions the frame goes to unchanged). Importing a module inside a call is allowed;
   its import-time code is the mechanism's code like any other (the mechanism's own module is imported before
   its first call, outside containment).
-- *checked when it returns* (:class:`ProcessIntegrity`): nothing that makes the kernel's code call foreign
-  code was installed (trace and profile functions, signal handlers, ``gc.callbacks``, torch function and
-  dispatch modes, torch's global module hooks, logging's handlers and filters), and no name of dpbench,
-  torch's top-level and tensor API, the accountants' libraries or the modules that write results was
-  replaced or added (their namespaces, the classes they define, and the code and defaults of dpbench's
-  functions, all compared by identity with a baseline taken before the mechanism was imported).
+- *checked when it returns*, still contained (:class:`ProcessIntegrity`): nothing that makes the kernel's
+  code call foreign code was installed (trace and profile functions, signal handlers, ``gc.callbacks``, torch
+  function and dispatch modes, autograd's saved-tensor hooks, torch's global module hooks, logging's handlers
+  and filters, a weak-reference callback on a tensor it was handed, a kernel registered in torch's dispatcher
+  for an operator of the noise path, or, checked at each epoch's end, for any operator), each read through
+  functions bound when this module was loaded, and no name of dpbench, torch's top-level and tensor API, the
+  accountants' libraries or the modules that write results was replaced or added (their namespaces, the
+  classes they define, and the code and defaults of dpbench's functions, all compared by identity with a
+  baseline taken before the mechanism was imported).
 
 "Every call of mechanism code" includes what is easy to miss: a property the kernel reads, a returned
 value's ``__float__`` or ``__iter__``, a tensor subclass's ``__torch_function__``, pickling its state for a
