@@ -137,7 +137,9 @@ FUNCTION_ATTRIBUTES = frozenset({"__code__", "__defaults__", "__kwdefaults__"})
 WATCHED_MODULES = (
     "dpbench", "torch", "torch.nn.functional", "torch.linalg", "torch.random", "torch.nn.modules.module",
     "numpy", "numpy.random", "random", "math", "json", "json.encoder", "json.decoder", "logging", "os", "builtins",
-    "hashlib", "opacus.accountants", "dp_accounting",
+    "hashlib", "opacus.accountants", "dp_accounting", "torch._C", "torch._C._nn", "torch._C._linalg",
+    "torch._C._special", "torch._C._fft", "torch.functional", "torch.overrides", "torch._tensor",
+    "torch.backends.opt_einsum",
 )
 """Modules (and their loaded submodules, for the packages dpbench, opacus.accountants and dp_accounting)
 whose namespaces, and the classes they define, the kernel, its accountants and its result writers call
@@ -189,6 +191,8 @@ class ProcessIntegrity:
         self.functions = list(_functions())
         self.function_parts = _function_parts([function for _, function in self.functions])
         self.logging = _logging_identity()
+        self.module_names = (__name__, *(name for name, _, _ in _namespaces() if name in _MODULES))
+        self.modules = _module_identities(self.module_names)
         self.operators = _operator_names()
         self.kernel_operators = tuple(name for name in KERNEL_OPERATORS if name in self.operators)
         self.operator_tables = _operator_tables(self.operators)
@@ -205,10 +209,12 @@ class ProcessIntegrity:
         """What changed since the baseline, described: everything, or (``whole=False``) what a step uses."""
         hooks = _identities_of(_hooks())
         kernel_tables = _operator_tables(self.kernel_operators)
+        modules = _module_identities(self.module_names)
         if (not whole and self._step_identities() == self.step_identities and hooks == self.hook_identities
-                and kernel_tables == self.kernel_operator_tables):
+                and kernel_tables == self.kernel_operator_tables and modules == self.modules):
             return []
-        changed = [key for key, value in self.hook_identities.items() if hooks.get(key) != value]
+        changed = [f"sys.modules[{name!r}]" for name, a, b in zip(self.module_names, self.modules, modules) if a != b]
+        changed += [key for key, value in self.hook_identities.items() if hooks.get(key) != value]
         changed += [key for key in hooks.keys() - self.hook_identities.keys()]
         for label, namespace, keys, identities, every_call in self.namespaces:
             if not (whole or every_call):
@@ -288,13 +294,34 @@ def _hooks(
 
 
 KERNEL_OPERATORS = (
-    "aten::randn", "aten::randn.generator", "aten::normal_", "aten::empty.memory_format", "aten::add.Tensor",
-    "aten::add_.Tensor", "aten::mul.Tensor", "aten::mul_.Tensor", "aten::div.Tensor", "aten::sum",
-    "aten::sum.dim_IntList", "aten::copy_", "aten::_to_copy", "aten::clone",
+    # the noise: drawn, shaped, converted, added
+    "aten::randn", "aten::randn.generator", "aten::normal_", "aten::empty.memory_format", "aten::view",
+    "aten::reshape", "aten::_reshape_alias", "aten::lift_fresh", "aten::from_file", "aten::add.Tensor",
+    "aten::add_.Tensor", "aten::copy_", "aten::_to_copy", "aten::clone", "aten::detach", "aten::zeros",
+    "aten::zeros_like", "aten::empty_like", "aten::full",
+    # the clipping: norms, factors, their checks, the weighted sum
+    "aten::sqrt", "aten::rsqrt", "aten::pow.Tensor_Scalar", "aten::square", "aten::linalg_vector_norm",
+    "aten::mul.Tensor", "aten::mul_.Tensor", "aten::div.Tensor", "aten::div_.Tensor", "aten::reciprocal",
+    "aten::sum", "aten::sum.dim_IntList", "aten::minimum", "aten::maximum", "aten::clamp", "aten::clamp_min",
+    "aten::clamp_max", "aten::where.self", "aten::le.Scalar", "aten::le.Tensor", "aten::gt.Scalar",
+    "aten::all", "aten::any", "aten::isfinite", "aten::stack", "aten::cat", "aten::mm", "aten::bmm",
+    "aten::matmul", "aten::addmm", "aten::einsum", "aten::sub.Tensor", "aten::neg",
 )
-"""The operators the kernel's noise and release go through, whose dispatcher tables are compared after every
+"""The operators the kernel's noise and clipping go through, whose dispatcher tables are compared after every
 call (all operators' at the end of each epoch): a kernel registered for one through ``torch._C``'s dispatcher
-(no Python name, mode or hook changes) replaced the kernel's noise draw with zeros for a red team."""
+(no Python name, mode or hook changes) replaced the kernel's noise draw with zeros for a red team, and another
+registered ``sqrt`` between two hooks of one step (shrinking every norm) and removed it before the epoch's
+end. A kernel registered between two calls for an operator not listed here is seen only if it is still
+there at the epoch's end (docs/trust_model.md)."""
+
+
+_MODULES = sys.modules  # the import system's own dict (rebinding ``sys.modules`` does not replace it)
+
+
+def _module_identities(names: tuple[str, ...], modules: dict[str, Any] = _MODULES) -> tuple[int, ...]:
+    """Which module object each watched name imports as (a copy swapped into ``sys.modules`` would be what the
+    kernel's lazy imports get: a red team's weakened the verifier's measurement that way)."""
+    return tuple(map(id, map(modules.get, names)))
 
 
 def _operator_names(names: Callable[[], list[str]] = torch._C._dispatch_get_all_op_names) -> tuple[str, ...]:
@@ -586,36 +613,43 @@ def _watched_function(function: types.FunctionType, watched_name: Callable[[obje
 def _tensors_handed_over(function: Callable[..., Any], args: tuple[Any, ...]) -> list[torch.Tensor]:
     """The tensors the kernel hands to mechanism code: in its arguments, or in the cells of the closure that
     calls it, and in the lists, tuples and dicts there (two levels)."""
-    found: list[torch.Tensor] = []
-
-    def visit(value: Any, levels: int) -> None:
-        if isinstance(value, torch.Tensor):
-            found.append(value)
-        elif levels and type(value) in (list, tuple):
-            for item in value:
-                visit(item, levels - 1)
-        elif levels and type(value) is dict:
-            for item in value.values():
-                visit(item, levels - 1)
-
     cells = function.__closure__ if type(function) is types.FunctionType else None
-    for value in (*args, *(cell.cell_contents for cell in cells or () if cell.cell_contents is not None)):
-        visit(value, 2)
+    level = [*args, *(cell.cell_contents for cell in cells or () if cell.cell_contents is not None)]
+    found: list[torch.Tensor] = []
+    for _ in range(3):
+        found += [value for value in level if isinstance(value, torch.Tensor)]
+        level = [item for value in level if type(value) in (list, tuple) for item in value] + [
+            item for value in level if type(value) is dict for item in value.values()
+        ]
     return found
 
 
 def _callbacks_on(tensors: list[torch.Tensor]) -> tuple[tuple[weakref.ref, ...], frozenset[int]]:
-    """The weak references with a callback to these tensors, held, and their identities: a callback runs when
-    the kernel drops the tensor, after the call and outside its containment (a red team's read the kernel's
-    frames from one)."""
-    refs = tuple(r for t in tensors for r in weakref.getweakrefs(t) if r.__callback__ is not None)
+    """The weak references with a callback to these tensors or their storages, held, and their identities: a
+    callback runs when the kernel drops the tensor, after the call and outside its containment (red teams'
+    read the kernel's frames from one on a tensor, then on its storage)."""
+    owners = [*tensors, *(t.untyped_storage() for t in tensors)]
+    refs = tuple(r for owner in owners for r in weakref.getweakrefs(owner) if r.__callback__ is not None)
     return refs, frozenset(map(id, refs))
+
+
+def _thread_state(
+    included: Callable[[], Any] = torch._C._dispatch_tls_local_include_set,
+    excluded: Callable[[], Any] = torch._C._dispatch_tls_local_exclude_set,
+    grad: Callable[[], bool] = torch.is_grad_enabled, inference: Callable[[], bool] = torch.is_inference_mode_enabled,
+    autocast: Callable[[str], bool] = torch.is_autocast_enabled, str: type = str,
+) -> tuple[Any, ...]:
+    """Torch's per-thread state that decides how every later operation of the kernel is dispatched: the
+    dispatch keys included and excluded (a red team's kept torch's Python dispatcher on, with Python kernels
+    zeroing the noise draw), grad and inference mode, autocast."""
+    return str(included()), str(excluded()), grad(), inference(), autocast("cpu"), autocast("cuda")
 
 
 def _run(mechanism: str, what: str, kind: str, function: Callable[..., T], args: tuple[Any, ...],
          audit: Callable[..., None] = sys.audit, intact: Any = None, error: type[Exception] = ContainmentError,
          refusal: Callable[..., str] = _refusal, logs: types.ModuleType = logging,
-         handed_over: Callable[..., list] = _tensors_handed_over, callbacks_on: Callable[..., tuple] = _callbacks_on) -> T:
+         handed_over: Callable[..., list] = _tensors_handed_over, callbacks_on: Callable[..., tuple] = _callbacks_on,
+         thread_state: Callable[[], tuple] = _thread_state) -> T:
     """``function(*args)`` between the ``enter`` and ``exit`` events, then, still contained (whatever the
     checks meet of the mechanism's runs under the same refusals), no new weak-reference callback on a tensor
     it was handed, this module's integrity and the step's checked at the outermost exit. Every value it uses
@@ -627,7 +661,7 @@ def _run(mechanism: str, what: str, kind: str, function: Callable[..., T], args:
     try:
         baseline, outermost = state
         tensors = handed_over(function, args) if outermost else []
-        before = callbacks_on(tensors)
+        before, torch_state = callbacks_on(tensors), thread_state()
         try:
             return function(*args)
         finally:
@@ -639,6 +673,9 @@ def _run(mechanism: str, what: str, kind: str, function: Callable[..., T], args:
                 intact(mechanism, what)
                 if baseline is not None and kind != "model":
                     baseline.check(mechanism, what, whole=False)
+                if thread_state() != torch_state:
+                    raise error(refusal(mechanism, what, ["change torch's dispatch keys, grad, inference or "
+                                                          "autocast mode for the code after its call"], kind))
     finally:
         audit("dpbench.containment.exit", findings)
         if findings:
@@ -736,5 +773,7 @@ _intact.__defaults__ = (  # set last, so that the snapshot holds every name of t
     ),
     ContainmentError, id, map, tuple, len,
 )
-_run.__defaults__ = (sys.audit, _intact, ContainmentError, _refusal, logging, _tensors_handed_over, _callbacks_on)
+_run.__defaults__ = (
+    sys.audit, _intact, ContainmentError, _refusal, logging, _tensors_handed_over, _callbacks_on, _thread_state,
+)
 check_integrity.__defaults__ = (sys.audit,)

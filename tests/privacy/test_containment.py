@@ -618,6 +618,67 @@ def test_what_the_kernel_would_call_later_is_seen_however_it_is_hidden(leave):
                 undo()  # (a dispatcher kernel ends with its library object, dropped here)
 
 
+def _the_python_dispatcher_kept_on():
+    _KEPT.append(torch._C._EnablePythonDispatcher())
+
+
+def _a_dispatcher_kernel_for_sqrt():
+    library = torch._C._dispatch_library("IMPL", "aten", "", "nowhere.py", 1)
+    library.impl("sqrt", "CPU", lambda x: x, False)
+    _KEPT.append(library)
+
+
+def _torch_functional_torch_function_replaced():
+    import torch.functional as functional
+
+    original = functional.has_torch_function
+    functional.has_torch_function = lambda *args: False
+    _KEPT.append(lambda: setattr(functional, "has_torch_function", original))
+
+
+def _a_dpbench_module_swapped_in_sys_modules():
+    name = "dpbench.verification.noise_shape"
+    original = sys.modules[name]
+    sys.modules[name] = types.ModuleType(name)
+    _KEPT.append(lambda: sys.modules.__setitem__(name, original))
+
+
+SECOND_ROUND = {
+    "the python dispatcher kept on": (_the_python_dispatcher_kept_on, "dispatch keys"),
+    "a dispatcher kernel for sqrt": (_a_dispatcher_kernel_for_sqrt, "kernels for aten::sqrt"),
+    "torch.functional's has_torch_function replaced": (_torch_functional_torch_function_replaced, "torch.functional"),
+    "a dpbench module swapped in sys.modules": (_a_dpbench_module_swapped_in_sys_modules, "sys.modules"),
+}
+
+
+@pytest.mark.parametrize("route", SECOND_ROUND.values(), ids=SECOND_ROUND.keys())
+def test_torch_state_the_kernels_later_operations_go_through_is_compared(route):
+    """A fourth containment red team's routes: each changed what the kernel's operations after the call ran
+    (a Python or C++ kernel zeroing the noise or shrinking norms, a lazily imported module's stand-in)."""
+    leave, message = route
+    arm()
+    try:
+        with pytest.raises(ContainmentError, match=message):
+            call_contained("leaves", "postprocess at step 0", leave)
+    finally:
+        while _KEPT:
+            undo = _KEPT.pop()
+            if callable(undo):
+                undo()
+            elif hasattr(undo, "__exit__"):
+                undo.__exit__(None, None, None)
+
+
+def test_a_weak_reference_callback_on_a_handed_tensors_storage_is_refused():
+    kept = []
+
+    def attaches(per_sample_grads):
+        kept.append(weakref.ref(per_sample_grads[0].untyped_storage(), lambda ref: None))
+
+    with pytest.raises(ContainmentError, match="weak-reference callback"):
+        call_contained("attaches", "clip_and_noise at step 0", attaches, [torch.ones(2, 3)])
+
+
 def test_a_weak_reference_callback_on_a_tensor_it_was_handed_is_refused():
     """The callback would run when the kernel drops the tensor, after the call (a red team's read the kernel's
     frames from there)."""
