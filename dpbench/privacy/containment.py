@@ -472,8 +472,7 @@ def _make_hook(
     traceback_path: tuple[Any, ...] = TRACEBACK_PATH, traceback_baseline: tuple[MappingProxyType, ...] = _TRACEBACK_BASELINE,
     reader_codes: tuple[types.CodeType, ...] = (traceback.extract_stack.__code__, traceback.format_stack.__code__),
     exempt_owners: tuple[Any, ...] = (itertools, collections), sys_module: types.ModuleType = sys,
-    error: type[Exception] = ContainmentError, str_type: type = str, list_type: type = list,
-    frame_type: type = types.FrameType, function_type: type = types.FunctionType,
+    error: type[Exception] = ContainmentError, str_type: type = str, function_type: type = types.FunctionType,
     frozenset: type = frozenset, sorted: Callable[..., list] = sorted, set: type = set, vars: Callable = vars,
     len: Callable[[Any], int] = len, all: Callable[..., bool] = all, zip: type = zip, next: Callable = next,
 ) -> Callable[[str, tuple[Any, ...]], None]:
@@ -487,7 +486,7 @@ def _make_hook(
         (vars(owner), baseline, owner in exempt_owners) for owner, baseline in zip(traceback_path, traceback_baseline)
     )
     depth: dict[int, int] = {}  # thread -> how deep it is in mechanism code
-    entry: dict[int, tuple[str, tuple, frozenset]] = {}  # thread -> (kind, census, finalizers) at its entry
+    entry: dict[int, tuple[str, tuple, tuple]] = {}  # thread -> (kind, census, finalizers) at its entry
     attempts: list[str] = []  # what was refused since the outermost call began, on any thread
     reading: set[int] = set()  # threads on which the hook is reading its own caller's frame
     armed: list[Any] = [None]  # the integrity baseline
