@@ -12,7 +12,9 @@ import itertools
 import math
 import random
 import struct
+import textwrap
 import threading
+import types
 import weakref
 
 import numpy as np
@@ -314,6 +316,19 @@ class ReadsEverything(Mechanism):
         return super().clip_factors(group_norms, thresholds * scale, step, epoch)
 
 
+REBUILT_LIBRARY_FUNCTION = types.FunctionType(textwrap.indent.__code__, vars(textwrap), "indent", ({},))
+"""A standard-library function's code and globals with defaults of the mechanism's own: its defaults are the
+mechanism's state (only the function a library module holds under its name is left to the library)."""
+
+
+class RebuiltLibraryFunctionStash(Mechanism):
+    name = "rebuilt_library_function_stash"
+
+    def clip_factors(self, group_norms, thresholds, step, epoch):
+        REBUILT_LIBRARY_FUNCTION.__defaults__[0]["largest"] = float(group_norms.max())
+        return super().clip_factors(group_norms, thresholds, step, epoch)
+
+
 ROUTES = {
     "attribute": (lambda: NormInGradient(1.0), r"self\.largest"),
     "nested container": (lambda: NestedContainer(1.0), r"self\.history\['norms'\]\[0\]"),
@@ -327,6 +342,9 @@ ROUTES = {
     "statistic hook": (lambda: StatisticStash(1.0, count_noise=20.0), r"clip_statistic .*self\.raw"),
     "string buffer": (lambda: StringBufferStash(1.0), r"global STRING_BUFFER"),
     "computed global name": (lambda: ComputedGlobalName(1.0), r"global HIDDEN_STASH"),
+    "a library function rebuilt with its own defaults": (
+        lambda: RebuiltLibraryFunctionStash(1.0), r"global REBUILT_LIBRARY_FUNCTION of module test_isolation defaults"
+    ),
 }
 
 
