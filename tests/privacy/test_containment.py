@@ -705,6 +705,26 @@ def test_the_interactive_prompts_last_value_is_not_a_change():
             del builtins._
 
 
+def test_a_kernel_functions_code_cannot_be_replaced_after_renaming_its_module():
+    """The hook tells a watched function by the module it says it is from and the module whose globals it
+    runs with: changing ``__module__`` first does not make its code replaceable."""
+    function = kernel_noise.add_gaussian_noise
+    module, code = function.__module__, function.__code__
+
+    def renames_then_replaces():
+        function.__module__ = "not_watched"
+        function.__code__ = (lambda tensors, std, source: tensors).__code__
+
+    try:
+        with pytest.raises(ContainmentError, match="replace the __code__"):
+            call_contained("renames", "postprocess at step 0", renames_then_replaces)
+    finally:
+        function.__module__ = module
+        if function.__code__ is not code:
+            function.__code__ = code
+    assert function.__code__ is code
+
+
 @pytest.mark.parametrize("name", ["_run", "ProcessIntegrity", "tuple"])
 def test_a_name_of_the_containment_module_or_builtins_left_replaced_is_refused(name):
     """The checks made at a call's exit run through the module's own names and builtins: one left replaced
